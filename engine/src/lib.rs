@@ -1,0 +1,2 @@
+//! The Projector runtime (stub).
+pub mod config;

@@ -1,0 +1,40 @@
+//! Fold views: one row per key, updated by per-event-type handlers.
+
+use crate::expr::Expr;
+use crate::value::{ColumnType, Value};
+use std::collections::HashMap;
+
+/// One column of a fold view (the key column is not listed here).
+#[derive(Debug, Clone, PartialEq)]
+pub struct ColumnSpec {
+    /// Column name.
+    pub name: String,
+    /// Column type.
+    pub ty: ColumnType,
+    /// Value a new row starts with; `None` means null.
+    pub default: Option<Value>,
+}
+
+/// What one event type does to a row.
+#[derive(Debug, Clone, PartialEq, Default)]
+pub struct Handler {
+    /// `set: {column: expr}`: (column index, expression).
+    pub set: Vec<(usize, Expr)>,
+    /// `add: {column: expr}`: (column index, expression); null counts as 0.
+    pub add: Vec<(usize, Expr)>,
+    /// `delete`: remove the row.
+    pub delete: bool,
+}
+
+/// A compiled fold view.
+#[derive(Debug, Clone, PartialEq)]
+pub struct FoldSpec {
+    /// Name of the key column in the Arrow view (a string column).
+    pub key_column: String,
+    /// The other columns, in view order.
+    pub columns: Vec<ColumnSpec>,
+    /// Handlers by event type.
+    pub handlers: HashMap<String, Handler>,
+    /// The `"*"` handler, run for every event after its own handler unless that deleted the row.
+    pub star: Option<Handler>,
+}

@@ -1,0 +1,22 @@
+//! Pure projection logic: no I/O, no threads.
+//!
+//! ```text
+//!  raw bytes ──▶ decode (JsonDecoder: only the field paths the pipeline reads)
+//!            ──▶ envelope (key, type, version, time)
+//!            ──▶ projection: version check, then every view's operator
+//!                 ├─ fold:      one row per key (set / add / delete handlers)
+//!                 └─ aggregate: partial aggregates per group
+//!            ──▶ state, which the engine turns into Arrow snapshots
+//! ```
+//!
+//! Everything here is deterministic, so a replay from a checkpoint produces the same
+//! state as a failure-free run.
+
+pub mod aggregate;
+pub mod decode;
+pub mod envelope;
+pub mod expr;
+pub mod fields;
+pub mod fold;
+pub mod value;
+pub mod view;

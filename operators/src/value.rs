@@ -1,0 +1,199 @@
+//! Scalar values and column types shared by every operator.
+
+use std::fmt;
+use std::hash::{Hash, Hasher};
+use std::sync::Arc;
+
+/// A scalar value read from an event field or held in a view column.
+///
+/// Timestamps are held as [`Value::Int`] milliseconds since the Unix epoch once they
+/// have been coerced to a `timestamp` column.
+#[derive(Debug, Clone, Default)]
+pub enum Value {
+    /// SQL NULL: a missing field, JSON `null`, or an unset column.
+    #[default]
+    Null,
+    /// A boolean.
+    Bool(bool),
+    /// A 64-bit signed integer.
+    Int(i64),
+    /// A 64-bit float.
+    Float(f64),
+    /// A UTF-8 string (shared, so that copying it into state is cheap).
+    Str(Arc<str>),
+}
+
+impl Value {
+    /// True for [`Value::Null`].
+    pub fn is_null(&self) -> bool {
+        matches!(self, Value::Null)
+    }
+
+    /// A short name of the value's kind, for error messages.
+    pub fn kind(&self) -> &'static str {
+        match self {
+            Value::Null => "null",
+            Value::Bool(_) => "bool",
+            Value::Int(_) => "integer",
+            Value::Float(_) => "float",
+            Value::Str(_) => "string",
+        }
+    }
+
+    /// Converts the value to the representation a column of type `ty` holds.
+    ///
+    /// Null stays null. Integers widen to floats; floats with no fractional part narrow to
+    /// integers; timestamps accept epoch milliseconds or RFC 3339 strings. Anything else
+    /// is a [`TypeError`].
+    pub fn coerce(&self, ty: ColumnType) -> Result<Value, TypeError> {
+        let err = || TypeError { expected: ty, found: self.kind(), value: self.to_string() };
+        Ok(match (ty, self) {
+            (_, Value::Null) => Value::Null,
+            (ColumnType::String, Value::Str(_)) => self.clone(),
+            (ColumnType::String, Value::Int(i)) => Value::Str(i.to_string().into()),
+            (ColumnType::String, Value::Float(f)) => Value::Str(f.to_string().into()),
+            (ColumnType::String, Value::Bool(b)) => Value::Str(b.to_string().into()),
+            (ColumnType::Int64, Value::Int(_)) => self.clone(),
+            (ColumnType::Int64, Value::Float(f)) => {
+                if f.fract() == 0.0 && *f >= i64::MIN as f64 && *f <= i64::MAX as f64 {
+                    Value::Int(*f as i64)
+                } else {
+                    return Err(err());
+                }
+            }
+            (ColumnType::Float64, Value::Float(_)) => self.clone(),
+            (ColumnType::Float64, Value::Int(i)) => Value::Float(*i as f64),
+            (ColumnType::Bool, Value::Bool(_)) => self.clone(),
+            (ColumnType::Timestamp, Value::Int(_)) => self.clone(),
+            (ColumnType::Timestamp, Value::Float(f)) if f.fract() == 0.0 => Value::Int(*f as i64),
+            (ColumnType::Timestamp, Value::Str(s)) => match parse_timestamp_millis(s) {
+                Some(ms) => Value::Int(ms),
+                None => return Err(err()),
+            },
+            _ => return Err(err()),
+        })
+    }
+}
+
+/// Parses an RFC 3339 timestamp into milliseconds since the Unix epoch.
+pub fn parse_timestamp_millis(s: &str) -> Option<i64> {
+    chrono::DateTime::parse_from_rfc3339(s).ok().map(|t| t.timestamp_millis())
+}
+
+impl PartialEq for Value {
+    fn eq(&self, other: &Self) -> bool {
+        match (self, other) {
+            (Value::Null, Value::Null) => true,
+            (Value::Bool(a), Value::Bool(b)) => a == b,
+            (Value::Int(a), Value::Int(b)) => a == b,
+            // Bitwise, so that Value can be a hash key (NaN equals NaN here).
+            (Value::Float(a), Value::Float(b)) => a.to_bits() == b.to_bits(),
+            (Value::Str(a), Value::Str(b)) => a == b,
+            _ => false,
+        }
+    }
+}
+
+impl Eq for Value {}
+
+impl Hash for Value {
+    fn hash<H: Hasher>(&self, state: &mut H) {
+        std::mem::discriminant(self).hash(state);
+        match self {
+            Value::Null => {}
+            Value::Bool(b) => b.hash(state),
+            Value::Int(i) => i.hash(state),
+            Value::Float(f) => f.to_bits().hash(state),
+            Value::Str(s) => s.hash(state),
+        }
+    }
+}
+
+impl fmt::Display for Value {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Value::Null => f.write_str("null"),
+            Value::Bool(b) => write!(f, "{b}"),
+            Value::Int(i) => write!(f, "{i}"),
+            Value::Float(x) => write!(f, "{x}"),
+            Value::Str(s) => write!(f, "'{s}'"),
+        }
+    }
+}
+
+/// The type of a view column, as written in the pipeline file.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum ColumnType {
+    /// `string`: UTF-8 text.
+    String,
+    /// `int64`: 64-bit signed integer.
+    Int64,
+    /// `float64`: 64-bit float.
+    Float64,
+    /// `bool`: boolean.
+    Bool,
+    /// `timestamp`: milliseconds since the Unix epoch, UTC (accepts epoch ms or RFC 3339).
+    Timestamp,
+}
+
+impl ColumnType {
+    /// Every type, with the name used in pipeline files.
+    pub const ALL: [(&'static str, ColumnType); 5] = [
+        ("string", ColumnType::String),
+        ("int64", ColumnType::Int64),
+        ("float64", ColumnType::Float64),
+        ("bool", ColumnType::Bool),
+        ("timestamp", ColumnType::Timestamp),
+    ];
+
+    /// Looks a type up by its pipeline-file name.
+    pub fn from_name(name: &str) -> Option<ColumnType> {
+        Self::ALL.iter().find(|(n, _)| *n == name).map(|(_, t)| *t)
+    }
+
+    /// The pipeline-file name of the type.
+    pub fn name(self) -> &'static str {
+        Self::ALL.iter().find(|(_, t)| *t == self).map(|(n, _)| *n).unwrap_or("?")
+    }
+
+    /// True for the types `add` can work on.
+    pub fn is_numeric(self) -> bool {
+        matches!(self, ColumnType::Int64 | ColumnType::Float64)
+    }
+}
+
+impl fmt::Display for ColumnType {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.name())
+    }
+}
+
+/// A value that does not fit the column it is written to.
+#[derive(Debug, Clone, PartialEq, thiserror::Error)]
+#[error("expected {expected}, found {found} {value}")]
+pub struct TypeError {
+    /// The column's type.
+    pub expected: ColumnType,
+    /// The kind of value found.
+    pub found: &'static str,
+    /// The value, rendered.
+    pub value: String,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn coerce_follows_the_column_type() {
+        assert_eq!(Value::Int(3).coerce(ColumnType::Float64), Ok(Value::Float(3.0)));
+        assert_eq!(Value::Float(3.0).coerce(ColumnType::Int64), Ok(Value::Int(3)));
+        assert!(Value::Float(3.5).coerce(ColumnType::Int64).is_err());
+        assert!(Value::Str("x".into()).coerce(ColumnType::Int64).is_err());
+        assert_eq!(
+            Value::Str("1970-01-01T00:00:01Z".into()).coerce(ColumnType::Timestamp),
+            Ok(Value::Int(1000))
+        );
+        assert_eq!(Value::Null.coerce(ColumnType::Bool), Ok(Value::Null));
+    }
+}
