@@ -1,7 +1,21 @@
-//! The dead-letter file: one JSON line per bad record (HELPER B implements this file).
+//! The dead-letter file: one JSON line per bad record.
+//!
+//! ```text
+//! {"raw":"{\"amount\":","error":{"code":"decode.invalid_json","message":"..."},"source":{"partition":"file:events.ndjson","offset":41},"time":"2026-01-01T00:00:00.123Z"}
+//! ```
+//!
+//! `raw` holds the record's bytes when they are valid UTF-8; otherwise `raw_base64`
+//! holds them in standard base64. Either way the exact bytes are recoverable
+//! ([`read_dead_letters`]).
 
-use crate::Result;
-use std::path::Path;
+use crate::{Error, Result};
+use base64::Engine as _;
+use base64::engine::general_purpose::STANDARD as BASE64;
+use serde::{Deserialize, Serialize};
+use std::fs::{File, OpenOptions};
+use std::io::{BufRead, BufReader, BufWriter, Write};
+use std::path::{Path, PathBuf};
+use std::time::SystemTime;
 
 /// A bad record on its way to the dead-letter destination.
 #[derive(Debug, Clone)]
@@ -18,26 +32,268 @@ pub struct DeadLetter<'a> {
     pub offset: u64,
 }
 
+/// The JSON line of one dead letter.
+#[derive(Serialize, Deserialize)]
+struct Line<'a> {
+    #[serde(borrow, default, skip_serializing_if = "Option::is_none")]
+    raw: Option<std::borrow::Cow<'a, str>>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    raw_base64: Option<String>,
+    #[serde(borrow)]
+    error: LineError<'a>,
+    #[serde(borrow)]
+    source: LineSource<'a>,
+    #[serde(borrow)]
+    time: std::borrow::Cow<'a, str>,
+}
+
+#[derive(Serialize, Deserialize)]
+struct LineError<'a> {
+    #[serde(borrow)]
+    code: std::borrow::Cow<'a, str>,
+    #[serde(borrow)]
+    message: std::borrow::Cow<'a, str>,
+}
+
+#[derive(Serialize, Deserialize)]
+struct LineSource<'a> {
+    #[serde(borrow)]
+    partition: std::borrow::Cow<'a, str>,
+    offset: u64,
+}
+
 /// Appends dead letters to `<state_dir>/dead-letters.ndjson`.
 pub struct DeadLetterFile {
-    _private: (),
+    path: PathBuf,
+    writer: BufWriter<File>,
+}
+
+impl std::fmt::Debug for DeadLetterFile {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("DeadLetterFile")
+            .field("path", &self.path)
+            .finish_non_exhaustive()
+    }
 }
 
 impl DeadLetterFile {
-    /// Opens (creating, appending) the dead-letter file at `path`.
+    /// Opens (creating, appending) the dead-letter file at `path`, creating its
+    /// parent directories.
     pub fn open(path: &Path) -> Result<Self> {
-        let _ = path;
-        todo!()
+        if let Some(parent) = path.parent().filter(|p| !p.as_os_str().is_empty()) {
+            std::fs::create_dir_all(parent).map_err(|source| Error::Io {
+                context: format!("creating directory {}", parent.display()),
+                source,
+            })?;
+        }
+        let file = OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(path)
+            .map_err(|source| Error::Io {
+                context: format!("opening dead-letter file {}", path.display()),
+                source,
+            })?;
+        Ok(DeadLetterFile {
+            path: path.to_owned(),
+            writer: BufWriter::with_capacity(64 * 1024, file),
+        })
+    }
+
+    /// The file's path.
+    pub fn path(&self) -> &Path {
+        &self.path
     }
 
     /// Appends one dead letter (buffered; call [`DeadLetterFile::flush`]).
     pub fn append(&mut self, letter: &DeadLetter<'_>) -> Result<()> {
-        let _ = letter;
-        todo!()
+        let (raw, raw_base64) = match std::str::from_utf8(letter.raw) {
+            Ok(text) => (Some(text.into()), None),
+            Err(_) => (None, Some(BASE64.encode(letter.raw))),
+        };
+        let time = humantime::format_rfc3339_millis(SystemTime::now()).to_string();
+        let line = Line {
+            raw,
+            raw_base64,
+            error: LineError {
+                code: letter.code.into(),
+                message: letter.message.into(),
+            },
+            source: LineSource {
+                partition: letter.partition.into(),
+                offset: letter.offset,
+            },
+            time: time.into(),
+        };
+        // Serialize to a line first so a failure never leaves half a line behind.
+        let mut bytes =
+            serde_json::to_vec(&line).map_err(|e| self.io_error("writing", e.into()))?;
+        bytes.push(b'\n');
+        self.writer
+            .write_all(&bytes)
+            .map_err(|e| self.io_error("writing", e))
     }
 
     /// Flushes buffered letters to the file.
     pub fn flush(&mut self) -> Result<()> {
-        todo!()
+        self.writer
+            .flush()
+            .map_err(|e| self.io_error("flushing", e))
+    }
+
+    fn io_error(&self, doing: &str, source: std::io::Error) -> Error {
+        Error::Io {
+            context: format!("{doing} dead-letter file {}", self.path.display()),
+            source,
+        }
+    }
+}
+
+/// A dead letter as read back from the file.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct StoredDeadLetter {
+    /// Exactly the bytes of the bad record.
+    pub raw: Vec<u8>,
+    /// The error code.
+    pub code: String,
+    /// The error message.
+    pub message: String,
+    /// The partition name.
+    pub partition: String,
+    /// The offset within the partition.
+    pub offset: u64,
+}
+
+/// Reads all dead letters of a file written by [`DeadLetterFile`] (blank lines are
+/// ignored), for tests and tools.
+pub fn read_dead_letters(path: &Path) -> Result<Vec<StoredDeadLetter>> {
+    let context = |line: Option<usize>| match line {
+        Some(n) => format!("reading dead-letter file {} line {n}", path.display()),
+        None => format!("reading dead-letter file {}", path.display()),
+    };
+    let invalid = |msg: String| std::io::Error::new(std::io::ErrorKind::InvalidData, msg);
+    let file = File::open(path).map_err(|source| Error::Io {
+        context: context(None),
+        source,
+    })?;
+    let mut letters = Vec::new();
+    for (i, text) in BufReader::new(file).lines().enumerate() {
+        let text = text.map_err(|source| Error::Io {
+            context: context(None),
+            source,
+        })?;
+        if text.trim().is_empty() {
+            continue;
+        }
+        let bad = |msg: String| Error::Io {
+            context: context(Some(i + 1)),
+            source: invalid(msg),
+        };
+        let line: Line<'_> = serde_json::from_str(&text).map_err(|e| bad(e.to_string()))?;
+        let raw = match (line.raw, line.raw_base64) {
+            (Some(raw), None) => raw.into_owned().into_bytes(),
+            (None, Some(b64)) => BASE64
+                .decode(b64)
+                .map_err(|e| bad(format!("raw_base64: {e}")))?,
+            _ => return Err(bad("expected exactly one of `raw` and `raw_base64`".into())),
+        };
+        letters.push(StoredDeadLetter {
+            raw,
+            code: line.error.code.into_owned(),
+            message: line.error.message.into_owned(),
+            partition: line.source.partition.into_owned(),
+            offset: line.source.offset,
+        });
+    }
+    Ok(letters)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn letter<'a>(raw: &'a [u8], offset: u64) -> DeadLetter<'a> {
+        DeadLetter {
+            raw,
+            code: "decode.invalid_json",
+            message: "expected value at line 1 column 1 \"here\"",
+            partition: "file:events.ndjson",
+            offset,
+        }
+    }
+
+    #[test]
+    fn round_trip_utf8_and_binary() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("state/nested/dead-letters.ndjson");
+        let raws: Vec<Vec<u8>> = vec![
+            b"{\"amount\":".to_vec(),
+            b"quotes \" and \\ backslashes \\\" \\n literal".to_vec(),
+            b"control \x00\x01\x07\x08\t\x0b\x0c\r\x1b\x1f\x7f chars".to_vec(),
+            "unicode é ü 漢字 🦀 \u{2028}\u{2029}".as_bytes().to_vec(),
+            b"{\"a\":1}\r".to_vec(),
+            b"\xff\xfe invalid \xc3\x28 utf8 \" \\ \x00".to_vec(),
+            (0u8..=255).filter(|b| *b != b'\n').collect(),
+            Vec::new(),
+        ];
+        let mut file = DeadLetterFile::open(&path).unwrap();
+        assert_eq!(file.path(), path);
+        for (i, raw) in raws.iter().enumerate() {
+            file.append(&letter(raw, i as u64)).unwrap();
+        }
+        file.flush().unwrap();
+
+        let text = std::fs::read_to_string(&path).unwrap();
+        assert_eq!(text.lines().count(), raws.len(), "one line per letter");
+        let first: serde_json::Value = serde_json::from_str(text.lines().next().unwrap()).unwrap();
+        assert_eq!(first["raw"], "{\"amount\":");
+        assert_eq!(first["error"]["code"], "decode.invalid_json");
+        assert_eq!(first["source"]["partition"], "file:events.ndjson");
+        assert_eq!(first["source"]["offset"], 0);
+        let time = first["time"].as_str().unwrap();
+        assert!(humantime::parse_rfc3339(time).is_ok(), "{time}");
+        let binary: serde_json::Value = serde_json::from_str(text.lines().nth(5).unwrap()).unwrap();
+        assert!(binary.get("raw").is_none() && binary["raw_base64"].is_string());
+
+        let stored = read_dead_letters(&path).unwrap();
+        let expected: Vec<StoredDeadLetter> = raws
+            .iter()
+            .enumerate()
+            .map(|(i, raw)| StoredDeadLetter {
+                raw: raw.clone(),
+                code: "decode.invalid_json".into(),
+                message: "expected value at line 1 column 1 \"here\"".into(),
+                partition: "file:events.ndjson".into(),
+                offset: i as u64,
+            })
+            .collect();
+        assert_eq!(stored, expected);
+    }
+
+    #[test]
+    fn reopening_appends() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("dead-letters.ndjson");
+        for offset in 0..3 {
+            let mut file = DeadLetterFile::open(&path).unwrap();
+            file.append(&letter(b"x", offset)).unwrap();
+            file.flush().unwrap();
+        }
+        let offsets: Vec<u64> = read_dead_letters(&path)
+            .unwrap()
+            .iter()
+            .map(|l| l.offset)
+            .collect();
+        assert_eq!(offsets, [0, 1, 2]);
+    }
+
+    #[test]
+    fn reading_rejects_malformed_lines() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("dead-letters.ndjson");
+        std::fs::write(&path, "\n{\"nope\":1}\n").unwrap();
+        let err = read_dead_letters(&path).unwrap_err().to_string();
+        assert!(err.contains("line 2"), "{err}");
+        assert!(read_dead_letters(&dir.path().join("missing")).is_err());
     }
 }

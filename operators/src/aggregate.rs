@@ -38,3 +38,156 @@ pub struct AggregateSpec {
     /// Aggregate columns, in view order after the group-by columns.
     pub columns: Vec<AggColumn>,
 }
+
+use crate::value::Value;
+use std::cmp::Ordering;
+
+/// A partial aggregate: mergeable, so workers keep partials and queries merge them.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Acc {
+    /// `count(*)` / `count(x)`.
+    Count(i64),
+    /// `sum(x)` into an int64 column; `None` until a non-null value arrives.
+    SumInt(Option<i64>),
+    /// `sum(x)` into a float64 column.
+    SumFloat(Option<f64>),
+    /// `min(x)`.
+    Min(Value),
+    /// `max(x)`.
+    Max(Value),
+    /// `avg(x)`: running sum and count of non-null values.
+    Avg {
+        /// Sum of values.
+        sum: f64,
+        /// Number of values.
+        count: i64,
+    },
+}
+
+/// A value that cannot be aggregated (e.g. an int64 sum overflowing).
+#[derive(Debug, Clone, PartialEq, thiserror::Error)]
+#[error("{0}")]
+pub struct AccError(pub String);
+
+impl Acc {
+    /// The empty accumulator for a column.
+    pub fn new(column: &AggColumn) -> Acc {
+        match (column.func, column.ty) {
+            (AggFn::CountStar | AggFn::Count, _) => Acc::Count(0),
+            (AggFn::Sum, ColumnType::Int64) => Acc::SumInt(None),
+            (AggFn::Sum, _) => Acc::SumFloat(None),
+            (AggFn::Min, _) => Acc::Min(Value::Null),
+            (AggFn::Max, _) => Acc::Max(Value::Null),
+            (AggFn::Avg, _) => Acc::Avg { sum: 0.0, count: 0 },
+        }
+    }
+
+    /// Checks that `v` (already coerced to the column's input type) can be added,
+    /// without changing the accumulator. Lets an event be applied to all views or none.
+    pub fn check(&self, v: &Value) -> Result<(), AccError> {
+        if let (Acc::SumInt(Some(s)), Value::Int(i)) = (self, v) {
+            if s.checked_add(*i).is_none() {
+                return Err(AccError(format!("sum overflows int64 ({s} + {i})")));
+            }
+        }
+        Ok(())
+    }
+
+    /// Adds one input. For `count(*)` pass any non-null value. Nulls are ignored
+    /// (except by `count(*)`, whose callers pass `Value::Bool(true)`).
+    pub fn update(&mut self, v: &Value) {
+        if v.is_null() {
+            return;
+        }
+        match self {
+            Acc::Count(c) => *c += 1,
+            Acc::SumInt(s) => {
+                if let Value::Int(i) = v {
+                    *s = Some(s.unwrap_or(0).wrapping_add(*i));
+                }
+            }
+            Acc::SumFloat(s) => {
+                if let Some(f) = as_f64(v) {
+                    *s = Some(s.unwrap_or(0.0) + f);
+                }
+            }
+            Acc::Min(m) => {
+                if m.is_null() || compare(v, m) == Ordering::Less {
+                    *m = v.clone();
+                }
+            }
+            Acc::Max(m) => {
+                if m.is_null() || compare(v, m) == Ordering::Greater {
+                    *m = v.clone();
+                }
+            }
+            Acc::Avg { sum, count } => {
+                if let Some(f) = as_f64(v) {
+                    *sum += f;
+                    *count += 1;
+                }
+            }
+        }
+    }
+
+    /// Folds another partial of the same column into this one (two-phase aggregation).
+    pub fn merge(&mut self, other: &Acc) {
+        match (self, other) {
+            (Acc::Count(a), Acc::Count(b)) => *a += b,
+            (Acc::SumInt(a), Acc::SumInt(b)) => {
+                if let Some(b) = b {
+                    *a = Some(a.unwrap_or(0).wrapping_add(*b));
+                }
+            }
+            (Acc::SumFloat(a), Acc::SumFloat(b)) => {
+                if let Some(b) = b {
+                    *a = Some(a.unwrap_or(0.0) + b);
+                }
+            }
+            (a @ Acc::Min(_), Acc::Min(b)) | (a @ Acc::Max(_), Acc::Max(b)) => a.update(b),
+            (Acc::Avg { sum, count }, Acc::Avg { sum: s2, count: c2 }) => {
+                *sum += s2;
+                *count += c2;
+            }
+            (a, b) => debug_assert!(false, "merging different accumulators {a:?} {b:?}"),
+        }
+    }
+
+    /// The final value of the column.
+    pub fn finish(&self) -> Value {
+        match self {
+            Acc::Count(c) => Value::Int(*c),
+            Acc::SumInt(s) => s.map(Value::Int).unwrap_or(Value::Null),
+            Acc::SumFloat(s) => s.map(Value::Float).unwrap_or(Value::Null),
+            Acc::Min(v) | Acc::Max(v) => v.clone(),
+            Acc::Avg { sum, count } => {
+                if *count == 0 {
+                    Value::Null
+                } else {
+                    Value::Float(sum / *count as f64)
+                }
+            }
+        }
+    }
+}
+
+fn as_f64(v: &Value) -> Option<f64> {
+    match v {
+        Value::Int(i) => Some(*i as f64),
+        Value::Float(f) => Some(*f),
+        _ => None,
+    }
+}
+
+/// Orders two non-null values of one column type.
+pub fn compare(a: &Value, b: &Value) -> Ordering {
+    match (a, b) {
+        (Value::Int(x), Value::Int(y)) => x.cmp(y),
+        (Value::Float(x), Value::Float(y)) => x.total_cmp(y),
+        (Value::Int(x), Value::Float(y)) => (*x as f64).total_cmp(y),
+        (Value::Float(x), Value::Int(y)) => x.total_cmp(&(*y as f64)),
+        (Value::Str(x), Value::Str(y)) => x.cmp(y),
+        (Value::Bool(x), Value::Bool(y)) => x.cmp(y),
+        _ => Ordering::Equal,
+    }
+}

@@ -1,7 +1,23 @@
-//! JSON decoding into field slots (HELPER A implements this file).
+//! JSON decoding into field slots.
+//!
+//! [`JsonDecoder`] turns the dotted paths of a [`FieldRegistry`] into a trie and walks a
+//! JSON record with `serde_json`'s streaming deserializer: keys nobody reads are skipped
+//! without being materialized, and only the wanted leaves are converted into
+//! [`Value`]s. Decoding a typical event allocates nothing except the `Arc<str>` of each
+//! wanted string.
+
+use std::fmt;
+use std::sync::Arc;
+
+use serde::Deserialize as _;
+use serde::de::value::{MapAccessDeserializer, SeqAccessDeserializer};
+use serde::de::{self, DeserializeSeed, Deserializer, IgnoredAny, MapAccess, SeqAccess, Visitor};
 
 use crate::fields::FieldRegistry;
 use crate::value::Value;
+
+/// Nodes with more children than this look keys up in a hash map instead of scanning.
+const LINEAR_CHILDREN: usize = 8;
 
 /// A record that is not a JSON object, or not valid JSON.
 #[derive(Debug, Clone, PartialEq, thiserror::Error)]
@@ -11,16 +27,75 @@ pub struct DecodeError {
     pub message: String,
 }
 
+impl DecodeError {
+    #[cold]
+    fn new(message: String) -> Self {
+        DecodeError { message }
+    }
+}
+
 /// Decodes JSON events, keeping only the fields a pipeline reads.
 #[derive(Debug, Clone)]
 pub struct JsonDecoder {
+    /// The path trie; node 0 is the root (the record itself).
+    nodes: Vec<TrieNode>,
     slots: usize,
+}
+
+#[derive(Debug, Clone, Default)]
+struct TrieNode {
+    /// The slot of the path ending here, if it is a registered path.
+    slot: Option<usize>,
+    /// Child key → node index.
+    children: Vec<(Box<str>, usize)>,
+    /// The same as `children`, for nodes with many children.
+    index: Option<hashbrown::HashMap<Box<str>, usize, ahash::RandomState>>,
+    /// Slots of every strict descendant, reset when this node's key is seen again (a
+    /// duplicate key replaces the whole earlier value).
+    descendant_slots: Vec<usize>,
 }
 
 impl JsonDecoder {
     /// A decoder for every path in `fields`.
+    ///
+    /// Paths are split on `.`: `payload.amount` is the key `amount` of the object under
+    /// the top-level key `payload`.
     pub fn new(fields: &FieldRegistry) -> Self {
-        JsonDecoder { slots: fields.len() }
+        let mut nodes = vec![TrieNode::default()];
+        for (slot, path) in fields.paths().iter().enumerate() {
+            let mut cur = 0;
+            for segment in path.split('.') {
+                let found = nodes[cur].children.iter().find(|(k, _)| **k == *segment);
+                cur = match found {
+                    Some(&(_, child)) => child,
+                    None => {
+                        let child = nodes.len();
+                        nodes.push(TrieNode::default());
+                        nodes[cur].children.push((segment.into(), child));
+                        child
+                    }
+                };
+            }
+            nodes[cur].slot = Some(slot);
+        }
+        // Children always have higher indices than their parent, so a reverse pass sees
+        // every child's descendants before the parent's.
+        for n in (0..nodes.len()).rev() {
+            let mut below = Vec::new();
+            for &(_, c) in &nodes[n].children {
+                below.extend(nodes[c].slot);
+                below.extend_from_slice(&nodes[c].descendant_slots);
+            }
+            let node = &mut nodes[n];
+            node.descendant_slots = below;
+            if node.children.len() > LINEAR_CHILDREN {
+                node.index = Some(node.children.iter().cloned().collect());
+            }
+        }
+        JsonDecoder {
+            nodes,
+            slots: fields.len(),
+        }
     }
 
     /// Number of slots [`JsonDecoder::decode`] fills.
@@ -30,8 +105,696 @@ impl JsonDecoder {
 
     /// Decodes one record, writing the value of path `i` to `out[i]` (Null when absent).
     /// `out.len()` must equal [`JsonDecoder::slots`].
+    ///
+    /// Scalars become the matching [`Value`] (integers above `i64::MAX` become floats);
+    /// an object or array at a wanted path becomes its compact JSON text. A path through
+    /// something that is not an object is Null. When a key repeats, the last one wins.
+    /// On error every slot is Null.
     pub fn decode(&self, raw: &[u8], out: &mut [Value]) -> Result<(), DecodeError> {
-        let _ = (raw, out);
-        todo!()
+        assert_eq!(
+            out.len(),
+            self.slots,
+            "JsonDecoder::decode: wrong number of slots"
+        );
+        out.fill(Value::Null);
+        let first = raw
+            .iter()
+            .copied()
+            .find(|b| !matches!(b, b' ' | b'\t' | b'\n' | b'\r'));
+        match first {
+            None => return Err(DecodeError::new("empty record".to_string())),
+            Some(b'{') => {}
+            Some(b) => return Err(not_an_object(raw, b)),
+        }
+        let mut de = serde_json::Deserializer::from_slice(raw);
+        let result = de
+            .deserialize_map(ObjectVisitor {
+                dec: self,
+                node: 0,
+                out: &mut *out,
+            })
+            .and_then(|()| de.end());
+        result.map_err(|e| {
+            out.fill(Value::Null);
+            DecodeError::new(e.to_string())
+        })
+    }
+
+    /// The child of trie node `node` under `key`.
+    #[inline]
+    fn child(&self, node: usize, key: &str) -> Option<usize> {
+        let n = &self.nodes[node];
+        match &n.index {
+            Some(index) => index.get(key).copied(),
+            None => n
+                .children
+                .iter()
+                .find(|(k, _)| **k == *key)
+                .map(|&(_, c)| c),
+        }
+    }
+
+    /// Fills the slots below `node` from an already materialized JSON object.
+    fn fill_from_json(
+        &self,
+        node: usize,
+        object: &serde_json::Map<String, serde_json::Value>,
+        out: &mut [Value],
+    ) {
+        for (key, child) in &self.nodes[node].children {
+            let Some(v) = object.get(&**key) else {
+                continue;
+            };
+            let c = &self.nodes[*child];
+            if let Some(slot) = c.slot {
+                out[slot] = from_json(v);
+            }
+            if let serde_json::Value::Object(inner) = v
+                && !c.children.is_empty()
+            {
+                self.fill_from_json(*child, inner, out);
+            }
+        }
+    }
+}
+
+/// The error for a record that starts with something other than `{`.
+#[cold]
+fn not_an_object(raw: &[u8], first: u8) -> DecodeError {
+    if let Err(e) = serde_json::from_slice::<IgnoredAny>(raw) {
+        return DecodeError::new(e.to_string());
+    }
+    let kind = match first {
+        b'[' => "array",
+        b'"' => "string",
+        b't' | b'f' => "bool",
+        b'n' => "null",
+        _ => "number",
+    };
+    DecodeError::new(format!("expected a JSON object, found {kind}"))
+}
+
+/// Converts a materialized JSON value the same way the streaming path does.
+fn from_json(v: &serde_json::Value) -> Value {
+    match v {
+        serde_json::Value::Null => Value::Null,
+        serde_json::Value::Bool(b) => Value::Bool(*b),
+        serde_json::Value::Number(n) => match n.as_i64() {
+            Some(i) => Value::Int(i),
+            None => Value::Float(n.as_f64().unwrap_or(f64::NAN)),
+        },
+        serde_json::Value::String(s) => Value::Str(Arc::from(s.as_str())),
+        serde_json::Value::Array(_) | serde_json::Value::Object(_) => {
+            Value::Str(Arc::from(v.to_string()))
+        }
+    }
+}
+
+/// Walks the entries of a JSON object whose trie node is `node`.
+fn walk_map<'de, A: MapAccess<'de>>(
+    dec: &JsonDecoder,
+    node: usize,
+    out: &mut [Value],
+    mut map: A,
+) -> Result<(), A::Error> {
+    while let Some(child) = map.next_key_seed(KeySeed { dec, node })? {
+        match child {
+            Some(child) => map.next_value_seed(NodeSeed {
+                dec,
+                node: child,
+                out: &mut *out,
+            })?,
+            None => {
+                map.next_value::<IgnoredAny>()?;
+            }
+        }
+    }
+    Ok(())
+}
+
+/// Looks an object key up among the children of `node` without allocating.
+struct KeySeed<'a> {
+    dec: &'a JsonDecoder,
+    node: usize,
+}
+
+impl<'de> DeserializeSeed<'de> for KeySeed<'_> {
+    type Value = Option<usize>;
+
+    fn deserialize<D: Deserializer<'de>>(self, d: D) -> Result<Option<usize>, D::Error> {
+        d.deserialize_str(self)
+    }
+}
+
+impl<'de> Visitor<'de> for KeySeed<'_> {
+    type Value = Option<usize>;
+
+    fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("an object key")
+    }
+
+    fn visit_str<E: de::Error>(self, key: &str) -> Result<Option<usize>, E> {
+        Ok(self.dec.child(self.node, key))
+    }
+}
+
+/// Deserializes the value under a wanted key (trie node `node`).
+struct NodeSeed<'a> {
+    dec: &'a JsonDecoder,
+    node: usize,
+    out: &'a mut [Value],
+}
+
+impl<'de> DeserializeSeed<'de> for NodeSeed<'_> {
+    type Value = ();
+
+    fn deserialize<D: Deserializer<'de>>(self, d: D) -> Result<(), D::Error> {
+        let NodeSeed { dec, node, out } = self;
+        let n = &dec.nodes[node];
+        for &s in &n.descendant_slots {
+            out[s] = Value::Null;
+        }
+        match (n.slot, n.children.is_empty()) {
+            (Some(slot), true) => out[slot] = d.deserialize_any(LeafVisitor)?,
+            (None, false) => d.deserialize_any(ObjectVisitor { dec, node, out })?,
+            (Some(slot), false) => {
+                // Both a wanted value and a path prefix (rare): materialize the subtree.
+                let v = serde_json::Value::deserialize(d)?;
+                out[slot] = from_json(&v);
+                if let serde_json::Value::Object(object) = &v {
+                    dec.fill_from_json(node, object, out);
+                }
+            }
+            (None, true) => {
+                d.deserialize_ignored_any(IgnoredAny)?;
+            }
+        }
+        Ok(())
+    }
+}
+
+/// A wanted leaf: scalars map to [`Value`]s, objects and arrays to their JSON text.
+struct LeafVisitor;
+
+impl<'de> Visitor<'de> for LeafVisitor {
+    type Value = Value;
+
+    fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("a JSON value")
+    }
+
+    fn visit_unit<E: de::Error>(self) -> Result<Value, E> {
+        Ok(Value::Null)
+    }
+
+    fn visit_none<E: de::Error>(self) -> Result<Value, E> {
+        Ok(Value::Null)
+    }
+
+    fn visit_bool<E: de::Error>(self, v: bool) -> Result<Value, E> {
+        Ok(Value::Bool(v))
+    }
+
+    fn visit_i64<E: de::Error>(self, v: i64) -> Result<Value, E> {
+        Ok(Value::Int(v))
+    }
+
+    fn visit_u64<E: de::Error>(self, v: u64) -> Result<Value, E> {
+        Ok(match i64::try_from(v) {
+            Ok(i) => Value::Int(i),
+            Err(_) => Value::Float(v as f64),
+        })
+    }
+
+    fn visit_f64<E: de::Error>(self, v: f64) -> Result<Value, E> {
+        Ok(Value::Float(v))
+    }
+
+    fn visit_str<E: de::Error>(self, v: &str) -> Result<Value, E> {
+        Ok(Value::Str(Arc::from(v)))
+    }
+
+    fn visit_map<A: MapAccess<'de>>(self, map: A) -> Result<Value, A::Error> {
+        let v = serde_json::Value::deserialize(MapAccessDeserializer::new(map))?;
+        Ok(Value::Str(Arc::from(v.to_string())))
+    }
+
+    fn visit_seq<A: SeqAccess<'de>>(self, seq: A) -> Result<Value, A::Error> {
+        let v = serde_json::Value::deserialize(SeqAccessDeserializer::new(seq))?;
+        Ok(Value::Str(Arc::from(v.to_string())))
+    }
+}
+
+/// A path prefix: walks it if it is an object, ignores it otherwise.
+struct ObjectVisitor<'a> {
+    dec: &'a JsonDecoder,
+    node: usize,
+    out: &'a mut [Value],
+}
+
+impl<'de> Visitor<'de> for ObjectVisitor<'_> {
+    type Value = ();
+
+    fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("a JSON object")
+    }
+
+    fn visit_map<A: MapAccess<'de>>(self, map: A) -> Result<(), A::Error> {
+        walk_map(self.dec, self.node, self.out, map)
+    }
+
+    fn visit_seq<A: SeqAccess<'de>>(self, mut seq: A) -> Result<(), A::Error> {
+        while seq.next_element::<IgnoredAny>()?.is_some() {}
+        Ok(())
+    }
+
+    fn visit_unit<E: de::Error>(self) -> Result<(), E> {
+        Ok(())
+    }
+
+    fn visit_none<E: de::Error>(self) -> Result<(), E> {
+        Ok(())
+    }
+
+    fn visit_bool<E: de::Error>(self, _: bool) -> Result<(), E> {
+        Ok(())
+    }
+
+    fn visit_i64<E: de::Error>(self, _: i64) -> Result<(), E> {
+        Ok(())
+    }
+
+    fn visit_u64<E: de::Error>(self, _: u64) -> Result<(), E> {
+        Ok(())
+    }
+
+    fn visit_f64<E: de::Error>(self, _: f64) -> Result<(), E> {
+        Ok(())
+    }
+
+    fn visit_str<E: de::Error>(self, _: &str) -> Result<(), E> {
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use proptest::prelude::*;
+    use serde_json::json;
+
+    fn s(v: &str) -> Value {
+        Value::Str(Arc::from(v))
+    }
+
+    /// Decodes `raw` for `paths`, returning `path → value` pairs in the given order.
+    fn decode(paths: &[&str], raw: &str) -> Result<Vec<Value>, DecodeError> {
+        let mut fields = FieldRegistry::new();
+        for p in paths {
+            fields.intern(p);
+        }
+        let dec = JsonDecoder::new(&fields);
+        assert_eq!(dec.slots(), fields.len());
+        let mut out = vec![s("stale"); dec.slots()];
+        dec.decode(raw.as_bytes(), &mut out).map(|()| out)
+    }
+
+    fn decode_ok(paths: &[&str], raw: &str) -> Vec<Value> {
+        decode(paths, raw).unwrap_or_else(|e| panic!("{raw}: {e}"))
+    }
+
+    fn decode_err(paths: &[&str], raw: &str) -> String {
+        match decode(paths, raw) {
+            Ok(v) => panic!("{raw}: expected an error, got {v:?}"),
+            Err(e) => e.message,
+        }
+    }
+
+    const EVENT: &str = r#"{"eventId":"evt-1","eventType":"MoneyDeposited","aggregateId":"acc-00042","version":7,"timestamp":1700000000123,"payload":{"amount":250}}"#;
+
+    #[test]
+    fn typical_event() {
+        let out = decode_ok(
+            &[
+                "eventType",
+                "aggregateId",
+                "version",
+                "timestamp",
+                "payload.amount",
+                "missing",
+            ],
+            EVENT,
+        );
+        assert_eq!(
+            out,
+            [
+                s("MoneyDeposited"),
+                s("acc-00042"),
+                Value::Int(7),
+                Value::Int(1700000000123),
+                Value::Int(250),
+                Value::Null,
+            ]
+        );
+    }
+
+    #[test]
+    fn leaves_at_several_depths() {
+        let raw = r#"{"a":1,"b":{"c":"x","d":{"e":true,"f":null,"g":-2.5}},"h":[1,2]}"#;
+        let out = decode_ok(
+            &["a", "b.c", "b.d.e", "b.d.f", "b.d.g", "b.d.zz", "b.x.y"],
+            raw,
+        );
+        assert_eq!(
+            out,
+            [
+                Value::Int(1),
+                s("x"),
+                Value::Bool(true),
+                Value::Null,
+                Value::Float(-2.5),
+                Value::Null,
+                Value::Null
+            ]
+        );
+    }
+
+    #[test]
+    fn scalars() {
+        let raw = r#"{"i":-42,"u":9223372036854775807,"big":18446744073709551615,
+            "huge":123456789012345678901234567890,"neg":-9223372036854775809,
+            "f":1.0,"e":1e3,"t":true,"n":null,"s":"","z":0}"#;
+        let out = decode_ok(
+            &["i", "u", "big", "huge", "neg", "f", "e", "t", "n", "s", "z"],
+            raw,
+        );
+        assert_eq!(
+            out,
+            [
+                Value::Int(-42),
+                Value::Int(i64::MAX),
+                Value::Float(18446744073709551615.0),
+                Value::Float(1.2345678901234568e29),
+                Value::Float(-9223372036854775809.0),
+                Value::Float(1.0),
+                Value::Float(1000.0),
+                Value::Bool(true),
+                Value::Null,
+                s(""),
+                Value::Int(0),
+            ]
+        );
+    }
+
+    #[test]
+    fn skips_unwanted_nested_values() {
+        let raw = r#"{"skip":{"a":[1,{"b":[[],{}]},"}"],"c":{"d":{"e":{}}}},
+            "arr":[{"x":1},[2,[3]],"s"],"str":"{\"x\":1}","x":5}"#;
+        assert_eq!(decode_ok(&["x"], raw), [Value::Int(5)]);
+        // `arr.x`: arrays are not walked into.
+        assert_eq!(
+            decode_ok(&["arr.x", "str.x", "x"], raw),
+            [Value::Null, Value::Null, Value::Int(5)]
+        );
+    }
+
+    #[test]
+    fn object_or_array_leaf_is_json_text() {
+        let raw =
+            r#"{"payload": { "b": [1, 2.5, "x"], "a": {"k": null} }, "tags": ["a", "b"], "e": {}}"#;
+        let out = decode_ok(&["payload", "tags", "e"], raw);
+        assert_eq!(
+            out,
+            [
+                s(r#"{"a":{"k":null},"b":[1,2.5,"x"]}"#),
+                s(r#"["a","b"]"#),
+                s("{}")
+            ]
+        );
+    }
+
+    #[test]
+    fn leaf_that_is_also_a_prefix() {
+        let raw = r#"{"payload":{"amount":250,"meta":{"by":"me"}},"x":1}"#;
+        let out = decode_ok(
+            &[
+                "payload",
+                "payload.amount",
+                "payload.meta.by",
+                "payload.none",
+                "x",
+            ],
+            raw,
+        );
+        assert_eq!(
+            out,
+            [
+                s(r#"{"amount":250,"meta":{"by":"me"}}"#),
+                Value::Int(250),
+                s("me"),
+                Value::Null,
+                Value::Int(1)
+            ]
+        );
+        let out = decode_ok(&["payload", "payload.amount"], r#"{"payload":5}"#);
+        assert_eq!(out, [Value::Int(5), Value::Null]);
+        let out = decode_ok(
+            &["payload.amount", "payload"],
+            r#"{"payload":[{"amount":1}]}"#,
+        );
+        assert_eq!(out, [Value::Null, s(r#"[{"amount":1}]"#)]);
+    }
+
+    #[test]
+    fn prefix_that_is_not_an_object() {
+        for v in ["5", "\"s\"", "null", "true", "[1,{\"amount\":2}]", "1.5"] {
+            let raw = format!(r#"{{"payload":{v},"x":1}}"#);
+            assert_eq!(
+                decode_ok(&["payload.amount", "x"], &raw),
+                [Value::Null, Value::Int(1)],
+                "{raw}"
+            );
+        }
+    }
+
+    #[test]
+    fn duplicate_keys_last_wins() {
+        let raw = r#"{"a":1,"a":2,"p":{"x":1,"y":2},"p":{"x":3}}"#;
+        assert_eq!(
+            decode_ok(&["a", "p.x", "p.y"], raw),
+            [Value::Int(2), Value::Int(3), Value::Null]
+        );
+        let raw = r#"{"p":{"x":1},"p":7}"#;
+        assert_eq!(decode_ok(&["p.x", "p"], raw), [Value::Null, Value::Int(7)]);
+    }
+
+    #[test]
+    fn unicode_escapes() {
+        let raw = r#"{"name":"caf\u00e9 \ud83d\ude00 \"q\" \\ \n","k\u00e9y":1,"emoji😀":2,"tab\tkey":3}"#;
+        let out = decode_ok(&["name", "kéy", "emoji😀", "tab\tkey"], raw);
+        assert_eq!(
+            out,
+            [
+                s("café 😀 \"q\" \\ \n"),
+                Value::Int(1),
+                Value::Int(2),
+                Value::Int(3)
+            ]
+        );
+    }
+
+    #[test]
+    fn many_children_use_the_index() {
+        let paths: Vec<String> = (0..40).map(|i| format!("p.k{i}")).collect();
+        let refs: Vec<&str> = paths.iter().map(String::as_str).collect();
+        let raw = format!(
+            "{{\"p\":{{{}}}}}",
+            (0..40)
+                .rev()
+                .map(|i| format!("\"k{i}\":{i}"))
+                .collect::<Vec<_>>()
+                .join(",")
+        );
+        let out = decode_ok(&refs, &raw);
+        assert_eq!(out, (0..40).map(Value::Int).collect::<Vec<_>>());
+    }
+
+    #[test]
+    fn top_level_must_be_an_object() {
+        for (raw, kind) in [
+            ("[1,2]", "array"),
+            ("\"s\"", "string"),
+            ("42", "number"),
+            ("-1.5", "number"),
+            ("true", "bool"),
+            (" null ", "null"),
+        ] {
+            assert_eq!(
+                decode_err(&["a"], raw),
+                format!("expected a JSON object, found {kind}"),
+                "{raw}"
+            );
+        }
+        assert_eq!(decode_err(&["a"], ""), "empty record");
+        assert_eq!(decode_err(&["a"], " \n\t"), "empty record");
+    }
+
+    #[test]
+    fn invalid_json() {
+        for raw in [
+            "{",
+            r#"{"a":}"#,
+            r#"{"a":1,}"#,
+            r#"{"a" 1}"#,
+            r#"{"a":tru}"#,
+            r#"{"a":"open}"#,
+            "[1,",
+            "nope",
+            r#"{"skip":{"x":[1,2}}"#,
+            r#"{"a":1} x"#,
+            r#"{"a":1}{"a":2}"#,
+        ] {
+            let m = decode_err(&["a"], raw);
+            assert!(m.contains("line 1 column"), "{raw}: {m}");
+        }
+        assert!(decode_err(&["a"], r#"{"a":1} x"#).contains("trailing characters"));
+    }
+
+    #[test]
+    fn error_leaves_all_slots_null() {
+        let mut fields = FieldRegistry::new();
+        fields.intern("a");
+        fields.intern("b");
+        let dec = JsonDecoder::new(&fields);
+        let mut out = vec![Value::Int(9); 2];
+        assert!(dec.decode(br#"{"a":1,"b":"#, &mut out).is_err());
+        assert_eq!(out, [Value::Null, Value::Null]);
+    }
+
+    #[test]
+    fn deep_nesting_is_an_error_not_a_crash() {
+        let depth = 100_000;
+        let deep = format!("{{\"a\":{}1{}}}", "[".repeat(depth), "]".repeat(depth));
+        // Skipped (not wanted): serde_json skips iteratively, so this is fine either way.
+        let _ = decode(&["b"], &deep);
+        // Wanted as a leaf: serde_json's recursion limit stops it.
+        assert!(decode_err(&["a"], &deep).contains("recursion limit"));
+        let deep_obj = format!("{}1{}", "{\"a\":".repeat(depth), "}".repeat(depth));
+        assert!(decode_err(&["a.a.a", "a"], &deep_obj).contains("recursion limit"));
+        assert!(decode(&["a.a.a"], &deep_obj).is_err());
+        assert!(decode(&["a"], &"[".repeat(depth)).is_err());
+    }
+
+    #[test]
+    fn no_fields_still_validates() {
+        assert_eq!(decode_ok(&[], EVENT), Vec::<Value>::new());
+        assert!(decode(&[], "{").is_err());
+        assert!(decode(&[], "[]").is_err());
+    }
+
+    // ----- property test: the decoder agrees with a materialized serde_json::Value -----
+
+    const KEYS: [&str; 7] = ["a", "b", "c", "é", "q\"k", "", "x.y"];
+    const SEGMENTS: [&str; 6] = ["a", "b", "c", "é", "q\"k", ""];
+
+    fn json_value() -> impl Strategy<Value = serde_json::Value> {
+        let leaf = prop_oneof![
+            Just(serde_json::Value::Null),
+            any::<bool>().prop_map(serde_json::Value::from),
+            any::<i64>().prop_map(serde_json::Value::from),
+            any::<u64>().prop_map(serde_json::Value::from),
+            any::<f64>()
+                .prop_filter_map("finite", serde_json::Number::from_f64)
+                .prop_map(serde_json::Value::Number),
+            ".{0,6}".prop_map(serde_json::Value::from),
+        ];
+        leaf.prop_recursive(4, 48, 6, |inner| {
+            prop_oneof![
+                prop::collection::vec(inner.clone(), 0..4).prop_map(serde_json::Value::Array),
+                prop::collection::vec((prop::sample::select(&KEYS[..]), inner), 0..6).prop_map(
+                    |entries| serde_json::Value::Object(
+                        entries
+                            .into_iter()
+                            .map(|(k, v)| (k.to_string(), v))
+                            .collect()
+                    )
+                ),
+            ]
+        })
+    }
+
+    fn json_object() -> impl Strategy<Value = serde_json::Value> {
+        prop::collection::vec((prop::sample::select(&KEYS[..]), json_value()), 0..8).prop_map(
+            |entries| {
+                serde_json::Value::Object(
+                    entries
+                        .into_iter()
+                        .map(|(k, v)| (k.to_string(), v))
+                        .collect(),
+                )
+            },
+        )
+    }
+
+    fn paths() -> impl Strategy<Value = Vec<String>> {
+        prop::collection::vec(
+            prop::collection::vec(prop::sample::select(&SEGMENTS[..]), 1..4)
+                .prop_map(|s| s.join(".")),
+            0..10,
+        )
+    }
+
+    /// The reference: walk the materialized value segment by segment.
+    fn lookup(root: &serde_json::Value, path: &str) -> Value {
+        let mut cur = root;
+        for segment in path.split('.') {
+            match cur.as_object().and_then(|o| o.get(segment)) {
+                Some(v) => cur = v,
+                None => return Value::Null,
+            }
+        }
+        from_json(cur)
+    }
+
+    proptest! {
+        #[test]
+        fn decoder_matches_materialized_lookup(
+            value in json_object(),
+            paths in paths(),
+            pretty in any::<bool>(),
+        ) {
+            let text = if pretty {
+                serde_json::to_string_pretty(&value).unwrap()
+            } else {
+                serde_json::to_string(&value).unwrap()
+            };
+            // Compare against the re-parsed value, so float parsing is the same on both sides.
+            let reparsed: serde_json::Value = serde_json::from_str(&text).unwrap();
+            let mut fields = FieldRegistry::new();
+            for p in &paths {
+                fields.intern(p);
+            }
+            let dec = JsonDecoder::new(&fields);
+            let mut out = vec![Value::Null; dec.slots()];
+            dec.decode(text.as_bytes(), &mut out).unwrap();
+            for (i, p) in fields.paths().iter().enumerate() {
+                prop_assert_eq!(&out[i], &lookup(&reparsed, p), "path {:?} in {}", p, text);
+            }
+        }
+    }
+
+    #[test]
+    fn json_macro_round_trip() {
+        let v = json!({"a": {"b": [1, {"c": 2}], "d": "x"}, "e": 1.5});
+        let out = decode_ok(&["a.b", "a.d", "e", "a"], &v.to_string());
+        assert_eq!(
+            out,
+            [
+                s(r#"[1,{"c":2}]"#),
+                s("x"),
+                Value::Float(1.5),
+                s(r#"{"b":[1,{"c":2}],"d":"x"}"#)
+            ]
+        );
     }
 }

@@ -18,5 +18,6 @@ pub mod envelope;
 pub mod expr;
 pub mod fields;
 pub mod fold;
+pub mod projection;
 pub mod value;
 pub mod view;

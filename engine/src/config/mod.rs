@@ -3,6 +3,11 @@
 //! Every error is collected (not just the first), each with file, line, column and key
 //! path, so a user fixes a file in one pass.
 
+mod compile;
+mod env;
+mod views;
+mod yaml;
+
 use projector_connectors::SourceConfig;
 use projector_operators::envelope::Envelope;
 use projector_operators::fields::FieldRegistry;
@@ -10,6 +15,7 @@ use projector_operators::view::ViewSpec;
 use std::fmt;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
+use yaml::{Ctx, Issue};
 
 /// What to do with a record that cannot be decoded or applied.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
@@ -102,14 +108,141 @@ impl fmt::Display for ConfigErrors {
 }
 
 /// Reads and validates a pipeline file.
+///
+/// A file that cannot be read is one `config.io` error at line 1, column 1.
 pub fn load(path: &Path) -> Result<PipelineConfig, ConfigErrors> {
-    let _ = path;
-    todo!()
+    match std::fs::read_to_string(path) {
+        Ok(text) => load_str(&text, path),
+        Err(e) => Err(ConfigErrors(vec![ConfigError {
+            code: "config.io",
+            file: path.display().to_string(),
+            line: 1,
+            column: 1,
+            path: ROOT_PATH.to_string(),
+            message: format!("cannot read the pipeline file: {e}"),
+        }])),
+    }
 }
 
 /// Validates pipeline text; `file` names it in errors. `${VAR}` substitution reads the
 /// process environment.
+///
+/// A relative `source.path` is resolved against the directory of `file`.
 pub fn load_str(text: &str, file: &Path) -> Result<PipelineConfig, ConfigErrors> {
-    let _ = (text, file);
-    todo!()
+    load_with_env(text, file, &|name| std::env::var(name).ok())
+}
+
+/// The key path shown for problems that concern the whole file.
+const ROOT_PATH: &str = "<root>";
+
+/// [`load_str`] reading `${VAR}`s with `lookup` instead of the process environment.
+pub(crate) fn load_with_env(
+    text: &str,
+    file: &Path,
+    lookup: &dyn Fn(&str) -> Option<String>,
+) -> Result<PipelineConfig, ConfigErrors> {
+    let sub = env::substitute(text, lookup);
+    let mut issues: Vec<Issue> = sub
+        .issues
+        .iter()
+        .map(|i| Issue {
+            code: i.code,
+            start: i.at,
+            end: i.at,
+            path: String::new(),
+            message: i.message.clone(),
+        })
+        .collect();
+    let env_issues = issues.len();
+    let parsed = yaml::parse(&sub.text, &mut issues);
+    let parse_failed = issues.len() > env_issues;
+    let mut ctx = Ctx::new(&sub, &parsed, issues);
+    let config = match &parsed.root {
+        Some(root) => {
+            ctx.report_all_duplicates(root, "");
+            compile::pipeline(&mut ctx, root, file)
+        }
+        None => {
+            if !parse_failed {
+                ctx.issues.push(Issue {
+                    code: "config.invalid_type",
+                    start: 0,
+                    end: 0,
+                    path: String::new(),
+                    message: "the file is empty: expected a mapping with name, source, envelope and views".into(),
+                });
+            }
+            None
+        }
+    };
+    let errors = finish(&mut ctx, parsed.root.as_ref(), env_issues, file);
+    match config {
+        Some(config) if errors.is_empty() => Ok(config),
+        _ if !errors.is_empty() => Err(ConfigErrors(errors)),
+        _ => Err(ConfigErrors(vec![ConfigError {
+            code: "config.invalid_value",
+            file: file.display().to_string(),
+            line: 1,
+            column: 1,
+            path: ROOT_PATH.to_string(),
+            message: "the pipeline is invalid".into(),
+        }])),
+    }
+}
+
+/// Turns recorded issues into errors: key paths for substitution problems, no follow-up
+/// errors of a failed substitution, no environment values in messages, file positions,
+/// sorted by position.
+fn finish(
+    ctx: &mut Ctx<'_>,
+    root: Option<&yaml::Node>,
+    env_issues: usize,
+    file: &Path,
+) -> Vec<ConfigError> {
+    let failed: Vec<usize> = ctx.issues[..env_issues].iter().map(|i| i.start).collect();
+    let issues = std::mem::take(&mut ctx.issues);
+    let sub = ctx.substituted();
+    let mut out: Vec<((usize, usize), ConfigError)> = Vec::with_capacity(issues.len());
+    for (n, mut issue) in issues.into_iter().enumerate() {
+        if n < env_issues {
+            if let Some(root) = root {
+                issue.path = ctx.path_at(root, issue.start, "");
+            }
+        } else if !matches!(
+            issue.code,
+            "config.yaml_syntax" | "config.duplicate_key" | "config.unknown_field"
+        ) {
+            let end = ctx.extended_end(issue.end);
+            if failed.iter().any(|&f| issue.start <= f && f <= end) {
+                continue; // a consequence of the failed substitution, already reported
+            }
+        }
+        for u in sub.uses.iter().filter(|u| u.from_env) {
+            let overlaps = issue.start <= u.end && u.start <= issue.end;
+            if overlaps || u.value.chars().count() >= 4 {
+                issue.message = issue.message.replace(&u.value, &u.reference);
+                issue.path = issue.path.replace(&u.value, &u.reference);
+            }
+        }
+        let (line, column) = sub.line_col(issue.start);
+        let path = if issue.path.is_empty() {
+            ROOT_PATH.to_string()
+        } else {
+            issue.path
+        };
+        out.push((
+            (line, column),
+            ConfigError {
+                code: issue.code,
+                file: file.display().to_string(),
+                line,
+                column,
+                path,
+                message: issue.message,
+            },
+        ));
+    }
+    out.sort_by_key(|(pos, _)| *pos);
+    out.dedup_by(|a, b| a.1 == b.1);
+    out.into_iter().map(|(_, e)| e).collect()
 }

@@ -1,0 +1,274 @@
+//! The top level of a pipeline file: name, source, settings and envelope.
+
+use super::views;
+use super::yaml::{Ctx, Node, Record, join};
+use super::{Format, OnError, PipelineConfig};
+use projector_connectors::SourceConfig;
+use projector_connectors::file::FileConfig;
+use projector_connectors::generator::{GeneratorConfig, Scenario, scenario_from_name};
+use projector_operators::envelope::Envelope;
+use projector_operators::fields::FieldRegistry;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+/// Top-level keys, in the order they are checked.
+const TOP_KEYS: &[&str] = &[
+    "name",
+    "source",
+    "format",
+    "on_error",
+    "workers",
+    "publish_interval",
+    "state_dir",
+    "envelope",
+    "views",
+];
+
+/// Default `publish_interval`.
+pub(crate) const DEFAULT_PUBLISH_INTERVAL: Duration = Duration::from_millis(100);
+
+/// Compiles the document; `None` if anything was wrong (the problems are in `ctx`).
+pub(crate) fn pipeline(ctx: &mut Ctx<'_>, root: &Node, file: &Path) -> Option<PipelineConfig> {
+    let top = ctx.record(root, "", TOP_KEYS)?;
+    let name = top.require(ctx, "name").and_then(|e| {
+        let name = ctx.text(e.value, &e.path)?;
+        let ok = !name.is_empty()
+            && name
+                .chars()
+                .all(|c| c.is_ascii_alphanumeric() || c == '_' || c == '-');
+        if !ok {
+            let message =
+                format!("invalid pipeline name '{name}': use letters, digits, '_' and '-' only");
+            ctx.error("config.invalid_value", e.value, &e.path, message);
+            return None;
+        }
+        Some(name)
+    });
+    let source = top
+        .require(ctx, "source")
+        .and_then(|e| source(ctx, e.value, &e.path, file));
+    let format = match top.get("format") {
+        Some(e) => ctx.choice(e.value, &e.path, &[("json", Format::Json)]),
+        None => Some(Format::Json),
+    };
+    let on_error = match top.get("on_error") {
+        Some(e) => ctx.choice(
+            e.value,
+            &e.path,
+            &[
+                ("dead_letter", OnError::DeadLetter),
+                ("skip", OnError::Skip),
+                ("fail", OnError::Fail),
+            ],
+        ),
+        None => Some(OnError::DeadLetter),
+    };
+    let workers = match top.get("workers") {
+        Some(e) => ctx
+            .integer(e.value, &e.path, 1, 256)
+            .map(|w| Some(w as usize)),
+        None => Some(None),
+    };
+    let publish_interval = match top.get("publish_interval") {
+        Some(e) => duration(ctx, e.value, &e.path),
+        None => Some(DEFAULT_PUBLISH_INTERVAL),
+    };
+    let state_dir = match top.get("state_dir") {
+        Some(e) => ctx.text(e.value, &e.path).and_then(|s| {
+            if s.is_empty() {
+                ctx.error(
+                    "config.invalid_value",
+                    e.value,
+                    &e.path,
+                    "empty path".into(),
+                );
+                None
+            } else {
+                Some(Some(PathBuf::from(s)))
+            }
+        }),
+        None => Some(None),
+    };
+    let mut fields = FieldRegistry::new();
+    let envelope = top
+        .require(ctx, "envelope")
+        .and_then(|e| envelope(ctx, e.value, &e.path, &mut fields));
+    let views = top
+        .require(ctx, "views")
+        .and_then(|e| views::views(ctx, e.value, &e.path, &mut fields));
+    Some(PipelineConfig {
+        file: file.to_path_buf(),
+        name: name?,
+        source: source?,
+        format: format?,
+        on_error: on_error?,
+        envelope: envelope?,
+        views: views?,
+        fields,
+        workers: workers?,
+        publish_interval: publish_interval?,
+        state_dir: state_dir?,
+    })
+}
+
+/// `source:`.
+fn source(ctx: &mut Ctx<'_>, node: &Node, path: &str, file: &Path) -> Option<SourceConfig> {
+    const TYPES: &[(&str, &str)] = &[("generator", "generator"), ("file", "file")];
+    const GENERATOR_KEYS: &[&str] = &["type", "scenario", "events", "keys", "seed"];
+    const FILE_KEYS: &[&str] = &["type", "path"];
+    const ALL_KEYS: &[&str] = &["type", "scenario", "events", "keys", "seed", "path"];
+    if !node.data.is_mapping() {
+        ctx.wrong_type(node, path, "a mapping");
+        return None;
+    }
+    // Read `type` first, so the other keys can be checked against that kind of source.
+    let ty = node
+        .data
+        .as_mapping_get("type")
+        .and_then(|t| ctx.choice(t, &join(path, "type"), TYPES));
+    let allowed = match ty {
+        Some("generator") => GENERATOR_KEYS,
+        Some(_) => FILE_KEYS,
+        None => ALL_KEYS,
+    };
+    let rec = ctx.record(node, path, allowed)?;
+    rec.require(ctx, "type")?;
+    match ty? {
+        "generator" => generator(ctx, &rec).map(SourceConfig::Generator),
+        _ => file_source(ctx, &rec, file).map(SourceConfig::File),
+    }
+}
+
+fn generator(ctx: &mut Ctx<'_>, rec: &Record<'_>) -> Option<GeneratorConfig> {
+    let scenario = rec.require(ctx, "scenario").and_then(|e| {
+        let choices: Vec<(&str, Scenario)> = Scenario::NAMES
+            .iter()
+            .filter_map(|n| scenario_from_name(n).map(|s| (*n, s)))
+            .collect();
+        ctx.choice(e.value, &e.path, &choices)
+    });
+    let mut int = |key: &str, default: u64, min: i64| match rec.get(key) {
+        Some(e) => ctx
+            .integer(e.value, &e.path, min, i64::MAX)
+            .map(|v| v as u64),
+        None => Some(default),
+    };
+    let events = int("events", 1_000_000, 0);
+    let keys = int("keys", 10_000, 1);
+    let seed = int("seed", 42, 0);
+    Some(GeneratorConfig {
+        scenario: scenario?,
+        events: events?,
+        keys: keys?,
+        seed: seed?,
+    })
+}
+
+fn file_source(ctx: &mut Ctx<'_>, rec: &Record<'_>, file: &Path) -> Option<FileConfig> {
+    let e = rec.require(ctx, "path")?;
+    let text = ctx.text(e.value, &e.path)?;
+    if text.is_empty() {
+        ctx.error(
+            "config.invalid_value",
+            e.value,
+            &e.path,
+            "empty path (use '-' for stdin)".into(),
+        );
+        return None;
+    }
+    Some(FileConfig {
+        path: resolve_source_path(&text, file),
+    })
+}
+
+/// A `source.path` as the engine opens it: `-` stays stdin; a relative path is relative to
+/// the directory of the pipeline file.
+pub(crate) fn resolve_source_path(text: &str, file: &Path) -> PathBuf {
+    let p = PathBuf::from(text);
+    if text == "-" || p.is_absolute() {
+        return p;
+    }
+    match file.parent() {
+        Some(dir) if !dir.as_os_str().is_empty() => dir.join(p),
+        _ => p,
+    }
+}
+
+/// A humantime duration of at least 1ms.
+fn duration(ctx: &mut Ctx<'_>, node: &Node, path: &str) -> Option<Duration> {
+    let Some(text) = (match &node.data {
+        saphyr::YamlData::Value(saphyr::Scalar::String(s)) => Some(s.to_string()),
+        _ => None,
+    }) else {
+        ctx.wrong_type(node, path, "a duration such as '100ms' or '2s'");
+        return None;
+    };
+    match humantime::parse_duration(&text) {
+        Ok(d) if d >= Duration::from_millis(1) => Some(d),
+        Ok(_) => {
+            let message = format!("duration '{text}' is too short: the minimum is 1ms");
+            ctx.error("config.invalid_value", node, path, message);
+            None
+        }
+        Err(e) => {
+            let message = format!("invalid duration '{text}': {e} (examples: 100ms, 2s, 1m)");
+            ctx.error("config.invalid_value", node, path, message);
+            None
+        }
+    }
+}
+
+/// `envelope:`: the five paths, interned key, type, id, version, timestamp.
+fn envelope(
+    ctx: &mut Ctx<'_>,
+    node: &Node,
+    path: &str,
+    fields: &mut FieldRegistry,
+) -> Option<Envelope> {
+    let rec = ctx.record(node, path, &["id", "type", "key", "version", "timestamp"])?;
+    let mut read = |key: &str, required: bool| -> Option<Option<String>> {
+        let e = if required {
+            rec.require(ctx, key)?
+        } else {
+            match rec.get(key) {
+                Some(e) => e,
+                None => return Some(None),
+            }
+        };
+        field_path(ctx, e.value, &e.path).map(Some)
+    };
+    let id = read("id", true);
+    let ty = read("type", true);
+    let key = read("key", true);
+    let version = read("version", false);
+    let timestamp = read("timestamp", false);
+    let (id, ty, key, version, timestamp) = (id??, ty??, key??, version?, timestamp?);
+    let key = fields.intern(&key);
+    let event_type = fields.intern(&ty);
+    let id = fields.intern(&id);
+    let version = version.map(|v| fields.intern(&v));
+    let timestamp = timestamp.map(|t| fields.intern(&t));
+    Some(Envelope {
+        id: Some(id),
+        event_type,
+        key,
+        version,
+        timestamp,
+    })
+}
+
+/// A dotted field path such as `payload.amount`.
+fn field_path(ctx: &mut Ctx<'_>, node: &Node, path: &str) -> Option<String> {
+    let text = ctx.string(node, path)?;
+    if text.is_empty()
+        || text
+            .split('.')
+            .any(|seg| seg.trim().is_empty() || seg.trim() != seg)
+    {
+        let message =
+            format!("invalid field path '{text}': use a dotted path such as 'payload.amount'");
+        ctx.error("config.invalid_value", node, path, message);
+        return None;
+    }
+    Some(text)
+}

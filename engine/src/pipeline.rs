@@ -1,0 +1,401 @@
+//! A running pipeline: source → decode + route → workers → epochs → catalog.
+//!
+//! Threads: one ingest thread (poll the source, decode, route by key), one epoch timer
+//! (cuts an epoch every `publish_interval`), N workers, one coordinator. The router sits
+//! behind a mutex shared by the ingest thread and the timer, so an epoch barrier always
+//! falls between two polled batches: every worker's snapshot covers the same offsets.
+
+use crate::bad_records::{BadRecord, BadRecords};
+use crate::catalog::Catalog;
+use crate::config::PipelineConfig;
+use crate::epoch::{CoordMsg, Progress, run_coordinator};
+use crate::router::Router;
+use crate::status::{Counters, Positions};
+use crate::worker::{Worker, WorkerMsg};
+use crate::{Error, Result};
+use crossbeam_channel::{Sender, bounded, unbounded};
+use projector_connectors::{Poll, RawBatch, Resume, Source};
+use projector_operators::decode::JsonDecoder;
+use projector_operators::envelope::key_text;
+use projector_operators::projection::Projection;
+use projector_operators::value::Value;
+use std::path::PathBuf;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
+use std::thread::JoinHandle;
+use std::time::{Duration, Instant};
+
+/// Records per source poll and events per worker batch.
+const BATCH: usize = 1024;
+/// Batches a worker channel holds before the source waits (backpressure).
+const CHANNEL_BATCHES: usize = 16;
+
+/// How to run a pipeline.
+#[derive(Debug, Clone)]
+pub struct RunOptions {
+    /// Where dead letters (and later checkpoints) live.
+    pub state_dir: PathBuf,
+    /// Number of worker threads.
+    pub workers: usize,
+}
+
+impl RunOptions {
+    /// The options a pipeline file asks for, with `state_dir` overriding the file's.
+    pub fn resolve(config: &PipelineConfig, state_dir: Option<PathBuf>) -> Self {
+        let state_dir = state_dir
+            .or_else(|| config.state_dir.clone())
+            .unwrap_or_else(|| PathBuf::from("state").join(&config.name));
+        let workers = config.workers.unwrap_or_else(|| {
+            std::thread::available_parallelism().map(|n| n.get()).unwrap_or(1)
+        });
+        RunOptions { state_dir, workers: workers.max(1) }
+    }
+}
+
+/// The epoch-cutting side shared by the ingest thread and the timer.
+struct Ingress {
+    router: Router,
+    coord: Sender<CoordMsg>,
+    epoch: u64,
+    offsets: Vec<u64>,
+    cut_offsets: Vec<u64>,
+    finished: bool,
+}
+
+impl Ingress {
+    /// Cuts an epoch at the current offsets.
+    fn barrier(&mut self, last: bool) -> Result<()> {
+        self.epoch += 1;
+        let epoch = self.epoch;
+        self.coord
+            .send(CoordMsg::Epoch { epoch, offsets: self.offsets.clone(), last })
+            .map_err(|_| Error::Stopped)?;
+        self.router.broadcast(|| WorkerMsg::Barrier(epoch)).map_err(|_| Error::Stopped)?;
+        self.cut_offsets.clone_from(&self.offsets);
+        self.finished |= last;
+        Ok(())
+    }
+}
+
+/// Things every pipeline thread can see.
+#[derive(Debug)]
+pub struct Shared {
+    /// The pipeline name.
+    pub name: String,
+    /// Totals.
+    pub counters: Arc<Counters>,
+    /// Per-partition positions.
+    pub positions: Arc<Positions>,
+    /// Published-epoch progress.
+    pub progress: Arc<Progress>,
+    /// Bad-record policy and dead letters.
+    pub bad: Arc<BadRecords>,
+    /// The views SQL reads.
+    pub catalog: Arc<Catalog>,
+    /// Number of workers.
+    pub workers: usize,
+    /// When the pipeline started.
+    pub started: Instant,
+    stop: AtomicBool,
+    source_error: Mutex<Option<String>>,
+}
+
+impl Shared {
+    /// Why the pipeline stopped on its own, if it did (bad record under `fail`, a
+    /// dead letter that could not be written, or a source error).
+    pub fn fatal(&self) -> Option<String> {
+        self.bad.fatal().or_else(|| self.source_error.lock().expect("lock").clone())
+    }
+
+    fn set_source_error(&self, e: String) {
+        *self.source_error.lock().expect("lock") = Some(e);
+    }
+}
+
+/// A started pipeline.
+pub struct Pipeline {
+    shared: Arc<Shared>,
+    ingress: Arc<Mutex<Ingress>>,
+    coord: Sender<CoordMsg>,
+    workers: Vec<JoinHandle<()>>,
+    coordinator: Option<JoinHandle<()>>,
+    timer: Option<JoinHandle<()>>,
+    ingest: Option<JoinHandle<()>>,
+}
+
+impl Pipeline {
+    /// Opens the source and starts every thread.
+    pub fn start(config: &PipelineConfig, options: &RunOptions) -> Result<Pipeline> {
+        std::fs::create_dir_all(&options.state_dir).map_err(|e| Error::Io {
+            context: format!("creating state dir {}", options.state_dir.display()),
+            source: e,
+        })?;
+        let dlq_path = options.state_dir.join("dead-letters.ndjson");
+        rotate_old_dead_letters(&dlq_path)?;
+
+        let source = projector_connectors::open(&config.source, &Resume::new())
+            .map_err(|e| Error::Source(e.to_string()))?;
+        let partitions = source.partitions();
+        let partition_names: Arc<Vec<String>> =
+            Arc::new(partitions.iter().map(|p| p.name.clone()).collect());
+
+        let n = options.workers;
+        let projection = Arc::new(Projection::new(config.envelope.clone(), config.views.clone()));
+        let catalog = Arc::new(Catalog::new(config.views.clone(), partitions.len(), n));
+        let positions = Arc::new(Positions::default());
+        positions.init(partitions.iter().map(|p| (p.name.clone(), 0)).collect());
+        let shared = Arc::new(Shared {
+            name: config.name.clone(),
+            counters: Arc::new(Counters::default()),
+            positions,
+            progress: Arc::new(Progress::default()),
+            bad: Arc::new(BadRecords::new(config.on_error, dlq_path)),
+            catalog,
+            workers: n,
+            started: Instant::now(),
+            stop: AtomicBool::new(false),
+            source_error: Mutex::new(None),
+        });
+
+        let (coord_tx, coord_rx) = unbounded();
+        let coordinator = {
+            let (catalog, positions, progress) =
+                (shared.catalog.clone(), shared.positions.clone(), shared.progress.clone());
+            spawn("coordinator", move || run_coordinator(coord_rx, n, catalog, positions, progress))?
+        };
+
+        let mut senders = Vec::with_capacity(n);
+        let mut workers = Vec::with_capacity(n);
+        for id in 0..n {
+            let (tx, rx) = bounded(CHANNEL_BATCHES);
+            senders.push(tx);
+            let worker = Worker {
+                id,
+                projection: projection.clone(),
+                partition_names: partition_names.clone(),
+                inbox: rx,
+                snapshots: coord_tx.clone(),
+                counters: shared.counters.clone(),
+                bad: shared.bad.clone(),
+            };
+            workers.push(spawn(&format!("worker-{id}"), move || worker.run())?);
+        }
+
+        let decoder = JsonDecoder::new(&config.fields);
+        let ingress = Arc::new(Mutex::new(Ingress {
+            router: Router::new(senders, decoder.slots(), BATCH),
+            coord: coord_tx.clone(),
+            epoch: 0,
+            offsets: vec![0; partitions.len()],
+            cut_offsets: vec![0; partitions.len()],
+            finished: false,
+        }));
+
+        let ingest = {
+            let (shared, ingress, projection) = (shared.clone(), ingress.clone(), projection.clone());
+            let names = partition_names.clone();
+            spawn("ingest", move || {
+                ingest_loop(source, decoder, &projection, &ingress, &shared, &names)
+            })?
+        };
+        let timer = {
+            let (shared, ingress) = (shared.clone(), ingress.clone());
+            let interval = config.publish_interval;
+            spawn("epoch-timer", move || timer_loop(interval, &ingress, &shared))?
+        };
+
+        Ok(Pipeline {
+            shared,
+            ingress,
+            coord: coord_tx,
+            workers,
+            coordinator: Some(coordinator),
+            timer: Some(timer),
+            ingest: Some(ingest),
+        })
+    }
+
+    /// What every thread shares: counters, catalog, progress.
+    pub fn shared(&self) -> &Arc<Shared> {
+        &self.shared
+    }
+
+    /// Blocks until the input is exhausted and its last epoch is published (`Ok`), or
+    /// the pipeline failed (`Err` with the reason).
+    pub fn wait_until_finished(&self) -> Result<()> {
+        loop {
+            if let Some(e) = self.shared.fatal() {
+                return Err(Error::Fatal(e));
+            }
+            if self.shared.progress.wait(Duration::from_millis(50)).finished {
+                return match self.shared.fatal() {
+                    Some(e) => Err(Error::Fatal(e)),
+                    None => Ok(()),
+                };
+            }
+        }
+    }
+
+    /// Stops every thread: cuts a final epoch (so SQL sees everything read), then stops
+    /// the workers and the coordinator.
+    pub fn stop(mut self) -> Result<()> {
+        self.shared.stop.store(true, Ordering::SeqCst);
+        if let Some(t) = self.timer.take() {
+            t.thread().unpark();
+            let _ = t.join();
+        }
+        {
+            let mut ing = self.ingress.lock().expect("ingress lock");
+            if !ing.finished && self.shared.fatal().is_none() {
+                let _ = ing.barrier(false);
+            }
+            let _ = ing.router.broadcast(|| WorkerMsg::Stop);
+        }
+        for w in self.workers.drain(..) {
+            let _ = w.join();
+        }
+        let _ = self.coord.send(CoordMsg::Stop);
+        if let Some(c) = self.coordinator.take() {
+            let _ = c.join();
+        }
+        // The ingest thread may be blocked reading stdin; it exits at its next poll.
+        if let Some(i) = self.ingest.take() {
+            if i.is_finished() {
+                let _ = i.join();
+            }
+        }
+        self.shared.bad.flush().map_err(|e| Error::Io {
+            context: format!("flushing {}", self.shared.bad.path().display()),
+            source: e,
+        })?;
+        Ok(())
+    }
+}
+
+fn spawn<F: FnOnce() + Send + 'static>(name: &str, f: F) -> Result<JoinHandle<()>> {
+    std::thread::Builder::new().name(name.into()).spawn(f).map_err(|e| Error::Io {
+        context: format!("starting thread {name}"),
+        source: e,
+    })
+}
+
+/// Keeps earlier runs' dead letters: each run starts a fresh file and the old one is
+/// renamed with a timestamp (until checkpoints, every run replays its input).
+fn rotate_old_dead_letters(path: &std::path::Path) -> Result<()> {
+    match std::fs::metadata(path) {
+        Ok(m) if m.len() > 0 => {
+            let ms = std::time::SystemTime::now()
+                .duration_since(std::time::UNIX_EPOCH)
+                .map(|d| d.as_millis())
+                .unwrap_or(0);
+            let to = path.with_file_name(format!("dead-letters.{ms}.ndjson"));
+            std::fs::rename(path, &to).map_err(|e| Error::Io {
+                context: format!("keeping old dead letters as {}", to.display()),
+                source: e,
+            })
+        }
+        _ => Ok(()),
+    }
+}
+
+fn decode_code(message: &str) -> &'static str {
+    if message.starts_with("expected a JSON object") {
+        "decode.not_an_object"
+    } else if message.starts_with("empty record") {
+        "decode.empty"
+    } else {
+        "decode.invalid_json"
+    }
+}
+
+fn ingest_loop(
+    mut source: Box<dyn Source>,
+    decoder: JsonDecoder,
+    projection: &Projection,
+    ingress: &Mutex<Ingress>,
+    shared: &Shared,
+    names: &[String],
+) {
+    let mut raw = RawBatch::default();
+    let mut slots = vec![Value::Null; decoder.slots()];
+    loop {
+        if shared.stop.load(Ordering::Relaxed) || shared.bad.failed() {
+            return;
+        }
+        raw.clear();
+        let poll = match source.poll(&mut raw, BATCH) {
+            Ok(p) => p,
+            Err(e) => {
+                shared.set_source_error(format!("source error: {e}"));
+                return;
+            }
+        };
+        if !raw.is_empty() {
+            let mut ing = ingress.lock().expect("ingress lock");
+            Counters::add(&shared.counters.read, raw.len() as u64);
+            for rec in &raw.records {
+                let bytes = raw.bytes(rec);
+                ing.offsets[rec.partition as usize] = rec.offset + 1;
+                let partition = names[rec.partition as usize].as_str();
+                let report = |code: &str, message: &str| {
+                    let r = BadRecord { raw: bytes, code, message, partition, offset: rec.offset };
+                    shared.bad.report(&shared.counters, r);
+                };
+                if let Err(e) = decoder.decode(bytes, &mut slots) {
+                    report(decode_code(&e.message), &e.message);
+                    continue;
+                }
+                let w = match projection.key(&slots) {
+                    Ok(k) => ing.router.worker_of(&key_text(k).expect("key() checked it")),
+                    Err(e) => {
+                        let code = match e {
+                            projector_operators::envelope::EnvelopeError::MissingKey(_) => {
+                                "apply.missing_key"
+                            }
+                            _ => "apply.bad_key",
+                        };
+                        report(code, &e.to_string());
+                        continue;
+                    }
+                };
+                if ing.router.push(w, rec.partition, rec.offset, bytes, &mut slots).is_err() {
+                    return;
+                }
+            }
+            if raw.len() < BATCH && ing.router.flush().is_err() {
+                return;
+            }
+            let offsets = ing.offsets.clone();
+            drop(ing);
+            shared.positions.set_read(&offsets);
+        }
+        match poll {
+            Poll::Ready => {}
+            Poll::Idle => std::thread::sleep(Duration::from_millis(2)),
+            Poll::Exhausted => {
+                let mut ing = ingress.lock().expect("ingress lock");
+                let _ = ing.barrier(true);
+                return;
+            }
+        }
+    }
+}
+
+fn timer_loop(interval: Duration, ingress: &Mutex<Ingress>, shared: &Shared) {
+    loop {
+        std::thread::park_timeout(interval);
+        if shared.stop.load(Ordering::Relaxed) {
+            return;
+        }
+        {
+            let mut ing = ingress.lock().expect("ingress lock");
+            if ing.finished {
+                return;
+            }
+            if ing.offsets != ing.cut_offsets && ing.barrier(false).is_err() {
+                return;
+            }
+        }
+        let _ = shared.bad.flush();
+    }
+}

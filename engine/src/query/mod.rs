@@ -1,0 +1,178 @@
+//! SQL over the views: DataFusion, read-only, with limits.
+//!
+//! Every query pins the newest published epoch, plans against it, and runs under a
+//! timeout, a row cap, a memory pool and a concurrency limit. Only queries: DDL, DML,
+//! `COPY` and `SET` are rejected before anything runs. Queries run on the query
+//! runtime, never on ingestion threads.
+
+pub mod provider;
+
+use crate::catalog::Catalog;
+use arrow::array::RecordBatch;
+use arrow::datatypes::SchemaRef;
+use datafusion::dataframe::DataFrame;
+use datafusion::error::DataFusionError;
+use datafusion::execution::SessionState;
+use datafusion::execution::context::{SQLOptions, SessionConfig, SessionContext};
+use datafusion::execution::runtime_env::RuntimeEnvBuilder;
+use provider::{PinnedEpoch, ViewTable};
+use std::sync::Arc;
+use std::time::Duration;
+use tokio::sync::Semaphore;
+
+/// Limits every query runs under.
+#[derive(Debug, Clone)]
+pub struct QueryLimits {
+    /// Wall-clock time a query may take.
+    pub timeout: Duration,
+    /// Rows a result may have.
+    pub max_rows: usize,
+    /// Bytes of memory the query engine may use for all queries together.
+    pub memory_bytes: usize,
+    /// Queries that may run at once; others wait.
+    pub concurrency: usize,
+}
+
+impl Default for QueryLimits {
+    fn default() -> Self {
+        QueryLimits {
+            timeout: Duration::from_secs(30),
+            max_rows: 1_000_000,
+            memory_bytes: 1 << 30,
+            concurrency: 8,
+        }
+    }
+}
+
+/// A query result.
+#[derive(Debug, Clone)]
+pub struct QueryResult {
+    /// Result schema.
+    pub schema: SchemaRef,
+    /// Result rows.
+    pub batches: Vec<RecordBatch>,
+    /// The epoch the query read.
+    pub epoch: u64,
+}
+
+/// A query that was refused or failed. `code` is stable; `message` says what to do.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("{code}: {message}")]
+pub struct QueryError {
+    /// e.g. `sql.parse`, `sql.plan`, `sql.read_only`, `sql.timeout`, `sql.too_many_rows`.
+    pub code: &'static str,
+    /// Details.
+    pub message: String,
+}
+
+impl QueryError {
+    fn new(code: &'static str, message: impl Into<String>) -> Self {
+        QueryError { code, message: message.into() }
+    }
+}
+
+/// Runs SQL against a pipeline's catalog.
+pub struct SqlEngine {
+    state: SessionState,
+    catalog: Arc<Catalog>,
+    limits: QueryLimits,
+    permits: Semaphore,
+}
+
+impl std::fmt::Debug for SqlEngine {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("SqlEngine").field("limits", &self.limits).finish_non_exhaustive()
+    }
+}
+
+impl SqlEngine {
+    /// An engine with one table per view of `catalog`.
+    pub fn new(catalog: Arc<Catalog>, limits: QueryLimits) -> Result<Self, QueryError> {
+        let runtime = RuntimeEnvBuilder::new()
+            .with_memory_limit(limits.memory_bytes, 1.0)
+            .build_arc()
+            .map_err(|e| QueryError::new("sql.internal", e.to_string()))?;
+        let config = SessionConfig::new()
+            .with_information_schema(true)
+            .with_target_partitions(
+                std::thread::available_parallelism().map(|n| n.get()).unwrap_or(1),
+            );
+        let ctx = SessionContext::new_with_config_rt(config, runtime);
+        for (i, v) in catalog.views.iter().enumerate() {
+            ctx.register_table(v.name.as_str(), Arc::new(ViewTable::new(catalog.clone(), i)))
+                .map_err(|e| QueryError::new("sql.internal", e.to_string()))?;
+        }
+        Ok(SqlEngine {
+            state: ctx.state(),
+            catalog,
+            permits: Semaphore::new(limits.concurrency.max(1)),
+            limits,
+        })
+    }
+
+    /// Runs one read-only SQL statement against the newest published epoch.
+    pub async fn query(&self, sql: &str) -> Result<QueryResult, QueryError> {
+        let _permit = self
+            .permits
+            .acquire()
+            .await
+            .map_err(|_| QueryError::new("sql.unavailable", "the query engine is shutting down"))?;
+        let pinned = self.catalog.current();
+        let epoch = pinned.epoch;
+        let mut state = self.state.clone();
+        state.config_mut().set_extension(Arc::new(PinnedEpoch(pinned)));
+        let limits = self.limits.clone();
+        let work = async move {
+            let plan = state.create_logical_plan(sql).await.map_err(classify)?;
+            SQLOptions::new()
+                .with_allow_ddl(false)
+                .with_allow_dml(false)
+                .with_allow_statements(false)
+                .verify_plan(&plan)
+                .map_err(|e| {
+                    QueryError::new(
+                        "sql.read_only",
+                        format!("only queries are allowed (no DDL, DML, COPY or SET): {}", strip(&e)),
+                    )
+                })?;
+            let df = DataFrame::new(state, plan);
+            let schema: SchemaRef = Arc::new(df.schema().as_arrow().clone());
+            let df = df.limit(0, Some(limits.max_rows + 1)).map_err(classify)?;
+            let batches = df.collect().await.map_err(classify)?;
+            let rows: usize = batches.iter().map(|b| b.num_rows()).sum();
+            if rows > limits.max_rows {
+                return Err(QueryError::new(
+                    "sql.too_many_rows",
+                    format!(
+                        "the result has more than {} rows; add a LIMIT or an aggregate",
+                        limits.max_rows
+                    ),
+                ));
+            }
+            Ok(QueryResult { schema, batches, epoch })
+        };
+        match tokio::time::timeout(self.limits.timeout, work).await {
+            Ok(r) => r,
+            Err(_) => Err(QueryError::new(
+                "sql.timeout",
+                format!("the query ran longer than {:?} and was stopped", self.limits.timeout),
+            )),
+        }
+    }
+}
+
+fn strip(e: &DataFusionError) -> String {
+    let s = e.to_string();
+    s.strip_prefix("Error during planning: ").map(str::to_string).unwrap_or(s)
+}
+
+fn classify(e: DataFusionError) -> QueryError {
+    let code = match e.find_root() {
+        DataFusionError::SQL(..) => "sql.parse",
+        DataFusionError::Plan(_) | DataFusionError::SchemaError(..) => "sql.plan",
+        DataFusionError::NotImplemented(_) => "sql.unsupported",
+        DataFusionError::ResourcesExhausted(_) => "sql.resources_exhausted",
+        _ => "sql.execution",
+    };
+    QueryError::new(code, strip(&e))
+}

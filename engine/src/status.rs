@@ -1,0 +1,104 @@
+//! Counters and positions, shared by the ingest thread, workers and the HTTP face.
+
+use serde::Serialize;
+use std::sync::Mutex;
+use std::sync::atomic::{AtomicU64, Ordering};
+
+/// Running totals of a pipeline.
+#[derive(Debug, Default)]
+pub struct Counters {
+    /// Records read from the source (good and bad).
+    pub read: AtomicU64,
+    /// Events applied to the views.
+    pub applied: AtomicU64,
+    /// Events skipped because their version was not newer than the key's last one.
+    pub duplicates: AtomicU64,
+    /// Bad records written to the dead-letter destination.
+    pub dead_letters: AtomicU64,
+    /// Bad records skipped (`on_error: skip`).
+    pub skipped: AtomicU64,
+}
+
+impl Counters {
+    /// Adds `n` to a counter.
+    pub fn add(counter: &AtomicU64, n: u64) {
+        if n > 0 {
+            counter.fetch_add(n, Ordering::Relaxed);
+        }
+    }
+
+    /// A consistent-enough copy for reports.
+    pub fn snapshot(&self) -> CounterSnapshot {
+        CounterSnapshot {
+            read: self.read.load(Ordering::Relaxed),
+            applied: self.applied.load(Ordering::Relaxed),
+            duplicates: self.duplicates.load(Ordering::Relaxed),
+            dead_letters: self.dead_letters.load(Ordering::Relaxed),
+            skipped: self.skipped.load(Ordering::Relaxed),
+        }
+    }
+}
+
+/// Plain copy of [`Counters`].
+#[derive(Debug, Clone, Copy, Default, Serialize, PartialEq, Eq)]
+pub struct CounterSnapshot {
+    /// Records read from the source.
+    pub read: u64,
+    /// Events applied.
+    pub applied: u64,
+    /// Duplicates skipped.
+    pub duplicates: u64,
+    /// Dead letters written.
+    pub dead_letters: u64,
+    /// Bad records skipped.
+    pub skipped: u64,
+}
+
+/// Where one source partition stands.
+#[derive(Debug, Clone, Serialize, PartialEq, Eq)]
+pub struct PartitionPosition {
+    /// Partition name, e.g. `generator` or `file:events.ndjson`.
+    pub partition: String,
+    /// Next offset the source will read.
+    pub next_offset: u64,
+    /// Next offset after the last event visible to SQL (the newest published epoch).
+    pub published_offset: u64,
+}
+
+/// Per-partition positions.
+#[derive(Debug, Default)]
+pub struct Positions {
+    inner: Mutex<Vec<PartitionPosition>>,
+}
+
+impl Positions {
+    /// Starts tracking the named partitions at offset `start[i]`.
+    pub fn init(&self, names: Vec<(String, u64)>) {
+        let mut g = self.inner.lock().expect("positions lock");
+        *g = names
+            .into_iter()
+            .map(|(partition, o)| PartitionPosition { partition, next_offset: o, published_offset: o })
+            .collect();
+    }
+
+    /// Records the read position of every partition.
+    pub fn set_read(&self, next: &[u64]) {
+        let mut g = self.inner.lock().expect("positions lock");
+        for (p, n) in g.iter_mut().zip(next) {
+            p.next_offset = *n;
+        }
+    }
+
+    /// Records the position of the newest published epoch.
+    pub fn set_published(&self, next: &[u64]) {
+        let mut g = self.inner.lock().expect("positions lock");
+        for (p, n) in g.iter_mut().zip(next) {
+            p.published_offset = *n;
+        }
+    }
+
+    /// A copy of every partition's position.
+    pub fn snapshot(&self) -> Vec<PartitionPosition> {
+        self.inner.lock().expect("positions lock").clone()
+    }
+}

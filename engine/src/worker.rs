@@ -1,0 +1,166 @@
+//! Workers: each owns the state of the keys routed to it, per source partition.
+//!
+//! A worker receives [`WorkerMsg::Batch`]es of decoded events, applies each to every
+//! view through the [`Projection`], and on a [`WorkerMsg::Barrier`] hands the
+//! coordinator an immutable snapshot of its views for that epoch. No locks on the
+//! hot path: the state is the worker's alone.
+
+use crate::bad_records::{BadRecord, BadRecords};
+use crate::epoch::CoordMsg;
+use crate::status::Counters;
+use crate::view::{WorkerViewData, build_worker_view};
+use crossbeam_channel::{Receiver, Sender};
+use projector_operators::projection::{Outcome, PartitionState, Projection};
+use projector_operators::value::Value;
+use std::collections::BTreeMap;
+use std::sync::Arc;
+
+/// A batch of decoded events bound for one worker.
+#[derive(Debug, Default)]
+pub struct EventBatch {
+    raw: Vec<u8>,
+    meta: Vec<EventMeta>,
+    values: Vec<Value>,
+    slots: usize,
+}
+
+#[derive(Debug, Clone, Copy)]
+struct EventMeta {
+    partition: u32,
+    offset: u64,
+    start: usize,
+    end: usize,
+}
+
+impl EventBatch {
+    /// An empty batch for events of `slots` fields.
+    pub fn with_capacity(slots: usize, events: usize) -> Self {
+        EventBatch {
+            raw: Vec::with_capacity(events * 160),
+            meta: Vec::with_capacity(events),
+            values: Vec::with_capacity(events * slots),
+            slots,
+        }
+    }
+
+    /// Appends an event, taking its decoded values (leaving nulls behind).
+    pub fn push(&mut self, partition: u32, offset: u64, raw: &[u8], values: &mut [Value]) {
+        debug_assert_eq!(values.len(), self.slots);
+        let start = self.raw.len();
+        self.raw.extend_from_slice(raw);
+        self.meta.push(EventMeta { partition, offset, start, end: self.raw.len() });
+        self.values.extend(values.iter_mut().map(std::mem::take));
+    }
+
+    /// Number of events.
+    pub fn len(&self) -> usize {
+        self.meta.len()
+    }
+
+    /// True when empty.
+    pub fn is_empty(&self) -> bool {
+        self.meta.is_empty()
+    }
+}
+
+/// What the router sends a worker.
+#[derive(Debug)]
+pub enum WorkerMsg {
+    /// Events to apply.
+    Batch(EventBatch),
+    /// End of an epoch: publish a snapshot, tagged with the epoch number.
+    Barrier(u64),
+    /// Stop after the messages before this one.
+    Stop,
+}
+
+/// A worker's views at the end of an epoch.
+#[derive(Debug)]
+pub struct WorkerSnapshot {
+    /// Which worker.
+    pub worker: usize,
+    /// Which epoch.
+    pub epoch: u64,
+    /// One entry per view, in pipeline order.
+    pub views: Vec<WorkerViewData>,
+}
+
+/// Everything a worker thread needs.
+pub struct Worker {
+    /// This worker's index.
+    pub id: usize,
+    /// The compiled views.
+    pub projection: Arc<Projection>,
+    /// Partition names, for dead letters.
+    pub partition_names: Arc<Vec<String>>,
+    /// Incoming batches and barriers.
+    pub inbox: Receiver<WorkerMsg>,
+    /// Where snapshots go.
+    pub snapshots: Sender<CoordMsg>,
+    /// Shared totals.
+    pub counters: Arc<Counters>,
+    /// Shared bad-record handling.
+    pub bad: Arc<BadRecords>,
+}
+
+impl Worker {
+    /// The worker loop; returns when told to stop or when the coordinator is gone.
+    pub fn run(self) {
+        let mut partitions: BTreeMap<u32, PartitionState> = BTreeMap::new();
+        let mut scratch = self.projection.scratch();
+        let n_views = self.projection.views().len();
+        let mut cached: Vec<Option<WorkerViewData>> = (0..n_views).map(|_| None).collect();
+        let mut dirty = true;
+        while let Ok(msg) = self.inbox.recv() {
+            match msg {
+                WorkerMsg::Batch(batch) => {
+                    if self.bad.failed() {
+                        continue; // draining after a fatal error
+                    }
+                    let (mut applied, mut dups) = (0u64, 0u64);
+                    let slots = batch.slots;
+                    for (i, m) in batch.meta.iter().enumerate() {
+                        let event = &batch.values[i * slots..(i + 1) * slots];
+                        let state = partitions
+                            .entry(m.partition)
+                            .or_insert_with(|| self.projection.new_partition_state());
+                        match self.projection.apply(state, &mut scratch, event) {
+                            Ok(Outcome::Applied) => applied += 1,
+                            Ok(Outcome::Duplicate) => dups += 1,
+                            Err(e) => {
+                                let message = e.to_string();
+                                self.bad.report(
+                                    &self.counters,
+                                    BadRecord {
+                                        raw: &batch.raw[m.start..m.end],
+                                        code: e.code(),
+                                        message: &message,
+                                        partition: &self.partition_names[m.partition as usize],
+                                        offset: m.offset,
+                                    },
+                                );
+                            }
+                        }
+                    }
+                    dirty |= applied > 0;
+                    Counters::add(&self.counters.applied, applied);
+                    Counters::add(&self.counters.duplicates, dups);
+                }
+                WorkerMsg::Barrier(epoch) => {
+                    if dirty {
+                        for (v, spec) in self.projection.views().iter().enumerate() {
+                            cached[v] = Some(build_worker_view(spec, v, &partitions));
+                        }
+                        dirty = false;
+                    }
+                    let views = cached.iter().map(|c| c.clone().expect("built above")).collect();
+                    let snap = WorkerSnapshot { worker: self.id, epoch, views };
+                    if self.snapshots.send(CoordMsg::Snapshot(snap)).is_err() {
+                        return;
+                    }
+                }
+                WorkerMsg::Stop => return,
+            }
+        }
+    }
+}

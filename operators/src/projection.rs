@@ -1,0 +1,508 @@
+//! The projection: applies one decoded event to every view of a pipeline, atomically.
+//!
+//! Application is two-phase. *Plan* evaluates every expression and checks every type
+//! against the current state without changing it; *commit* writes the planned changes.
+//! So an event that fails anywhere (a wrong type in the second view, say) changes no
+//! view at all, and goes to the dead-letter destination instead.
+
+use crate::aggregate::{Acc, AggregateSpec};
+use crate::envelope::{Envelope, EnvelopeError, key_text, timestamp_millis};
+use crate::expr::{AggFn, EvalError};
+use crate::fold::{FoldSpec, Handler};
+use crate::value::{ColumnType, TypeError, Value};
+use crate::view::{ViewKind, ViewSpec};
+use std::sync::Arc;
+
+/// Hash map used for per-key and per-group state (ahash: fast, DoS-resistant seeds).
+pub type FastMap<K, V> = hashbrown::HashMap<K, V, ahash::RandomState>;
+
+/// What happened to an event.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Outcome {
+    /// Applied to every view.
+    Applied,
+    /// Its version was not newer than the last applied for its key: skipped.
+    Duplicate,
+}
+
+/// Why an event could not be applied. Carries a stable code for dead letters.
+#[derive(Debug, Clone, PartialEq, thiserror::Error)]
+pub enum ApplyError {
+    /// An envelope field is missing or malformed.
+    #[error(transparent)]
+    Envelope(#[from] EnvelopeError),
+    /// An expression failed on this event.
+    #[error("view '{view}', column '{column}': {source}")]
+    Eval {
+        /// View name.
+        view: String,
+        /// Column (or `filter` / group column) name.
+        column: String,
+        /// The failure.
+        source: EvalError,
+    },
+    /// A value does not fit its column.
+    #[error("view '{view}', column '{column}': {source}")]
+    Type {
+        /// View name.
+        view: String,
+        /// Column name.
+        column: String,
+        /// The mismatch.
+        source: TypeError,
+    },
+    /// Arithmetic overflow in `add` or `sum`.
+    #[error("view '{view}', column '{column}': {message}")]
+    Overflow {
+        /// View name.
+        view: String,
+        /// Column name.
+        column: String,
+        /// Details.
+        message: String,
+    },
+}
+
+impl ApplyError {
+    /// Stable error code, e.g. `apply.missing_key`.
+    pub fn code(&self) -> &'static str {
+        match self {
+            ApplyError::Envelope(EnvelopeError::MissingKey(_)) => "apply.missing_key",
+            ApplyError::Envelope(EnvelopeError::BadKey(_)) => "apply.bad_key",
+            ApplyError::Envelope(EnvelopeError::BadType(_)) => "apply.bad_event_type",
+            ApplyError::Envelope(EnvelopeError::BadVersion(..)) => "apply.bad_version",
+            ApplyError::Envelope(EnvelopeError::BadTimestamp(..)) => "apply.bad_timestamp",
+            ApplyError::Eval { .. } => "apply.expression",
+            ApplyError::Type { .. } => "apply.type_mismatch",
+            ApplyError::Overflow { .. } => "apply.overflow",
+        }
+    }
+}
+
+/// State of one fold view for one source partition: a row of column values per key.
+#[derive(Debug, Clone, Default)]
+pub struct FoldState {
+    /// Rows by key; values are in [`FoldSpec::columns`] order.
+    pub rows: FastMap<Arc<str>, Box<[Value]>>,
+}
+
+/// State of one aggregate view for one source partition: partials per group.
+#[derive(Debug, Clone, Default)]
+pub struct AggState {
+    /// Accumulators (in [`AggregateSpec::columns`] order) by group-by values.
+    pub groups: FastMap<Box<[Value]>, Box<[Acc]>>,
+}
+
+impl AggState {
+    /// Merges another partition's or worker's partials into this one.
+    pub fn merge(&mut self, other: &AggState) {
+        for (group, accs) in &other.groups {
+            match self.groups.get_mut(group) {
+                Some(mine) => mine.iter_mut().zip(accs.iter()).for_each(|(a, b)| a.merge(b)),
+                None => {
+                    self.groups.insert(group.clone(), accs.clone());
+                }
+            }
+        }
+    }
+}
+
+/// State of one view.
+#[derive(Debug, Clone)]
+pub enum ViewState {
+    /// A fold view's rows.
+    Fold(FoldState),
+    /// An aggregate view's partials.
+    Aggregate(AggState),
+}
+
+/// Everything one source partition's events produced: the unit of checkpoint and hand-off.
+#[derive(Debug, Clone)]
+pub struct PartitionState {
+    /// Last applied version per key (only when the envelope maps `version`).
+    /// Kept apart from the rows, so a deleted row still remembers it.
+    pub versions: FastMap<Arc<str>, i64>,
+    /// One state per view, in pipeline order.
+    pub views: Vec<ViewState>,
+}
+
+/// A pipeline's views, compiled for application.
+#[derive(Debug, Clone)]
+pub struct Projection {
+    envelope: Envelope,
+    views: Vec<ViewSpec>,
+}
+
+/// Reusable buffers for planning, so applying an event does not allocate.
+#[derive(Debug, Default)]
+pub struct Scratch {
+    /// Per fold view: planned (column, new value) writes.
+    fold: Vec<FoldPlan>,
+    /// Per aggregate view: group values and per-column inputs.
+    agg: Vec<AggPlan>,
+}
+
+#[derive(Debug, Default)]
+struct FoldPlan {
+    touched: bool,
+    delete: bool,
+    writes: Vec<(usize, Value)>,
+}
+
+#[derive(Debug, Default)]
+struct AggPlan {
+    matched: bool,
+    group: Vec<Value>,
+    inputs: Vec<Value>,
+}
+
+impl Projection {
+    /// Compiles the views of a pipeline.
+    pub fn new(envelope: Envelope, views: Vec<ViewSpec>) -> Self {
+        Projection { envelope, views }
+    }
+
+    /// The envelope.
+    pub fn envelope(&self) -> &Envelope {
+        &self.envelope
+    }
+
+    /// The views, in pipeline order.
+    pub fn views(&self) -> &[ViewSpec] {
+        &self.views
+    }
+
+    /// Empty state for a new source partition.
+    pub fn new_partition_state(&self) -> PartitionState {
+        PartitionState {
+            versions: FastMap::default(),
+            views: self
+                .views
+                .iter()
+                .map(|v| match v.kind {
+                    ViewKind::Fold(_) => ViewState::Fold(FoldState::default()),
+                    ViewKind::Aggregate(_) => ViewState::Aggregate(AggState::default()),
+                })
+                .collect(),
+        }
+    }
+
+    /// Fresh scratch buffers sized for this projection.
+    pub fn scratch(&self) -> Scratch {
+        Scratch {
+            fold: self.views.iter().map(|_| FoldPlan::default()).collect(),
+            agg: self.views.iter().map(|_| AggPlan::default()).collect(),
+        }
+    }
+
+    /// Reads the routing key of a decoded event.
+    pub fn key<'e>(&self, event: &'e [Value]) -> Result<&'e Value, EnvelopeError> {
+        let v = &event[self.envelope.key.index()];
+        match v {
+            Value::Str(_) | Value::Int(_) => Ok(v),
+            Value::Null => Err(EnvelopeError::MissingKey(self.envelope_path_hint("key"))),
+            other => Err(EnvelopeError::BadKey(other.kind())),
+        }
+    }
+
+    fn envelope_path_hint(&self, what: &str) -> String {
+        what.to_string()
+    }
+
+    /// Applies one decoded event to every view of `state`, or to none.
+    pub fn apply(
+        &self,
+        state: &mut PartitionState,
+        scratch: &mut Scratch,
+        event: &[Value],
+    ) -> Result<Outcome, ApplyError> {
+        // Envelope.
+        let key_value = self.key(event)?;
+        let key = key_text(key_value).expect("key() checked the kind");
+        let event_type = match &event[self.envelope.event_type.index()] {
+            Value::Str(s) => s.clone(),
+            _ => return Err(EnvelopeError::BadType("type".into()).into()),
+        };
+        let version = match self.envelope.version {
+            None => None,
+            Some(f) => match &event[f.index()] {
+                Value::Int(v) => Some(*v),
+                Value::Float(x) if x.fract() == 0.0 => Some(*x as i64),
+                other => return Err(EnvelopeError::BadVersion("version".into(), other.kind()).into()),
+            },
+        };
+        if let Some(f) = self.envelope.timestamp {
+            let v = &event[f.index()];
+            if !v.is_null() && timestamp_millis(v).is_none() {
+                return Err(EnvelopeError::BadTimestamp("timestamp".into(), v.to_string()).into());
+            }
+        }
+        if let Some(v) = version {
+            if let Some(last) = state.versions.get(&*key) {
+                if v <= *last {
+                    return Ok(Outcome::Duplicate);
+                }
+            }
+        }
+
+        // Plan: evaluate everything, change nothing.
+        for (i, view) in self.views.iter().enumerate() {
+            match (&view.kind, &state.views[i]) {
+                (ViewKind::Fold(spec), ViewState::Fold(fs)) => {
+                    let row = fs.rows.get(&*key).map(|r| &r[..]);
+                    plan_fold(&view.name, spec, row, &event_type, event, &mut scratch.fold[i])?;
+                }
+                (ViewKind::Aggregate(spec), ViewState::Aggregate(st)) => {
+                    plan_aggregate(&view.name, spec, st, event, &mut scratch.agg[i])?;
+                }
+                _ => unreachable!("state built by new_partition_state"),
+            }
+        }
+
+        // Commit.
+        if let Some(v) = version {
+            match state.versions.get_mut(&*key) {
+                Some(last) => *last = v,
+                None => {
+                    state.versions.insert(owned_key(key_value, &key), v);
+                }
+            }
+        }
+        for (i, view) in self.views.iter().enumerate() {
+            match (&view.kind, &mut state.views[i]) {
+                (ViewKind::Fold(spec), ViewState::Fold(fs)) => {
+                    let plan = &mut scratch.fold[i];
+                    if plan.delete {
+                        fs.rows.remove(&*key);
+                    } else if plan.touched {
+                        let row = match fs.rows.get_mut(&*key) {
+                            Some(row) => row,
+                            None => fs
+                                .rows
+                                .entry(owned_key(key_value, &key))
+                                .or_insert_with(|| default_row(spec)),
+                        };
+                        for (col, v) in plan.writes.drain(..) {
+                            row[col] = v;
+                        }
+                    }
+                }
+                (ViewKind::Aggregate(spec), ViewState::Aggregate(st)) => {
+                    let plan = &mut scratch.agg[i];
+                    if !plan.matched {
+                        continue;
+                    }
+                    let accs = match st.groups.get_mut(&plan.group[..]) {
+                        Some(a) => a,
+                        None => st
+                            .groups
+                            .entry(plan.group.clone().into_boxed_slice())
+                            .or_insert_with(|| spec.columns.iter().map(Acc::new).collect()),
+                    };
+                    for (acc, input) in accs.iter_mut().zip(plan.inputs.iter()) {
+                        acc.update(input);
+                    }
+                }
+                _ => unreachable!(),
+            }
+        }
+        Ok(Outcome::Applied)
+    }
+}
+
+fn owned_key(value: &Value, text: &str) -> Arc<str> {
+    match value {
+        Value::Str(s) => s.clone(),
+        _ => Arc::from(text),
+    }
+}
+
+/// A new row: every column at its default (or null).
+pub fn default_row(spec: &FoldSpec) -> Box<[Value]> {
+    spec.columns.iter().map(|c| c.default.clone().unwrap_or(Value::Null)).collect()
+}
+
+fn plan_fold(
+    view: &str,
+    spec: &FoldSpec,
+    row: Option<&[Value]>,
+    event_type: &str,
+    event: &[Value],
+    plan: &mut FoldPlan,
+) -> Result<(), ApplyError> {
+    plan.touched = false;
+    plan.delete = false;
+    plan.writes.clear();
+    let handler = spec.handlers.get(event_type);
+    if let Some(h) = handler {
+        if h.delete {
+            plan.delete = true;
+            return Ok(());
+        }
+        plan_handler(view, spec, row, h, event, plan)?;
+    }
+    if let Some(star) = &spec.star {
+        if star.delete {
+            plan.delete = true;
+            plan.writes.clear();
+            return Ok(());
+        }
+        plan_handler(view, spec, row, star, event, plan)?;
+    }
+    Ok(())
+}
+
+fn plan_handler(
+    view: &str,
+    spec: &FoldSpec,
+    row: Option<&[Value]>,
+    h: &Handler,
+    event: &[Value],
+    plan: &mut FoldPlan,
+) -> Result<(), ApplyError> {
+    plan.touched = true;
+    for (col, expr) in &h.set {
+        let c = &spec.columns[*col];
+        let v = expr.eval(event).map_err(|source| ApplyError::Eval {
+            view: view.into(),
+            column: c.name.clone(),
+            source,
+        })?;
+        let v = v.coerce(c.ty).map_err(|source| ApplyError::Type {
+            view: view.into(),
+            column: c.name.clone(),
+            source,
+        })?;
+        push_write(plan, *col, v);
+    }
+    for (col, expr) in &h.add {
+        let c = &spec.columns[*col];
+        let v = expr.eval(event).map_err(|source| ApplyError::Eval {
+            view: view.into(),
+            column: c.name.clone(),
+            source,
+        })?;
+        let v = v.coerce(c.ty).map_err(|source| ApplyError::Type {
+            view: view.into(),
+            column: c.name.clone(),
+            source,
+        })?;
+        if v.is_null() {
+            continue;
+        }
+        let current = match plan.writes.iter().rev().find(|(i, _)| i == col) {
+            Some((_, v)) => v.clone(),
+            None => match row {
+                Some(r) => r[*col].clone(),
+                None => c.default.clone().unwrap_or(Value::Null),
+            },
+        };
+        let sum = match (c.ty, &current, &v) {
+            (ColumnType::Int64, Value::Null, Value::Int(b)) => Value::Int(*b),
+            (ColumnType::Int64, Value::Int(a), Value::Int(b)) => match a.checked_add(*b) {
+                Some(s) => Value::Int(s),
+                None => {
+                    return Err(ApplyError::Overflow {
+                        view: view.into(),
+                        column: c.name.clone(),
+                        message: format!("{a} + {b} overflows int64"),
+                    });
+                }
+            },
+            (ColumnType::Float64, Value::Null, Value::Float(b)) => Value::Float(*b),
+            (ColumnType::Float64, Value::Float(a), Value::Float(b)) => Value::Float(a + b),
+            _ => unreachable!("config only allows add on numeric columns; coerce checked v"),
+        };
+        push_write(plan, *col, sum);
+    }
+    Ok(())
+}
+
+fn push_write(plan: &mut FoldPlan, col: usize, v: Value) {
+    match plan.writes.iter_mut().find(|(i, _)| *i == col) {
+        Some(w) => w.1 = v,
+        None => plan.writes.push((col, v)),
+    }
+}
+
+fn plan_aggregate(
+    view: &str,
+    spec: &AggregateSpec,
+    state: &AggState,
+    event: &[Value],
+    plan: &mut AggPlan,
+) -> Result<(), ApplyError> {
+    plan.matched = false;
+    plan.group.clear();
+    plan.inputs.clear();
+    if let Some(filter) = &spec.filter {
+        let keep = filter.eval(event).map_err(|source| ApplyError::Eval {
+            view: view.into(),
+            column: "filter".into(),
+            source,
+        })?;
+        let keep = match keep {
+            Value::Bool(b) => b,
+            Value::Null => false,
+            other => {
+                return Err(ApplyError::Type {
+                    view: view.into(),
+                    column: "filter".into(),
+                    source: TypeError { expected: ColumnType::Bool, found: other.kind(), value: other.to_string() },
+                });
+            }
+        };
+        if !keep {
+            return Ok(());
+        }
+    }
+    for g in &spec.group_by {
+        let v = g.expr.eval(event).map_err(|source| ApplyError::Eval {
+            view: view.into(),
+            column: g.name.clone(),
+            source,
+        })?;
+        let v = v.coerce(g.ty).map_err(|source| ApplyError::Type {
+            view: view.into(),
+            column: g.name.clone(),
+            source,
+        })?;
+        plan.group.push(v);
+    }
+    let existing = state.groups.get(&plan.group[..]);
+    for (i, c) in spec.columns.iter().enumerate() {
+        let v = match (&c.arg, c.func) {
+            (None, _) => Value::Bool(true),
+            (Some(e), f) => {
+                let v = e.eval(event).map_err(|source| ApplyError::Eval {
+                    view: view.into(),
+                    column: c.name.clone(),
+                    source,
+                })?;
+                let input_ty = match f {
+                    AggFn::Count | AggFn::CountStar => None,
+                    AggFn::Avg => Some(ColumnType::Float64),
+                    AggFn::Sum | AggFn::Min | AggFn::Max => Some(c.ty),
+                };
+                match input_ty {
+                    None => v,
+                    Some(ty) => v.coerce(ty).map_err(|source| ApplyError::Type {
+                        view: view.into(),
+                        column: c.name.clone(),
+                        source,
+                    })?,
+                }
+            }
+        };
+        if let Some(accs) = existing {
+            accs[i].check(&v).map_err(|e| ApplyError::Overflow {
+                view: view.into(),
+                column: c.name.clone(),
+                message: e.0,
+            })?;
+        }
+        plan.inputs.push(v);
+    }
+    plan.matched = true;
+    Ok(())
+}
