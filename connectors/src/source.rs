@@ -1,8 +1,8 @@
 //! The source contract and the registry of source kinds.
 
+use crate::Result;
 use crate::file::FileConfig;
 use crate::generator::GeneratorConfig;
-use crate::Result;
 use std::collections::BTreeMap;
 
 /// Where one record came from.
@@ -32,7 +32,12 @@ impl RawBatch {
     pub fn push(&mut self, partition: u32, offset: u64, bytes: &[u8]) {
         let start = self.data.len();
         self.data.extend_from_slice(bytes);
-        self.records.push(RawRecord { partition, offset, start, end: self.data.len() });
+        self.records.push(RawRecord {
+            partition,
+            offset,
+            start,
+            end: self.data.len(),
+        });
     }
 
     /// The bytes of `record`.
@@ -100,7 +105,9 @@ pub enum SourceConfig {
 /// Opens a source, starting each partition at `resume` (or at its beginning).
 pub fn open(config: &SourceConfig, resume: &Resume) -> Result<Box<dyn Source>> {
     match config {
-        SourceConfig::Generator(c) => Ok(Box::new(crate::generator::GeneratorSource::new(c, resume))),
+        SourceConfig::Generator(c) => {
+            Ok(Box::new(crate::generator::GeneratorSource::new(c, resume)))
+        }
         SourceConfig::File(c) => Ok(Box::new(crate::file::FileSource::open(c, resume)?)),
     }
 }

@@ -29,14 +29,19 @@ impl Catalog {
                 .iter()
                 .enumerate()
                 .map(|(v, spec)| {
-                    let parts: Vec<WorkerViewData> =
-                        (0..workers).map(|_| build_worker_view(spec, v, &empty)).collect();
+                    let parts: Vec<WorkerViewData> = (0..workers)
+                        .map(|_| build_worker_view(spec, v, &empty))
+                        .collect();
                     PublishedView::new(parts)
                 })
                 .collect(),
             offsets: vec![0; partitions],
         };
-        Catalog { views, schemas, published: ArcSwap::from_pointee(published) }
+        Catalog {
+            views,
+            schemas,
+            published: ArcSwap::from_pointee(published),
+        }
     }
 
     /// The newest published epoch.

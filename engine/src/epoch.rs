@@ -56,7 +56,10 @@ impl Progress {
     /// Waits up to `timeout` for a change; returns the state.
     pub fn wait(&self, timeout: std::time::Duration) -> ProgressState {
         let g = self.state.lock().expect("progress lock");
-        let (g, _) = self.changed.wait_timeout(g, timeout).expect("progress lock");
+        let (g, _) = self
+            .changed
+            .wait_timeout(g, timeout)
+            .expect("progress lock");
         *g
     }
 
@@ -86,7 +89,11 @@ pub fn run_coordinator(
     while let Ok(msg) = inbox.recv() {
         let epoch = match msg {
             CoordMsg::Stop => return,
-            CoordMsg::Epoch { epoch, offsets, last } => {
+            CoordMsg::Epoch {
+                epoch,
+                offsets,
+                last,
+            } => {
                 entry(&mut pending, epoch, workers).info = Some((offsets, last));
                 epoch
             }
@@ -103,17 +110,27 @@ pub fn run_coordinator(
         if complete {
             let p = pending.remove(&epoch).expect("checked above");
             let (offsets, last) = p.info.expect("checked above");
-            let mut per_worker: Vec<std::vec::IntoIter<WorkerViewData>> =
-                p.parts.into_iter().map(|v| v.expect("all answered").into_iter()).collect();
+            let mut per_worker: Vec<std::vec::IntoIter<WorkerViewData>> = p
+                .parts
+                .into_iter()
+                .map(|v| v.expect("all answered").into_iter())
+                .collect();
             let views = (0..catalog.views.len())
                 .map(|_| {
                     PublishedView::new(
-                        per_worker.iter_mut().map(|it| it.next().expect("one per view")).collect(),
+                        per_worker
+                            .iter_mut()
+                            .map(|it| it.next().expect("one per view"))
+                            .collect(),
                     )
                 })
                 .collect();
             positions.set_published(&offsets);
-            catalog.publish(Published { epoch, views, offsets });
+            catalog.publish(Published {
+                epoch,
+                views,
+                offsets,
+            });
             progress.set(epoch, last);
         }
     }

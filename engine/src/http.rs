@@ -43,7 +43,11 @@ struct SqlBody {
 }
 
 fn error(status: StatusCode, code: &str, message: &str) -> Response {
-    (status, axum::Json(json!({"error": {"code": code, "message": message}}))).into_response()
+    (
+        status,
+        axum::Json(json!({"error": {"code": code, "message": message}})),
+    )
+        .into_response()
 }
 
 async fn sql(
@@ -66,7 +70,11 @@ async fn sql(
         },
     };
     let Ok(text) = std::str::from_utf8(&body) else {
-        return error(StatusCode::BAD_REQUEST, "http.bad_body", "the body is not UTF-8");
+        return error(
+            StatusCode::BAD_REQUEST,
+            "http.bad_body",
+            "the body is not UTF-8",
+        );
     };
     let is_json = headers
         .get(header::CONTENT_TYPE)
@@ -88,7 +96,11 @@ async fn sql(
         text.to_string()
     };
     if sql_text.trim().is_empty() {
-        return error(StatusCode::BAD_REQUEST, "sql.empty", "no SQL in the request body");
+        return error(
+            StatusCode::BAD_REQUEST,
+            "sql.empty",
+            "no SQL in the request body",
+        );
     }
     match app.sql.query(&sql_text).await {
         Ok(r) => match render(&r.schema, &r.batches, format) {
@@ -100,12 +112,22 @@ async fn sql(
                 };
                 (
                     StatusCode::OK,
-                    [(header::CONTENT_TYPE, ct.to_string()), (header::HeaderName::from_static("x-projector-epoch"), r.epoch.to_string())],
+                    [
+                        (header::CONTENT_TYPE, ct.to_string()),
+                        (
+                            header::HeaderName::from_static("x-projector-epoch"),
+                            r.epoch.to_string(),
+                        ),
+                    ],
                     bytes,
                 )
                     .into_response()
             }
-            Err(e) => error(StatusCode::INTERNAL_SERVER_ERROR, "sql.render", &e.to_string()),
+            Err(e) => error(
+                StatusCode::INTERNAL_SERVER_ERROR,
+                "sql.render",
+                &e.to_string(),
+            ),
         },
         Err(QueryError { code, message }) => {
             let status = match code {
@@ -191,7 +213,10 @@ async fn status(State(app): State<AppState>) -> Response {
 async fn health(State(app): State<AppState>) -> Response {
     match app.shared.fatal() {
         None => axum::Json(json!({"status": "ok"})).into_response(),
-        Some(e) => (StatusCode::SERVICE_UNAVAILABLE, axum::Json(json!({"status": "failed", "error": e})))
+        Some(e) => (
+            StatusCode::SERVICE_UNAVAILABLE,
+            axum::Json(json!({"status": "failed", "error": e})),
+        )
             .into_response(),
     }
 }

@@ -1,1 +1,417 @@
-fn main() {}
+//! `projector`: run pipelines, query their views, validate pipeline files.
+
+use anyhow::{Context, Result, anyhow};
+use clap::{Parser, Subcommand};
+use projector_engine::config;
+use projector_engine::http::{AppState, router, status_json};
+use projector_engine::output::{OutputFormat, render};
+use projector_engine::pipeline::{Pipeline, RunOptions, Shared};
+use projector_engine::query::{QueryLimits, SqlEngine};
+use std::io::{IsTerminal, Read, Write};
+use std::path::PathBuf;
+use std::process::ExitCode;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+#[derive(Parser)]
+#[command(
+    name = "projector",
+    version,
+    about = "Fold event streams into SQL-queryable views"
+)]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Run a pipeline and serve its views over HTTP (or, with --once, run to the end of
+    /// the input, print --sql results and exit).
+    Run {
+        /// The pipeline file (YAML).
+        pipeline: PathBuf,
+        /// Address for the HTTP API [default: 127.0.0.1:8080; off with --once unless given].
+        #[arg(long)]
+        http: Option<String>,
+        /// Directory for dead letters (and, later, checkpoints) [default: the file's
+        /// state_dir, else state/<name>].
+        #[arg(long)]
+        state_dir: Option<PathBuf>,
+        /// Stop when the source is exhausted, run each --sql, print, exit.
+        #[arg(long)]
+        once: bool,
+        /// A query to run after --once (repeatable; run in order).
+        #[arg(long = "sql", requires = "once")]
+        sql: Vec<String>,
+        /// How --sql results are printed.
+        #[arg(long, value_enum, default_value = "table")]
+        format: CliFormat,
+        /// Worker threads [default: the file's workers, else the number of cores].
+        #[arg(long)]
+        workers: Option<usize>,
+        /// No progress lines on stderr.
+        #[arg(long, short)]
+        quiet: bool,
+    },
+    /// Run SQL against a running instance.
+    Query {
+        /// Base URL of the instance.
+        #[arg(long, default_value = "http://127.0.0.1:8080", env = "PROJECTOR_URL")]
+        url: String,
+        /// Output format.
+        #[arg(long, value_enum, default_value = "table")]
+        format: CliFormat,
+        /// The SQL query.
+        sql: String,
+    },
+    /// Check a pipeline file and report every problem in it.
+    Validate {
+        /// The pipeline file (YAML).
+        pipeline: PathBuf,
+    },
+}
+
+#[derive(Clone, Copy, clap::ValueEnum)]
+enum CliFormat {
+    Table,
+    Json,
+    Csv,
+}
+
+impl From<CliFormat> for OutputFormat {
+    fn from(f: CliFormat) -> Self {
+        match f {
+            CliFormat::Table => OutputFormat::Table,
+            CliFormat::Json => OutputFormat::Json,
+            CliFormat::Csv => OutputFormat::Csv,
+        }
+    }
+}
+
+fn main() -> ExitCode {
+    tracing_subscriber::fmt()
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_env("PROJECTOR_LOG")
+                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("warn")),
+        )
+        .with_writer(std::io::stderr)
+        .init();
+    let cli = Cli::parse();
+    let result = match cli.command {
+        Command::Validate { pipeline } => validate(&pipeline),
+        Command::Query { url, format, sql } => query(&url, format.into(), &sql),
+        Command::Run {
+            pipeline,
+            http,
+            state_dir,
+            once,
+            sql,
+            format,
+            workers,
+            quiet,
+        } => run(RunArgs {
+            pipeline,
+            http,
+            state_dir,
+            once,
+            sql,
+            format: format.into(),
+            workers,
+            quiet,
+        }),
+    };
+    match result {
+        Ok(code) => code,
+        Err(e) => {
+            eprintln!("error: {e:#}");
+            ExitCode::from(1)
+        }
+    }
+}
+
+fn load(path: &std::path::Path) -> Result<config::PipelineConfig, ExitCode> {
+    config::load(path).map_err(|errors| {
+        for e in &errors.0 {
+            eprintln!("{e}");
+        }
+        eprintln!("{} error(s) in {}", errors.0.len(), path.display());
+        ExitCode::from(2)
+    })
+}
+
+fn validate(path: &std::path::Path) -> Result<ExitCode> {
+    match load(path) {
+        Ok(c) => {
+            println!(
+                "{}: ok (pipeline '{}', {} view(s))",
+                path.display(),
+                c.name,
+                c.views.len()
+            );
+            Ok(ExitCode::SUCCESS)
+        }
+        Err(code) => Ok(code),
+    }
+}
+
+struct RunArgs {
+    pipeline: PathBuf,
+    http: Option<String>,
+    state_dir: Option<PathBuf>,
+    once: bool,
+    sql: Vec<String>,
+    format: OutputFormat,
+    workers: Option<usize>,
+    quiet: bool,
+}
+
+fn run(args: RunArgs) -> Result<ExitCode> {
+    let cfg = match load(&args.pipeline) {
+        Ok(c) => c,
+        Err(code) => return Ok(code),
+    };
+    let mut options = RunOptions::resolve(&cfg, args.state_dir);
+    if let Some(w) = args.workers {
+        options.workers = w.max(1);
+    }
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .thread_name("query")
+        .enable_all()
+        .build()
+        .context("starting the query runtime")?;
+    let pipeline = Pipeline::start(&cfg, &options).context("starting the pipeline")?;
+    let shared = pipeline.shared().clone();
+    let sql = Arc::new(SqlEngine::new(
+        shared.catalog.clone(),
+        QueryLimits::default(),
+    )?);
+    let progress = (!args.quiet).then(|| spawn_progress(shared.clone()));
+
+    let http_addr = match (&args.http, args.once) {
+        (Some(a), _) => Some(a.clone()),
+        (None, false) => Some("127.0.0.1:8080".to_string()),
+        (None, true) => None,
+    };
+    if let Some(addr) = &http_addr {
+        let listener = runtime
+            .block_on(tokio::net::TcpListener::bind(addr))
+            .with_context(|| format!("binding the HTTP API to {addr}"))?;
+        let app = router(AppState {
+            shared: shared.clone(),
+            sql: sql.clone(),
+        });
+        runtime.spawn(async move { axum::serve(listener, app).await });
+        eprintln!(
+            "{}: serving SQL on http://{addr} (POST /sql, GET /views, /status, /health)",
+            cfg.name
+        );
+    }
+
+    if args.once {
+        let finished = pipeline.wait_until_finished();
+        stop_progress(progress);
+        if let Err(e) = finished {
+            let _ = pipeline.stop();
+            eprintln!("{}: failed: {e}", cfg.name);
+            return Ok(ExitCode::from(1));
+        }
+        print_summary(&shared);
+        let mut code = ExitCode::SUCCESS;
+        let mut stdout = std::io::stdout().lock();
+        for q in &args.sql {
+            match runtime.block_on(sql.query(q)) {
+                Ok(r) => {
+                    let mut bytes = render(&r.schema, &r.batches, args.format)?;
+                    if args.format == OutputFormat::Json {
+                        bytes.push(b'\n');
+                    }
+                    stdout.write_all(&bytes)?;
+                }
+                Err(e) => {
+                    eprintln!("error: query failed: {e}\n  query: {q}");
+                    code = ExitCode::from(1);
+                }
+            }
+        }
+        stdout.flush()?;
+        pipeline.stop()?;
+        return Ok(code);
+    }
+
+    // Serve until a signal or a fatal error.
+    let fatal = runtime.block_on(async {
+        let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
+            .expect("installing SIGTERM handler");
+        let mut tick = tokio::time::interval(Duration::from_millis(100));
+        loop {
+            tokio::select! {
+                _ = tokio::signal::ctrl_c() => return None,
+                _ = term.recv() => return None,
+                _ = tick.tick() => {
+                    if let Some(e) = shared.fatal() {
+                        return Some(e);
+                    }
+                }
+            }
+        }
+    });
+    stop_progress(progress);
+    eprintln!("{}: stopping", cfg.name);
+    pipeline.stop()?;
+    print_summary(&shared);
+    runtime.shutdown_timeout(Duration::from_secs(1));
+    match fatal {
+        Some(e) => {
+            eprintln!("{}: failed: {e}", cfg.name);
+            Ok(ExitCode::from(1))
+        }
+        None => Ok(ExitCode::SUCCESS),
+    }
+}
+
+struct ProgressHandle {
+    stop: Arc<std::sync::atomic::AtomicBool>,
+    thread: std::thread::JoinHandle<()>,
+}
+
+fn spawn_progress(shared: Arc<Shared>) -> ProgressHandle {
+    let stop = Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let flag = stop.clone();
+    let tty = std::io::stderr().is_terminal();
+    let thread = std::thread::spawn(move || {
+        let mut last = (Instant::now(), 0u64);
+        while !flag.load(std::sync::atomic::Ordering::Relaxed) {
+            std::thread::park_timeout(Duration::from_secs(1));
+            if flag.load(std::sync::atomic::Ordering::Relaxed) {
+                break;
+            }
+            let c = shared.counters.snapshot();
+            let now = Instant::now();
+            let rate = (c.read - last.1) as f64 / now.duration_since(last.0).as_secs_f64();
+            last = (now, c.read);
+            let line = format!(
+                "{}: {} read ({}/s) · {} applied · {} duplicates · {} dead letters · {} skipped · epoch {}",
+                shared.name,
+                thousands(c.read),
+                si(rate),
+                thousands(c.applied),
+                thousands(c.duplicates),
+                thousands(c.dead_letters),
+                thousands(c.skipped),
+                shared.progress.get().epoch,
+            );
+            if tty {
+                eprint!("\r\x1b[2K{line}");
+            } else {
+                eprintln!("{line}");
+            }
+        }
+        if tty {
+            eprint!("\r\x1b[2K");
+        }
+    });
+    ProgressHandle { stop, thread }
+}
+
+fn stop_progress(p: Option<ProgressHandle>) {
+    if let Some(p) = p {
+        p.stop.store(true, std::sync::atomic::Ordering::Relaxed);
+        p.thread.thread().unpark();
+        let _ = p.thread.join();
+    }
+}
+
+fn print_summary(shared: &Shared) {
+    let c = shared.counters.snapshot();
+    let secs = shared.started.elapsed().as_secs_f64();
+    eprintln!(
+        "{}: {} events in {:.2} s ({} events/s) · {} applied · {} duplicates · {} dead letters · {} skipped",
+        shared.name,
+        thousands(c.read),
+        secs,
+        si(c.read as f64 / secs.max(1e-9)),
+        thousands(c.applied),
+        thousands(c.duplicates),
+        thousands(c.dead_letters),
+        thousands(c.skipped),
+    );
+    if c.dead_letters > 0 {
+        eprintln!(
+            "{}: dead letters are in {}",
+            shared.name,
+            shared.bad.path().display()
+        );
+    }
+    tracing::debug!(status = %status_json(shared), "final status");
+}
+
+fn thousands(n: u64) -> String {
+    let s = n.to_string();
+    let mut out = String::with_capacity(s.len() + s.len() / 3);
+    for (i, ch) in s.chars().enumerate() {
+        if i > 0 && (s.len() - i).is_multiple_of(3) {
+            out.push(',');
+        }
+        out.push(ch);
+    }
+    out
+}
+
+fn si(x: f64) -> String {
+    if x >= 1e6 {
+        format!("{:.2}M", x / 1e6)
+    } else if x >= 1e3 {
+        format!("{:.1}K", x / 1e3)
+    } else {
+        format!("{x:.0}")
+    }
+}
+
+fn query(url: &str, format: OutputFormat, sql: &str) -> Result<ExitCode> {
+    let wire = match format {
+        OutputFormat::Table | OutputFormat::Arrow => "arrow",
+        OutputFormat::Json => "json",
+        OutputFormat::Csv => "csv",
+    };
+    let agent: ureq::Agent = ureq::Agent::config_builder()
+        .http_status_as_error(false)
+        .build()
+        .into();
+    let endpoint = format!("{}/sql?format={wire}", url.trim_end_matches('/'));
+    let mut resp = agent
+        .post(&endpoint)
+        .header("content-type", "text/plain")
+        .send(sql)
+        .map_err(|e| anyhow!("cannot reach {url}: {e} (is `projector run` serving there?)"))?;
+    let status = resp.status();
+    let mut body = Vec::new();
+    resp.body_mut()
+        .as_reader()
+        .read_to_end(&mut body)
+        .context("reading the response")?;
+    if !status.is_success() {
+        let v: serde_json::Value = serde_json::from_slice(&body).unwrap_or_default();
+        let code = v["error"]["code"].as_str().unwrap_or("http.error");
+        let message = v["error"]["message"]
+            .as_str()
+            .map(str::to_string)
+            .unwrap_or_else(|| String::from_utf8_lossy(&body).into_owned());
+        eprintln!("error: {code}: {message}");
+        return Ok(ExitCode::from(1));
+    }
+    let mut stdout = std::io::stdout().lock();
+    if format == OutputFormat::Table {
+        let reader = arrow::ipc::reader::StreamReader::try_new(std::io::Cursor::new(body), None)?;
+        let schema = reader.schema();
+        let batches = reader.collect::<Result<Vec<_>, _>>()?;
+        stdout.write_all(&render(&schema, &batches, OutputFormat::Table)?)?;
+    } else {
+        stdout.write_all(&body)?;
+        if format == OutputFormat::Json {
+            stdout.write_all(b"\n")?;
+        }
+    }
+    Ok(ExitCode::SUCCESS)
+}

@@ -43,7 +43,9 @@ pub fn render(
     match format {
         OutputFormat::Table => {
             let text = if batches.is_empty() {
-                arrow::util::pretty::pretty_format_batches(&[RecordBatch::new_empty(schema.clone())])?
+                arrow::util::pretty::pretty_format_batches(&[RecordBatch::new_empty(
+                    schema.clone(),
+                )])?
             } else {
                 arrow::util::pretty::pretty_format_batches(batches)?
             };
@@ -51,14 +53,18 @@ pub fn render(
             out.push(b'\n');
         }
         OutputFormat::Json => {
-            let mut w = WriterBuilder::new().with_explicit_nulls(true).build::<_, JsonArray>(&mut out);
+            let mut w = WriterBuilder::new()
+                .with_explicit_nulls(true)
+                .build::<_, JsonArray>(&mut out);
             for b in batches {
                 w.write(b)?;
             }
             w.finish()?;
         }
         OutputFormat::Csv => {
-            let mut w = arrow::csv::WriterBuilder::new().with_header(true).build(&mut out);
+            let mut w = arrow::csv::WriterBuilder::new()
+                .with_header(true)
+                .build(&mut out);
             if batches.is_empty() {
                 w.write(&RecordBatch::new_empty(schema.clone()))?;
             }

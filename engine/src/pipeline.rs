@@ -46,9 +46,14 @@ impl RunOptions {
             .or_else(|| config.state_dir.clone())
             .unwrap_or_else(|| PathBuf::from("state").join(&config.name));
         let workers = config.workers.unwrap_or_else(|| {
-            std::thread::available_parallelism().map(|n| n.get()).unwrap_or(1)
+            std::thread::available_parallelism()
+                .map(|n| n.get())
+                .unwrap_or(1)
         });
-        RunOptions { state_dir, workers: workers.max(1) }
+        RunOptions {
+            state_dir,
+            workers: workers.max(1),
+        }
     }
 }
 
@@ -68,9 +73,15 @@ impl Ingress {
         self.epoch += 1;
         let epoch = self.epoch;
         self.coord
-            .send(CoordMsg::Epoch { epoch, offsets: self.offsets.clone(), last })
+            .send(CoordMsg::Epoch {
+                epoch,
+                offsets: self.offsets.clone(),
+                last,
+            })
             .map_err(|_| Error::Stopped)?;
-        self.router.broadcast(|| WorkerMsg::Barrier(epoch)).map_err(|_| Error::Stopped)?;
+        self.router
+            .broadcast(|| WorkerMsg::Barrier(epoch))
+            .map_err(|_| Error::Stopped)?;
         self.cut_offsets.clone_from(&self.offsets);
         self.finished |= last;
         Ok(())
@@ -104,7 +115,9 @@ impl Shared {
     /// Why the pipeline stopped on its own, if it did (bad record under `fail`, a
     /// dead letter that could not be written, or a source error).
     pub fn fatal(&self) -> Option<String> {
-        self.bad.fatal().or_else(|| self.source_error.lock().expect("lock").clone())
+        self.bad
+            .fatal()
+            .or_else(|| self.source_error.lock().expect("lock").clone())
     }
 
     fn set_source_error(&self, e: String) {
@@ -140,7 +153,10 @@ impl Pipeline {
             Arc::new(partitions.iter().map(|p| p.name.clone()).collect());
 
         let n = options.workers;
-        let projection = Arc::new(Projection::new(config.envelope.clone(), config.views.clone()));
+        let projection = Arc::new(Projection::new(
+            config.envelope.clone(),
+            config.views.clone(),
+        ));
         let catalog = Arc::new(Catalog::new(config.views.clone(), partitions.len(), n));
         let positions = Arc::new(Positions::default());
         positions.init(partitions.iter().map(|p| (p.name.clone(), 0)).collect());
@@ -159,9 +175,14 @@ impl Pipeline {
 
         let (coord_tx, coord_rx) = unbounded();
         let coordinator = {
-            let (catalog, positions, progress) =
-                (shared.catalog.clone(), shared.positions.clone(), shared.progress.clone());
-            spawn("coordinator", move || run_coordinator(coord_rx, n, catalog, positions, progress))?
+            let (catalog, positions, progress) = (
+                shared.catalog.clone(),
+                shared.positions.clone(),
+                shared.progress.clone(),
+            );
+            spawn("coordinator", move || {
+                run_coordinator(coord_rx, n, catalog, positions, progress)
+            })?
         };
 
         let mut senders = Vec::with_capacity(n);
@@ -192,7 +213,8 @@ impl Pipeline {
         }));
 
         let ingest = {
-            let (shared, ingress, projection) = (shared.clone(), ingress.clone(), projection.clone());
+            let (shared, ingress, projection) =
+                (shared.clone(), ingress.clone(), projection.clone());
             let names = partition_names.clone();
             spawn("ingest", move || {
                 ingest_loop(source, decoder, &projection, &ingress, &shared, &names)
@@ -201,7 +223,9 @@ impl Pipeline {
         let timer = {
             let (shared, ingress) = (shared.clone(), ingress.clone());
             let interval = config.publish_interval;
-            spawn("epoch-timer", move || timer_loop(interval, &ingress, &shared))?
+            spawn("epoch-timer", move || {
+                timer_loop(interval, &ingress, &shared)
+            })?
         };
 
         Ok(Pipeline {
@@ -227,7 +251,12 @@ impl Pipeline {
             if let Some(e) = self.shared.fatal() {
                 return Err(Error::Fatal(e));
             }
-            if self.shared.progress.wait(Duration::from_millis(50)).finished {
+            if self
+                .shared
+                .progress
+                .wait(Duration::from_millis(50))
+                .finished
+            {
                 return match self.shared.fatal() {
                     Some(e) => Err(Error::Fatal(e)),
                     None => Ok(()),
@@ -259,10 +288,10 @@ impl Pipeline {
             let _ = c.join();
         }
         // The ingest thread may be blocked reading stdin; it exits at its next poll.
-        if let Some(i) = self.ingest.take() {
-            if i.is_finished() {
-                let _ = i.join();
-            }
+        if let Some(i) = self.ingest.take()
+            && i.is_finished()
+        {
+            let _ = i.join();
         }
         self.shared.bad.flush().map_err(|e| Error::Io {
             context: format!("flushing {}", self.shared.bad.path().display()),
@@ -273,10 +302,13 @@ impl Pipeline {
 }
 
 fn spawn<F: FnOnce() + Send + 'static>(name: &str, f: F) -> Result<JoinHandle<()>> {
-    std::thread::Builder::new().name(name.into()).spawn(f).map_err(|e| Error::Io {
-        context: format!("starting thread {name}"),
-        source: e,
-    })
+    std::thread::Builder::new()
+        .name(name.into())
+        .spawn(f)
+        .map_err(|e| Error::Io {
+            context: format!("starting thread {name}"),
+            source: e,
+        })
 }
 
 /// Keeps earlier runs' dead letters: each run starts a fresh file and the old one is
@@ -338,7 +370,13 @@ fn ingest_loop(
                 ing.offsets[rec.partition as usize] = rec.offset + 1;
                 let partition = names[rec.partition as usize].as_str();
                 let report = |code: &str, message: &str| {
-                    let r = BadRecord { raw: bytes, code, message, partition, offset: rec.offset };
+                    let r = BadRecord {
+                        raw: bytes,
+                        code,
+                        message,
+                        partition,
+                        offset: rec.offset,
+                    };
                     shared.bad.report(&shared.counters, r);
                 };
                 if let Err(e) = decoder.decode(bytes, &mut slots) {
@@ -346,7 +384,9 @@ fn ingest_loop(
                     continue;
                 }
                 let w = match projection.key(&slots) {
-                    Ok(k) => ing.router.worker_of(&key_text(k).expect("key() checked it")),
+                    Ok(k) => ing
+                        .router
+                        .worker_of(&key_text(k).expect("key() checked it")),
                     Err(e) => {
                         let code = match e {
                             projector_operators::envelope::EnvelopeError::MissingKey(_) => {
@@ -358,7 +398,11 @@ fn ingest_loop(
                         continue;
                     }
                 };
-                if ing.router.push(w, rec.partition, rec.offset, bytes, &mut slots).is_err() {
+                if ing
+                    .router
+                    .push(w, rec.partition, rec.offset, bytes, &mut slots)
+                    .is_err()
+                {
                     return;
                 }
             }

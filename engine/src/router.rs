@@ -2,7 +2,8 @@
 //!
 //! The hash is seeded with fixed constants, so a key maps to the same worker in every
 //! run (restores and hand-offs depend on that), and the worker is chosen by range
-//! (`h / (u64::MAX / n + 1)`), not modulo, so that growing `n` moves contiguous ranges.
+//! (`(h * n) >> 64`, in 128 bits), not modulo, so that growing `n` moves contiguous
+//! ranges.
 
 use crate::worker::{EventBatch, WorkerMsg};
 use crossbeam_channel::Sender;
@@ -29,9 +30,13 @@ impl KeyHasher {
     }
 }
 
-/// The worker that owns hash `h` among `n` workers.
+/// The worker that owns hash `h` among `n` workers: worker `w` owns the hashes in
+/// `[w * 2^64 / n, (w + 1) * 2^64 / n)`.
+///
+/// Computed as `(h * n) >> 64` in 128 bits: the same ranges as `h / (2^64 / n)`, but
+/// exact for every `n` (`u64::MAX / n + 1` overflows for `n = 1`).
 pub fn worker_for(h: u64, n: usize) -> usize {
-    (h / (u64::MAX / n as u64 + 1)) as usize
+    ((u128::from(h) * n as u128) >> 64) as usize
 }
 
 /// Collects routed events into one pending batch per worker and sends full batches.
@@ -47,8 +52,17 @@ pub struct Router {
 impl Router {
     /// A router over one channel per worker.
     pub fn new(senders: Vec<Sender<WorkerMsg>>, slots: usize, batch_size: usize) -> Self {
-        let pending = senders.iter().map(|_| EventBatch::with_capacity(slots, batch_size)).collect();
-        Router { senders, pending, batch_size, slots, hasher: KeyHasher::default() }
+        let pending = senders
+            .iter()
+            .map(|_| EventBatch::with_capacity(slots, batch_size))
+            .collect();
+        Router {
+            senders,
+            pending,
+            batch_size,
+            slots,
+            hasher: KeyHasher::default(),
+        }
     }
 
     /// Number of workers.
@@ -80,7 +94,9 @@ impl Router {
     fn send(&mut self, w: usize) -> Result<(), Disconnected> {
         let fresh = EventBatch::with_capacity(self.slots, self.batch_size);
         let batch = std::mem::replace(&mut self.pending[w], fresh);
-        self.senders[w].send(WorkerMsg::Batch(batch)).map_err(|_| Disconnected)
+        self.senders[w]
+            .send(WorkerMsg::Batch(batch))
+            .map_err(|_| Disconnected)
     }
 
     /// Sends every non-empty pending batch.
@@ -118,10 +134,23 @@ mod tests {
         assert_eq!(worker_for(u64::MAX / 2, 2), 0);
         assert_eq!(worker_for(u64::MAX / 2 + 1, 2), 1);
         assert_eq!(worker_for(u64::MAX, 1), 0);
+        assert_eq!(worker_for(0, 1), 0);
+        for n in 1..=16usize {
+            let mut last = 0;
+            for i in 0..=1000u64 {
+                let w = worker_for(i * (u64::MAX / 1000), n);
+                assert!(w < n && w >= last, "n={n} i={i} w={w}");
+                last = w;
+            }
+            assert_eq!(last, n - 1);
+        }
     }
 
     #[test]
     fn hashing_is_stable_across_instances() {
-        assert_eq!(KeyHasher::default().hash("acc-000001"), KeyHasher::default().hash("acc-000001"));
+        assert_eq!(
+            KeyHasher::default().hash("acc-000001"),
+            KeyHasher::default().hash("acc-000001")
+        );
     }
 }

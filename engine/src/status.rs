@@ -77,7 +77,11 @@ impl Positions {
         let mut g = self.inner.lock().expect("positions lock");
         *g = names
             .into_iter()
-            .map(|(partition, o)| PartitionPosition { partition, next_offset: o, published_offset: o })
+            .map(|(partition, o)| PartitionPosition {
+                partition,
+                next_offset: o,
+                published_offset: o,
+            })
             .collect();
     }
 

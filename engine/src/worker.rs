@@ -48,7 +48,12 @@ impl EventBatch {
         debug_assert_eq!(values.len(), self.slots);
         let start = self.raw.len();
         self.raw.extend_from_slice(raw);
-        self.meta.push(EventMeta { partition, offset, start, end: self.raw.len() });
+        self.meta.push(EventMeta {
+            partition,
+            offset,
+            start,
+            end: self.raw.len(),
+        });
         self.values.extend(values.iter_mut().map(std::mem::take));
     }
 
@@ -153,8 +158,15 @@ impl Worker {
                         }
                         dirty = false;
                     }
-                    let views = cached.iter().map(|c| c.clone().expect("built above")).collect();
-                    let snap = WorkerSnapshot { worker: self.id, epoch, views };
+                    let views = cached
+                        .iter()
+                        .map(|c| c.clone().expect("built above"))
+                        .collect();
+                    let snap = WorkerSnapshot {
+                        worker: self.id,
+                        epoch,
+                        views,
+                    };
                     if self.snapshots.send(CoordMsg::Snapshot(snap)).is_err() {
                         return;
                     }

@@ -85,10 +85,10 @@ impl Acc {
     /// Checks that `v` (already coerced to the column's input type) can be added,
     /// without changing the accumulator. Lets an event be applied to all views or none.
     pub fn check(&self, v: &Value) -> Result<(), AccError> {
-        if let (Acc::SumInt(Some(s)), Value::Int(i)) = (self, v) {
-            if s.checked_add(*i).is_none() {
-                return Err(AccError(format!("sum overflows int64 ({s} + {i})")));
-            }
+        if let (Acc::SumInt(Some(s)), Value::Int(i)) = (self, v)
+            && s.checked_add(*i).is_none()
+        {
+            return Err(AccError(format!("sum overflows int64 ({s} + {i})")));
         }
         Ok(())
     }

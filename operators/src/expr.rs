@@ -1023,55 +1023,44 @@ mod tests {
 
     #[test]
     fn int_float_comparison_is_exact() {
-        for (i, f) in [
-            (0i64, 0.0f64),
-            (0, -0.5),
-            (-1, -0.5),
-            (i64::MAX, 9.223372036854775807e18),
-            (i64::MIN, -9.223372036854775808e18),
-            (i64::MIN, -1e19),
-            (3, 3.0000001),
-            (-3, -3.0000001),
-            (1 << 53, 9007199254740992.0),
-            ((1 << 53) + 1, 9007199254740992.0),
-            (5, f64::INFINITY),
-            (5, f64::NEG_INFINITY),
+        let two_63 = i64::MAX as f64; // rounds up to 2^63
+        for (i, f, expected) in [
+            (0i64, 0.0f64, Some(Ordering::Equal)),
+            (0, -0.0, Some(Ordering::Equal)),
+            (0, -0.5, Some(Ordering::Greater)),
+            (-1, -0.5, Some(Ordering::Less)),
+            (3, 3.0000001, Some(Ordering::Less)),
+            (-3, -3.0000001, Some(Ordering::Greater)),
+            (1 << 53, 9007199254740992.0, Some(Ordering::Equal)),
+            ((1 << 53) + 1, 9007199254740992.0, Some(Ordering::Greater)),
+            (i64::MAX, two_63, Some(Ordering::Less)),
+            (i64::MIN, -two_63, Some(Ordering::Equal)),
+            (i64::MIN, -1e19, Some(Ordering::Greater)),
+            (i64::MAX, 1e19, Some(Ordering::Less)),
+            (5, f64::INFINITY, Some(Ordering::Less)),
+            (5, f64::NEG_INFINITY, Some(Ordering::Greater)),
+            (1, f64::NAN, None),
         ] {
-            let expected = (i as i128 * 4).partial_cmp(&((f * 4.0) as i128));
-            if f.is_finite() && f.abs() < 1e30 && (f * 4.0).fract() == 0.0 {
-                assert_eq!(cmp_int_float(i, f), expected, "{i} vs {f}");
-            }
+            assert_eq!(cmp_int_float(i, f), expected, "{i} vs {f}");
+            let (l, r) = (Value::Int(i), Value::Float(f));
+            let lt = compare(BinOp::Lt, &l, &r).unwrap();
             assert_eq!(
-                cmp_int_float(i, f).map(Ordering::reverse),
-                compare_float_int(f, i),
-                "{i} vs {f}"
+                lt,
+                Value::Bool(expected == Some(Ordering::Less)),
+                "{i} < {f}"
             );
-        }
-        assert_eq!(cmp_int_float(3, 3.0000001), Some(Ordering::Less));
-        assert_eq!(cmp_int_float(-3, -3.0000001), Some(Ordering::Greater));
-        assert_eq!(
-            cmp_int_float((1 << 53) + 1, 9007199254740992.0),
-            Some(Ordering::Greater)
-        );
-        assert_eq!(
-            cmp_int_float(i64::MAX, 9.223372036854775807e18),
-            Some(Ordering::Less)
-        );
-        assert_eq!(
-            cmp_int_float(i64::MIN, -9.223372036854775808e18),
-            Some(Ordering::Equal)
-        );
-        assert_eq!(cmp_int_float(1, f64::NAN), None);
-
-        fn compare_float_int(f: f64, i: i64) -> Option<Ordering> {
-            match compare(BinOp::Lt, &Value::Float(f), &Value::Int(i)).unwrap() {
-                Value::Bool(true) => Some(Ordering::Less),
-                _ => match compare(BinOp::Eq, &Value::Float(f), &Value::Int(i)).unwrap() {
-                    Value::Bool(true) => Some(Ordering::Equal),
-                    _ if f.is_nan() => None,
-                    _ => Some(Ordering::Greater),
-                },
-            }
+            let gt = compare(BinOp::Gt, &r, &l).unwrap();
+            assert_eq!(
+                gt,
+                Value::Bool(expected == Some(Ordering::Less)),
+                "{f} > {i}"
+            );
+            let eq = compare(BinOp::Eq, &r, &l).unwrap();
+            assert_eq!(
+                eq,
+                Value::Bool(expected == Some(Ordering::Equal)),
+                "{f} = {i}"
+            );
         }
     }
 

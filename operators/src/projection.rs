@@ -98,7 +98,10 @@ impl AggState {
     pub fn merge(&mut self, other: &AggState) {
         for (group, accs) in &other.groups {
             match self.groups.get_mut(group) {
-                Some(mine) => mine.iter_mut().zip(accs.iter()).for_each(|(a, b)| a.merge(b)),
+                Some(mine) => mine
+                    .iter_mut()
+                    .zip(accs.iter())
+                    .for_each(|(a, b)| a.merge(b)),
                 None => {
                     self.groups.insert(group.clone(), accs.clone());
                 }
@@ -228,7 +231,9 @@ impl Projection {
             Some(f) => match &event[f.index()] {
                 Value::Int(v) => Some(*v),
                 Value::Float(x) if x.fract() == 0.0 => Some(*x as i64),
-                other => return Err(EnvelopeError::BadVersion("version".into(), other.kind()).into()),
+                other => {
+                    return Err(EnvelopeError::BadVersion("version".into(), other.kind()).into());
+                }
             },
         };
         if let Some(f) = self.envelope.timestamp {
@@ -237,12 +242,11 @@ impl Projection {
                 return Err(EnvelopeError::BadTimestamp("timestamp".into(), v.to_string()).into());
             }
         }
-        if let Some(v) = version {
-            if let Some(last) = state.versions.get(&*key) {
-                if v <= *last {
-                    return Ok(Outcome::Duplicate);
-                }
-            }
+        if let Some(v) = version
+            && let Some(last) = state.versions.get(&*key)
+            && v <= *last
+        {
+            return Ok(Outcome::Duplicate);
         }
 
         // Plan: evaluate everything, change nothing.
@@ -250,7 +254,14 @@ impl Projection {
             match (&view.kind, &state.views[i]) {
                 (ViewKind::Fold(spec), ViewState::Fold(fs)) => {
                     let row = fs.rows.get(&*key).map(|r| &r[..]);
-                    plan_fold(&view.name, spec, row, &event_type, event, &mut scratch.fold[i])?;
+                    plan_fold(
+                        &view.name,
+                        spec,
+                        row,
+                        &event_type,
+                        event,
+                        &mut scratch.fold[i],
+                    )?;
                 }
                 (ViewKind::Aggregate(spec), ViewState::Aggregate(st)) => {
                     plan_aggregate(&view.name, spec, st, event, &mut scratch.agg[i])?;
@@ -319,7 +330,10 @@ fn owned_key(value: &Value, text: &str) -> Arc<str> {
 
 /// A new row: every column at its default (or null).
 pub fn default_row(spec: &FoldSpec) -> Box<[Value]> {
-    spec.columns.iter().map(|c| c.default.clone().unwrap_or(Value::Null)).collect()
+    spec.columns
+        .iter()
+        .map(|c| c.default.clone().unwrap_or(Value::Null))
+        .collect()
 }
 
 fn plan_fold(
@@ -448,7 +462,11 @@ fn plan_aggregate(
                 return Err(ApplyError::Type {
                     view: view.into(),
                     column: "filter".into(),
-                    source: TypeError { expected: ColumnType::Bool, found: other.kind(), value: other.to_string() },
+                    source: TypeError {
+                        expected: ColumnType::Bool,
+                        found: other.kind(),
+                        value: other.to_string(),
+                    },
                 });
             }
         };

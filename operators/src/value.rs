@@ -46,7 +46,11 @@ impl Value {
     /// integers; timestamps accept epoch milliseconds or RFC 3339 strings. Anything else
     /// is a [`TypeError`].
     pub fn coerce(&self, ty: ColumnType) -> Result<Value, TypeError> {
-        let err = || TypeError { expected: ty, found: self.kind(), value: self.to_string() };
+        let err = || TypeError {
+            expected: ty,
+            found: self.kind(),
+            value: self.to_string(),
+        };
         Ok(match (ty, self) {
             (_, Value::Null) => Value::Null,
             (ColumnType::String, Value::Str(_)) => self.clone(),
@@ -54,12 +58,11 @@ impl Value {
             (ColumnType::String, Value::Float(f)) => Value::Str(f.to_string().into()),
             (ColumnType::String, Value::Bool(b)) => Value::Str(b.to_string().into()),
             (ColumnType::Int64, Value::Int(_)) => self.clone(),
-            (ColumnType::Int64, Value::Float(f)) => {
-                if f.fract() == 0.0 && *f >= i64::MIN as f64 && *f <= i64::MAX as f64 {
-                    Value::Int(*f as i64)
-                } else {
-                    return Err(err());
-                }
+            // 2^63 itself does not fit: `i64::MAX as f64` rounds up to it.
+            (ColumnType::Int64, Value::Float(f))
+                if f.fract() == 0.0 && *f >= -TWO_POW_63 && *f < TWO_POW_63 =>
+            {
+                Value::Int(*f as i64)
             }
             (ColumnType::Float64, Value::Float(_)) => self.clone(),
             (ColumnType::Float64, Value::Int(i)) => Value::Float(*i as f64),
@@ -75,9 +78,14 @@ impl Value {
     }
 }
 
+/// 2^63 as a float: the first integer above `i64::MAX`.
+const TWO_POW_63: f64 = 9_223_372_036_854_775_808.0;
+
 /// Parses an RFC 3339 timestamp into milliseconds since the Unix epoch.
 pub fn parse_timestamp_millis(s: &str) -> Option<i64> {
-    chrono::DateTime::parse_from_rfc3339(s).ok().map(|t| t.timestamp_millis())
+    chrono::DateTime::parse_from_rfc3339(s)
+        .ok()
+        .map(|t| t.timestamp_millis())
 }
 
 impl PartialEq for Value {
@@ -153,7 +161,11 @@ impl ColumnType {
 
     /// The pipeline-file name of the type.
     pub fn name(self) -> &'static str {
-        Self::ALL.iter().find(|(_, t)| *t == self).map(|(n, _)| *n).unwrap_or("?")
+        Self::ALL
+            .iter()
+            .find(|(_, t)| *t == self)
+            .map(|(n, _)| *n)
+            .unwrap_or("?")
     }
 
     /// True for the types `add` can work on.
@@ -186,9 +198,24 @@ mod tests {
 
     #[test]
     fn coerce_follows_the_column_type() {
-        assert_eq!(Value::Int(3).coerce(ColumnType::Float64), Ok(Value::Float(3.0)));
-        assert_eq!(Value::Float(3.0).coerce(ColumnType::Int64), Ok(Value::Int(3)));
+        assert_eq!(
+            Value::Int(3).coerce(ColumnType::Float64),
+            Ok(Value::Float(3.0))
+        );
+        assert_eq!(
+            Value::Float(3.0).coerce(ColumnType::Int64),
+            Ok(Value::Int(3))
+        );
         assert!(Value::Float(3.5).coerce(ColumnType::Int64).is_err());
+        assert!(
+            Value::Float(i64::MAX as f64)
+                .coerce(ColumnType::Int64)
+                .is_err()
+        );
+        assert_eq!(
+            Value::Float(i64::MIN as f64).coerce(ColumnType::Int64),
+            Ok(Value::Int(i64::MIN))
+        );
         assert!(Value::Str("x".into()).coerce(ColumnType::Int64).is_err());
         assert_eq!(
             Value::Str("1970-01-01T00:00:01Z".into()).coerce(ColumnType::Timestamp),

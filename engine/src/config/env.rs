@@ -62,9 +62,14 @@ pub(crate) struct Substituted {
 impl Substituted {
     /// Maps a char index of the substituted text to a char index of the original text.
     pub(crate) fn original_index(&self, at: usize) -> usize {
-        let i = self.segments.partition_point(|s| s.subst <= at);
+        let mut i = self.segments.partition_point(|s| s.subst <= at);
         if i == 0 {
             return at.min(self.orig_len);
+        }
+        // A reference replaced by nothing shares its start with the next segment: the
+        // position is the reference's.
+        while i >= 2 && self.segments[i - 2].subst == at && self.segments[i - 1].subst == at {
+            i -= 1;
         }
         let seg = self.segments[i - 1];
         if seg.literal {

@@ -246,3 +246,6 @@ fn finish(
     out.dedup_by(|a, b| a.1 == b.1);
     out.into_iter().map(|(_, e)| e).collect()
 }
+
+#[cfg(test)]
+mod tests;

@@ -136,7 +136,7 @@ fn expression(
         return match Expr::parse(s, fields) {
             Ok(e) => Some(e),
             Err(e) => {
-                let message = format!("invalid expression '{s}': {e}");
+                let message = e.to_string();
                 ctx.error("config.bad_expression", node, path, message);
                 None
             }
@@ -343,7 +343,8 @@ fn handler(
             let column = target_column(ctx, a, columns, key_column);
             let not_numeric = column.filter(|_| op == "add").and_then(|i| {
                 let c = &columns[i];
-                c.ty.filter(|t| !t.is_numeric()).map(|ty| (c.name.as_str(), ty))
+                c.ty.filter(|t| !t.is_numeric())
+                    .map(|ty| (c.name.as_str(), ty))
             });
             if let Some((name, ty)) = not_numeric {
                 let message = format!("add needs an int64 or float64 column; '{name}' is {ty}");
@@ -546,7 +547,7 @@ fn agg_column(ctx: &mut Ctx<'_>, e: &Entry<'_>, fields: &mut FieldRegistry) -> O
     let (func, arg) = match parse_aggregate(text, fields) {
         Ok(parsed) => parsed,
         Err(err) => {
-            let message = format!("invalid aggregate '{text}': {err}");
+            let message = err.to_string();
             ctx.error("config.bad_expression", expr_node, &expr_path, message);
             return None;
         }

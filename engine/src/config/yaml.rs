@@ -45,6 +45,7 @@ pub(crate) fn parse(text: &str, issues: &mut Vec<Issue>) -> Parsed {
                 let mut docs = docs.into_iter();
                 let root = docs.next();
                 if let Some(extra) = docs.next() {
+                    // Which document was meant is unclear: check none of them.
                     let at = extra.span.start.index();
                     issues.push(Issue {
                         code: "config.yaml_syntax",
@@ -54,6 +55,10 @@ pub(crate) fn parse(text: &str, issues: &mut Vec<Issue>) -> Parsed {
                         message: "a pipeline file holds exactly one YAML document (remove '---')"
                             .into(),
                     });
+                    return Parsed {
+                        root: None,
+                        renamed,
+                    };
                 }
                 return Parsed { root, renamed };
             }
@@ -553,7 +558,7 @@ mod tests {
     }
 
     #[test]
-    fn duplicate_keys_are_renamed_and_parsing_goes_on() {
+    fn duplicate_keys_are_renamed_and_syntax_errors_win() {
         let mut issues = Vec::new();
         let text = "a: 1\nb:\n  c: 1\n  c: 2\n  'c': 3\n  d: [\na: 2\n";
         let parsed = parse(text, &mut issues);

@@ -67,7 +67,10 @@ pub struct QueryError {
 
 impl QueryError {
     fn new(code: &'static str, message: impl Into<String>) -> Self {
-        QueryError { code, message: message.into() }
+        QueryError {
+            code,
+            message: message.into(),
+        }
     }
 }
 
@@ -81,7 +84,9 @@ pub struct SqlEngine {
 
 impl std::fmt::Debug for SqlEngine {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("SqlEngine").field("limits", &self.limits).finish_non_exhaustive()
+        f.debug_struct("SqlEngine")
+            .field("limits", &self.limits)
+            .finish_non_exhaustive()
     }
 }
 
@@ -95,12 +100,17 @@ impl SqlEngine {
         let config = SessionConfig::new()
             .with_information_schema(true)
             .with_target_partitions(
-                std::thread::available_parallelism().map(|n| n.get()).unwrap_or(1),
+                std::thread::available_parallelism()
+                    .map(|n| n.get())
+                    .unwrap_or(1),
             );
         let ctx = SessionContext::new_with_config_rt(config, runtime);
         for (i, v) in catalog.views.iter().enumerate() {
-            ctx.register_table(v.name.as_str(), Arc::new(ViewTable::new(catalog.clone(), i)))
-                .map_err(|e| QueryError::new("sql.internal", e.to_string()))?;
+            ctx.register_table(
+                v.name.as_str(),
+                Arc::new(ViewTable::new(catalog.clone(), i)),
+            )
+            .map_err(|e| QueryError::new("sql.internal", e.to_string()))?;
         }
         Ok(SqlEngine {
             state: ctx.state(),
@@ -112,15 +122,16 @@ impl SqlEngine {
 
     /// Runs one read-only SQL statement against the newest published epoch.
     pub async fn query(&self, sql: &str) -> Result<QueryResult, QueryError> {
-        let _permit = self
-            .permits
-            .acquire()
-            .await
-            .map_err(|_| QueryError::new("sql.unavailable", "the query engine is shutting down"))?;
+        let _permit =
+            self.permits.acquire().await.map_err(|_| {
+                QueryError::new("sql.unavailable", "the query engine is shutting down")
+            })?;
         let pinned = self.catalog.current();
         let epoch = pinned.epoch;
         let mut state = self.state.clone();
-        state.config_mut().set_extension(Arc::new(PinnedEpoch(pinned)));
+        state
+            .config_mut()
+            .set_extension(Arc::new(PinnedEpoch(pinned)));
         let limits = self.limits.clone();
         let work = async move {
             let plan = state.create_logical_plan(sql).await.map_err(classify)?;
@@ -132,7 +143,10 @@ impl SqlEngine {
                 .map_err(|e| {
                     QueryError::new(
                         "sql.read_only",
-                        format!("only queries are allowed (no DDL, DML, COPY or SET): {}", strip(&e)),
+                        format!(
+                            "only queries are allowed (no DDL, DML, COPY or SET): {}",
+                            strip(&e)
+                        ),
                     )
                 })?;
             let df = DataFrame::new(state, plan);
@@ -149,13 +163,20 @@ impl SqlEngine {
                     ),
                 ));
             }
-            Ok(QueryResult { schema, batches, epoch })
+            Ok(QueryResult {
+                schema,
+                batches,
+                epoch,
+            })
         };
         match tokio::time::timeout(self.limits.timeout, work).await {
             Ok(r) => r,
             Err(_) => Err(QueryError::new(
                 "sql.timeout",
-                format!("the query ran longer than {:?} and was stopped", self.limits.timeout),
+                format!(
+                    "the query ran longer than {:?} and was stopped",
+                    self.limits.timeout
+                ),
             )),
         }
     }
@@ -163,7 +184,9 @@ impl SqlEngine {
 
 fn strip(e: &DataFusionError) -> String {
     let s = e.to_string();
-    s.strip_prefix("Error during planning: ").map(str::to_string).unwrap_or(s)
+    s.strip_prefix("Error during planning: ")
+        .map(str::to_string)
+        .unwrap_or(s)
 }
 
 fn classify(e: DataFusionError) -> QueryError {

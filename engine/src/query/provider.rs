@@ -58,7 +58,8 @@ impl TableProvider for ViewTable {
         if partitions.is_empty() {
             partitions.push(vec![]);
         }
-        let exec = MemorySourceConfig::try_new_exec(&partitions, self.schema(), projection.cloned())?;
+        let exec =
+            MemorySourceConfig::try_new_exec(&partitions, self.schema(), projection.cloned())?;
         Ok(exec)
     }
 }

@@ -19,9 +19,17 @@ use std::sync::{Arc, OnceLock};
 /// The Arrow schema of a view.
 pub fn view_schema(spec: &ViewSpec) -> SchemaRef {
     let fields: Vec<Field> = match &spec.kind {
-        ViewKind::Fold(f) => std::iter::once(Field::new(&f.key_column, arrow_type(ColumnType::String), false))
-            .chain(f.columns.iter().map(|c| Field::new(&c.name, arrow_type(c.ty), true)))
-            .collect(),
+        ViewKind::Fold(f) => std::iter::once(Field::new(
+            &f.key_column,
+            arrow_type(ColumnType::String),
+            false,
+        ))
+        .chain(
+            f.columns
+                .iter()
+                .map(|c| Field::new(&c.name, arrow_type(c.ty), true)),
+        )
+        .collect(),
         ViewKind::Aggregate(a) => a
             .group_by
             .iter()
@@ -29,7 +37,8 @@ pub fn view_schema(spec: &ViewSpec) -> SchemaRef {
             .chain(a.columns.iter().map(|c| {
                 let counts = matches!(
                     c.func,
-                    projector_operators::expr::AggFn::Count | projector_operators::expr::AggFn::CountStar
+                    projector_operators::expr::AggFn::Count
+                        | projector_operators::expr::AggFn::CountStar
                 );
                 Field::new(&c.name, arrow_type(c.ty), !counts)
             }))
@@ -63,8 +72,11 @@ pub fn build_worker_view(
                 })
                 .sum();
             let mut key = ColumnBuilder::new(ColumnType::String, rows);
-            let mut cols: Vec<ColumnBuilder> =
-                f.columns.iter().map(|c| ColumnBuilder::new(c.ty, rows)).collect();
+            let mut cols: Vec<ColumnBuilder> = f
+                .columns
+                .iter()
+                .map(|c| ColumnBuilder::new(c.ty, rows))
+                .collect();
             for p in partitions.values() {
                 if let ViewState::Fold(s) = &p.views[v] {
                     for (k, row) in &s.rows {
@@ -75,7 +87,9 @@ pub fn build_worker_view(
                     }
                 }
             }
-            let arrays = std::iter::once(key.finish()).chain(cols.into_iter().map(ColumnBuilder::finish)).collect();
+            let arrays = std::iter::once(key.finish())
+                .chain(cols.into_iter().map(ColumnBuilder::finish))
+                .collect();
             WorkerViewData::Fold(
                 RecordBatch::try_new(view_schema(spec), arrays).expect("columns match the schema"),
             )
@@ -95,8 +109,16 @@ pub fn build_worker_view(
 /// Finishes merged partials into the rows of an aggregate view.
 pub fn finish_aggregate(spec: &ViewSpec, agg: &AggregateSpec, state: &AggState) -> RecordBatch {
     let rows = state.groups.len();
-    let mut groups: Vec<ColumnBuilder> = agg.group_by.iter().map(|g| ColumnBuilder::new(g.ty, rows)).collect();
-    let mut cols: Vec<ColumnBuilder> = agg.columns.iter().map(|c| ColumnBuilder::new(c.ty, rows)).collect();
+    let mut groups: Vec<ColumnBuilder> = agg
+        .group_by
+        .iter()
+        .map(|g| ColumnBuilder::new(g.ty, rows))
+        .collect();
+    let mut cols: Vec<ColumnBuilder> = agg
+        .columns
+        .iter()
+        .map(|c| ColumnBuilder::new(c.ty, rows))
+        .collect();
     for (g, accs) in &state.groups {
         for (b, v) in groups.iter_mut().zip(g.iter()) {
             b.append(v);
@@ -105,7 +127,11 @@ pub fn finish_aggregate(spec: &ViewSpec, agg: &AggregateSpec, state: &AggState) 
             b.append(&acc.finish());
         }
     }
-    let arrays = groups.into_iter().chain(cols).map(ColumnBuilder::finish).collect();
+    let arrays = groups
+        .into_iter()
+        .chain(cols)
+        .map(ColumnBuilder::finish)
+        .collect();
     RecordBatch::try_new(view_schema(spec), arrays).expect("columns match the schema")
 }
 
@@ -120,7 +146,10 @@ pub struct PublishedView {
 impl PublishedView {
     /// A view made of the workers' parts.
     pub fn new(parts: Vec<WorkerViewData>) -> Self {
-        PublishedView { parts, merged: OnceLock::new() }
+        PublishedView {
+            parts,
+            merged: OnceLock::new(),
+        }
     }
 
     /// The view's rows as partitions for a scan: one per worker for folds, a single
@@ -152,7 +181,11 @@ impl PublishedView {
 
     /// Number of rows.
     pub fn row_count(&self, spec: &ViewSpec) -> usize {
-        self.partitions(spec).iter().flatten().map(|b| b.num_rows()).sum()
+        self.partitions(spec)
+            .iter()
+            .flatten()
+            .map(|b| b.num_rows())
+            .sum()
     }
 }
 

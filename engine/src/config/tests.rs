@@ -1,0 +1,899 @@
+//! Tests of the whole loader: the reference example, error collection, substitution.
+
+use super::*;
+use projector_connectors::generator::{GeneratorConfig, Scenario};
+use projector_operators::expr::AggFn;
+use projector_operators::fields::FieldId;
+use projector_operators::fold::ColumnSpec;
+use projector_operators::value::{ColumnType, Value};
+use projector_operators::view::ViewKind;
+use std::collections::HashMap;
+
+/// The example of docs/pipeline-reference.md.
+const EXAMPLE: &str = r#"name: bank-accounts
+source:
+  type: generator
+  scenario: bank
+  events: 1000000
+  keys: 10000
+  seed: 42
+format: json
+on_error: dead_letter
+workers: 2
+publish_interval: 100ms
+state_dir: state/bank
+envelope:
+  id: eventId
+  type: eventType
+  key: aggregateId
+  version: version
+  timestamp: timestamp
+views:
+  - name: accounts
+    fold:
+      key_column: account_id
+      columns:
+        owner: string
+        balance: { type: int64, default: 0 }
+        deposits: { type: int64, default: 0 }
+        last_version: int64
+      on:
+        AccountOpened: { set: { owner: payload.owner } }
+        MoneyDeposited: { add: { balance: payload.amount, deposits: 1 } }
+        MoneyWithdrawn: { add: { balance: -payload.amount } }
+        AccountClosed: delete
+        "*": { set: { last_version: version } }
+  - name: volume_by_type
+    aggregate:
+      filter: "eventType <> 'AccountOpened'"
+      group_by: { event_type: eventType }
+      columns:
+        events: "count(*)"
+        total: "sum(payload.amount)"
+        largest: "max(payload.amount)"
+        average: "avg(payload.amount)"
+"#;
+
+/// A minimal valid pipeline, to which tests append one view.
+const HEAD: &str = "name: t
+source: { type: generator, scenario: bank }
+envelope: { id: id, type: type, key: key }
+views:
+";
+
+fn no_env(_: &str) -> Option<String> {
+    None
+}
+
+fn load_env(text: &str, vars: &[(&str, &str)]) -> Result<PipelineConfig, ConfigErrors> {
+    let vars: HashMap<String, String> = vars
+        .iter()
+        .map(|(k, v)| (k.to_string(), v.to_string()))
+        .collect();
+    load_with_env(text, Path::new("pipelines/x.yaml"), &move |n| {
+        vars.get(n).cloned()
+    })
+}
+
+fn load_ok(text: &str) -> PipelineConfig {
+    match load_with_env(text, Path::new("pipelines/x.yaml"), &no_env) {
+        Ok(c) => c,
+        Err(e) => panic!("expected a valid pipeline, got:\n{e}"),
+    }
+}
+
+fn errors(text: &str) -> Vec<ConfigError> {
+    match load_with_env(text, Path::new("pipelines/x.yaml"), &no_env) {
+        Ok(_) => panic!("expected errors"),
+        Err(e) => e.0,
+    }
+}
+
+/// (code, line, column, path) of every error.
+fn summary(errs: &[ConfigError]) -> Vec<(&'static str, usize, usize, String)> {
+    errs.iter()
+        .map(|e| (e.code, e.line, e.column, e.path.clone()))
+        .collect()
+}
+
+fn one_error(text: &str) -> ConfigError {
+    let errs = errors(text);
+    assert_eq!(errs.len(), 1, "{}", ConfigErrors(errs.clone()));
+    errs.into_iter().next().unwrap()
+}
+
+#[test]
+fn the_reference_example_loads() {
+    let c = load_ok(EXAMPLE);
+    assert_eq!(c.file, PathBuf::from("pipelines/x.yaml"));
+    assert_eq!(c.name, "bank-accounts");
+    assert_eq!(
+        c.source,
+        SourceConfig::Generator(GeneratorConfig {
+            scenario: Scenario::Bank,
+            events: 1_000_000,
+            keys: 10_000,
+            seed: 42
+        })
+    );
+    assert_eq!(c.format, Format::Json);
+    assert_eq!(c.on_error, OnError::DeadLetter);
+    assert_eq!(c.workers, Some(2));
+    assert_eq!(c.publish_interval, Duration::from_millis(100));
+    assert_eq!(c.state_dir, Some(PathBuf::from("state/bank")));
+
+    // Envelope paths are interned first: key, type, id, version, timestamp.
+    assert_eq!(
+        &c.fields.paths()[..5],
+        [
+            "aggregateId",
+            "eventType",
+            "eventId",
+            "version",
+            "timestamp"
+        ]
+    );
+    assert_eq!(c.envelope.key, FieldId(0));
+    assert_eq!(c.envelope.event_type, FieldId(1));
+    assert_eq!(c.envelope.id, Some(FieldId(2)));
+    assert_eq!(c.envelope.version, Some(FieldId(3)));
+    assert_eq!(c.envelope.timestamp, Some(FieldId(4)));
+    assert!(c.fields.get("payload.amount").is_some());
+    assert!(c.fields.get("payload.owner").is_some());
+
+    // An event to evaluate the compiled expressions on.
+    let mut event = vec![Value::Null; c.fields.len()];
+    let slot = |p: &str| c.fields.get(p).unwrap().index();
+    event[slot("payload.amount")] = Value::Int(25);
+    event[slot("payload.owner")] = Value::Str("Ada".into());
+    event[slot("version")] = Value::Int(7);
+    event[slot("eventType")] = Value::Str("MoneyDeposited".into());
+
+    assert_eq!(c.views.len(), 2);
+    assert_eq!(c.views[0].name, "accounts");
+    let ViewKind::Fold(f) = &c.views[0].kind else {
+        panic!("fold expected")
+    };
+    assert_eq!(f.key_column, "account_id");
+    let col = |name: &str, ty, default| ColumnSpec {
+        name: name.into(),
+        ty,
+        default,
+    };
+    assert_eq!(
+        f.columns,
+        vec![
+            col("owner", ColumnType::String, None),
+            col("balance", ColumnType::Int64, Some(Value::Int(0))),
+            col("deposits", ColumnType::Int64, Some(Value::Int(0))),
+            col("last_version", ColumnType::Int64, None),
+        ]
+    );
+    let mut types: Vec<&str> = f.handlers.keys().map(String::as_str).collect();
+    types.sort();
+    assert_eq!(
+        types,
+        [
+            "AccountClosed",
+            "AccountOpened",
+            "MoneyDeposited",
+            "MoneyWithdrawn"
+        ]
+    );
+
+    let opened = &f.handlers["AccountOpened"];
+    assert!(opened.add.is_empty() && !opened.delete);
+    assert_eq!(opened.set.len(), 1);
+    assert_eq!(opened.set[0].0, 0);
+    assert_eq!(
+        opened.set[0].1.eval(&event).unwrap(),
+        Value::Str("Ada".into())
+    );
+
+    let deposited = &f.handlers["MoneyDeposited"];
+    assert!(deposited.set.is_empty() && !deposited.delete);
+    let adds: Vec<(usize, Value)> = deposited
+        .add
+        .iter()
+        .map(|(i, e)| (*i, e.eval(&event).unwrap()))
+        .collect();
+    assert_eq!(adds, vec![(1, Value::Int(25)), (2, Value::Int(1))]);
+
+    let withdrawn = &f.handlers["MoneyWithdrawn"];
+    assert_eq!(withdrawn.add.len(), 1);
+    assert_eq!(withdrawn.add[0].0, 1);
+    assert_eq!(withdrawn.add[0].1.eval(&event).unwrap(), Value::Int(-25));
+
+    let closed = &f.handlers["AccountClosed"];
+    assert!(closed.delete && closed.set.is_empty() && closed.add.is_empty());
+
+    let star = f.star.as_ref().expect("'*' handler");
+    assert_eq!(star.set.len(), 1);
+    assert_eq!(star.set[0].0, 3);
+    assert_eq!(star.set[0].1.eval(&event).unwrap(), Value::Int(7));
+
+    assert_eq!(c.views[1].name, "volume_by_type");
+    let ViewKind::Aggregate(a) = &c.views[1].kind else {
+        panic!("aggregate expected")
+    };
+    let filter = a.filter.as_ref().expect("filter");
+    assert_eq!(filter.eval(&event).unwrap(), Value::Bool(true));
+    assert_eq!(a.group_by.len(), 1);
+    assert_eq!(a.group_by[0].name, "event_type");
+    assert_eq!(a.group_by[0].ty, ColumnType::String);
+    assert_eq!(
+        a.group_by[0].expr.eval(&event).unwrap(),
+        Value::Str("MoneyDeposited".into())
+    );
+    let cols: Vec<(&str, AggFn, ColumnType, bool)> = a
+        .columns
+        .iter()
+        .map(|c| (c.name.as_str(), c.func, c.ty, c.arg.is_some()))
+        .collect();
+    assert_eq!(
+        cols,
+        vec![
+            ("events", AggFn::CountStar, ColumnType::Int64, false),
+            ("total", AggFn::Sum, ColumnType::Float64, true),
+            ("largest", AggFn::Max, ColumnType::Float64, true),
+            ("average", AggFn::Avg, ColumnType::Float64, true),
+        ]
+    );
+    assert_eq!(
+        a.columns[1].arg.as_ref().unwrap().eval(&event).unwrap(),
+        Value::Int(25)
+    );
+}
+
+#[test]
+fn defaults_apply() {
+    let c = load_ok(&format!(
+        "{HEAD}  - name: v\n    fold:\n      on: {{ A: delete }}\n"
+    ));
+    assert_eq!(c.format, Format::Json);
+    assert_eq!(c.on_error, OnError::DeadLetter);
+    assert_eq!(c.workers, None);
+    assert_eq!(c.publish_interval, Duration::from_millis(100));
+    assert_eq!(c.state_dir, None);
+    assert_eq!(c.envelope.version, None);
+    assert_eq!(c.envelope.timestamp, None);
+    let SourceConfig::Generator(g) = &c.source else {
+        panic!()
+    };
+    assert_eq!((g.events, g.keys, g.seed), (1_000_000, 10_000, 42));
+    let ViewKind::Fold(f) = &c.views[0].kind else {
+        panic!()
+    };
+    assert_eq!(f.key_column, "key");
+    assert!(f.columns.is_empty());
+    assert!(f.star.is_none());
+}
+
+#[test]
+fn all_mistakes_are_reported_at_once() {
+    let text = r#"name: bank
+sorce: x
+source:
+  type: generator
+  scenario: bank
+  events: lots
+on_error: explode
+state_dir: ${STATE_ROOT}/bank
+envelope:
+  id: eventId
+  type: eventType
+  key: aggregateId
+views:
+  - name: accounts
+    fold:
+      columns:
+        balance: { type: int64, default: 0 }
+      on:
+        MoneyDeposited:
+          ad: { balance: payload.amount }
+        MoneyWithdrawn:
+          add: { ballance: -payload.amount }
+        "*": { set: { balance: "payload.amount +" } }
+"#;
+    let errs = errors(text);
+    assert_eq!(
+        summary(&errs),
+        vec![
+            ("config.unknown_field", 2, 1, "sorce".to_string()),
+            ("config.invalid_type", 6, 11, "source.events".to_string()),
+            ("config.invalid_value", 7, 11, "on_error".to_string()),
+            ("config.env_unset", 8, 12, "state_dir".to_string()),
+            (
+                "config.unknown_field",
+                20,
+                11,
+                "views[0].fold.on.MoneyDeposited.ad".to_string()
+            ),
+            (
+                "config.unknown_column",
+                22,
+                18,
+                "views[0].fold.on.MoneyWithdrawn.add.ballance".to_string()
+            ),
+            (
+                "config.bad_expression",
+                23,
+                32,
+                "views[0].fold.on.*.set.balance".to_string()
+            ),
+        ],
+        "{}",
+        ConfigErrors(errs.clone())
+    );
+    let msg = |i: usize| errs[i].message.as_str();
+    assert_eq!(msg(0), "unknown key 'sorce' (did you mean 'source'?)");
+    assert_eq!(msg(1), "expected an integer, found a string");
+    assert_eq!(
+        msg(2),
+        "unknown value 'explode' (expected one of: dead_letter, skip, fail)"
+    );
+    assert!(msg(3).contains("'STATE_ROOT' is not set"), "{}", msg(3));
+    assert_eq!(msg(4), "unknown key 'ad' (did you mean 'add'?)");
+    assert_eq!(
+        msg(5),
+        "unknown column 'ballance' (did you mean 'balance'?)"
+    );
+    assert!(msg(6).contains("`payload.amount +`"), "{}", msg(6));
+    assert_eq!(
+        errs[4].to_string(),
+        "config.unknown_field: pipelines/x.yaml:20:11 views[0].fold.on.MoneyDeposited.ad: \
+         unknown key 'ad' (did you mean 'add'?)"
+    );
+}
+
+#[test]
+fn secrets_never_appear_in_errors() {
+    let text = "name: ${PIPELINE_NAME}
+source: { type: file, path: '${EVENTS}' }
+envelope: { id: id, type: type, key: ${KEY} }
+views:
+  - name: v
+    aggregate:
+      filter: \"payload.x = ${PW}\"
+      columns: { n: \"count(*)\" }
+${SHORT}: 1
+";
+    let vars = [
+        ("PIPELINE_NAME", "hunter2 secret!"),
+        ("EVENTS", "ev"),
+        ("KEY", "a..secret..b"),
+        ("PW", "'s3cr3t"),
+        ("SHORT", "pw"),
+    ];
+    let errs = load_env(text, &vars).unwrap_err().0;
+    let all = ConfigErrors(errs.clone()).to_string();
+    for (_, value) in vars.iter().filter(|(n, _)| *n != "EVENTS") {
+        assert!(!all.contains(value), "{value:?} leaked in:\n{all}");
+    }
+    // The errors are still there, naming the reference instead.
+    assert!(all.contains("${PIPELINE_NAME}"), "{all}");
+    assert!(all.contains("${PW}"), "{all}");
+}
+
+#[test]
+fn env_values_and_defaults_are_used() {
+    let text = format!(
+        "{HEAD}  - name: v\n    fold:\n      on: {{ A: delete }}\nworkers: ${{W:-3}}\nstate_dir: $${{HOME}}/${{D}}\n"
+    );
+    let c = load_env(&text, &[("D", "data")]).unwrap();
+    assert_eq!(c.workers, Some(3));
+    assert_eq!(c.state_dir, Some(PathBuf::from("${HOME}/data")));
+    let c = load_env(&text, &[("D", "data"), ("W", "5")]).unwrap();
+    assert_eq!(c.workers, Some(5));
+}
+
+#[test]
+fn unset_variables_do_not_cause_follow_up_errors() {
+    let text = format!(
+        "{HEAD}  - name: v\n    fold:\n      on: {{ A: delete }}\nworkers: ${{W}}\npublish_interval: ${{P:?set P to a duration}}\n"
+    );
+    let errs = load_env(&text, &[]).unwrap_err().0;
+    assert_eq!(
+        summary(&errs),
+        vec![
+            ("config.env_unset", 8, 10, "workers".to_string()),
+            ("config.env_unset", 9, 19, "publish_interval".to_string()),
+        ],
+        "{}",
+        ConfigErrors(errs.clone())
+    );
+    assert_eq!(
+        errs[1].message,
+        "environment variable 'P' is not set or empty: set P to a duration"
+    );
+}
+
+#[test]
+fn duplicate_keys_are_reported_and_the_rest_is_checked() {
+    let text = "name: a
+name: b
+source: { type: generator, scenario: bank, seed: 1, seed: 2 }
+envelope: { id: id, type: type, key: key }
+views:
+  - name: v
+    fold:
+      columns:
+        x: string
+        x: int64
+      on: { A: { add: { x: 1 } } }
+  - name: w
+    fold: { on: { A: delete }, bogus: 1 }
+";
+    let errs = errors(text);
+    assert_eq!(
+        summary(&errs),
+        vec![
+            ("config.duplicate_key", 2, 1, "name".to_string()),
+            ("config.duplicate_key", 3, 53, "source.seed".to_string()),
+            (
+                "config.duplicate_key",
+                10,
+                9,
+                "views[0].fold.columns.x".to_string()
+            ),
+            (
+                "config.invalid_value",
+                11,
+                25,
+                "views[0].fold.on.A.add.x".to_string()
+            ),
+            (
+                "config.unknown_field",
+                13,
+                32,
+                "views[1].fold.bogus".to_string()
+            ),
+        ],
+        "{}",
+        ConfigErrors(errs.clone())
+    );
+    assert_eq!(
+        errs[0].message,
+        "duplicate key 'name' (first defined on line 1, which is used)"
+    );
+    assert_eq!(
+        errs[3].message,
+        "add needs an int64 or float64 column; 'x' is string"
+    );
+}
+
+#[test]
+fn yaml_syntax_errors_have_the_parser_position() {
+    let e = one_error("name: a\nsource: [1, 2\nviews: 3\n");
+    assert_eq!(e.code, "config.yaml_syntax");
+    assert_eq!((e.line, e.column), (3, 6));
+    let e = one_error("name: a\n  bad: 1\n");
+    assert_eq!(e.code, "config.yaml_syntax");
+    assert_eq!(e.line, 2);
+}
+
+#[test]
+fn syntax_positions_account_for_substitution() {
+    // The substituted value is longer than the reference: the position is still the file's.
+    let text = "name: ${N}\nsource: [1, 2\nviews: 3\n";
+    let errs = load_env(text, &[("N", "a-much-longer-name")])
+        .unwrap_err()
+        .0;
+    assert_eq!(
+        summary(&errs),
+        vec![("config.yaml_syntax", 3, 6, "<root>".to_string())]
+    );
+}
+
+#[test]
+fn empty_and_non_mapping_documents() {
+    let e = one_error("# nothing here\n");
+    assert_eq!((e.code, e.line, e.column), ("config.invalid_type", 1, 1));
+    let e = one_error("- a\n- b\n");
+    assert_eq!(e.code, "config.invalid_type");
+    assert_eq!(e.message, "expected a mapping, found a sequence");
+    let e = one_error("a: 1\n---\nb: 2\n");
+    assert_eq!(e.code, "config.yaml_syntax");
+}
+
+#[test]
+fn missing_fields_are_reported_at_the_mapping() {
+    let errs = errors("source:\n  type: file\nenvelope:\n  id: id\n  type: type\nviews: []\n");
+    assert_eq!(
+        summary(&errs),
+        vec![
+            ("config.missing_field", 1, 1, "name".to_string()),
+            ("config.missing_field", 2, 3, "source.path".to_string()),
+            ("config.missing_field", 4, 3, "envelope.key".to_string()),
+            ("config.invalid_value", 6, 8, "views".to_string()),
+        ],
+        "{}",
+        ConfigErrors(errs.clone())
+    );
+    assert_eq!(errs[0].message, "missing required key 'name'");
+}
+
+#[test]
+fn source_kinds() {
+    let with_source = |s: &str| {
+        format!(
+            "name: t\nsource: {s}\nenvelope: {{ id: id, type: type, key: key }}\nviews: [{{ name: v, fold: {{ on: {{ A: delete }} }} }}]\n"
+        )
+    };
+    let c = load_ok(&with_source("{ type: file, path: events.ndjson }"));
+    assert_eq!(
+        c.source,
+        SourceConfig::File(projector_connectors::file::FileConfig {
+            path: PathBuf::from("pipelines/events.ndjson")
+        })
+    );
+    let c = load_ok(&with_source("{ type: file, path: '-' }"));
+    let SourceConfig::File(f) = &c.source else {
+        panic!()
+    };
+    assert_eq!(f.path, PathBuf::from("-"));
+    let c = load_ok(&with_source("{ type: file, path: /data/e.ndjson }"));
+    let SourceConfig::File(f) = &c.source else {
+        panic!()
+    };
+    assert_eq!(f.path, PathBuf::from("/data/e.ndjson"));
+    let c = load_ok(&with_source(
+        "{ type: generator, scenario: bank, events: 0, keys: 1, seed: 7 }",
+    ));
+    assert_eq!(
+        c.source,
+        SourceConfig::Generator(GeneratorConfig {
+            scenario: Scenario::Bank,
+            events: 0,
+            keys: 1,
+            seed: 7
+        })
+    );
+
+    let e = one_error(&with_source("{ type: kafka }"));
+    assert_eq!(
+        (e.code, e.path.as_str()),
+        ("config.invalid_value", "source.type")
+    );
+    let e = one_error(&with_source("{ path: x }"));
+    assert_eq!(
+        (e.code, e.path.as_str()),
+        ("config.missing_field", "source.type")
+    );
+    let e = one_error(&with_source("{ type: generator, scenario: bank, path: x }"));
+    assert_eq!(
+        (e.code, e.path.as_str()),
+        ("config.unknown_field", "source.path")
+    );
+    let e = one_error(&with_source("{ type: generator, scenario: bnak }"));
+    assert_eq!(e.message, "unknown value 'bnak' (did you mean 'bank'?)");
+    let e = one_error(&with_source("{ type: generator, scenario: bank, keys: 0 }"));
+    assert_eq!(
+        (e.code, e.path.as_str()),
+        ("config.invalid_value", "source.keys")
+    );
+    assert_eq!(e.message, "0 is out of range: must be at least 1");
+    let e = one_error(&with_source(
+        "{ type: generator, scenario: bank, events: -1 }",
+    ));
+    assert_eq!(e.code, "config.invalid_value");
+    let e = one_error(&with_source("generator"));
+    assert_eq!(e.message, "expected a mapping, found a string");
+}
+
+#[test]
+fn settings_are_checked() {
+    let base = format!("{HEAD}  - name: v\n    fold:\n      on: {{ A: delete }}\n");
+    let one = |extra: &str| one_error(&format!("{base}{extra}\n"));
+    let e = one("workers: 0");
+    assert_eq!((e.code, e.line, e.column), ("config.invalid_value", 8, 10));
+    assert_eq!(e.message, "0 is out of range: must be between 1 and 256");
+    assert_eq!(one("workers: 257").code, "config.invalid_value");
+    assert_eq!(one("workers: two").code, "config.invalid_type");
+    assert_eq!(one("publish_interval: 0ms").code, "config.invalid_value");
+    assert_eq!(one("publish_interval: soon").code, "config.invalid_value");
+    assert_eq!(one("publish_interval: 100").code, "config.invalid_type");
+    assert_eq!(one("format: csv").code, "config.invalid_value");
+    assert_eq!(one("name: x").code, "config.duplicate_key");
+    let e = one_error(&base.replace("name: t", "name: 'bad name'"));
+    assert_eq!((e.code, e.path.as_str()), ("config.invalid_value", "name"));
+    let e = one("on_eror: skip");
+    assert_eq!(
+        e.message,
+        "unknown key 'on_eror' (did you mean 'on_error'?)"
+    );
+    let c = load_ok(&format!(
+        "{base}publish_interval: 2s\non_error: fail\nworkers: 256\n"
+    ));
+    assert_eq!(c.publish_interval, Duration::from_secs(2));
+    assert_eq!(c.on_error, OnError::Fail);
+    assert_eq!(c.workers, Some(256));
+    let c = load_ok(&format!("{base}on_error: skip\n"));
+    assert_eq!(c.on_error, OnError::Skip);
+}
+
+#[test]
+fn envelope_paths_are_checked() {
+    let text = "name: t
+source: { type: generator, scenario: bank }
+envelope: { id: '', type: 3, key: 'a..b', version: v, stamp: t }
+views: [{ name: v, fold: { on: { A: delete } } }]
+";
+    let errs = errors(text);
+    assert_eq!(
+        summary(&errs),
+        vec![
+            ("config.invalid_value", 3, 17, "envelope.id".to_string()),
+            ("config.invalid_type", 3, 27, "envelope.type".to_string()),
+            ("config.invalid_value", 3, 35, "envelope.key".to_string()),
+            ("config.unknown_field", 3, 55, "envelope.stamp".to_string()),
+        ],
+        "{}",
+        ConfigErrors(errs.clone())
+    );
+}
+
+#[test]
+fn fold_views_are_checked() {
+    let view = |v: &str| errors(&format!("{HEAD}  - name: v\n    fold:\n{v}"));
+    let codes = |v: &str| {
+        view(v)
+            .iter()
+            .map(|e| (e.code, e.path.clone(), e.message.clone()))
+            .collect::<Vec<_>>()
+    };
+    // delete with set.
+    let c =
+        codes("      columns: { a: int64 }\n      on: { A: { set: { a: 1 }, delete: true } }\n");
+    assert_eq!(c[0].0, "config.invalid_value");
+    assert_eq!(c[0].1, "views[0].fold.on.A.delete");
+    // A default that does not fit the column.
+    let c = codes("      columns: { a: { type: int64, default: 'x' } }\n      on: { A: delete }\n");
+    assert_eq!(c.len(), 1);
+    assert_eq!(c[0].0, "config.invalid_value");
+    assert_eq!(c[0].1, "views[0].fold.columns.a.default");
+    // An unknown type, with a suggestion.
+    let c = codes("      columns: { a: strng }\n      on: { A: delete }\n");
+    assert_eq!(c[0].2, "unknown value 'strng' (did you mean 'string'?)");
+    // A column named like the key column; a bad column name.
+    let c = codes(
+        "      key_column: id\n      columns: { id: string, 2x: int64 }\n      on: { A: delete }\n",
+    );
+    assert_eq!(c.len(), 2, "{c:?}");
+    assert!(c.iter().all(|e| e.0 == "config.invalid_value"));
+    // Setting the key column; an unknown handler word; a null handler.
+    let c =
+        codes("      columns: { a: int64 }\n      on: { A: { set: { key: 1 } }, B: remove, C: }\n");
+    assert_eq!(c.len(), 3, "{c:?}");
+    assert_eq!(c[0].1, "views[0].fold.on.A.set.key");
+    assert_eq!(c[1].0, "config.invalid_value");
+    assert!(c[1].2.starts_with("unknown handler 'remove'"), "{}", c[1].2);
+    assert_eq!(c[2].0, "config.invalid_type");
+    // Both set and add on one column.
+    let c =
+        codes("      columns: { a: int64 }\n      on: { A: { set: { a: 1 }, add: { a: 2 } } }\n");
+    assert_eq!(c.len(), 1);
+    assert_eq!(c[0].1, "views[0].fold.on.A.add.a");
+    // `on` is required.
+    let c = codes("      columns: { a: int64 }\n");
+    assert_eq!(
+        (c[0].0, c[0].1.as_str()),
+        ("config.missing_field", "views[0].fold.on")
+    );
+    // An expression of the wrong YAML type.
+    let c = codes("      columns: { a: int64 }\n      on: { A: { set: { a: [1] } } }\n");
+    assert_eq!(c[0].0, "config.invalid_type");
+
+    // Empty handlers, null defaults, literals of every kind.
+    let ok = load_ok(&format!(
+        "{HEAD}  - name: v\n    fold:\n      columns: {{ a: {{ type: float64, default: 1 }}, b: {{ type: string, default: null }}, c: bool, d: timestamp }}\n      on: {{ A: {{}}, B: {{ set: {{ b: null, c: true, d: 1.5 }} }}, C: {{ delete: false }} }}\n"
+    ));
+    let ViewKind::Fold(f) = &ok.views[0].kind else {
+        panic!()
+    };
+    assert_eq!(f.columns[0].default, Some(Value::Float(1.0)));
+    assert_eq!(f.columns[1].default, None);
+    assert_eq!(f.handlers["A"], Default::default());
+    assert_eq!(f.handlers["B"].set.len(), 3);
+    assert!(!f.handlers["C"].delete);
+}
+
+#[test]
+fn aggregate_views_are_checked() {
+    let agg = |v: &str| format!("{HEAD}  - name: v\n    aggregate:\n{v}");
+    let ok = load_ok(&agg(
+        "      group_by: { k: { expr: payload.n, type: int64 } }\n      columns:\n        s: { expr: 'sum(payload.n)', type: int64 }\n        lo: { expr: 'min(payload.s)', type: string }\n        c: count(payload.n)\n",
+    ));
+    let ViewKind::Aggregate(a) = &ok.views[0].kind else {
+        panic!()
+    };
+    assert!(a.filter.is_none());
+    assert_eq!(a.group_by[0].ty, ColumnType::Int64);
+    let tys: Vec<_> = a.columns.iter().map(|c| (c.func, c.ty)).collect();
+    assert_eq!(
+        tys,
+        vec![
+            (AggFn::Sum, ColumnType::Int64),
+            (AggFn::Min, ColumnType::String),
+            (AggFn::Count, ColumnType::Int64)
+        ]
+    );
+    // No group_by: one global group.
+    let ok = load_ok(&agg("      columns: { n: 'count(*)' }\n"));
+    let ViewKind::Aggregate(a) = &ok.views[0].kind else {
+        panic!()
+    };
+    assert!(a.group_by.is_empty());
+
+    let errs = errors(&agg(
+        "      group_by: { k: eventType }\n      columns:\n        k: count(*)\n        c: { expr: count(*), type: float64 }\n        a: { expr: avg(x), type: int64 }\n        s: { expr: sum(x), type: string }\n        bad: nosuch(x)\n        n: 3\n",
+    ));
+    assert_eq!(
+        summary(&errs),
+        vec![
+            (
+                "config.invalid_value",
+                9,
+                9,
+                "views[0].aggregate.columns.k".to_string()
+            ),
+            (
+                "config.invalid_value",
+                10,
+                36,
+                "views[0].aggregate.columns.c.type".to_string()
+            ),
+            (
+                "config.invalid_value",
+                11,
+                34,
+                "views[0].aggregate.columns.a.type".to_string()
+            ),
+            (
+                "config.invalid_value",
+                12,
+                34,
+                "views[0].aggregate.columns.s.type".to_string()
+            ),
+            (
+                "config.bad_expression",
+                13,
+                14,
+                "views[0].aggregate.columns.bad".to_string()
+            ),
+            (
+                "config.invalid_type",
+                14,
+                12,
+                "views[0].aggregate.columns.n".to_string()
+            ),
+        ],
+        "{}",
+        ConfigErrors(errs.clone())
+    );
+    assert_eq!(
+        errs[1].message,
+        "type float64 is not allowed for count(*): use int64"
+    );
+    assert_eq!(
+        errs[3].message,
+        "type string is not allowed for sum: use int64 or float64"
+    );
+
+    let e = one_error(&agg("      columns: {}\n"));
+    assert_eq!(
+        (e.code, e.path.as_str()),
+        ("config.invalid_value", "views[0].aggregate.columns")
+    );
+    let e = one_error(&agg(
+        "      filter: 'a +'\n      columns: { n: 'count(*)' }\n",
+    ));
+    assert_eq!(
+        (e.code, e.path.as_str()),
+        ("config.bad_expression", "views[0].aggregate.filter")
+    );
+}
+
+#[test]
+fn views_are_checked() {
+    let errs = errors(&format!(
+        "{HEAD}  - name: v\n    fold: {{ on: {{ A: delete }} }}\n  - name: v\n    fold: {{ on: {{ A: delete }} }}\n  - name: 1v\n  - fold: {{ on: {{ A: delete }} }}\n    aggregate: {{ columns: {{ n: 'count(*)' }} }}\n"
+    ));
+    assert_eq!(
+        summary(&errs),
+        vec![
+            ("config.invalid_value", 7, 11, "views[1].name".to_string()),
+            ("config.missing_field", 9, 5, "views[2].fold".to_string()),
+            ("config.invalid_value", 9, 11, "views[2].name".to_string()),
+            ("config.missing_field", 10, 5, "views[3].name".to_string()),
+            (
+                "config.invalid_value",
+                11,
+                5,
+                "views[3].aggregate".to_string()
+            ),
+        ],
+        "{}",
+        ConfigErrors(errs.clone())
+    );
+    assert_eq!(errs[0].message, "view name 'v' is already used by views[0]");
+    let e = one_error(&format!("{HEAD}  {{}}\n").replace("views:\n  {}", "views: {}"));
+    assert_eq!(e.message, "expected a sequence of views, found a mapping");
+}
+
+#[test]
+fn load_reads_files_and_resolves_relative_source_paths() {
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("p.yaml");
+    std::fs::write(
+        &file,
+        "name: t\nsource: { type: file, path: in/events.ndjson }\nenvelope: { id: id, type: type, key: key }\nviews: [{ name: v, fold: { on: { A: delete } } }]\n",
+    )
+    .unwrap();
+    let c = load(&file).unwrap();
+    let SourceConfig::File(f) = &c.source else {
+        panic!()
+    };
+    assert_eq!(f.path, dir.path().join("in/events.ndjson"));
+    assert_eq!(c.file, file);
+
+    let missing = dir.path().join("missing.yaml");
+    let e = load(&missing).unwrap_err().0;
+    assert_eq!(e.len(), 1);
+    assert_eq!((e[0].code, e[0].line, e[0].column), ("config.io", 1, 1));
+    assert_eq!(e[0].file, missing.display().to_string());
+}
+
+#[test]
+fn errors_name_the_file_as_given() {
+    let e = load_str("name: [", Path::new("./some/dir/p.yaml"))
+        .unwrap_err()
+        .0;
+    assert_eq!(e[0].file, "./some/dir/p.yaml");
+}
+
+/// The first ```yaml block of a markdown file.
+fn first_yaml_block(markdown: &str) -> &str {
+    let start = markdown.find("```yaml\n").expect("a yaml block") + "```yaml\n".len();
+    let len = markdown[start..].find("```").expect("closed block");
+    &markdown[start..start + len]
+}
+
+#[test]
+fn the_documented_example_is_the_tested_one() {
+    let doc = Path::new(env!("CARGO_MANIFEST_DIR")).join("../docs/pipeline-reference.md");
+    let doc = std::fs::read_to_string(doc).unwrap();
+    let from_doc = load_ok(first_yaml_block(&doc));
+    let tested = load_ok(EXAMPLE);
+    assert_eq!(from_doc.views, tested.views);
+    assert_eq!(from_doc.source, tested.source);
+    assert_eq!(from_doc.envelope, tested.envelope);
+    assert_eq!(from_doc.fields.paths(), tested.fields.paths());
+}
+
+#[test]
+fn the_shipped_pipelines_load() {
+    let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("../pipelines");
+    for entry in std::fs::read_dir(dir).unwrap() {
+        let path = entry.unwrap().path();
+        let is_yaml = path.extension().is_some_and(|e| e == "yaml" || e == "yml");
+        if is_yaml && let Err(e) = load(&path) {
+            panic!("{} does not load:\n{e}", path.display());
+        }
+    }
+}
+
+#[test]
+fn columns_count_characters_not_bytes() {
+    let text = "name: t\nsource: { type: generator, scenario: bank }\n\
+                envelope: { id: \"ü→\", type: 3, key: k }\nviews: [{ name: v, fold: { on: { A: delete } } }]\n";
+    let e = one_error(text);
+    assert_eq!((e.code, e.line, e.column), ("config.invalid_type", 3, 29));
+    // And after a substituted multi-byte value.
+    let text = text.replace("\"ü→\"", "\"${U}\"");
+    let errs = load_env(&text, &[("U", "ééééé")]).unwrap_err().0;
+    assert_eq!(
+        summary(&errs),
+        vec![("config.invalid_type", 3, 31, "envelope.type".to_string())]
+    );
+}
