@@ -72,7 +72,11 @@ fn apply(c: &mut Criterion) {
             .decode(events.bytes(rec), &mut decoded[i * slots..(i + 1) * slots])
             .expect("valid event");
     }
-    let projection = Projection::new(config.envelope.clone(), config.views.clone());
+    let projection = Projection::new(
+        config.envelope.clone(),
+        config.views.clone(),
+        &config.fields,
+    );
     let mut group = c.benchmark_group("apply");
     group.throughput(Throughput::Elements(EVENTS as u64));
     group.bench_function("bank_fold_and_aggregate", |b| {

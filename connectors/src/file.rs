@@ -8,7 +8,7 @@
 use crate::source::{PartitionInfo, Poll, RawBatch, RawRecord, Resume, Source};
 use crate::{Error, Result};
 use std::fs::File;
-use std::io::{BufRead, BufReader};
+use std::io::{BufRead, BufReader, Read};
 use std::path::{Path, PathBuf};
 
 /// Read buffer size.
@@ -31,13 +31,16 @@ impl FileConfig {
 /// Reads one event per line. One partition; the offset is the 0-based line number.
 pub struct FileSource {
     config: FileConfig,
-    reader: Box<dyn BufRead + Send>,
+    reader: BufReader<Box<dyn Read + Send>>,
     /// Line number of the next line to read.
     next_line: u64,
     /// Lines before this one are skipped (resume point).
     skip_before: u64,
     /// End of input reached.
     eof: bool,
+    /// Reads may block for a long time (stdin, a pipe): hand out records read so far
+    /// instead of waiting to fill a batch.
+    may_block: bool,
 }
 
 impl std::fmt::Debug for FileSource {
@@ -57,28 +60,30 @@ impl FileSource {
     /// The skipped lines are read (and dropped) by the first polls, not here, so
     /// opening stdin never blocks.
     pub fn open(config: &FileConfig, resume: &Resume) -> Result<Self> {
-        let reader: Box<dyn BufRead + Send> = if config.is_stdin() {
-            Box::new(BufReader::with_capacity(BUFFER_BYTES, std::io::stdin()))
+        let reader: Box<dyn Read + Send> = if config.is_stdin() {
+            Box::new(std::io::stdin())
         } else {
             let file = File::open(&config.path).map_err(|source| Error::Io {
                 context: format!("opening {}", config.path.display()),
                 source,
             })?;
-            Box::new(BufReader::with_capacity(BUFFER_BYTES, file))
+            Box::new(file)
         };
-        Ok(Self::from_reader(config, reader, resume))
+        let mut source = Self::from_reader(config, reader, resume);
+        source.may_block = config.is_stdin()
+            || std::fs::metadata(&config.path)
+                .map(|m| !m.is_file())
+                .unwrap_or(true);
+        Ok(source)
     }
 
     /// A source reading `reader` as if it were `config`'s file (used for tests and
     /// for callers that already hold an open stream).
-    pub fn from_reader(
-        config: &FileConfig,
-        reader: Box<dyn BufRead + Send>,
-        resume: &Resume,
-    ) -> Self {
+    pub fn from_reader(config: &FileConfig, reader: Box<dyn Read + Send>, resume: &Resume) -> Self {
         FileSource {
             config: config.clone(),
-            reader,
+            reader: BufReader::with_capacity(BUFFER_BYTES, reader),
+            may_block: true,
             next_line: 0,
             skip_before: resume.get(&0).copied().unwrap_or(0),
             eof: false,
@@ -102,6 +107,12 @@ impl Source for FileSource {
         }
         let mut appended = 0;
         while appended < max_records {
+            // Hand out what we have rather than block for more: on a pipe or a
+            // terminal, the next line may come much later, and records held here are
+            // in no epoch (not visible to SQL, not covered by a checkpoint).
+            if appended > 0 && self.may_block && self.reader.buffer().is_empty() {
+                break;
+            }
             // Read straight into the batch buffer; drop the bytes again if the line
             // gives no record.
             let start = out.data.len();
@@ -321,6 +332,30 @@ mod tests {
         assert_eq!(got, vec![(3, &b"earlier"[..]), (0, b"a"), (2, b"bc")]);
         assert_eq!(batch.data, b"earlierabc");
         assert_eq!(source.poll(&mut batch, 10).unwrap(), Poll::Exhausted);
+    }
+
+    /// A reader that hands out one chunk per read, then blocks "forever" (fails the
+    /// test) if asked for more: a pipe whose writer went quiet.
+    struct Trickle(Vec<&'static [u8]>);
+
+    impl Read for Trickle {
+        fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
+            let chunk = self.0.pop().expect("the source blocked on a quiet pipe");
+            buf[..chunk.len()].copy_from_slice(chunk);
+            Ok(chunk.len())
+        }
+    }
+
+    #[test]
+    fn a_quiet_pipe_does_not_hold_back_lines_already_read() {
+        let config = FileConfig { path: "-".into() };
+        let reader = Trickle(vec![b"c\n", b"a\nb\n"]);
+        let mut source = FileSource::from_reader(&config, Box::new(reader), &Resume::new());
+        let mut batch = RawBatch::default();
+        assert_eq!(source.poll(&mut batch, 10).unwrap(), Poll::Ready);
+        assert_eq!(batch.data, b"ab");
+        assert_eq!(source.poll(&mut batch, 10).unwrap(), Poll::Ready);
+        assert_eq!(batch.data, b"abc");
     }
 
     #[test]

@@ -145,7 +145,7 @@ struct ViewInfo {
     name: String,
     kind: &'static str,
     columns: Vec<ColumnInfo>,
-    rows: usize,
+    rows: Option<usize>,
 }
 
 #[derive(Serialize)]

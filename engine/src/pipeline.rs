@@ -120,8 +120,20 @@ impl Shared {
             .or_else(|| self.source_error.lock().expect("lock").clone())
     }
 
-    fn set_source_error(&self, e: String) {
-        *self.source_error.lock().expect("lock") = Some(e);
+    /// Records why the pipeline must stop; the first reason wins.
+    fn set_fatal(&self, e: String) {
+        let mut g = self.source_error.lock().expect("lock");
+        if g.is_none() {
+            *g = Some(e);
+        }
+    }
+
+    /// A worker or the coordinator went away while the ingest side still had work for
+    /// it: that only happens when a thread panicked.
+    fn lost_thread(&self) {
+        if !self.bad.failed() {
+            self.set_fatal("internal error: a pipeline thread stopped unexpectedly".into());
+        }
     }
 }
 
@@ -156,6 +168,7 @@ impl Pipeline {
         let projection = Arc::new(Projection::new(
             config.envelope.clone(),
             config.views.clone(),
+            &config.fields,
         ));
         let catalog = Arc::new(Catalog::new(config.views.clone(), partitions.len(), n));
         let positions = Arc::new(Positions::default());
@@ -180,7 +193,7 @@ impl Pipeline {
                 shared.positions.clone(),
                 shared.progress.clone(),
             );
-            spawn("coordinator", move || {
+            spawn("coordinator", &shared, move || {
                 run_coordinator(coord_rx, n, catalog, positions, progress)
             })?
         };
@@ -199,7 +212,9 @@ impl Pipeline {
                 counters: shared.counters.clone(),
                 bad: shared.bad.clone(),
             };
-            workers.push(spawn(&format!("worker-{id}"), move || worker.run())?);
+            workers.push(spawn(&format!("worker-{id}"), &shared, move || {
+                worker.run()
+            })?);
         }
 
         let decoder = JsonDecoder::new(&config.fields);
@@ -216,14 +231,14 @@ impl Pipeline {
             let (shared, ingress, projection) =
                 (shared.clone(), ingress.clone(), projection.clone());
             let names = partition_names.clone();
-            spawn("ingest", move || {
+            spawn("ingest", &shared.clone(), move || {
                 ingest_loop(source, decoder, &projection, &ingress, &shared, &names)
             })?
         };
         let timer = {
             let (shared, ingress) = (shared.clone(), ingress.clone());
             let interval = config.publish_interval;
-            spawn("epoch-timer", move || {
+            spawn("epoch-timer", &shared.clone(), move || {
                 timer_loop(interval, &ingress, &shared)
             })?
         };
@@ -301,10 +316,26 @@ impl Pipeline {
     }
 }
 
-fn spawn<F: FnOnce() + Send + 'static>(name: &str, f: F) -> Result<JoinHandle<()>> {
+/// Starts a pipeline thread. A panic in it becomes the pipeline's fatal error (so
+/// `--once` and `/health` report it instead of waiting forever).
+fn spawn<F: FnOnce() + Send + 'static>(
+    name: &str,
+    shared: &Arc<Shared>,
+    f: F,
+) -> Result<JoinHandle<()>> {
+    let (thread, shared) = (name.to_string(), shared.clone());
     std::thread::Builder::new()
         .name(name.into())
-        .spawn(f)
+        .spawn(move || {
+            if let Err(panic) = std::panic::catch_unwind(std::panic::AssertUnwindSafe(f)) {
+                let what = panic
+                    .downcast_ref::<&str>()
+                    .map(|s| s.to_string())
+                    .or_else(|| panic.downcast_ref::<String>().cloned())
+                    .unwrap_or_default();
+                shared.set_fatal(format!("internal error: thread {thread} panicked: {what}"));
+            }
+        })
         .map_err(|e| Error::Io {
             context: format!("starting thread {name}"),
             source: e,
@@ -320,7 +351,12 @@ fn rotate_old_dead_letters(path: &std::path::Path) -> Result<()> {
                 .duration_since(std::time::UNIX_EPOCH)
                 .map(|d| d.as_millis())
                 .unwrap_or(0);
-            let to = path.with_file_name(format!("dead-letters.{ms}.ndjson"));
+            let mut to = path.with_file_name(format!("dead-letters.{ms}.ndjson"));
+            let mut n = 1;
+            while to.exists() {
+                to = path.with_file_name(format!("dead-letters.{ms}-{n}.ndjson"));
+                n += 1;
+            }
             std::fs::rename(path, &to).map_err(|e| Error::Io {
                 context: format!("keeping old dead letters as {}", to.display()),
                 source: e,
@@ -358,7 +394,7 @@ fn ingest_loop(
         let poll = match source.poll(&mut raw, BATCH) {
             Ok(p) => p,
             Err(e) => {
-                shared.set_source_error(format!("source error: {e}"));
+                shared.set_fatal(format!("source error: {e}"));
                 return;
             }
         };
@@ -403,10 +439,12 @@ fn ingest_loop(
                     .push(w, rec.partition, rec.offset, bytes, &mut slots)
                     .is_err()
                 {
+                    shared.lost_thread();
                     return;
                 }
             }
             if raw.len() < BATCH && ing.router.flush().is_err() {
+                shared.lost_thread();
                 return;
             }
             let offsets = ing.offsets.clone();
@@ -418,7 +456,9 @@ fn ingest_loop(
             Poll::Idle => std::thread::sleep(Duration::from_millis(2)),
             Poll::Exhausted => {
                 let mut ing = ingress.lock().expect("ingress lock");
-                let _ = ing.barrier(true);
+                if ing.barrier(true).is_err() {
+                    shared.lost_thread();
+                }
                 return;
             }
         }
@@ -428,7 +468,7 @@ fn ingest_loop(
 fn timer_loop(interval: Duration, ingress: &Mutex<Ingress>, shared: &Shared) {
     loop {
         std::thread::park_timeout(interval);
-        if shared.stop.load(Ordering::Relaxed) {
+        if shared.stop.load(Ordering::Relaxed) || shared.fatal().is_some() {
             return;
         }
         {
@@ -437,6 +477,7 @@ fn timer_loop(interval: Duration, ingress: &Mutex<Ingress>, shared: &Shared) {
                 return;
             }
             if ing.offsets != ing.cut_offsets && ing.barrier(false).is_err() {
+                shared.lost_thread();
                 return;
             }
         }

@@ -134,16 +134,22 @@ impl Worker {
                             Ok(Outcome::Duplicate) => dups += 1,
                             Err(e) => {
                                 let message = e.to_string();
+                                let code = e.code();
                                 self.bad.report(
                                     &self.counters,
                                     BadRecord {
                                         raw: &batch.raw[m.start..m.end],
-                                        code: e.code(),
+                                        code,
                                         message: &message,
                                         partition: &self.partition_names[m.partition as usize],
                                         offset: m.offset,
                                     },
                                 );
+                                if self.bad.failed() {
+                                    // `on_error: fail`: nothing after the bad record
+                                    // is applied.
+                                    break;
+                                }
                             }
                         }
                     }
@@ -152,6 +158,11 @@ impl Worker {
                     Counters::add(&self.counters.duplicates, dups);
                 }
                 WorkerMsg::Barrier(epoch) => {
+                    if self.bad.failed() {
+                        // Never answer once the pipeline failed: an epoch that may
+                        // hold events after the bad record is never published.
+                        continue;
+                    }
                     if dirty {
                         for (v, spec) in self.projection.views().iter().enumerate() {
                             cached[v] = Some(build_worker_view(spec, v, &partitions));

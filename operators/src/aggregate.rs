@@ -48,7 +48,12 @@ pub enum Acc {
     /// `count(*)` / `count(x)`.
     Count(i64),
     /// `sum(x)` into an int64 column; `None` until a non-null value arrives.
-    SumInt(Option<i64>),
+    ///
+    /// Held in 128 bits: [`Acc::check`] keeps the partial of one source partition
+    /// within int64 (the event that would overflow it is a bad record), but merged
+    /// partials of several partitions may still exceed int64, which [`Acc::finish`]
+    /// reports instead of wrapping.
+    SumInt(Option<i128>),
     /// `sum(x)` into a float64 column.
     SumFloat(Option<f64>),
     /// `min(x)`.
@@ -86,7 +91,7 @@ impl Acc {
     /// without changing the accumulator. Lets an event be applied to all views or none.
     pub fn check(&self, v: &Value) -> Result<(), AccError> {
         if let (Acc::SumInt(Some(s)), Value::Int(i)) = (self, v)
-            && s.checked_add(*i).is_none()
+            && i64::try_from(s + i128::from(*i)).is_err()
         {
             return Err(AccError(format!("sum overflows int64 ({s} + {i})")));
         }
@@ -103,7 +108,7 @@ impl Acc {
             Acc::Count(c) => *c += 1,
             Acc::SumInt(s) => {
                 if let Value::Int(i) = v {
-                    *s = Some(s.unwrap_or(0).wrapping_add(*i));
+                    *s = Some(s.unwrap_or(0).saturating_add(i128::from(*i)));
                 }
             }
             Acc::SumFloat(s) => {
@@ -136,7 +141,7 @@ impl Acc {
             (Acc::Count(a), Acc::Count(b)) => *a += b,
             (Acc::SumInt(a), Acc::SumInt(b)) => {
                 if let Some(b) = b {
-                    *a = Some(a.unwrap_or(0).wrapping_add(*b));
+                    *a = Some(a.unwrap_or(0).saturating_add(*b));
                 }
             }
             (Acc::SumFloat(a), Acc::SumFloat(b)) => {
@@ -153,11 +158,17 @@ impl Acc {
         }
     }
 
-    /// The final value of the column.
-    pub fn finish(&self) -> Value {
-        match self {
+    /// The final value of the column; an error when an int64 `sum` of merged partials
+    /// does not fit in int64.
+    pub fn finish(&self) -> Result<Value, AccError> {
+        Ok(match self {
             Acc::Count(c) => Value::Int(*c),
-            Acc::SumInt(s) => s.map(Value::Int).unwrap_or(Value::Null),
+            Acc::SumInt(None) => Value::Null,
+            Acc::SumInt(Some(s)) => Value::Int(i64::try_from(*s).map_err(|_| {
+                AccError(format!(
+                    "the sum {s} does not fit in int64; declare the column float64"
+                ))
+            })?),
             Acc::SumFloat(s) => s.map(Value::Float).unwrap_or(Value::Null),
             Acc::Min(v) | Acc::Max(v) => v.clone(),
             Acc::Avg { sum, count } => {
@@ -167,7 +178,7 @@ impl Acc {
                     Value::Float(sum / *count as f64)
                 }
             }
-        }
+        })
     }
 }
 
@@ -189,5 +200,33 @@ pub fn compare(a: &Value, b: &Value) -> Ordering {
         (Value::Str(x), Value::Str(y)) => x.cmp(y),
         (Value::Bool(x), Value::Bool(y)) => x.cmp(y),
         _ => Ordering::Equal,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn int_sums_that_overflow_when_merged_are_errors_not_wrapped() {
+        let column = AggColumn {
+            name: "total".into(),
+            func: AggFn::Sum,
+            arg: None,
+            ty: ColumnType::Int64,
+        };
+        let big = Value::Int(5_000_000_000_000_000_000);
+        let (mut a, mut b) = (Acc::new(&column), Acc::new(&column));
+        a.update(&big);
+        b.update(&big);
+        assert!(
+            a.check(&big).is_err(),
+            "one partition's sum stays within int64"
+        );
+        a.merge(&b);
+        let err = a.finish().unwrap_err();
+        assert!(err.0.contains("does not fit in int64"), "{err}");
+        b.merge(&Acc::SumInt(Some(-5_000_000_000_000_000_000)));
+        assert_eq!(b.finish(), Ok(Value::Int(0)));
     }
 }

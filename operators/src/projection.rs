@@ -8,10 +8,14 @@
 use crate::aggregate::{Acc, AggregateSpec};
 use crate::envelope::{Envelope, EnvelopeError, key_text, timestamp_millis};
 use crate::expr::{AggFn, EvalError};
+use crate::fields::{FieldId, FieldRegistry};
 use crate::fold::{FoldSpec, Handler};
 use crate::value::{ColumnType, TypeError, Value};
 use crate::view::{ViewKind, ViewSpec};
 use std::sync::Arc;
+
+/// 2^63 as a float: the first integer above `i64::MAX`.
+const TWO_POW_63: f64 = 9_223_372_036_854_775_808.0;
 
 /// Hash map used for per-key and per-group state (ahash: fast, DoS-resistant seeds).
 pub type FastMap<K, V> = hashbrown::HashMap<K, V, ahash::RandomState>;
@@ -134,6 +138,16 @@ pub struct PartitionState {
 pub struct Projection {
     envelope: Envelope,
     views: Vec<ViewSpec>,
+    names: EnvelopeNames,
+}
+
+/// The field paths the envelope reads, as written in the pipeline, for error messages.
+#[derive(Debug, Clone)]
+struct EnvelopeNames {
+    key: String,
+    event_type: String,
+    version: String,
+    timestamp: String,
 }
 
 /// Reusable buffers for planning, so applying an event does not allocate.
@@ -160,9 +174,21 @@ struct AggPlan {
 }
 
 impl Projection {
-    /// Compiles the views of a pipeline.
-    pub fn new(envelope: Envelope, views: Vec<ViewSpec>) -> Self {
-        Projection { envelope, views }
+    /// Compiles the views of a pipeline. `fields` is the registry the envelope and the
+    /// views' expressions were interned in; errors name envelope fields by their paths.
+    pub fn new(envelope: Envelope, views: Vec<ViewSpec>, fields: &FieldRegistry) -> Self {
+        let name = |id: Option<FieldId>| id.map(|f| fields.path(f).to_string()).unwrap_or_default();
+        let names = EnvelopeNames {
+            key: name(Some(envelope.key)),
+            event_type: name(Some(envelope.event_type)),
+            version: name(envelope.version),
+            timestamp: name(envelope.timestamp),
+        };
+        Projection {
+            envelope,
+            views,
+            names,
+        }
     }
 
     /// The envelope.
@@ -203,13 +229,9 @@ impl Projection {
         let v = &event[self.envelope.key.index()];
         match v {
             Value::Str(_) | Value::Int(_) => Ok(v),
-            Value::Null => Err(EnvelopeError::MissingKey(self.envelope_path_hint("key"))),
+            Value::Null => Err(EnvelopeError::MissingKey(self.names.key.clone())),
             other => Err(EnvelopeError::BadKey(other.kind())),
         }
-    }
-
-    fn envelope_path_hint(&self, what: &str) -> String {
-        what.to_string()
     }
 
     /// Applies one decoded event to every view of `state`, or to none.
@@ -224,22 +246,33 @@ impl Projection {
         let key = key_text(key_value).expect("key() checked the kind");
         let event_type = match &event[self.envelope.event_type.index()] {
             Value::Str(s) => s.clone(),
-            _ => return Err(EnvelopeError::BadType("type".into()).into()),
+            _ => return Err(EnvelopeError::BadType(self.names.event_type.clone()).into()),
         };
         let version = match self.envelope.version {
             None => None,
             Some(f) => match &event[f.index()] {
                 Value::Int(v) => Some(*v),
-                Value::Float(x) if x.fract() == 0.0 => Some(*x as i64),
+                // Only floats that are exactly an i64: `as` would saturate, and a
+                // saturated version (i64::MAX) would make every later event of the
+                // key a duplicate.
+                Value::Float(x) if x.fract() == 0.0 && (-TWO_POW_63..TWO_POW_63).contains(x) => {
+                    Some(*x as i64)
+                }
                 other => {
-                    return Err(EnvelopeError::BadVersion("version".into(), other.kind()).into());
+                    let found = match other {
+                        Value::Float(_) => "a float that is not an int64",
+                        v => v.kind(),
+                    };
+                    let path = self.names.version.clone();
+                    return Err(EnvelopeError::BadVersion(path, found).into());
                 }
             },
         };
         if let Some(f) = self.envelope.timestamp {
             let v = &event[f.index()];
             if !v.is_null() && timestamp_millis(v).is_none() {
-                return Err(EnvelopeError::BadTimestamp("timestamp".into(), v.to_string()).into());
+                let path = self.names.timestamp.clone();
+                return Err(EnvelopeError::BadTimestamp(path, v.to_string()).into());
             }
         }
         if let Some(v) = version

@@ -24,6 +24,9 @@ const TOP_KEYS: &[&str] = &[
     "views",
 ];
 
+/// Most keys a generator may simulate (it holds 9 bytes of state per key).
+const MAX_GENERATOR_KEYS: i64 = 100_000_000;
+
 /// Default `publish_interval`.
 pub(crate) const DEFAULT_PUBLISH_INTERVAL: Duration = Duration::from_millis(100);
 
@@ -147,15 +150,14 @@ fn generator(ctx: &mut Ctx<'_>, rec: &Record<'_>) -> Option<GeneratorConfig> {
             .collect();
         ctx.choice(e.value, &e.path, &choices)
     });
-    let mut int = |key: &str, default: u64, min: i64| match rec.get(key) {
-        Some(e) => ctx
-            .integer(e.value, &e.path, min, i64::MAX)
-            .map(|v| v as u64),
+    let mut int = |key: &str, default: u64, min: i64, max: i64| match rec.get(key) {
+        Some(e) => ctx.integer(e.value, &e.path, min, max).map(|v| v as u64),
         None => Some(default),
     };
-    let events = int("events", 1_000_000, 0);
-    let keys = int("keys", 10_000, 1);
-    let seed = int("seed", 42, 0);
+    let events = int("events", 1_000_000, 0, i64::MAX);
+    // The generator keeps a few bytes of state per key in memory.
+    let keys = int("keys", 10_000, 1, MAX_GENERATOR_KEYS);
+    let seed = int("seed", 42, 0, i64::MAX);
     Some(GeneratorConfig {
         scenario: scenario?,
         events: events?,

@@ -572,7 +572,17 @@ fn source_kinds() {
         (e.code, e.path.as_str()),
         ("config.invalid_value", "source.keys")
     );
-    assert_eq!(e.message, "0 is out of range: must be at least 1");
+    assert_eq!(
+        e.message,
+        "0 is out of range: must be between 1 and 100000000"
+    );
+    let e = one_error(&with_source(
+        "{ type: generator, scenario: bank, keys: 100000000000 }",
+    ));
+    assert_eq!(
+        (e.code, e.path.as_str()),
+        ("config.invalid_value", "source.keys")
+    );
     let e = one_error(&with_source(
         "{ type: generator, scenario: bank, events: -1 }",
     ));

@@ -7,7 +7,7 @@ use async_trait::async_trait;
 use datafusion::catalog::{Session, TableProvider};
 use datafusion::datasource::TableType;
 use datafusion::datasource::memory::MemorySourceConfig;
-use datafusion::error::Result;
+use datafusion::error::{DataFusionError, Result};
 use datafusion::logical_expr::Expr;
 use datafusion::physical_plan::ExecutionPlan;
 use std::sync::Arc;
@@ -54,7 +54,9 @@ impl TableProvider for ViewTable {
             None => self.catalog.current(),
         };
         let spec = &self.catalog.views[self.index];
-        let mut partitions = published.views[self.index].partitions(spec);
+        let mut partitions = published.views[self.index]
+            .partitions(spec)
+            .map_err(DataFusionError::Execution)?;
         if partitions.is_empty() {
             partitions.push(vec![]);
         }

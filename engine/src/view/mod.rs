@@ -107,7 +107,26 @@ pub fn build_worker_view(
 }
 
 /// Finishes merged partials into the rows of an aggregate view.
-pub fn finish_aggregate(spec: &ViewSpec, agg: &AggregateSpec, state: &AggState) -> RecordBatch {
+///
+/// A view without `group_by` is a global aggregate: like SQL's `SELECT count(*) FROM t`,
+/// it has exactly one row, also before any event matched (counts 0, the rest null).
+///
+/// Fails when a merged value does not fit its column (an int64 `sum` over int64).
+pub fn finish_aggregate(
+    spec: &ViewSpec,
+    agg: &AggregateSpec,
+    state: &AggState,
+) -> Result<RecordBatch, String> {
+    if agg.group_by.is_empty() && state.groups.is_empty() {
+        let mut empty = AggState::default();
+        let accs = agg
+            .columns
+            .iter()
+            .map(projector_operators::aggregate::Acc::new)
+            .collect();
+        empty.groups.insert(Box::default(), accs);
+        return finish_aggregate(spec, agg, &empty);
+    }
     let rows = state.groups.len();
     let mut groups: Vec<ColumnBuilder> = agg
         .group_by
@@ -123,8 +142,14 @@ pub fn finish_aggregate(spec: &ViewSpec, agg: &AggregateSpec, state: &AggState) 
         for (b, v) in groups.iter_mut().zip(g.iter()) {
             b.append(v);
         }
-        for (b, acc) in cols.iter_mut().zip(accs.iter()) {
-            b.append(&acc.finish());
+        for (i, (b, acc)) in cols.iter_mut().zip(accs.iter()).enumerate() {
+            let v = acc.finish().map_err(|e| {
+                format!(
+                    "view '{}', column '{}': {e}",
+                    spec.name, agg.columns[i].name
+                )
+            })?;
+            b.append(&v);
         }
     }
     let arrays = groups
@@ -132,7 +157,7 @@ pub fn finish_aggregate(spec: &ViewSpec, agg: &AggregateSpec, state: &AggState) 
         .chain(cols)
         .map(ColumnBuilder::finish)
         .collect();
-    RecordBatch::try_new(view_schema(spec), arrays).expect("columns match the schema")
+    Ok(RecordBatch::try_new(view_schema(spec), arrays).expect("columns match the schema"))
 }
 
 /// One view at one published epoch.
@@ -140,7 +165,7 @@ pub fn finish_aggregate(spec: &ViewSpec, agg: &AggregateSpec, state: &AggState) 
 pub struct PublishedView {
     /// Per worker, that worker's part.
     pub parts: Vec<WorkerViewData>,
-    merged: OnceLock<RecordBatch>,
+    merged: OnceLock<Result<RecordBatch, String>>,
 }
 
 impl PublishedView {
@@ -154,8 +179,10 @@ impl PublishedView {
 
     /// The view's rows as partitions for a scan: one per worker for folds, a single
     /// merged partition for aggregates (merged on first use, then cached).
-    pub fn partitions(&self, spec: &ViewSpec) -> Vec<Vec<RecordBatch>> {
-        match &spec.kind {
+    ///
+    /// Fails when merged aggregates do not fit their columns (see [`finish_aggregate`]).
+    pub fn partitions(&self, spec: &ViewSpec) -> Result<Vec<Vec<RecordBatch>>, String> {
+        Ok(match &spec.kind {
             ViewKind::Fold(_) => self
                 .parts
                 .iter()
@@ -174,18 +201,15 @@ impl PublishedView {
                     }
                     finish_aggregate(spec, a, &all)
                 });
-                vec![vec![batch.clone()]]
+                vec![vec![batch.clone()?]]
             }
-        }
+        })
     }
 
-    /// Number of rows.
-    pub fn row_count(&self, spec: &ViewSpec) -> usize {
-        self.partitions(spec)
-            .iter()
-            .flatten()
-            .map(|b| b.num_rows())
-            .sum()
+    /// Number of rows (`None` when the view cannot be built, see [`Self::partitions`]).
+    pub fn row_count(&self, spec: &ViewSpec) -> Option<usize> {
+        let parts = self.partitions(spec).ok()?;
+        Some(parts.iter().flatten().map(|b| b.num_rows()).sum())
     }
 }
 
