@@ -13,8 +13,16 @@ pub struct BadRecords {
     policy: OnError,
     path: PathBuf,
     sink: Mutex<Option<DeadLetterFile>>,
-    fatal: Mutex<Option<String>>,
+    fatal: Mutex<Option<Fatal>>,
     failed: AtomicBool,
+}
+
+/// Why the pipeline stopped; under `on_error: fail`, where.
+#[derive(Debug)]
+struct Fatal {
+    message: String,
+    /// The bad record's partition and offset (`on_error: fail`).
+    at: Option<(String, u64)>,
 }
 
 /// A bad record: where it came from and what is wrong.
@@ -49,13 +57,24 @@ impl BadRecords {
         match self.policy {
             OnError::Skip => Counters::add(&counters.skipped, 1),
             OnError::Fail => {
-                let msg = format!(
+                let message = format!(
                     "bad record at {} offset {}: {}: {}",
                     r.partition, r.offset, r.code, r.message
                 );
                 let mut f = self.fatal.lock().expect("fatal lock");
-                if f.is_none() {
-                    *f = Some(msg);
+                // Records are checked out of order (the ingest thread decodes ahead of
+                // the workers), so a later record may be reported first: keep the
+                // earliest of its partition.
+                let earlier = match &*f {
+                    None => true,
+                    Some(Fatal {
+                        at: Some((p, o)), ..
+                    }) => p == r.partition && r.offset < *o,
+                    Some(_) => false,
+                };
+                if earlier {
+                    let at = Some((r.partition.to_string(), r.offset));
+                    *f = Some(Fatal { message, at });
                 }
                 self.failed.store(true, Ordering::SeqCst);
             }
@@ -82,10 +101,9 @@ impl BadRecords {
                         // Losing a record silently is worse than stopping.
                         let mut f = self.fatal.lock().expect("fatal lock");
                         if f.is_none() {
-                            *f = Some(format!(
-                                "cannot write dead letter to {}: {e}",
-                                self.path.display()
-                            ));
+                            let message =
+                                format!("cannot write dead letter to {}: {e}", self.path.display());
+                            *f = Some(Fatal { message, at: None });
                         }
                         self.failed.store(true, Ordering::SeqCst);
                     }
@@ -109,7 +127,26 @@ impl BadRecords {
 
     /// Why the pipeline stopped, if it did.
     pub fn fatal(&self) -> Option<String> {
-        self.fatal.lock().expect("fatal lock").clone()
+        self.fatal
+            .lock()
+            .expect("fatal lock")
+            .as_ref()
+            .map(|f| f.message.clone())
+    }
+
+    /// Whether the event at `offset` of `partition` must still be applied: always
+    /// before a failure; after one, only the events of the failing partition before the
+    /// bad record (so that an earlier bad record is still found and named).
+    pub fn should_apply(&self, partition: &str, offset: u64) -> bool {
+        if !self.failed() {
+            return true;
+        }
+        match &*self.fatal.lock().expect("fatal lock") {
+            Some(Fatal {
+                at: Some((p, o)), ..
+            }) => p == partition && offset < *o,
+            _ => false,
+        }
     }
 
     /// Where dead letters go.

@@ -214,7 +214,9 @@ fn run(args: RunArgs) -> Result<ExitCode> {
         stop_progress(progress);
         if let Err(e) = finished {
             let _ = pipeline.stop();
-            eprintln!("{}: failed: {e}", cfg.name);
+            // Stopping drains the workers, which may find an earlier bad record.
+            let reason = shared.fatal().unwrap_or_else(|| e.to_string());
+            eprintln!("{}: failed: {reason}", cfg.name);
             return Ok(ExitCode::from(1));
         }
         print_summary(&shared);
@@ -262,7 +264,7 @@ fn run(args: RunArgs) -> Result<ExitCode> {
     pipeline.stop()?;
     print_summary(&shared);
     runtime.shutdown_timeout(Duration::from_secs(1));
-    match fatal {
+    match fatal.map(|e| shared.fatal().unwrap_or(e)) {
         Some(e) => {
             eprintln!("{}: failed: {e}", cfg.name);
             Ok(ExitCode::from(1))

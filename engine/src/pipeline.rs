@@ -387,7 +387,13 @@ fn ingest_loop(
     let mut raw = RawBatch::default();
     let mut slots = vec![Value::Null; decoder.slots()];
     loop {
-        if shared.stop.load(Ordering::Relaxed) || shared.bad.failed() {
+        if shared.stop.load(Ordering::Relaxed) {
+            return;
+        }
+        if shared.bad.failed() {
+            // Hand the workers what is pending: records before the bad one may hold an
+            // earlier bad record, which `on_error: fail` must name instead.
+            let _ = ingress.lock().expect("ingress lock").router.flush();
             return;
         }
         raw.clear();

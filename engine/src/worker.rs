@@ -119,12 +119,13 @@ impl Worker {
         while let Ok(msg) = self.inbox.recv() {
             match msg {
                 WorkerMsg::Batch(batch) => {
-                    if self.bad.failed() {
-                        continue; // draining after a fatal error
-                    }
                     let (mut applied, mut dups) = (0u64, 0u64);
                     let slots = batch.slots;
                     for (i, m) in batch.meta.iter().enumerate() {
+                        let partition = &self.partition_names[m.partition as usize];
+                        if !self.bad.should_apply(partition, m.offset) {
+                            continue; // after `on_error: fail`: only look for an earlier bad record
+                        }
                         let event = &batch.values[i * slots..(i + 1) * slots];
                         let state = partitions
                             .entry(m.partition)
@@ -141,15 +142,10 @@ impl Worker {
                                         raw: &batch.raw[m.start..m.end],
                                         code,
                                         message: &message,
-                                        partition: &self.partition_names[m.partition as usize],
+                                        partition,
                                         offset: m.offset,
                                     },
                                 );
-                                if self.bad.failed() {
-                                    // `on_error: fail`: nothing after the bad record
-                                    // is applied.
-                                    break;
-                                }
                             }
                         }
                     }

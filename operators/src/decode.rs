@@ -10,7 +10,6 @@ use std::fmt;
 use std::sync::Arc;
 
 use serde::Deserialize as _;
-use serde::de::value::{MapAccessDeserializer, SeqAccessDeserializer};
 use serde::de::{self, DeserializeSeed, Deserializer, IgnoredAny, MapAccess, SeqAccess, Visitor};
 
 use crate::fields::FieldRegistry;
@@ -107,7 +106,7 @@ impl JsonDecoder {
     /// `out.len()` must equal [`JsonDecoder::slots`].
     ///
     /// Scalars become the matching [`Value`] (integers above `i64::MAX` become floats);
-    /// an object or array at a wanted path becomes its compact JSON text. A path through
+    /// an object or array at a wanted path becomes [`Value::Nested`]. A path through
     /// something that is not an object is Null. When a key repeats, the last one wins.
     /// On error every slot is Null.
     pub fn decode(&self, raw: &[u8], out: &mut [Value]) -> Result<(), DecodeError> {
@@ -126,7 +125,18 @@ impl JsonDecoder {
             Some(b'{') => {}
             Some(b) => return Err(not_an_object(raw, b)),
         }
-        let mut de = serde_json::Deserializer::from_slice(raw);
+        // JSON text is UTF-8 (RFC 8259), also in values nobody reads, which serde_json
+        // skips without checking. Checked here once, the parser then reads a `&str`.
+        let text = match std::str::from_utf8(raw) {
+            Ok(text) => text,
+            Err(e) => {
+                return Err(DecodeError::new(format!(
+                    "invalid UTF-8 at byte {}",
+                    e.valid_up_to()
+                )));
+            }
+        };
+        let mut de = serde_json::Deserializer::from_str(text);
         let result = de
             .deserialize_map(ObjectVisitor {
                 dec: self,
@@ -204,9 +214,8 @@ fn from_json(v: &serde_json::Value) -> Value {
             None => Value::Float(n.as_f64().unwrap_or(f64::NAN)),
         },
         serde_json::Value::String(s) => Value::Str(Arc::from(s.as_str())),
-        serde_json::Value::Array(_) | serde_json::Value::Object(_) => {
-            Value::Str(Arc::from(v.to_string()))
-        }
+        serde_json::Value::Array(_) => Value::Nested { array: true },
+        serde_json::Value::Object(_) => Value::Nested { array: false },
     }
 }
 
@@ -293,7 +302,7 @@ impl<'de> DeserializeSeed<'de> for NodeSeed<'_> {
     }
 }
 
-/// A wanted leaf: scalars map to [`Value`]s, objects and arrays to their JSON text.
+/// A wanted leaf: scalars map to [`Value`]s, objects and arrays to [`Value::Nested`].
 struct LeafVisitor;
 
 impl<'de> Visitor<'de> for LeafVisitor {
@@ -334,14 +343,14 @@ impl<'de> Visitor<'de> for LeafVisitor {
         Ok(Value::Str(Arc::from(v)))
     }
 
-    fn visit_map<A: MapAccess<'de>>(self, map: A) -> Result<Value, A::Error> {
-        let v = serde_json::Value::deserialize(MapAccessDeserializer::new(map))?;
-        Ok(Value::Str(Arc::from(v.to_string())))
+    fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<Value, A::Error> {
+        while map.next_entry::<IgnoredAny, IgnoredAny>()?.is_some() {}
+        Ok(Value::Nested { array: false })
     }
 
-    fn visit_seq<A: SeqAccess<'de>>(self, seq: A) -> Result<Value, A::Error> {
-        let v = serde_json::Value::deserialize(SeqAccessDeserializer::new(seq))?;
-        Ok(Value::Str(Arc::from(v.to_string())))
+    fn visit_seq<A: SeqAccess<'de>>(self, mut seq: A) -> Result<Value, A::Error> {
+        while seq.next_element::<IgnoredAny>()?.is_some() {}
+        Ok(Value::Nested { array: true })
     }
 }
 
@@ -519,18 +528,15 @@ mod tests {
     }
 
     #[test]
-    fn object_or_array_leaf_is_json_text() {
+    fn object_or_array_leaf_is_nested() {
         let raw =
             r#"{"payload": { "b": [1, 2.5, "x"], "a": {"k": null} }, "tags": ["a", "b"], "e": {}}"#;
         let out = decode_ok(&["payload", "tags", "e"], raw);
-        assert_eq!(
-            out,
-            [
-                s(r#"{"a":{"k":null},"b":[1,2.5,"x"]}"#),
-                s(r#"["a","b"]"#),
-                s("{}")
-            ]
+        let (object, array) = (
+            Value::Nested { array: false },
+            Value::Nested { array: true },
         );
+        assert_eq!(out, [object.clone(), array, object]);
     }
 
     #[test]
@@ -549,7 +555,7 @@ mod tests {
         assert_eq!(
             out,
             [
-                s(r#"{"amount":250,"meta":{"by":"me"}}"#),
+                Value::Nested { array: false },
                 Value::Int(250),
                 s("me"),
                 Value::Null,
@@ -562,7 +568,7 @@ mod tests {
             &["payload.amount", "payload"],
             r#"{"payload":[{"amount":1}]}"#,
         );
-        assert_eq!(out, [Value::Null, s(r#"[{"amount":1}]"#)]);
+        assert_eq!(out, [Value::Null, Value::Nested { array: true }]);
     }
 
     #[test]
@@ -672,17 +678,50 @@ mod tests {
     }
 
     #[test]
-    fn deep_nesting_is_an_error_not_a_crash() {
+    fn deep_nesting_is_never_a_crash() {
         let depth = 100_000;
         let deep = format!("{{\"a\":{}1{}}}", "[".repeat(depth), "]".repeat(depth));
-        // Skipped (not wanted): serde_json skips iteratively, so this is fine either way.
-        let _ = decode(&["b"], &deep);
-        // Wanted as a leaf: serde_json's recursion limit stops it.
-        assert!(decode_err(&["a"], &deep).contains("recursion limit"));
+        // Skipped (not wanted): serde_json skips iteratively.
+        assert_eq!(decode_ok(&["b"], &deep), [Value::Null]);
+        // Wanted as a leaf: only its kind is kept, its contents are skipped iteratively.
+        assert_eq!(decode_ok(&["a"], &deep), [Value::Nested { array: true }]);
+        // Walked as a path prefix: serde_json's recursion limit stops it.
         let deep_obj = format!("{}1{}", "{\"a\":".repeat(depth), "}".repeat(depth));
         assert!(decode_err(&["a.a.a", "a"], &deep_obj).contains("recursion limit"));
-        assert!(decode(&["a.a.a"], &deep_obj).is_err());
+        assert_eq!(
+            decode_ok(&["a.a.a"], &deep_obj),
+            [Value::Nested { array: false }]
+        );
         assert!(decode(&["a"], &"[".repeat(depth)).is_err());
+    }
+
+    #[test]
+    fn objects_and_arrays_are_nested_not_text() {
+        let got = decode_ok(
+            &["p", "q", "r"],
+            r#"{"p":{"x":[1,{"y":2}]},"q":[],"r":"s"}"#,
+        );
+        assert_eq!(
+            got,
+            [
+                Value::Nested { array: false },
+                Value::Nested { array: true },
+                Value::Str("s".into())
+            ]
+        );
+    }
+
+    #[test]
+    fn invalid_utf8_anywhere_is_invalid_json() {
+        let mut raw = br#"{"a":1,"note":""#.to_vec();
+        raw.extend_from_slice(&[0xff, 0xfe]);
+        raw.extend_from_slice(br#""}"#);
+        let mut fields = FieldRegistry::new();
+        fields.intern("a");
+        let dec = JsonDecoder::new(&fields);
+        let mut out = vec![Value::Null];
+        let err = dec.decode(&raw, &mut out).unwrap_err();
+        assert!(err.message.contains("invalid UTF-8 at byte 15"), "{err}");
     }
 
     #[test]
@@ -790,10 +829,10 @@ mod tests {
         assert_eq!(
             out,
             [
-                s(r#"[1,{"c":2}]"#),
+                Value::Nested { array: true },
                 s("x"),
                 Value::Float(1.5),
-                s(r#"{"b":[1,{"c":2}],"d":"x"}"#)
+                Value::Nested { array: false }
             ]
         );
     }

@@ -762,11 +762,16 @@ fn concat(l: &Value, r: &Value) -> Result<Value, EvalError> {
                 let _ = write!(out, "{f}");
             }
             Value::Bool(b) => out.push_str(if *b { "true" } else { "false" }),
-            Value::Null => {}
+            Value::Null | Value::Nested { .. } => {}
         }
     }
     match (l, r) {
         (Value::Null, _) | (_, Value::Null) => Ok(Value::Null),
+        (Value::Nested { .. }, _) | (_, Value::Nested { .. }) => Err(EvalError::new(format!(
+            "cannot apply || to {} {l} and {} {r}",
+            l.kind(),
+            r.kind()
+        ))),
         (Value::Str(_), _) | (_, Value::Str(_)) => {
             let mut s = String::with_capacity(32);
             push(&mut s, l);

@@ -21,6 +21,15 @@ pub enum Value {
     Float(f64),
     /// A UTF-8 string (shared, so that copying it into state is cheap).
     Str(Arc<str>),
+    /// A JSON object (`array: false`) or array (`array: true`) found at a field path.
+    ///
+    /// Only its presence is kept: it is not null (`IS NULL` is false), but it converts
+    /// to no column type, key or event type, so an event that uses one in a view is a
+    /// bad record. An event that merely carries one in a field no handler reads is fine.
+    Nested {
+        /// True for an array, false for an object.
+        array: bool,
+    },
 }
 
 impl Value {
@@ -37,6 +46,8 @@ impl Value {
             Value::Int(_) => "integer",
             Value::Float(_) => "float",
             Value::Str(_) => "string",
+            Value::Nested { array: false } => "object",
+            Value::Nested { array: true } => "array",
         }
     }
 
@@ -97,6 +108,7 @@ impl PartialEq for Value {
             // Bitwise, so that Value can be a hash key (NaN equals NaN here).
             (Value::Float(a), Value::Float(b)) => a.to_bits() == b.to_bits(),
             (Value::Str(a), Value::Str(b)) => a == b,
+            (Value::Nested { array: a }, Value::Nested { array: b }) => a == b,
             _ => false,
         }
     }
@@ -113,6 +125,7 @@ impl Hash for Value {
             Value::Int(i) => i.hash(state),
             Value::Float(f) => f.to_bits().hash(state),
             Value::Str(s) => s.hash(state),
+            Value::Nested { array } => array.hash(state),
         }
     }
 }
@@ -125,6 +138,8 @@ impl fmt::Display for Value {
             Value::Int(i) => write!(f, "{i}"),
             Value::Float(x) => write!(f, "{x}"),
             Value::Str(s) => write!(f, "'{s}'"),
+            Value::Nested { array: false } => f.write_str("{...}"),
+            Value::Nested { array: true } => f.write_str("[...]"),
         }
     }
 }
@@ -222,5 +237,9 @@ mod tests {
             Ok(Value::Int(1000))
         );
         assert_eq!(Value::Null.coerce(ColumnType::Bool), Ok(Value::Null));
+        let object = Value::Nested { array: false };
+        for (_, ty) in ColumnType::ALL {
+            assert!(object.coerce(ty).is_err(), "an object is no {ty}");
+        }
     }
 }

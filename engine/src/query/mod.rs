@@ -15,6 +15,7 @@ use datafusion::error::DataFusionError;
 use datafusion::execution::SessionState;
 use datafusion::execution::context::{SQLOptions, SessionConfig, SessionContext};
 use datafusion::execution::runtime_env::RuntimeEnvBuilder;
+use futures::StreamExt;
 use provider::{PinnedEpoch, ViewTable};
 use std::sync::Arc;
 use std::time::Duration;
@@ -151,17 +152,24 @@ impl SqlEngine {
                 })?;
             let df = DataFrame::new(state, plan);
             let schema: SchemaRef = Arc::new(df.schema().as_arrow().clone());
-            let df = df.limit(0, Some(limits.max_rows + 1)).map_err(classify)?;
-            let batches = df.collect().await.map_err(classify)?;
-            let rows: usize = batches.iter().map(|b| b.num_rows()).sum();
-            if rows > limits.max_rows {
-                return Err(QueryError::new(
-                    "sql.too_many_rows",
-                    format!(
-                        "the result has more than {} rows; add a LIMIT or an aggregate",
-                        limits.max_rows
-                    ),
-                ));
+            // The row cap is checked while the result streams in, not added to the plan
+            // as a LIMIT: DataFusion refuses a LIMIT above an EXPLAIN, and streaming
+            // stops as early as a LIMIT would.
+            let mut stream = df.execute_stream().await.map_err(classify)?;
+            let (mut batches, mut rows) = (Vec::new(), 0usize);
+            while let Some(batch) = stream.next().await {
+                let batch = batch.map_err(classify)?;
+                rows += batch.num_rows();
+                if rows > limits.max_rows {
+                    return Err(QueryError::new(
+                        "sql.too_many_rows",
+                        format!(
+                            "the result has more than {} rows; add a LIMIT or an aggregate",
+                            limits.max_rows
+                        ),
+                    ));
+                }
+                batches.push(batch);
             }
             Ok(QueryResult {
                 schema,
