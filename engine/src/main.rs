@@ -47,7 +47,8 @@ enum Command {
         /// How --sql results are printed.
         #[arg(long, value_enum, default_value = "table")]
         format: CliFormat,
-        /// Worker threads [default: the file's workers, else the number of cores].
+        /// Worker threads [default: the file's workers, else the number of cores minus
+        /// one (the ingest thread needs one), at least 1].
         #[arg(long)]
         workers: Option<usize>,
         /// No progress lines on stderr.

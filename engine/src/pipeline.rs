@@ -45,10 +45,11 @@ impl RunOptions {
         let state_dir = state_dir
             .or_else(|| config.state_dir.clone())
             .unwrap_or_else(|| PathBuf::from("state").join(&config.name));
+        // The ingest thread (read, decode, route) keeps a core busy: on 2 cores one
+        // worker beat two (measured: 1.45M vs 1.0-1.1M events/s, bank pipeline).
         let workers = config.workers.unwrap_or_else(|| {
-            std::thread::available_parallelism()
-                .map(|n| n.get())
-                .unwrap_or(1)
+            let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
+            cores.saturating_sub(1).max(1)
         });
         RunOptions {
             state_dir,

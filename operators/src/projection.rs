@@ -7,7 +7,7 @@
 
 use crate::aggregate::{Acc, AggregateSpec};
 use crate::envelope::{Envelope, EnvelopeError, key_text, timestamp_millis};
-use crate::expr::{AggFn, EvalError};
+use crate::expr::{AggFn, EvalError, Expr};
 use crate::fields::{FieldId, FieldRegistry};
 use crate::fold::{FoldSpec, Handler};
 use crate::value::{ColumnType, TypeError, Value};
@@ -410,30 +410,12 @@ fn plan_handler(
     plan.touched = true;
     for (col, expr) in &h.set {
         let c = &spec.columns[*col];
-        let v = expr.eval(event).map_err(|source| ApplyError::Eval {
-            view: view.into(),
-            column: c.name.clone(),
-            source,
-        })?;
-        let v = v.coerce(c.ty).map_err(|source| ApplyError::Type {
-            view: view.into(),
-            column: c.name.clone(),
-            source,
-        })?;
+        let v = eval_into(view, &c.name, c.ty, expr, event)?;
         push_write(plan, *col, v);
     }
     for (col, expr) in &h.add {
         let c = &spec.columns[*col];
-        let v = expr.eval(event).map_err(|source| ApplyError::Eval {
-            view: view.into(),
-            column: c.name.clone(),
-            source,
-        })?;
-        let v = v.coerce(c.ty).map_err(|source| ApplyError::Type {
-            view: view.into(),
-            column: c.name.clone(),
-            source,
-        })?;
+        let v = eval_into(view, &c.name, c.ty, expr, event)?;
         if v.is_null() {
             continue;
         }
@@ -463,6 +445,26 @@ fn plan_handler(
         push_write(plan, *col, sum);
     }
     Ok(())
+}
+
+/// Evaluates `expr` and converts the result to the type of column `column`.
+fn eval_into(
+    view: &str,
+    column: &str,
+    ty: ColumnType,
+    expr: &Expr,
+    event: &[Value],
+) -> Result<Value, ApplyError> {
+    let v = expr.eval(event).map_err(|source| ApplyError::Eval {
+        view: view.into(),
+        column: column.into(),
+        source,
+    })?;
+    v.coerce(ty).map_err(|source| ApplyError::Type {
+        view: view.into(),
+        column: column.into(),
+        source,
+    })
 }
 
 fn push_write(plan: &mut FoldPlan, col: usize, v: Value) {
@@ -508,17 +510,8 @@ fn plan_aggregate(
         }
     }
     for g in &spec.group_by {
-        let v = g.expr.eval(event).map_err(|source| ApplyError::Eval {
-            view: view.into(),
-            column: g.name.clone(),
-            source,
-        })?;
-        let v = v.coerce(g.ty).map_err(|source| ApplyError::Type {
-            view: view.into(),
-            column: g.name.clone(),
-            source,
-        })?;
-        plan.group.push(v);
+        plan.group
+            .push(eval_into(view, &g.name, g.ty, &g.expr, event)?);
     }
     let existing = state.groups.get(&plan.group[..]);
     for (i, c) in spec.columns.iter().enumerate() {

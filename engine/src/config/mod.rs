@@ -56,7 +56,7 @@ pub struct PipelineConfig {
     pub views: Vec<ViewSpec>,
     /// Every field path the envelope and expressions read.
     pub fields: FieldRegistry,
-    /// `workers:` (default: number of cores).
+    /// `workers:` (default: number of cores minus one, at least one).
     pub workers: Option<usize>,
     /// `publish_interval:` (default 100ms).
     pub publish_interval: Duration,
