@@ -7,6 +7,7 @@
 //!                 ├─ fold:      one row per key (set / add / delete handlers)
 //!                 └─ aggregate: partial aggregates per group
 //!            ──▶ state, which the engine turns into Arrow snapshots
+//!                 and `snapshot` encodes for checkpoints
 //! ```
 //!
 //! Everything here is deterministic, so a replay from a checkpoint produces the same
@@ -19,5 +20,6 @@ pub mod expr;
 pub mod fields;
 pub mod fold;
 pub mod projection;
+pub mod snapshot;
 pub mod value;
 pub mod view;

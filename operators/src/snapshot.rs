@@ -1,0 +1,563 @@
+//! Partition state as bytes: what a checkpoint stores and a restore reads back.
+//!
+//! ```text
+//!  worker 0 ─┐ encode(piece)                          decode(piece) ─┐
+//!  worker 1 ─┼──────────────▶ pieces of partition p ──────────────────┼─▶ merge ─▶ split by key
+//!  worker n ─┘                (one state file)                        │            to the workers
+//! ```
+//!
+//! A partition's state is spread over the workers (each holds the keys routed to it),
+//! so a checkpoint stores one piece per worker and a restore merges the pieces and
+//! splits them again by key, for however many workers the new run has.
+//!
+//! The format is ours and small: a magic, the shape of every view (so a checkpoint of
+//! a pipeline whose views changed is refused, not misread), then versions, fold rows
+//! and aggregate partials. Integers are little-endian, strings are length-prefixed
+//! UTF-8. Maps are written in their iteration order; equal states may encode to
+//! different bytes, which nothing depends on.
+
+use crate::aggregate::Acc;
+use crate::projection::{FoldState, PartitionState, Projection, ViewState};
+use crate::value::Value;
+use crate::view::ViewKind;
+use std::sync::Arc;
+
+/// First bytes of every encoded piece (format version 1).
+const MAGIC: &[u8; 4] = b"PJS1";
+
+/// A piece that cannot be read back.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("{0}")]
+pub struct CodecError(pub String);
+
+fn err<T>(message: impl Into<String>) -> Result<T, CodecError> {
+    Err(CodecError(message.into()))
+}
+
+/// Appends the encoding of `state` (one worker's piece of one partition) to `out`.
+pub fn encode(projection: &Projection, state: &PartitionState, out: &mut Vec<u8>) {
+    out.extend_from_slice(MAGIC);
+    encode_shape(projection, out);
+    put_u64(out, state.versions.len() as u64);
+    for (key, version) in &state.versions {
+        put_str(out, key);
+        out.extend_from_slice(&version.to_le_bytes());
+    }
+    for view in &state.views {
+        match view {
+            ViewState::Fold(f) => {
+                put_u64(out, f.rows.len() as u64);
+                for (key, row) in &f.rows {
+                    put_str(out, key);
+                    row.iter().for_each(|v| put_value(out, v));
+                }
+            }
+            ViewState::Aggregate(a) => {
+                put_u64(out, a.groups.len() as u64);
+                for (group, accs) in &a.groups {
+                    group.iter().for_each(|v| put_value(out, v));
+                    accs.iter().for_each(|acc| put_acc(out, acc));
+                }
+            }
+        }
+    }
+}
+
+/// Reads one piece written by [`encode`] for the same views.
+pub fn decode(projection: &Projection, bytes: &[u8]) -> Result<PartitionState, CodecError> {
+    let mut r = Reader { bytes, at: 0 };
+    if r.take(4)? != MAGIC {
+        return err("not a Projector state piece (bad magic)");
+    }
+    let mut expected = Vec::new();
+    encode_shape(projection, &mut expected);
+    if r.take(expected.len())? != expected.as_slice() {
+        return err(
+            "the checkpoint was written for other views (names, kinds or columns differ); \
+             start from an empty state directory to rebuild the views from the source",
+        );
+    }
+    let mut state = projection.new_partition_state();
+    for _ in 0..r.u64()? {
+        let key = r.str()?;
+        let version = i64::from_le_bytes(r.array()?);
+        state.versions.insert(key, version);
+    }
+    for (spec, view) in projection.views().iter().zip(state.views.iter_mut()) {
+        match (&spec.kind, view) {
+            (ViewKind::Fold(f), ViewState::Fold(s)) => {
+                for _ in 0..r.u64()? {
+                    let key = r.str()?;
+                    let row = (0..f.columns.len())
+                        .map(|_| r.value())
+                        .collect::<Result<_, _>>()?;
+                    s.rows.insert(key, row);
+                }
+            }
+            (ViewKind::Aggregate(a), ViewState::Aggregate(s)) => {
+                for _ in 0..r.u64()? {
+                    let group = (0..a.group_by.len())
+                        .map(|_| r.value())
+                        .collect::<Result<_, _>>()?;
+                    let accs = (0..a.columns.len())
+                        .map(|_| r.acc())
+                        .collect::<Result<_, _>>()?;
+                    s.groups.insert(group, accs);
+                }
+            }
+            _ => unreachable!("new_partition_state follows the views"),
+        }
+    }
+    if r.at != bytes.len() {
+        return err(format!(
+            "{} unexpected bytes after the state",
+            bytes.len() - r.at
+        ));
+    }
+    Ok(state)
+}
+
+/// Folds `other` (another worker's piece of the same partition) into `state`: keys are
+/// disjoint between workers; aggregate partials are merged.
+pub fn merge(state: &mut PartitionState, other: PartitionState) {
+    state.versions.extend(other.versions);
+    for (mine, theirs) in state.views.iter_mut().zip(other.views) {
+        match (mine, theirs) {
+            (ViewState::Fold(a), ViewState::Fold(b)) => a.rows.extend(b.rows),
+            (ViewState::Aggregate(a), ViewState::Aggregate(b)) => a.merge(&b),
+            _ => unreachable!("pieces of one projection have the same view kinds"),
+        }
+    }
+}
+
+/// Splits a partition's state into `n` pieces: every key (its version and fold rows) to
+/// the piece `route(key)` names, and the aggregate partials, which are not keyed by
+/// the routing key, to piece 0 (a query merges the partials of all workers anyway).
+pub fn split(
+    projection: &Projection,
+    state: PartitionState,
+    n: usize,
+    route: impl Fn(&str) -> usize,
+) -> Vec<PartitionState> {
+    let mut pieces: Vec<PartitionState> =
+        (0..n).map(|_| projection.new_partition_state()).collect();
+    for (key, version) in state.versions {
+        let w = route(&key);
+        pieces[w].versions.insert(key, version);
+    }
+    for (v, view) in state.views.into_iter().enumerate() {
+        match view {
+            ViewState::Fold(FoldState { rows }) => {
+                for (key, row) in rows {
+                    let w = route(&key);
+                    if let ViewState::Fold(f) = &mut pieces[w].views[v] {
+                        f.rows.insert(key, row);
+                    }
+                }
+            }
+            ViewState::Aggregate(agg) => pieces[0].views[v] = ViewState::Aggregate(agg),
+        }
+    }
+    pieces
+}
+
+/// The views' shape, so a piece is only read back by the same views.
+fn encode_shape(projection: &Projection, out: &mut Vec<u8>) {
+    put_u64(out, projection.views().len() as u64);
+    for view in projection.views() {
+        put_str(out, &view.name);
+        match &view.kind {
+            ViewKind::Fold(f) => {
+                out.push(0);
+                put_u64(out, f.columns.len() as u64);
+                for c in &f.columns {
+                    put_str(out, &c.name);
+                    put_str(out, c.ty.name());
+                }
+            }
+            ViewKind::Aggregate(a) => {
+                out.push(1);
+                put_u64(out, a.group_by.len() as u64);
+                for g in &a.group_by {
+                    put_str(out, &g.name);
+                    put_str(out, g.ty.name());
+                }
+                put_u64(out, a.columns.len() as u64);
+                for c in &a.columns {
+                    put_str(out, &c.name);
+                    put_str(out, c.func.name());
+                    put_str(out, c.ty.name());
+                }
+            }
+        }
+    }
+}
+
+fn put_u64(out: &mut Vec<u8>, n: u64) {
+    out.extend_from_slice(&n.to_le_bytes());
+}
+
+fn put_str(out: &mut Vec<u8>, s: &str) {
+    put_u64(out, s.len() as u64);
+    out.extend_from_slice(s.as_bytes());
+}
+
+fn put_value(out: &mut Vec<u8>, v: &Value) {
+    match v {
+        Value::Null => out.push(0),
+        Value::Bool(b) => out.extend_from_slice(&[1, u8::from(*b)]),
+        Value::Int(i) => {
+            out.push(2);
+            out.extend_from_slice(&i.to_le_bytes());
+        }
+        Value::Float(f) => {
+            out.push(3);
+            out.extend_from_slice(&f.to_bits().to_le_bytes());
+        }
+        Value::Str(s) => {
+            out.push(4);
+            put_str(out, s);
+        }
+        Value::Nested { array } => out.extend_from_slice(&[5, u8::from(*array)]),
+    }
+}
+
+fn put_acc(out: &mut Vec<u8>, acc: &Acc) {
+    match acc {
+        Acc::Count(c) => {
+            out.push(0);
+            out.extend_from_slice(&c.to_le_bytes());
+        }
+        Acc::SumInt(s) => {
+            out.extend_from_slice(&[1, u8::from(s.is_some())]);
+            out.extend_from_slice(&s.unwrap_or(0).to_le_bytes());
+        }
+        Acc::SumFloat(s) => {
+            out.extend_from_slice(&[2, u8::from(s.is_some())]);
+            out.extend_from_slice(&s.unwrap_or(0.0).to_bits().to_le_bytes());
+        }
+        Acc::Min(v) => {
+            out.push(3);
+            put_value(out, v);
+        }
+        Acc::Max(v) => {
+            out.push(4);
+            put_value(out, v);
+        }
+        Acc::Avg { sum, count } => {
+            out.push(5);
+            out.extend_from_slice(&sum.to_bits().to_le_bytes());
+            out.extend_from_slice(&count.to_le_bytes());
+        }
+    }
+}
+
+struct Reader<'a> {
+    bytes: &'a [u8],
+    at: usize,
+}
+
+impl<'a> Reader<'a> {
+    fn take(&mut self, n: usize) -> Result<&'a [u8], CodecError> {
+        match self.bytes.get(self.at..self.at.saturating_add(n)) {
+            Some(s) => {
+                self.at += n;
+                Ok(s)
+            }
+            None => err(format!(
+                "truncated state: {n} more bytes needed at byte {}",
+                self.at
+            )),
+        }
+    }
+
+    fn array<const N: usize>(&mut self) -> Result<[u8; N], CodecError> {
+        Ok(self.take(N)?.try_into().expect("take returned N bytes"))
+    }
+
+    fn u8(&mut self) -> Result<u8, CodecError> {
+        Ok(self.take(1)?[0])
+    }
+
+    fn u64(&mut self) -> Result<u64, CodecError> {
+        Ok(u64::from_le_bytes(self.array()?))
+    }
+
+    fn bool(&mut self) -> Result<bool, CodecError> {
+        match self.u8()? {
+            0 => Ok(false),
+            1 => Ok(true),
+            b => err(format!("bad boolean {b} at byte {}", self.at - 1)),
+        }
+    }
+
+    fn str(&mut self) -> Result<Arc<str>, CodecError> {
+        let len = usize::try_from(self.u64()?).map_err(|_| CodecError("string too long".into()))?;
+        let bytes = self.take(len)?;
+        match std::str::from_utf8(bytes) {
+            Ok(s) => Ok(Arc::from(s)),
+            Err(_) => err(format!(
+                "invalid UTF-8 in a string ending at byte {}",
+                self.at
+            )),
+        }
+    }
+
+    fn value(&mut self) -> Result<Value, CodecError> {
+        Ok(match self.u8()? {
+            0 => Value::Null,
+            1 => Value::Bool(self.bool()?),
+            2 => Value::Int(i64::from_le_bytes(self.array()?)),
+            3 => Value::Float(f64::from_bits(u64::from_le_bytes(self.array()?))),
+            4 => Value::Str(self.str()?),
+            5 => Value::Nested {
+                array: self.bool()?,
+            },
+            t => return err(format!("bad value tag {t} at byte {}", self.at - 1)),
+        })
+    }
+
+    fn acc(&mut self) -> Result<Acc, CodecError> {
+        Ok(match self.u8()? {
+            0 => Acc::Count(i64::from_le_bytes(self.array()?)),
+            1 => {
+                let some = self.bool()?;
+                let s = i128::from_le_bytes(self.array()?);
+                Acc::SumInt(some.then_some(s))
+            }
+            2 => {
+                let some = self.bool()?;
+                let s = f64::from_bits(u64::from_le_bytes(self.array()?));
+                Acc::SumFloat(some.then_some(s))
+            }
+            3 => Acc::Min(self.value()?),
+            4 => Acc::Max(self.value()?),
+            5 => Acc::Avg {
+                sum: f64::from_bits(u64::from_le_bytes(self.array()?)),
+                count: i64::from_le_bytes(self.array()?),
+            },
+            t => return err(format!("bad aggregate tag {t} at byte {}", self.at - 1)),
+        })
+    }
+}
+
+/// The maps of a state, sorted, for comparing states in tests.
+#[cfg(test)]
+fn canonical(state: &PartitionState) -> String {
+    let mut versions: Vec<_> = state.versions.iter().collect();
+    versions.sort();
+    let views: Vec<String> = state
+        .views
+        .iter()
+        .map(|v| match v {
+            ViewState::Fold(f) => {
+                let mut rows: Vec<_> = f.rows.iter().map(|(k, r)| format!("{k}={r:?}")).collect();
+                rows.sort();
+                rows.join(";")
+            }
+            ViewState::Aggregate(a) => {
+                let mut groups: Vec<_> = a
+                    .groups
+                    .iter()
+                    .map(|(g, x)| format!("{g:?}={x:?}"))
+                    .collect();
+                groups.sort();
+                groups.join(";")
+            }
+        })
+        .collect();
+    format!("{versions:?}|{views:?}")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::aggregate::{AggColumn, AggregateSpec, GroupColumn};
+    use crate::projection::{AggState, FastMap};
+    use crate::envelope::Envelope;
+    use crate::expr::{AggFn, Expr};
+    use crate::fields::FieldRegistry;
+    use crate::fold::{ColumnSpec, FoldSpec, Handler};
+    use crate::value::ColumnType;
+    use crate::view::ViewSpec;
+    use proptest::prelude::*;
+
+    /// A projection with a fold view (every column type) and an aggregate view (every
+    /// accumulator), over fields `k` (key), `t` (type), `v` (version) and `x`.
+    fn projection() -> Projection {
+        let mut fields = FieldRegistry::new();
+        let (k, t, v, x) = (
+            fields.intern("k"),
+            fields.intern("t"),
+            fields.intern("v"),
+            fields.intern("x"),
+        );
+        let envelope = Envelope {
+            id: None,
+            event_type: t,
+            key: k,
+            version: Some(v),
+            timestamp: None,
+        };
+        let columns = ColumnType::ALL
+            .iter()
+            .map(|(name, ty)| ColumnSpec {
+                name: (*name).into(),
+                ty: *ty,
+                default: None,
+            })
+            .collect();
+        let fold = FoldSpec {
+            key_column: "key".into(),
+            columns,
+            handlers: [("T".to_string(), Handler::default())]
+                .into_iter()
+                .collect(),
+            star: None,
+        };
+        let agg = |name: &str, func, ty| AggColumn {
+            name: name.into(),
+            func,
+            arg: Some(Expr::field(x)),
+            ty,
+        };
+        let aggregate = AggregateSpec {
+            filter: None,
+            group_by: vec![GroupColumn {
+                name: "g".into(),
+                expr: Expr::field(t),
+                ty: ColumnType::String,
+            }],
+            columns: vec![
+                agg("n", AggFn::CountStar, ColumnType::Int64),
+                agg("si", AggFn::Sum, ColumnType::Int64),
+                agg("sf", AggFn::Sum, ColumnType::Float64),
+                agg("lo", AggFn::Min, ColumnType::String),
+                agg("hi", AggFn::Max, ColumnType::Float64),
+                agg("mean", AggFn::Avg, ColumnType::Float64),
+            ],
+        };
+        let views = vec![
+            ViewSpec {
+                name: "f".into(),
+                kind: ViewKind::Fold(fold),
+            },
+            ViewSpec {
+                name: "a".into(),
+                kind: ViewKind::Aggregate(aggregate),
+            },
+        ];
+        Projection::new(envelope, views, &fields)
+    }
+
+    fn value() -> impl Strategy<Value = Value> {
+        prop_oneof![
+            Just(Value::Null),
+            any::<bool>().prop_map(Value::Bool),
+            any::<i64>().prop_map(Value::Int),
+            any::<f64>().prop_map(Value::Float),
+            ".{0,12}".prop_map(|s| Value::Str(s.into())),
+            any::<bool>().prop_map(|array| Value::Nested { array }),
+        ]
+    }
+
+    fn state(p: &Projection) -> impl Strategy<Value = PartitionState> + use<> {
+        let empty = p.new_partition_state();
+        let key = "[a-z]{1,6}";
+        let row = proptest::collection::vec(value(), 5);
+        let accs = (
+            any::<i64>(),
+            proptest::option::of(any::<i64>()),
+            proptest::option::of(any::<f64>()),
+            value(),
+            value(),
+            any::<f64>(),
+            any::<i64>(),
+        );
+        (
+            proptest::collection::hash_map(key, any::<i64>(), 0..20),
+            proptest::collection::hash_map(key, row, 0..20),
+            proptest::collection::vec((value(), accs), 0..6),
+        )
+            .prop_map(move |(versions, rows, groups)| {
+                let mut s = empty.clone();
+                s.versions = versions
+                    .into_iter()
+                    .map(|(k, v)| (Arc::from(k), v))
+                    .collect();
+                s.views[0] = ViewState::Fold(FoldState {
+                    rows: rows
+                        .into_iter()
+                        .map(|(k, r)| (Arc::from(k), r.into_boxed_slice()))
+                        .collect(),
+                });
+                let mut agg = AggState {
+                    groups: FastMap::default(),
+                };
+                for (g, (n, si, sf, lo, hi, sum, count)) in groups {
+                    let accs = vec![
+                        Acc::Count(n),
+                        Acc::SumInt(si.map(i128::from)),
+                        Acc::SumFloat(sf),
+                        Acc::Min(lo),
+                        Acc::Max(hi),
+                        Acc::Avg { sum, count },
+                    ];
+                    agg.groups
+                        .insert(vec![g].into_boxed_slice(), accs.into_boxed_slice());
+                }
+                s.views[1] = ViewState::Aggregate(agg);
+                s
+            })
+    }
+
+    proptest! {
+        #[test]
+        fn encode_decode_round_trips(s in state(&projection())) {
+            let p = projection();
+            let mut bytes = Vec::new();
+            encode(&p, &s, &mut bytes);
+            let back = decode(&p, &bytes).unwrap();
+            prop_assert_eq!(canonical(&back), canonical(&s));
+            // Every truncation is an error, never a panic or a wrong state.
+            for cut in 0..bytes.len() {
+                prop_assert!(decode(&p, &bytes[..cut]).is_err());
+            }
+        }
+
+        #[test]
+        fn split_then_merge_is_identity(s in state(&projection()), n in 1usize..5) {
+            let p = projection();
+            let route = |k: &str| k.len() % n;
+            let pieces = split(&p, s.clone(), n, route);
+            for (w, piece) in pieces.iter().enumerate() {
+                prop_assert!(piece.versions.keys().all(|k| route(k) == w));
+            }
+            let mut merged = p.new_partition_state();
+            for piece in pieces {
+                merge(&mut merged, piece);
+            }
+            prop_assert_eq!(canonical(&merged), canonical(&s));
+        }
+    }
+
+    #[test]
+    fn a_checkpoint_of_other_views_is_refused() {
+        let p = projection();
+        let mut bytes = Vec::new();
+        encode(&p, &p.new_partition_state(), &mut bytes);
+        let mut other = projection();
+        let mut views = other.views().to_vec();
+        views[0].name = "renamed".into();
+        other = Projection::new(other.envelope().clone(), views, &{
+            let mut f = FieldRegistry::new();
+            for name in ["k", "t", "v", "x"] {
+                f.intern(name);
+            }
+            f
+        });
+        let e = decode(&other, &bytes).unwrap_err();
+        assert!(e.0.contains("other views"), "{e}");
+        assert!(decode(&p, b"nope").unwrap_err().0.contains("magic"));
+    }
+}
