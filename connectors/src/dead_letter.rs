@@ -107,6 +107,21 @@ impl DeadLetterFile {
 
     /// Appends one dead letter (buffered; call [`DeadLetterFile::flush`]).
     pub fn append(&mut self, letter: &DeadLetter<'_>) -> Result<()> {
+        let bytes = Self::line(letter).map_err(|e| self.io_error("writing", e))?;
+        self.append_lines(&bytes)
+    }
+
+    /// Appends lines made by [`DeadLetterFile::line`] (buffered).
+    pub fn append_lines(&mut self, lines: &[u8]) -> Result<()> {
+        self.writer
+            .write_all(lines)
+            .map_err(|e| self.io_error("writing", e))
+    }
+
+    /// The line (with its `\n`) that [`DeadLetterFile::append`] writes for `letter`:
+    /// callers that must hold letters back (until their epoch commits) format them
+    /// early and append them later.
+    pub fn line(letter: &DeadLetter<'_>) -> std::io::Result<Vec<u8>> {
         let (raw, raw_base64) = match std::str::from_utf8(letter.raw) {
             Ok(text) => (Some(text.into()), None),
             Err(_) => (None, Some(BASE64.encode(letter.raw))),
@@ -126,12 +141,9 @@ impl DeadLetterFile {
             time: time.into(),
         };
         // Serialize to a line first so a failure never leaves half a line behind.
-        let mut bytes =
-            serde_json::to_vec(&line).map_err(|e| self.io_error("writing", e.into()))?;
+        let mut bytes = serde_json::to_vec(&line)?;
         bytes.push(b'\n');
-        self.writer
-            .write_all(&bytes)
-            .map_err(|e| self.io_error("writing", e))
+        Ok(bytes)
     }
 
     /// Flushes buffered letters to the file.
@@ -139,6 +151,46 @@ impl DeadLetterFile {
         self.writer
             .flush()
             .map_err(|e| self.io_error("flushing", e))
+    }
+
+    /// Flushes and fsyncs the file, and returns its length: the point a restore from
+    /// the checkpoint taken now truncates the file back to (so a replayed bad record
+    /// is not dead-lettered twice).
+    pub fn sync(&mut self) -> Result<u64> {
+        self.flush()?;
+        let file = self.writer.get_ref();
+        file.sync_data().map_err(|e| self.io_error("syncing", e))?;
+        let len = file
+            .metadata()
+            .map_err(|e| self.io_error("reading the length of", e))?
+            .len();
+        Ok(len)
+    }
+
+    /// Cuts the file at `path` back to `len` bytes (a restore from a checkpoint). A
+    /// missing file is fine: someone moved the dead letters away, nothing to cut.
+    pub fn truncate(path: &Path, len: u64) -> Result<()> {
+        let file = match OpenOptions::new().write(true).open(path) {
+            Ok(f) => f,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(()),
+            Err(source) => {
+                let context = format!("opening dead-letter file {}", path.display());
+                return Err(Error::Io { context, source });
+            }
+        };
+        let current = file.metadata().map(|m| m.len()).unwrap_or(0);
+        if current > len {
+            file.set_len(len)
+                .and_then(|()| file.sync_all())
+                .map_err(|source| Error::Io {
+                    context: format!(
+                        "truncating dead-letter file {} to {len} bytes",
+                        path.display()
+                    ),
+                    source,
+                })?;
+        }
+        Ok(())
     }
 
     fn io_error(&self, doing: &str, source: std::io::Error) -> Error {

@@ -1,8 +1,15 @@
 //! What happens to a record that cannot be decoded or applied (`on_error`).
+//!
+//! Dead letters are staged by epoch and appended to the file only when their epoch
+//! commits ([`BadRecords::commit`], called by the coordinator before it checkpoints).
+//! The ingest thread reads ahead of the epoch being checkpointed; written at once, a
+//! letter for a record after the cut would be in the file length the checkpoint
+//! records, and a replay from that checkpoint would write it a second time.
 
 use crate::config::OnError;
 use crate::status::Counters;
 use projector_connectors::dead_letter::{DeadLetter, DeadLetterFile};
+use std::collections::BTreeMap;
 use std::path::PathBuf;
 use std::sync::Mutex;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -13,6 +20,8 @@ pub struct BadRecords {
     policy: OnError,
     path: PathBuf,
     sink: Mutex<Option<DeadLetterFile>>,
+    /// Formatted letters by the epoch their record belongs to, until it commits.
+    staged: Mutex<BTreeMap<u64, Vec<u8>>>,
     fatal: Mutex<Option<Fatal>>,
     failed: AtomicBool,
 }
@@ -47,13 +56,15 @@ impl BadRecords {
             policy,
             path,
             sink: Mutex::new(None),
+            staged: Mutex::new(BTreeMap::new()),
             fatal: Mutex::new(None),
             failed: AtomicBool::new(false),
         }
     }
 
-    /// Handles one bad record according to the policy.
-    pub fn report(&self, counters: &Counters, r: BadRecord<'_>) {
+    /// Handles one bad record according to the policy; `epoch` is the epoch the record
+    /// belongs to (the one its barrier has not been cut for yet).
+    pub fn report(&self, counters: &Counters, r: BadRecord<'_>, epoch: u64) {
         match self.policy {
             OnError::Skip => Counters::add(&counters.skipped, 1),
             OnError::Fail => {
@@ -86,30 +97,57 @@ impl BadRecords {
                     partition: r.partition,
                     offset: r.offset,
                 };
-                let mut sink = self.sink.lock().expect("dead-letter lock");
-                let result = match &mut *sink {
-                    Some(s) => s.append(&letter),
-                    None => DeadLetterFile::open(&self.path).and_then(|mut s| {
-                        let r = s.append(&letter);
-                        *sink = Some(s);
-                        r
-                    }),
-                };
-                match result {
-                    Ok(()) => Counters::add(&counters.dead_letters, 1),
-                    Err(e) => {
-                        // Losing a record silently is worse than stopping.
-                        let mut f = self.fatal.lock().expect("fatal lock");
-                        if f.is_none() {
-                            let message =
-                                format!("cannot write dead letter to {}: {e}", self.path.display());
-                            *f = Some(Fatal { message, at: None });
-                        }
-                        self.failed.store(true, Ordering::SeqCst);
+                match DeadLetterFile::line(&letter) {
+                    Ok(line) => {
+                        let mut staged = self.staged.lock().expect("dead-letter lock");
+                        staged.entry(epoch).or_default().extend_from_slice(&line);
+                        Counters::add(&counters.dead_letters, 1);
                     }
+                    Err(e) => self.cannot_write(e.to_string()),
                 }
             }
         }
+    }
+
+    /// Appends the staged letters of every epoch up to `epoch` to the file (buffered;
+    /// [`BadRecords::sync`] makes them durable).
+    pub fn commit(&self, epoch: u64) {
+        let lines: Vec<u8> = {
+            let mut staged = self.staged.lock().expect("dead-letter lock");
+            let later = match epoch.checked_add(1) {
+                Some(next) => staged.split_off(&next),
+                None => BTreeMap::new(),
+            };
+            std::mem::replace(&mut *staged, later)
+                .into_values()
+                .flatten()
+                .collect()
+        };
+        if lines.is_empty() {
+            return;
+        }
+        let mut sink = self.sink.lock().expect("dead-letter lock");
+        let result = match &mut *sink {
+            Some(s) => s.append_lines(&lines),
+            None => DeadLetterFile::open(&self.path).and_then(|mut s| {
+                let r = s.append_lines(&lines);
+                *sink = Some(s);
+                r
+            }),
+        };
+        if let Err(e) = result {
+            self.cannot_write(e.to_string());
+        }
+    }
+
+    /// Losing a record silently is worse than stopping.
+    fn cannot_write(&self, e: String) {
+        let mut f = self.fatal.lock().expect("fatal lock");
+        if f.is_none() {
+            let message = format!("cannot write dead letter to {}: {e}", self.path.display());
+            *f = Some(Fatal { message, at: None });
+        }
+        self.failed.store(true, Ordering::SeqCst);
     }
 
     /// Makes every dead letter so far durable in the file.
@@ -118,6 +156,19 @@ impl BadRecords {
             s.flush().map_err(std::io::Error::other)?;
         }
         Ok(())
+    }
+
+    /// Makes every dead letter so far durable and returns the file's length (0 when
+    /// none was written in this run and the file does not exist).
+    pub fn sync(&self) -> std::io::Result<u64> {
+        match &mut *self.sink.lock().expect("dead-letter lock") {
+            Some(s) => s.sync().map_err(std::io::Error::other),
+            None => match std::fs::metadata(&self.path) {
+                Ok(m) => Ok(m.len()),
+                Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(0),
+                Err(e) => Err(e),
+            },
+        }
     }
 
     /// True once the pipeline must stop (`on_error: fail`, or a dead letter could not be written).

@@ -5,7 +5,9 @@
 //! worker answers with its snapshot. When every worker has answered, the epoch is
 //! published as a whole: a query sees all of an epoch or none of it.
 
+use crate::bad_records::BadRecords;
 use crate::catalog::Catalog;
+use crate::checkpoint::recovery::Checkpointer;
 use crate::status::Positions;
 use crate::view::{Published, PublishedView, WorkerViewData};
 use crate::worker::WorkerSnapshot;
@@ -24,6 +26,8 @@ pub enum CoordMsg {
         offsets: Vec<u64>,
         /// True for the epoch cut at the end of the input.
         last: bool,
+        /// Whether the epoch is checkpointed.
+        checkpoint: bool,
     },
     /// A worker's snapshot for an epoch.
     Snapshot(WorkerSnapshot),
@@ -72,8 +76,9 @@ impl Progress {
 }
 
 struct Pending {
-    info: Option<(Vec<u64>, bool)>,
+    info: Option<(Vec<u64>, bool, bool)>,
     parts: Vec<Option<Vec<WorkerViewData>>>,
+    pieces: Vec<Vec<(u32, Vec<u8>)>>,
     answered: usize,
 }
 
@@ -84,6 +89,8 @@ pub fn run_coordinator(
     catalog: Arc<Catalog>,
     positions: Arc<Positions>,
     progress: Arc<Progress>,
+    bad: Arc<BadRecords>,
+    checkpointer: Option<Checkpointer>,
 ) {
     let mut pending: BTreeMap<u64, Pending> = BTreeMap::new();
     while let Ok(msg) = inbox.recv() {
@@ -93,13 +100,15 @@ pub fn run_coordinator(
                 epoch,
                 offsets,
                 last,
+                checkpoint,
             } => {
-                entry(&mut pending, epoch, workers).info = Some((offsets, last));
+                entry(&mut pending, epoch, workers).info = Some((offsets, last, checkpoint));
                 epoch
             }
             CoordMsg::Snapshot(s) => {
                 let p = entry(&mut pending, s.epoch, workers);
                 p.parts[s.worker] = Some(s.views);
+                p.pieces.push(s.pieces);
                 p.answered += 1;
                 s.epoch
             }
@@ -109,7 +118,7 @@ pub fn run_coordinator(
             .is_some_and(|p| p.info.is_some() && p.answered == workers);
         if complete {
             let p = pending.remove(&epoch).expect("checked above");
-            let (offsets, last) = p.info.expect("checked above");
+            let (offsets, last, checkpoint) = p.info.expect("checked above");
             let mut per_worker: Vec<std::vec::IntoIter<WorkerViewData>> = p
                 .parts
                 .into_iter()
@@ -126,11 +135,19 @@ pub fn run_coordinator(
                 })
                 .collect();
             positions.set_published(&offsets);
+            // The epoch's dead letters go to the file before its checkpoint syncs it.
+            bad.commit(epoch);
+            if checkpoint && let Some(checkpointer) = &checkpointer {
+                // A failed checkpoint stops the pipeline (see Checkpointer::write); the
+                // views of this epoch are still published, they are correct.
+                checkpointer.write(epoch, &offsets, p.pieces);
+            }
             catalog.publish(Published {
                 epoch,
                 views,
                 offsets,
             });
+            // Last: `--once` exits when it sees the final epoch, which must be durable.
             progress.set(epoch, last);
         }
     }
@@ -140,6 +157,7 @@ fn entry(pending: &mut BTreeMap<u64, Pending>, epoch: u64, workers: usize) -> &m
     pending.entry(epoch).or_insert_with(|| Pending {
         info: None,
         parts: (0..workers).map(|_| None).collect(),
+        pieces: Vec::new(),
         answered: 0,
     })
 }

@@ -203,6 +203,8 @@ pub fn status_json(shared: &Shared) -> serde_json::Value {
         "uptime_ms": shared.started.elapsed().as_millis() as u64,
         "events": shared.counters.snapshot(),
         "partitions": shared.positions.snapshot(),
+        "checkpoint": shared.checkpoints.get(),
+        "restored_from_epoch": shared.restored_epoch,
     })
 }
 

@@ -15,6 +15,7 @@
 
 pub mod bad_records;
 pub mod catalog;
+pub mod checkpoint;
 pub mod config;
 pub mod epoch;
 pub mod http;
@@ -40,6 +41,9 @@ pub enum Error {
     /// The source could not be opened or read.
     #[error("source: {0}")]
     Source(String),
+    /// A checkpoint could not be written (bad request, epoch already taken, ...).
+    #[error("checkpoint: {0}")]
+    Checkpoint(String),
     /// The pipeline stopped itself (bad record under `on_error: fail`, ...).
     #[error("{0}")]
     Fatal(String),

@@ -7,18 +7,22 @@
 
 use crate::bad_records::{BadRecord, BadRecords};
 use crate::catalog::Catalog;
+use crate::checkpoint::recovery::{self, CheckpointStatus, Checkpointer, Restored};
+use crate::checkpoint::store::CheckpointStore;
 use crate::config::PipelineConfig;
 use crate::epoch::{CoordMsg, Progress, run_coordinator};
-use crate::router::Router;
+use crate::router::{KeyHasher, Router, worker_for};
 use crate::status::{Counters, Positions};
 use crate::worker::{Worker, WorkerMsg};
 use crate::{Error, Result};
 use crossbeam_channel::{Sender, bounded, unbounded};
-use projector_connectors::{Poll, RawBatch, Resume, Source};
+use projector_connectors::dead_letter::DeadLetterFile;
+use projector_connectors::{Poll, RawBatch, Resume, Source, SourceConfig};
 use projector_operators::decode::JsonDecoder;
 use projector_operators::envelope::key_text;
 use projector_operators::projection::Projection;
 use projector_operators::value::Value;
+use std::collections::BTreeMap;
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
@@ -66,25 +70,39 @@ struct Ingress {
     offsets: Vec<u64>,
     cut_offsets: Vec<u64>,
     finished: bool,
+    /// Cut an epoch even if no offset moved (to publish restored state).
+    force: bool,
+    /// `None`: checkpoints are off (stdin cannot be replayed).
+    checkpoint_every: Option<Duration>,
+    last_checkpoint: Instant,
 }
 
 impl Ingress {
-    /// Cuts an epoch at the current offsets.
-    fn barrier(&mut self, last: bool) -> Result<()> {
+    /// Cuts an epoch at the current offsets. It is checkpointed when `checkpoint` is
+    /// set, at the end of the input, or when the checkpoint interval has passed.
+    fn barrier(&mut self, last: bool, checkpoint: bool) -> Result<()> {
         self.epoch += 1;
         let epoch = self.epoch;
+        let checkpoint = self
+            .checkpoint_every
+            .is_some_and(|every| checkpoint || last || self.last_checkpoint.elapsed() >= every);
+        if checkpoint {
+            self.last_checkpoint = Instant::now();
+        }
         self.coord
             .send(CoordMsg::Epoch {
                 epoch,
                 offsets: self.offsets.clone(),
                 last,
+                checkpoint,
             })
             .map_err(|_| Error::Stopped)?;
         self.router
-            .broadcast(|| WorkerMsg::Barrier(epoch))
+            .broadcast(|| WorkerMsg::Barrier { epoch, checkpoint })
             .map_err(|_| Error::Stopped)?;
         self.cut_offsets.clone_from(&self.offsets);
         self.finished |= last;
+        self.force = false;
         Ok(())
     }
 }
@@ -108,6 +126,10 @@ pub struct Shared {
     pub workers: usize,
     /// When the pipeline started.
     pub started: Instant,
+    /// The epoch of the checkpoint this run started from (0: none).
+    pub restored_epoch: u64,
+    /// The newest checkpoint.
+    pub checkpoints: Arc<CheckpointStatus>,
     stop: AtomicBool,
     source_error: Mutex<Option<String>>,
 }
@@ -157,23 +179,67 @@ impl Pipeline {
             source: e,
         })?;
         let dlq_path = options.state_dir.join("dead-letters.ndjson");
-        rotate_old_dead_letters(&dlq_path)?;
-
-        let source = projector_connectors::open(&config.source, &Resume::new())
-            .map_err(|e| Error::Source(e.to_string()))?;
-        let partitions = source.partitions();
-        let partition_names: Arc<Vec<String>> =
-            Arc::new(partitions.iter().map(|p| p.name.clone()).collect());
-
         let n = options.workers;
         let projection = Arc::new(Projection::new(
             config.envelope.clone(),
             config.views.clone(),
             &config.fields,
         ));
+
+        let mut source = projector_connectors::open(&config.source, &Resume::new())
+            .map_err(|e| Error::Source(e.to_string()))?;
+        let partitions = source.partitions();
+        let partition_names: Arc<Vec<String>> =
+            Arc::new(partitions.iter().map(|p| p.name.clone()).collect());
+
+        // Stdin cannot be read again, so there is nothing to resume: no checkpoints.
+        let replayable = !matches!(&config.source, SourceConfig::File(f) if f.is_stdin());
+        let store = if replayable {
+            let dir = options.state_dir.join("checkpoints");
+            Some(CheckpointStore::open(&dir)?.with_keep(config.checkpoint.keep))
+        } else {
+            None
+        };
+        let restored = match &store {
+            Some(store) => {
+                let hasher = KeyHasher::default();
+                let route = |k: &str| worker_for(hasher.hash(k), n);
+                recovery::restore(store, &projection, &partitions, n, route)?
+            }
+            None => Restored {
+                workers: (0..n).map(|_| BTreeMap::new()).collect(),
+                ..Restored::default()
+            },
+        };
+        for s in &restored.skipped {
+            eprintln!("{}: warning: {s}", config.name);
+        }
+        match restored.dead_letters_len {
+            // Dead letters after the cut are written again by the replay.
+            Some(len) => DeadLetterFile::truncate(&dlq_path, len)
+                .map_err(|e| Error::Checkpoint(e.to_string()))?,
+            None => rotate_old_dead_letters(&dlq_path)?,
+        }
+        if !restored.resume.is_empty() {
+            source = projector_connectors::open(&config.source, &restored.resume)
+                .map_err(|e| Error::Source(e.to_string()))?;
+        }
+        let start_offsets: Vec<u64> = partitions
+            .iter()
+            .map(|p| restored.resume.get(&p.id).copied().unwrap_or(0))
+            .collect();
+
         let catalog = Arc::new(Catalog::new(config.views.clone(), partitions.len(), n));
         let positions = Arc::new(Positions::default());
-        positions.init(partitions.iter().map(|p| (p.name.clone(), 0)).collect());
+        positions.init(
+            partitions
+                .iter()
+                .zip(&start_offsets)
+                .map(|(p, o)| (p.name.clone(), *o))
+                .collect(),
+        );
+        let checkpoints = Arc::new(CheckpointStatus::default());
+        checkpoints.set(restored.info.clone());
         let shared = Arc::new(Shared {
             name: config.name.clone(),
             counters: Arc::new(Counters::default()),
@@ -183,24 +249,38 @@ impl Pipeline {
             catalog,
             workers: n,
             started: Instant::now(),
+            restored_epoch: restored.epoch,
+            checkpoints,
             stop: AtomicBool::new(false),
             source_error: Mutex::new(None),
         });
 
         let (coord_tx, coord_rx) = unbounded();
         let coordinator = {
-            let (catalog, positions, progress) = (
+            let (catalog, positions, progress, bad) = (
                 shared.catalog.clone(),
                 shared.positions.clone(),
                 shared.progress.clone(),
+                shared.bad.clone(),
             );
+            let fatal = shared.clone();
+            let checkpointer = store.map(|store| Checkpointer {
+                store,
+                pipeline: config.name.clone(),
+                partitions: partition_names.clone(),
+                bad: shared.bad.clone(),
+                status: shared.checkpoints.clone(),
+                on_error: Box::new(move |e| fatal.set_fatal(e)),
+            });
             spawn("coordinator", &shared, move || {
-                run_coordinator(coord_rx, n, catalog, positions, progress)
+                run_coordinator(coord_rx, n, catalog, positions, progress, bad, checkpointer)
             })?
         };
 
+        let first_epoch = restored.epoch.max(restored.epoch_floor);
         let mut senders = Vec::with_capacity(n);
         let mut workers = Vec::with_capacity(n);
+        let mut restored_states = restored.workers.into_iter();
         for id in 0..n {
             let (tx, rx) = bounded(CHANNEL_BATCHES);
             senders.push(tx);
@@ -212,6 +292,8 @@ impl Pipeline {
                 snapshots: coord_tx.clone(),
                 counters: shared.counters.clone(),
                 bad: shared.bad.clone(),
+                restored: restored_states.next().unwrap_or_default(),
+                first_epoch: first_epoch + 1,
             };
             workers.push(spawn(&format!("worker-{id}"), &shared, move || {
                 worker.run()
@@ -222,10 +304,13 @@ impl Pipeline {
         let ingress = Arc::new(Mutex::new(Ingress {
             router: Router::new(senders, decoder.slots(), BATCH),
             coord: coord_tx.clone(),
-            epoch: 0,
-            offsets: vec![0; partitions.len()],
-            cut_offsets: vec![0; partitions.len()],
+            epoch: first_epoch,
+            offsets: start_offsets.clone(),
+            cut_offsets: start_offsets,
             finished: false,
+            force: restored.epoch > 0,
+            checkpoint_every: replayable.then_some(config.checkpoint.interval),
+            last_checkpoint: Instant::now(),
         }));
 
         let ingest = {
@@ -292,7 +377,8 @@ impl Pipeline {
         {
             let mut ing = self.ingress.lock().expect("ingress lock");
             if !ing.finished && self.shared.fatal().is_none() {
-                let _ = ing.barrier(false);
+                // The final epoch is checkpointed: a clean stop replays nothing.
+                let _ = ing.barrier(false, true);
             }
             let _ = ing.router.broadcast(|| WorkerMsg::Stop);
         }
@@ -303,6 +389,9 @@ impl Pipeline {
         if let Some(c) = self.coordinator.take() {
             let _ = c.join();
         }
+        // Letters of epochs that never committed (the pipeline failed): write them
+        // rather than lose them; a restart from the last checkpoint cuts them off again.
+        self.shared.bad.commit(u64::MAX);
         // The ingest thread may be blocked reading stdin; it exits at its next poll.
         if let Some(i) = self.ingest.take()
             && i.is_finished()
@@ -408,6 +497,8 @@ fn ingest_loop(
         if !raw.is_empty() {
             let mut ing = ingress.lock().expect("ingress lock");
             Counters::add(&shared.counters.read, raw.len() as u64);
+            // The epoch these records belong to: its barrier is not cut yet.
+            let epoch = ing.epoch + 1;
             for rec in &raw.records {
                 let bytes = raw.bytes(rec);
                 ing.offsets[rec.partition as usize] = rec.offset + 1;
@@ -420,7 +511,7 @@ fn ingest_loop(
                         partition,
                         offset: rec.offset,
                     };
-                    shared.bad.report(&shared.counters, r);
+                    shared.bad.report(&shared.counters, r, epoch);
                 };
                 if let Err(e) = decoder.decode(bytes, &mut slots) {
                     report(decode_code(&e.message), &e.message);
@@ -463,7 +554,7 @@ fn ingest_loop(
             Poll::Idle => std::thread::sleep(Duration::from_millis(2)),
             Poll::Exhausted => {
                 let mut ing = ingress.lock().expect("ingress lock");
-                if ing.barrier(true).is_err() {
+                if ing.barrier(true, true).is_err() {
                     shared.lost_thread();
                 }
                 return;
@@ -483,7 +574,7 @@ fn timer_loop(interval: Duration, ingress: &Mutex<Ingress>, shared: &Shared) {
             if ing.finished {
                 return;
             }
-            if ing.offsets != ing.cut_offsets && ing.barrier(false).is_err() {
+            if (ing.offsets != ing.cut_offsets || ing.force) && ing.barrier(false, false).is_err() {
                 shared.lost_thread();
                 return;
             }

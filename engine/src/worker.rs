@@ -11,6 +11,7 @@ use crate::status::Counters;
 use crate::view::{WorkerViewData, build_worker_view};
 use crossbeam_channel::{Receiver, Sender};
 use projector_operators::projection::{Outcome, PartitionState, Projection};
+use projector_operators::snapshot;
 use projector_operators::value::Value;
 use std::collections::BTreeMap;
 use std::sync::Arc;
@@ -73,8 +74,14 @@ impl EventBatch {
 pub enum WorkerMsg {
     /// Events to apply.
     Batch(EventBatch),
-    /// End of an epoch: publish a snapshot, tagged with the epoch number.
-    Barrier(u64),
+    /// End of an epoch: publish a snapshot, tagged with the epoch number, and with
+    /// `checkpoint`, also the encoded state of every partition.
+    Barrier {
+        /// The epoch that ends.
+        epoch: u64,
+        /// Whether this epoch is checkpointed.
+        checkpoint: bool,
+    },
     /// Stop after the messages before this one.
     Stop,
 }
@@ -88,6 +95,8 @@ pub struct WorkerSnapshot {
     pub epoch: u64,
     /// One entry per view, in pipeline order.
     pub views: Vec<WorkerViewData>,
+    /// For a checkpoint: this worker's piece of each partition's state, encoded.
+    pub pieces: Vec<(u32, Vec<u8>)>,
 }
 
 /// Everything a worker thread needs.
@@ -106,12 +115,17 @@ pub struct Worker {
     pub counters: Arc<Counters>,
     /// Shared bad-record handling.
     pub bad: Arc<BadRecords>,
+    /// State restored from a checkpoint: this worker's keys, by partition.
+    pub restored: BTreeMap<u32, PartitionState>,
+    /// The epoch the first events belong to (dead letters are staged by epoch).
+    pub first_epoch: u64,
 }
 
 impl Worker {
     /// The worker loop; returns when told to stop or when the coordinator is gone.
     pub fn run(self) {
-        let mut partitions: BTreeMap<u32, PartitionState> = BTreeMap::new();
+        let mut partitions = self.restored;
+        let mut current_epoch = self.first_epoch;
         let mut scratch = self.projection.scratch();
         let n_views = self.projection.views().len();
         let mut cached: Vec<Option<WorkerViewData>> = (0..n_views).map(|_| None).collect();
@@ -145,6 +159,7 @@ impl Worker {
                                         partition,
                                         offset: m.offset,
                                     },
+                                    current_epoch,
                                 );
                             }
                         }
@@ -153,7 +168,8 @@ impl Worker {
                     Counters::add(&self.counters.applied, applied);
                     Counters::add(&self.counters.duplicates, dups);
                 }
-                WorkerMsg::Barrier(epoch) => {
+                WorkerMsg::Barrier { epoch, checkpoint } => {
+                    current_epoch = epoch + 1;
                     if self.bad.failed() {
                         // Never answer once the pipeline failed: an epoch that may
                         // hold events after the bad record is never published.
@@ -169,10 +185,23 @@ impl Worker {
                         .iter()
                         .map(|c| c.clone().expect("built above"))
                         .collect();
+                    let pieces = if checkpoint {
+                        partitions
+                            .iter()
+                            .map(|(p, state)| {
+                                let mut bytes = Vec::new();
+                                snapshot::encode(&self.projection, state, &mut bytes);
+                                (*p, bytes)
+                            })
+                            .collect()
+                    } else {
+                        Vec::new()
+                    };
                     let snap = WorkerSnapshot {
                         worker: self.id,
                         epoch,
                         views,
+                        pieces,
                     };
                     if self.snapshots.send(CoordMsg::Snapshot(snap)).is_err() {
                         return;

@@ -373,11 +373,11 @@ fn canonical(state: &PartitionState) -> String {
 mod tests {
     use super::*;
     use crate::aggregate::{AggColumn, AggregateSpec, GroupColumn};
-    use crate::projection::{AggState, FastMap};
     use crate::envelope::Envelope;
     use crate::expr::{AggFn, Expr};
     use crate::fields::FieldRegistry;
     use crate::fold::{ColumnSpec, FoldSpec, Handler};
+    use crate::projection::{AggState, FastMap};
     use crate::value::ColumnType;
     use crate::view::ViewSpec;
     use proptest::prelude::*;

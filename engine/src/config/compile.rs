@@ -2,7 +2,7 @@
 
 use super::views;
 use super::yaml::{Ctx, Node, Record, join};
-use super::{Format, OnError, PipelineConfig};
+use super::{CheckpointConfig, Format, OnError, PipelineConfig};
 use projector_connectors::SourceConfig;
 use projector_connectors::file::FileConfig;
 use projector_connectors::generator::{GeneratorConfig, Scenario, scenario_from_name};
@@ -20,6 +20,7 @@ const TOP_KEYS: &[&str] = &[
     "workers",
     "publish_interval",
     "state_dir",
+    "checkpoint",
     "envelope",
     "views",
 ];
@@ -92,6 +93,10 @@ pub(crate) fn pipeline(ctx: &mut Ctx<'_>, root: &Node, file: &Path) -> Option<Pi
         }),
         None => Some(None),
     };
+    let checkpoint = match top.get("checkpoint") {
+        Some(e) => checkpoint(ctx, e.value, &e.path),
+        None => Some(CheckpointConfig::default()),
+    };
     let mut fields = FieldRegistry::new();
     let envelope = top
         .require(ctx, "envelope")
@@ -110,6 +115,7 @@ pub(crate) fn pipeline(ctx: &mut Ctx<'_>, root: &Node, file: &Path) -> Option<Pi
         fields,
         workers: workers?,
         publish_interval: publish_interval?,
+        checkpoint: checkpoint?,
         state_dir: state_dir?,
     })
 }
@@ -197,6 +203,24 @@ pub(crate) fn resolve_source_path(text: &str, file: &Path) -> PathBuf {
 }
 
 /// A humantime duration of at least 1ms.
+/// `checkpoint: {interval: 1s, keep: 3}`.
+fn checkpoint(ctx: &mut Ctx<'_>, node: &Node, path: &str) -> Option<CheckpointConfig> {
+    let rec = ctx.record(node, path, &["interval", "keep"])?;
+    let defaults = CheckpointConfig::default();
+    let interval = match rec.get("interval") {
+        Some(e) => duration(ctx, e.value, &e.path),
+        None => Some(defaults.interval),
+    };
+    let keep = match rec.get("keep") {
+        Some(e) => ctx.integer(e.value, &e.path, 1, 100).map(|k| k as usize),
+        None => Some(defaults.keep),
+    };
+    Some(CheckpointConfig {
+        interval: interval?,
+        keep: keep?,
+    })
+}
+
 fn duration(ctx: &mut Ctx<'_>, node: &Node, path: &str) -> Option<Duration> {
     let Some(text) = (match &node.data {
         saphyr::YamlData::Value(saphyr::Scalar::String(s)) => Some(s.to_string()),

@@ -62,6 +62,27 @@ pub struct PipelineConfig {
     pub publish_interval: Duration,
     /// `state_dir:` (the CLI's `--state-dir` wins; default `state/<name>`).
     pub state_dir: Option<PathBuf>,
+    /// `checkpoint:`.
+    pub checkpoint: CheckpointConfig,
+}
+
+/// `checkpoint:`: how often state and source offsets are saved together.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct CheckpointConfig {
+    /// `interval:` (default 1s): a checkpoint is taken at the first epoch this long
+    /// after the previous one, and always at the end of the input and at shutdown.
+    pub interval: Duration,
+    /// `keep:` (default 3, 1 to 100): how many checkpoints stay on disk.
+    pub keep: usize,
+}
+
+impl Default for CheckpointConfig {
+    fn default() -> Self {
+        CheckpointConfig {
+            interval: Duration::from_secs(1),
+            keep: 3,
+        }
+    }
 }
 
 /// One problem in a pipeline file.
