@@ -34,8 +34,8 @@ enum Command {
         /// Address for the HTTP API [default: 127.0.0.1:8080; off with --once unless given].
         #[arg(long)]
         http: Option<String>,
-        /// Directory for dead letters (and, later, checkpoints) [default: the file's
-        /// state_dir, else state/<name>].
+        /// Directory for checkpoints and dead letters [default: the file's state_dir,
+        /// else state/<name>].
         #[arg(long)]
         state_dir: Option<PathBuf>,
         /// Stop when the source is exhausted, run each --sql, print, exit.
@@ -184,6 +184,21 @@ fn run(args: RunArgs) -> Result<ExitCode> {
         .context("starting the query runtime")?;
     let pipeline = Pipeline::start(&cfg, &options).context("starting the pipeline")?;
     let shared = pipeline.shared().clone();
+    if shared.restored_epoch > 0 {
+        let at: Vec<String> = shared
+            .positions
+            .snapshot()
+            .iter()
+            .map(|p| format!("{} at offset {}", p.partition, p.next_offset))
+            .collect();
+        eprintln!(
+            "{}: resuming from checkpoint {} in {}: {}",
+            cfg.name,
+            shared.restored_epoch,
+            options.state_dir.display(),
+            at.join(", ")
+        );
+    }
     let sql = Arc::new(SqlEngine::new(
         shared.catalog.clone(),
         QueryLimits::default(),
@@ -295,7 +310,7 @@ fn spawn_progress(shared: Arc<Shared>) -> ProgressHandle {
             let rate = (c.read - last.1) as f64 / now.duration_since(last.0).as_secs_f64();
             last = (now, c.read);
             let line = format!(
-                "{}: {} read ({}/s) · {} applied · {} duplicates · {} dead letters · {} skipped · epoch {}",
+                "{}: {} read ({}/s) · {} applied · {} duplicates · {} dead letters · {} skipped · epoch {} · checkpoint {}",
                 shared.name,
                 thousands(c.read),
                 si(rate),
@@ -304,6 +319,7 @@ fn spawn_progress(shared: Arc<Shared>) -> ProgressHandle {
                 thousands(c.dead_letters),
                 thousands(c.skipped),
                 shared.progress.get().epoch,
+                shared.checkpoints.get().epoch,
             );
             if tty {
                 eprint!("\r\x1b[2K{line}");
