@@ -14,6 +14,7 @@
 pub mod dead_letter;
 pub mod file;
 pub mod generator;
+pub mod kafka;
 pub mod source;
 
 pub use source::{PartitionInfo, Poll, RawBatch, RawRecord, Resume, Source, SourceConfig, open};

@@ -3,6 +3,7 @@
 use crate::Result;
 use crate::file::FileConfig;
 use crate::generator::GeneratorConfig;
+use crate::kafka::KafkaConfig;
 use std::collections::BTreeMap;
 
 /// Where one record came from.
@@ -100,6 +101,8 @@ pub enum SourceConfig {
     Generator(GeneratorConfig),
     /// `type: file`.
     File(FileConfig),
+    /// `type: kafka`.
+    Kafka(KafkaConfig),
 }
 
 /// Opens a source, starting each partition at `resume` (or at its beginning).
@@ -109,5 +112,6 @@ pub fn open(config: &SourceConfig, resume: &Resume) -> Result<Box<dyn Source>> {
             Ok(Box::new(crate::generator::GeneratorSource::new(c, resume)))
         }
         SourceConfig::File(c) => Ok(Box::new(crate::file::FileSource::open(c, resume)?)),
+        SourceConfig::Kafka(c) => Ok(Box::new(crate::kafka::KafkaSource::open(c, resume)?)),
     }
 }

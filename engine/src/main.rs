@@ -2,6 +2,7 @@
 
 use anyhow::{Context, Result, anyhow};
 use clap::{Parser, Subcommand};
+use projector_connectors::SourceConfig;
 use projector_engine::config;
 use projector_engine::http::{AppState, router, status_json};
 use projector_engine::output::{OutputFormat, render};
@@ -66,6 +67,30 @@ enum Command {
         /// The SQL query.
         sql: String,
     },
+    /// Produce generated events to a Kafka topic, creating it if it does not exist.
+    Produce {
+        /// A pipeline file with a kafka source (its brokers and first topic are used),
+        /// or a topic name.
+        target: String,
+        /// Bootstrap servers, when TARGET is a topic name.
+        #[arg(long, env = "KAFKA_BROKERS", default_value = "127.0.0.1:9092")]
+        brokers: String,
+        /// Partitions of the topic, if it has to be created.
+        #[arg(long, default_value_t = 4)]
+        partitions: i32,
+        /// The synthetic workload.
+        #[arg(long, default_value = "bank")]
+        scenario: String,
+        /// How many events.
+        #[arg(long, default_value_t = 1_000_000)]
+        events: u64,
+        /// How many distinct keys.
+        #[arg(long, default_value_t = 10_000)]
+        keys: u64,
+        /// The same seed gives the same events.
+        #[arg(long, default_value_t = 42)]
+        seed: u64,
+    },
     /// Check a pipeline file and report every problem in it.
     Validate {
         /// The pipeline file (YAML).
@@ -101,6 +126,15 @@ fn main() -> ExitCode {
     let cli = Cli::parse();
     let result = match cli.command {
         Command::Validate { pipeline } => validate(&pipeline),
+        Command::Produce {
+            target,
+            brokers,
+            partitions,
+            scenario,
+            events,
+            keys,
+            seed,
+        } => produce(&target, brokers, partitions, &scenario, events, keys, seed),
         Command::Query { url, format, sql } => query(&url, format.into(), &sql),
         Command::Run {
             pipeline,
@@ -168,10 +202,14 @@ struct RunArgs {
 }
 
 fn run(args: RunArgs) -> Result<ExitCode> {
-    let cfg = match load(&args.pipeline) {
+    let mut cfg = match load(&args.pipeline) {
         Ok(c) => c,
         Err(code) => return Ok(code),
     };
+    if let SourceConfig::Kafka(k) = &mut cfg.source {
+        // --once reads each partition to the end it has when it is reached.
+        k.stop_at_end = args.once;
+    }
     let mut options = RunOptions::resolve(&cfg, args.state_dir);
     if let Some(w) = args.workers {
         options.workers = w.max(1);
@@ -386,6 +424,80 @@ fn si(x: f64) -> String {
     } else {
         format!("{x:.0}")
     }
+}
+
+fn produce(
+    target: &str,
+    brokers: String,
+    partitions: i32,
+    scenario: &str,
+    events: u64,
+    keys: u64,
+    seed: u64,
+) -> Result<ExitCode> {
+    use projector_connectors::generator::{GeneratorConfig, GeneratorSource, scenario_from_name};
+    use projector_connectors::kafka::{EventProducer, ensure_topic};
+    let path = std::path::Path::new(target);
+    let (brokers, topic, properties) = if path.is_file() {
+        let cfg = match load(path) {
+            Ok(c) => c,
+            Err(code) => return Ok(code),
+        };
+        let SourceConfig::Kafka(k) = cfg.source else {
+            return Err(anyhow!("{target}: the pipeline's source is not kafka"));
+        };
+        (k.brokers, k.topics[0].clone(), k.properties)
+    } else {
+        (brokers, target.to_string(), Default::default())
+    };
+    let scenario = scenario_from_name(scenario)
+        .ok_or_else(|| anyhow!("unknown scenario '{scenario}' (known: bank)"))?;
+    ensure_topic(&brokers, &properties, &topic, partitions)?;
+    let producer = EventProducer::new(&brokers, &properties, &topic)?;
+    let config = GeneratorConfig {
+        scenario,
+        events,
+        keys,
+        seed,
+    };
+    let mut source = GeneratorSource::new(&config, &projector_connectors::Resume::new());
+    let mut batch = projector_connectors::RawBatch::default();
+    #[derive(serde::Deserialize)]
+    struct Key<'a> {
+        #[serde(rename = "aggregateId", borrow)]
+        aggregate_id: &'a str,
+    }
+    let started = Instant::now();
+    let (mut sent, mut reported) = (0u64, Instant::now());
+    loop {
+        batch.clear();
+        let poll = projector_connectors::Source::poll(&mut source, &mut batch, 4096)?;
+        for r in &batch.records {
+            let value = batch.bytes(r);
+            let key: Key<'_> = serde_json::from_slice(value)?;
+            producer.send(key.aggregate_id.as_bytes(), value)?;
+        }
+        sent += batch.len() as u64;
+        if reported.elapsed() >= Duration::from_secs(1) {
+            eprintln!(
+                "produce: {} of {} events to {topic}",
+                thousands(sent),
+                thousands(events)
+            );
+            reported = Instant::now();
+        }
+        if poll == projector_connectors::Poll::Exhausted {
+            break;
+        }
+    }
+    producer.flush(Duration::from_secs(60))?;
+    let secs = started.elapsed().as_secs_f64();
+    eprintln!(
+        "produce: {} events to {topic} on {brokers} in {secs:.2} s ({} events/s)",
+        thousands(sent),
+        si(sent as f64 / secs.max(1e-9))
+    );
+    Ok(ExitCode::SUCCESS)
 }
 
 fn query(url: &str, format: OutputFormat, sql: &str) -> Result<ExitCode> {

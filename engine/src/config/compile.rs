@@ -48,9 +48,15 @@ pub(crate) fn pipeline(ctx: &mut Ctx<'_>, root: &Node, file: &Path) -> Option<Pi
         }
         Some(name)
     });
-    let source = top
-        .require(ctx, "source")
-        .and_then(|e| source(ctx, e.value, &e.path, file));
+    let source = top.require(ctx, "source").and_then(|e| {
+        source(
+            ctx,
+            e.value,
+            &e.path,
+            file,
+            name.as_deref().unwrap_or("pipeline"),
+        )
+    });
     let format = match top.get("format") {
         Some(e) => ctx.choice(e.value, &e.path, &[("json", Format::Json)]),
         None => Some(Format::Json),
@@ -121,11 +127,33 @@ pub(crate) fn pipeline(ctx: &mut Ctx<'_>, root: &Node, file: &Path) -> Option<Pi
 }
 
 /// `source:`.
-fn source(ctx: &mut Ctx<'_>, node: &Node, path: &str, file: &Path) -> Option<SourceConfig> {
-    const TYPES: &[(&str, &str)] = &[("generator", "generator"), ("file", "file")];
+fn source(
+    ctx: &mut Ctx<'_>,
+    node: &Node,
+    path: &str,
+    file: &Path,
+    pipeline: &str,
+) -> Option<SourceConfig> {
+    const TYPES: &[(&str, &str)] = &[
+        ("generator", "generator"),
+        ("file", "file"),
+        ("kafka", "kafka"),
+    ];
     const GENERATOR_KEYS: &[&str] = &["type", "scenario", "events", "keys", "seed"];
     const FILE_KEYS: &[&str] = &["type", "path"];
-    const ALL_KEYS: &[&str] = &["type", "scenario", "events", "keys", "seed", "path"];
+    const ALL_KEYS: &[&str] = &[
+        "type",
+        "scenario",
+        "events",
+        "keys",
+        "seed",
+        "path",
+        "brokers",
+        "topics",
+        "group_id",
+        "start_from",
+        "properties",
+    ];
     if !node.data.is_mapping() {
         ctx.wrong_type(node, path, "a mapping");
         return None;
@@ -137,6 +165,7 @@ fn source(ctx: &mut Ctx<'_>, node: &Node, path: &str, file: &Path) -> Option<Sou
         .and_then(|t| ctx.choice(t, &join(path, "type"), TYPES));
     let allowed = match ty {
         Some("generator") => GENERATOR_KEYS,
+        Some("kafka") => super::kafka::KEYS,
         Some(_) => FILE_KEYS,
         None => ALL_KEYS,
     };
@@ -144,6 +173,7 @@ fn source(ctx: &mut Ctx<'_>, node: &Node, path: &str, file: &Path) -> Option<Sou
     rec.require(ctx, "type")?;
     match ty? {
         "generator" => generator(ctx, &rec).map(SourceConfig::Generator),
+        "kafka" => super::kafka::source(ctx, &rec, pipeline).map(SourceConfig::Kafka),
         _ => file_source(ctx, &rec, file).map(SourceConfig::File),
     }
 }

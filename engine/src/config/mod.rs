@@ -5,6 +5,7 @@
 
 mod compile;
 mod env;
+mod kafka;
 mod views;
 mod yaml;
 
