@@ -13,6 +13,11 @@ step "toolchain"
 cargo --version >&2
 rustc --version >&2
 
+step "Kafka-compatible test broker (Tansu)"
+# The Kafka tests start their own brokers through this script; installing here makes a
+# failed install the first, clear error rather than a test failure.
+scripts/broker.sh install >&2
+
 step "cargo fmt --check"
 cargo fmt --all --check
 

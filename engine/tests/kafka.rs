@@ -1,0 +1,219 @@
+//! The Kafka path against a real Kafka-compatible broker (Tansu, started by
+//! `scripts/broker.sh` on a free loopback port; installed on first use). A broker that
+//! cannot be installed or started fails these tests: they never skip.
+//!
+//! - T1: kill -9 the engine at random moments while it reads a 4-partition topic,
+//!   restart it (with a different worker count), finish with `--once`: the views equal
+//!   the oracle.
+//! - T2: re-produce a share of the events (an at-least-once producer's retries): the
+//!   views do not change and the replays are counted as duplicates.
+
+mod common;
+
+use common::{assert_rows, generator_records, json_lines, oracle, projector, summary};
+use std::path::{Path, PathBuf};
+use std::process::{Command, Stdio};
+use std::time::Duration;
+
+const ACCOUNTS_SQL: &str = "SELECT * FROM accounts ORDER BY account_id";
+const VOLUME_SQL: &str = "SELECT * FROM volume_by_type ORDER BY event_type";
+
+/// A Tansu broker for one test; stopped (by PID, through the script) when dropped.
+struct Broker {
+    address: String,
+}
+
+fn repo() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("..")
+}
+
+impl Broker {
+    fn start() -> Broker {
+        let out = Command::new("bash")
+            .arg(repo().join("scripts/broker.sh"))
+            .arg("start")
+            .stderr(Stdio::inherit())
+            .output()
+            .expect("running scripts/broker.sh");
+        let address = String::from_utf8_lossy(&out.stdout).trim().to_string();
+        assert!(
+            out.status.success() && address.starts_with("127.0.0.1:"),
+            "the Kafka tests need a broker: `scripts/broker.sh start` failed ({}); \
+             they do not skip",
+            out.status
+        );
+        Broker { address }
+    }
+
+    fn port(&self) -> &str {
+        self.address.rsplit(':').next().expect("host:port")
+    }
+}
+
+impl Drop for Broker {
+    fn drop(&mut self) {
+        let _ = Command::new("bash")
+            .arg(repo().join("scripts/broker.sh"))
+            .args(["stop", self.port()])
+            .status();
+    }
+}
+
+/// `projector produce TOPIC` of the bank scenario.
+fn produce(broker: &Broker, topic: &str, events: u64, keys: u64, seed: u64) {
+    let out = projector()
+        .args([
+            "produce",
+            topic,
+            "--partitions",
+            "4",
+            "--brokers",
+            &broker.address,
+        ])
+        .args(["--events", &events.to_string(), "--keys", &keys.to_string()])
+        .args(["--seed", &seed.to_string()])
+        .output()
+        .expect("projector produce");
+    assert!(
+        out.status.success(),
+        "produce failed: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
+/// The shipped Kafka pipeline reading `topic` on `broker`, checkpointing often.
+fn pipeline(dir: &Path, broker: &Broker, topic: &str) -> PathBuf {
+    let text = std::fs::read_to_string(repo().join("pipelines/bank-accounts-kafka.yaml"))
+        .expect("the shipped Kafka pipeline")
+        .replace("${KAFKA_BROKERS:-127.0.0.1:9092}", &broker.address)
+        .replace("topics: [bank-events]", &format!("topics: [{topic}]"))
+        .replace(
+            "views:",
+            "publish_interval: 20ms\ncheckpoint:\n  interval: 50ms\nviews:",
+        );
+    let path = dir.join("bank-kafka.yaml");
+    std::fs::write(&path, text).expect("write pipeline");
+    path
+}
+
+/// `--once` with both view queries: (stderr, accounts, volume).
+fn run_once(
+    pipeline: &Path,
+    state: &Path,
+) -> (String, Vec<serde_json::Value>, Vec<serde_json::Value>) {
+    let out = projector()
+        .arg("run")
+        .arg(pipeline)
+        .args([
+            "--once",
+            "--format",
+            "json",
+            "--sql",
+            ACCOUNTS_SQL,
+            "--sql",
+            VOLUME_SQL,
+        ])
+        .arg("--state-dir")
+        .arg(state)
+        .output()
+        .expect("projector run --once");
+    let stderr = String::from_utf8_lossy(&out.stderr).into_owned();
+    assert!(out.status.success(), "run --once failed: {stderr}");
+    let mut results = json_lines(&out.stdout);
+    assert_eq!(results.len(), 2, "{stderr}");
+    let volume = results.pop().expect("volume");
+    (stderr, results.pop().expect("accounts"), volume)
+}
+
+/// The sum of the next offsets in the newest checkpoint (events it covers).
+fn newest_checkpoint_offsets(state: &Path) -> Option<u64> {
+    let mut dirs: Vec<PathBuf> = std::fs::read_dir(state.join("checkpoints"))
+        .ok()?
+        .flatten()
+        .map(|d| d.path())
+        .filter(|p| {
+            p.file_name()
+                .is_some_and(|n| n.to_string_lossy().starts_with("epoch-"))
+        })
+        .collect();
+    dirs.sort();
+    let manifest: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(dirs.last()?.join("manifest.json")).ok()?).ok()?;
+    manifest["partitions"]
+        .as_array()?
+        .iter()
+        .map(|p| p["next_offset"].as_u64())
+        .sum()
+}
+
+#[test]
+fn t1_t2_kill_9_and_redelivery_on_a_4_partition_topic() {
+    let broker = Broker::start();
+    let dir = tempfile::tempdir().expect("tempdir");
+    let (events, keys, seed) = (100_000, 2_000, 5);
+    produce(&broker, "bank-t1", events, keys, seed);
+    let pipeline = pipeline(dir.path(), &broker, "bank-t1");
+    let state = dir.path().join("state");
+
+    let mut rng = 0x9e37_79b9_u64;
+    let mut below = |n: u64| {
+        rng ^= rng << 13;
+        rng ^= rng >> 7;
+        rng ^= rng << 17;
+        rng % n
+    };
+    let mut mid_stream = 0;
+    for _ in 0..10 {
+        let workers = 1 + below(3);
+        let mut child = projector()
+            .arg("run")
+            .arg(&pipeline)
+            .args([
+                "--quiet",
+                "--http",
+                "127.0.0.1:0",
+                "--workers",
+                &workers.to_string(),
+            ])
+            .arg("--state-dir")
+            .arg(&state)
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("start projector");
+        std::thread::sleep(Duration::from_millis(50 + below(500)));
+        child.kill().expect("kill -9");
+        child.wait().expect("reap");
+        if newest_checkpoint_offsets(&state).is_some_and(|n| n > 0 && n < events) {
+            mid_stream += 1;
+        }
+    }
+    assert!(
+        mid_stream >= 2,
+        "the kills must interrupt the topic, not only idle runs ({mid_stream} did)"
+    );
+
+    let exp = oracle::expected(&generator_records(events, keys, seed));
+    let (_, accounts, volume) = run_once(&pipeline, &state);
+    assert_rows("accounts", &accounts, &exp.accounts_json());
+    assert_rows("volume_by_type", &volume, &exp.volume_json());
+
+    // T2: the first 30,000 events are delivered again (same seed: the same bytes, keys
+    // and versions). Nothing changes but the duplicate count.
+    produce(&broker, "bank-t1", 30_000, keys, seed);
+    let (stderr, accounts2, volume2) = run_once(&pipeline, &state);
+    assert_eq!(
+        accounts2, accounts,
+        "redelivered events changed the accounts view"
+    );
+    assert_eq!(
+        volume2, volume,
+        "redelivered events changed the aggregate view"
+    );
+    let counts = summary(&stderr);
+    assert_eq!(
+        (counts.read, counts.applied, counts.duplicates),
+        (30_000, 0, 30_000),
+        "{stderr}"
+    );
+}
