@@ -209,6 +209,31 @@ impl Source for KafkaSource {
         self.partitions.clone()
     }
 
+    fn checkpointed(&mut self, offsets: &Resume) {
+        let mut tpl = TopicPartitionList::new();
+        for (id, next) in offsets {
+            let Some((topic, n)) = self.partitions[*id as usize].name.rsplit_once('/') else {
+                continue;
+            };
+            let Ok(n) = n.parse::<i32>() else { continue };
+            if tpl
+                .add_partition_offset(topic, n, Offset::Offset(*next as i64))
+                .is_err()
+            {
+                return;
+            }
+        }
+        // Best effort: a failed commit only makes lag tools lag. Synchronous (one round
+        // trip per checkpoint), so the commit of the final checkpoint is not lost when
+        // the process exits right after it.
+        if let Err(e) = self
+            .consumer
+            .commit(&tpl, rdkafka::consumer::CommitMode::Sync)
+        {
+            tracing::debug!(error = %e, "kafka: committing group offsets");
+        }
+    }
+
     fn poll(&mut self, out: &mut RawBatch, max_records: usize) -> Result<Poll> {
         // The main queue carries errors and events; serving it also keeps the client's
         // heartbeats and statistics going. Messages are on the partition queues.

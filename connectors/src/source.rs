@@ -92,6 +92,11 @@ pub trait Source: Send {
     fn partitions(&self) -> Vec<PartitionInfo>;
     /// Appends up to `max_records` records to `out`.
     fn poll(&mut self, out: &mut RawBatch, max_records: usize) -> Result<Poll>;
+
+    /// The next offsets a checkpoint has made durable. Sources may report them
+    /// elsewhere (Kafka: a consumer-group commit, so standard tools show the lag); they
+    /// are never read back: offsets of record live in the checkpoint.
+    fn checkpointed(&mut self, _offsets: &Resume) {}
 }
 
 /// The `source:` section of a pipeline.

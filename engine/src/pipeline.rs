@@ -130,6 +130,8 @@ pub struct Shared {
     pub restored_epoch: u64,
     /// The newest checkpoint.
     pub checkpoints: Arc<CheckpointStatus>,
+    /// Offsets of the newest checkpoint, not yet handed to the source.
+    durable: Arc<Mutex<Option<Vec<u64>>>>,
     stop: AtomicBool,
     source_error: Mutex<Option<String>>,
 }
@@ -251,6 +253,7 @@ impl Pipeline {
             started: Instant::now(),
             restored_epoch: restored.epoch,
             checkpoints,
+            durable: Arc::default(),
             stop: AtomicBool::new(false),
             source_error: Mutex::new(None),
         });
@@ -271,6 +274,7 @@ impl Pipeline {
                 bad: shared.bad.clone(),
                 status: shared.checkpoints.clone(),
                 on_error: Box::new(move |e| fatal.set_fatal(e)),
+                durable: shared.durable.clone(),
             });
             spawn("coordinator", &shared, move || {
                 run_coordinator(coord_rx, n, catalog, positions, progress, bad, checkpointer)
@@ -486,6 +490,15 @@ fn ingest_loop(
             let _ = ingress.lock().expect("ingress lock").router.flush();
             return;
         }
+        let durable = shared.durable.lock().expect("durable offsets lock").take();
+        if let Some(offsets) = durable {
+            let resume = offsets
+                .into_iter()
+                .enumerate()
+                .map(|(p, o)| (p as u32, o))
+                .collect();
+            source.checkpointed(&resume);
+        }
         raw.clear();
         let poll = match source.poll(&mut raw, BATCH) {
             Ok(p) => p,
@@ -553,9 +566,28 @@ fn ingest_loop(
             Poll::Ready => {}
             Poll::Idle => std::thread::sleep(Duration::from_millis(2)),
             Poll::Exhausted => {
-                let mut ing = ingress.lock().expect("ingress lock");
-                if ing.barrier(true, true).is_err() {
-                    shared.lost_thread();
+                {
+                    let mut ing = ingress.lock().expect("ingress lock");
+                    if ing.barrier(true, true).is_err() {
+                        shared.lost_thread();
+                        return;
+                    }
+                }
+                // Hand the final checkpoint's offsets to the source before leaving.
+                while !shared.progress.get().finished
+                    && shared.fatal().is_none()
+                    && !shared.stop.load(Ordering::Relaxed)
+                {
+                    shared.progress.wait(Duration::from_millis(20));
+                }
+                let durable = shared.durable.lock().expect("durable offsets lock").take();
+                if let Some(offsets) = durable {
+                    let resume = offsets
+                        .into_iter()
+                        .enumerate()
+                        .map(|(p, o)| (p as u32, o))
+                        .collect();
+                    source.checkpointed(&resume);
                 }
                 return;
             }

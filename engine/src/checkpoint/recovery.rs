@@ -67,6 +67,8 @@ pub struct Checkpointer {
     pub status: Arc<CheckpointStatus>,
     /// Called with the reason when a checkpoint cannot be written.
     pub on_error: Box<dyn Fn(String) + Send>,
+    /// The offsets of the newest durable checkpoint, for the source to report.
+    pub durable: Arc<Mutex<Option<Vec<u64>>>>,
 }
 
 impl std::fmt::Debug for Checkpointer {
@@ -128,6 +130,7 @@ impl Checkpointer {
             extra: serde_json::Value::Null,
         };
         self.store.write(checkpoint)?;
+        *self.durable.lock().expect("durable offsets lock") = Some(offsets.to_vec());
         self.status.set(CheckpointInfo {
             epoch,
             written_ms: now_ms(),

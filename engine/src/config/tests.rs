@@ -550,10 +550,53 @@ fn source_kinds() {
         })
     );
 
-    let e = one_error(&with_source("{ type: kafka }"));
+    let errs = errors(&with_source("{ type: kafka }"));
+    let paths: Vec<(&str, &str)> = errs.iter().map(|e| (e.code, e.path.as_str())).collect();
+    assert_eq!(
+        paths,
+        [
+            ("config.missing_field", "source.brokers"),
+            ("config.missing_field", "source.topics")
+        ]
+    );
+    let e = one_error(&with_source(
+        "{ type: kafka, brokers: b:9092, topics: [t], properties: { enable.auto.commit: 'true' } }",
+    ));
     assert_eq!(
         (e.code, e.path.as_str()),
-        ("config.invalid_value", "source.type")
+        (
+            "config.invalid_value",
+            "source.properties.\"enable.auto.commit\""
+        )
+    );
+    assert!(e.message.contains("checkpoints"), "{}", e.message);
+    let e = one_error(&with_source(
+        "{ type: kafka, brokers: b:9092, topics: [t], properties: { session.timout.ms: '6000' } }",
+    ));
+    assert_eq!(e.code, "config.unknown_field");
+    assert!(
+        e.message.contains("did you mean 'session.timeout.ms'"),
+        "{}",
+        e.message
+    );
+    let e = one_error(&with_source(
+        "{ type: kafka, brokers: b:9092, topics: t, start_from: first }",
+    ));
+    assert_eq!(
+        (e.code, e.path.as_str()),
+        ("config.invalid_value", "source.start_from")
+    );
+    let c = load_ok(&with_source(
+        "{ type: kafka, brokers: 'b:9092', topics: [t1, t2], properties: { fetch.min.bytes: 1 } }",
+    ));
+    let SourceConfig::Kafka(k) = c.source else {
+        panic!("a kafka source")
+    };
+    assert_eq!(k.topics, ["t1", "t2"]);
+    assert_eq!(k.group_id, format!("projector-{}", c.name));
+    assert_eq!(
+        k.properties.get("fetch.min.bytes").map(String::as_str),
+        Some("1")
     );
     let e = one_error(&with_source("{ path: x }"));
     assert_eq!(
