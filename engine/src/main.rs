@@ -90,6 +90,10 @@ enum Command {
         /// The same seed gives the same events.
         #[arg(long, default_value_t = 42)]
         seed: u64,
+        /// Instead of generating events, send each non-blank line of this file as one
+        /// message, byte for byte (keyed by its `aggregateId` when it has one).
+        #[arg(long)]
+        from_file: Option<PathBuf>,
     },
     /// Check a pipeline file and report every problem in it.
     Validate {
@@ -134,7 +138,15 @@ fn main() -> ExitCode {
             events,
             keys,
             seed,
-        } => produce(&target, brokers, partitions, &scenario, events, keys, seed),
+            from_file,
+        } => produce(
+            &target,
+            brokers,
+            partitions,
+            &scenario,
+            (events, keys, seed),
+            from_file.as_deref(),
+        ),
         Command::Query { url, format, sql } => query(&url, format.into(), &sql),
         Command::Run {
             pipeline,
@@ -431,9 +443,8 @@ fn produce(
     brokers: String,
     partitions: i32,
     scenario: &str,
-    events: u64,
-    keys: u64,
-    seed: u64,
+    (events, keys, seed): (u64, u64, u64),
+    from_file: Option<&std::path::Path>,
 ) -> Result<ExitCode> {
     use projector_connectors::generator::{GeneratorConfig, GeneratorSource, scenario_from_name};
     use projector_connectors::kafka::{EventProducer, ensure_topic};
@@ -460,7 +471,16 @@ fn produce(
         keys,
         seed,
     };
-    let mut source = GeneratorSource::new(&config, &projector_connectors::Resume::new());
+    let resume = projector_connectors::Resume::new();
+    let mut source: Box<dyn projector_connectors::Source> = match from_file {
+        Some(path) => Box::new(projector_connectors::file::FileSource::open(
+            &projector_connectors::file::FileConfig {
+                path: path.to_path_buf(),
+            },
+            &resume,
+        )?),
+        None => Box::new(GeneratorSource::new(&config, &resume)),
+    };
     let mut batch = projector_connectors::RawBatch::default();
     #[derive(serde::Deserialize)]
     struct Key<'a> {
@@ -471,19 +491,16 @@ fn produce(
     let (mut sent, mut reported) = (0u64, Instant::now());
     loop {
         batch.clear();
-        let poll = projector_connectors::Source::poll(&mut source, &mut batch, 4096)?;
+        let poll = source.poll(&mut batch, 4096)?;
         for r in &batch.records {
             let value = batch.bytes(r);
-            let key: Key<'_> = serde_json::from_slice(value)?;
-            producer.send(key.aggregate_id.as_bytes(), value)?;
+            // Bad records (often the point of --from-file) go without a key.
+            let key = serde_json::from_slice::<Key<'_>>(value).map(|k| k.aggregate_id);
+            producer.send(key.map(str::as_bytes).unwrap_or_default(), value)?;
         }
         sent += batch.len() as u64;
         if reported.elapsed() >= Duration::from_secs(1) {
-            eprintln!(
-                "produce: {} of {} events to {topic}",
-                thousands(sent),
-                thousands(events)
-            );
+            eprintln!("produce: {} events to {topic}", thousands(sent));
             reported = Instant::now();
         }
         if poll == projector_connectors::Poll::Exhausted {

@@ -217,3 +217,99 @@ fn t1_t2_kill_9_and_redelivery_on_a_4_partition_topic() {
         "{stderr}"
     );
 }
+
+/// T5: poison pills through Kafka, under each `on_error` policy. One partition, no blank
+/// lines, so a record's Kafka offset is its line number in the produced file.
+#[test]
+fn t5_poison_pills_follow_each_policy() {
+    let broker = Broker::start();
+    let dir = tempfile::tempdir().expect("tempdir");
+    let bad: [&[u8]; 5] = [
+        br#"{"eventType":"MoneyDeposited","aggregateId":"#,
+        b"[1,2]",
+        br#"{"eventType":"AccountOpened","version":1,"payload":{"owner":"nobody"}}"#,
+        br#"{"eventType":"MoneyDeposited","aggregateId":"acc-x","version":1,"payload":{"amount":"lots"}}"#,
+        b"{\"eventType\":\"\xff\xfe\",\"aggregateId\":\"acc-y\",\"version\":1}",
+    ];
+    let mut input = Vec::new();
+    for (i, (_, raw)) in generator_records(2_000, 50, 9).into_iter().enumerate() {
+        input.extend_from_slice(&raw);
+        input.push(b'\n');
+        if i % 400 == 199 {
+            input.extend_from_slice(bad[(i / 400) % bad.len()]);
+            input.push(b'\n');
+        }
+    }
+    let file = dir.path().join("events.ndjson");
+    std::fs::write(&file, &input).expect("write events");
+    let out = projector()
+        .args([
+            "produce",
+            "poison",
+            "--partitions",
+            "1",
+            "--brokers",
+            &broker.address,
+        ])
+        .arg("--from-file")
+        .arg(&file)
+        .output()
+        .expect("produce");
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+
+    let records = common::split_records(&input);
+    let exp = oracle::expected(&records);
+    assert_eq!(
+        exp.bad.len(),
+        5,
+        "every kind of poison pill is in the topic once"
+    );
+    let base = pipeline(dir.path(), &broker, "poison");
+    let text = std::fs::read_to_string(&base).expect("pipeline");
+    for policy in ["dead_letter", "skip", "fail"] {
+        let path = dir.path().join(format!("{policy}.yaml"));
+        std::fs::write(
+            &path,
+            text.replace("on_error: dead_letter", &format!("on_error: {policy}")),
+        )
+        .expect("write pipeline");
+        let state = dir.path().join(format!("state-{policy}"));
+        if policy == "fail" {
+            let out = projector()
+                .arg("run")
+                .arg(&path)
+                .args(["--once", "--quiet"])
+                .arg("--state-dir")
+                .arg(&state)
+                .output()
+                .expect("run");
+            let stderr = String::from_utf8_lossy(&out.stderr);
+            assert_eq!(out.status.code(), Some(1), "{stderr}");
+            let first = exp.bad.iter().map(|b| b.offset).min().expect("bad records");
+            assert!(
+                stderr.contains(&format!("poison/0 offset {first}:")),
+                "{stderr}"
+            );
+            continue;
+        }
+        let (stderr, accounts, volume) = run_once(&path, &state);
+        assert_rows("accounts", &accounts, &exp.accounts_json());
+        assert_rows("volume_by_type", &volume, &exp.volume_json());
+        let counts = summary(&stderr);
+        let dlq = state.join("dead-letters.ndjson");
+        if policy == "dead_letter" {
+            assert_eq!(counts.dead_letters, 5, "{stderr}");
+            common::assert_dead_letters(&dlq, &exp.bad, Some("poison/0"));
+        } else {
+            assert_eq!((counts.skipped, counts.dead_letters), (5, 0), "{stderr}");
+            assert!(
+                std::fs::read(&dlq).map_or(true, |b| b.is_empty()),
+                "skip writes no dead letters"
+            );
+        }
+    }
+}
