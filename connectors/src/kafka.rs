@@ -70,14 +70,21 @@ pub fn client_config(brokers: &str, properties: &BTreeMap<String, String>) -> Cl
 /// The consumer's context: librdkafka reports the end of a partition, which `--once`
 /// relies on and is normal while following a topic, as a global error; the default
 /// context would log every one of them as an ERROR.
-#[derive(Debug, Clone, Copy, Default)]
-pub struct SourceContext;
+/// It also remembers whether every broker is down, for [`Source::degraded`].
+#[derive(Debug, Clone, Default)]
+pub struct SourceContext {
+    all_brokers_down: Arc<std::sync::Mutex<Option<String>>>,
+}
 
 impl rdkafka::ClientContext for SourceContext {
     fn error(&self, error: KafkaError, reason: &str) {
-        if !matches!(error, KafkaError::PartitionEOF(_)) {
-            tracing::warn!(%error, reason, "kafka");
+        if matches!(error, KafkaError::PartitionEOF(_)) {
+            return;
         }
+        if error.rdkafka_error_code() == Some(rdkafka::types::RDKafkaErrorCode::AllBrokersDown) {
+            *self.all_brokers_down.lock().expect("broker state lock") = Some(reason.to_string());
+        }
+        tracing::warn!(%error, reason, "kafka");
     }
 }
 
@@ -95,6 +102,8 @@ pub struct KafkaSource {
     stop_at_end: bool,
     /// Where the next poll starts, so every partition gets its turn.
     next_queue: usize,
+    /// When a degraded source last asked the broker whether it is back.
+    last_check: std::time::Instant,
 }
 
 impl std::fmt::Debug for KafkaSource {
@@ -118,7 +127,7 @@ impl KafkaSource {
             client.set("fetch.wait.max.ms", "100");
         }
         let consumer: BaseConsumer<SourceContext> = client
-            .create_with_context(SourceContext)
+            .create_with_context(SourceContext::default())
             .map_err(|e| kafka("creating the consumer", &e))?;
         let consumer = Arc::new(consumer);
 
@@ -189,7 +198,9 @@ impl KafkaSource {
             })
             .collect::<Result<Vec<_>>>()?;
         let open = vec![true; partitions.len()];
+        let last_check = std::time::Instant::now();
         Ok(KafkaSource {
+            last_check,
             consumer,
             partitions,
             queues,
@@ -207,6 +218,17 @@ fn kafka(doing: &str, e: &KafkaError) -> Error {
 impl Source for KafkaSource {
     fn partitions(&self) -> Vec<PartitionInfo> {
         self.partitions.clone()
+    }
+
+    fn degraded(&self) -> Option<String> {
+        let reason = self
+            .consumer
+            .context()
+            .all_brokers_down
+            .lock()
+            .expect("broker state lock")
+            .clone();
+        reason.map(|r| format!("kafka: no broker reachable ({r}); retrying"))
     }
 
     fn checkpointed(&mut self, offsets: &Resume) {
@@ -241,6 +263,21 @@ impl Source for KafkaSource {
             Some(Err(KafkaError::PartitionEOF(_))) | None | Some(Ok(_)) => {}
             Some(Err(e)) => tracing::warn!(error = %e, "kafka consumer"),
         }
+        // librdkafka reports when every broker is down, not when one is back: while
+        // degraded, ask for metadata now and then (a short, bounded wait).
+        let down = self.consumer.context().all_brokers_down.clone();
+        if down.lock().expect("broker state lock").is_some()
+            && self.last_check.elapsed() >= Duration::from_secs(1)
+        {
+            self.last_check = std::time::Instant::now();
+            if self
+                .consumer
+                .fetch_metadata(None, Duration::from_millis(500))
+                .is_ok()
+            {
+                *down.lock().expect("broker state lock") = None;
+            }
+        }
         let n = self.queues.len();
         let mut appended = 0;
         let mut idle_queues = 0;
@@ -255,6 +292,7 @@ impl Source for KafkaSource {
                 match self.queues[id].poll(Duration::ZERO) {
                     None => break,
                     Some(Ok(m)) => {
+                        *down.lock().expect("broker state lock") = None;
                         let start = out.data.len();
                         out.data.extend_from_slice(m.payload().unwrap_or_default());
                         out.records.push(RawRecord {

@@ -97,6 +97,12 @@ pub trait Source: Send {
     /// elsewhere (Kafka: a consumer-group commit, so standard tools show the lag); they
     /// are never read back: offsets of record live in the checkpoint.
     fn checkpointed(&mut self, _offsets: &Resume) {}
+
+    /// Why the source cannot make progress right now (a broker is unreachable), if it
+    /// cannot; the source keeps retrying and the pipeline keeps running.
+    fn degraded(&self) -> Option<String> {
+        None
+    }
 }
 
 /// The `source:` section of a pipeline.

@@ -189,6 +189,8 @@ pub fn status_json(shared: &Shared) -> serde_json::Value {
     let progress = shared.progress.get();
     let state = if shared.fatal().is_some() {
         "failed"
+    } else if shared.degraded().is_some() {
+        "degraded"
     } else if progress.finished {
         "finished"
     } else {
@@ -213,9 +215,14 @@ async fn status(State(app): State<AppState>) -> Response {
 }
 
 async fn health(State(app): State<AppState>) -> Response {
-    match app.shared.fatal() {
-        None => axum::Json(json!({"status": "ok"})).into_response(),
-        Some(e) => (
+    // Degraded is still 200: the views stay queryable (they are only getting stale) and
+    // a liveness probe must not restart an engine that is waiting for its broker.
+    match (app.shared.fatal(), app.shared.degraded()) {
+        (None, None) => axum::Json(json!({"status": "ok"})).into_response(),
+        (None, Some(reason)) => {
+            axum::Json(json!({"status": "degraded", "reason": reason})).into_response()
+        }
+        (Some(e), _) => (
             StatusCode::SERVICE_UNAVAILABLE,
             axum::Json(json!({"status": "failed", "error": e})),
         )

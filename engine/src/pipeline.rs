@@ -75,6 +75,8 @@ struct Ingress {
     /// `None`: checkpoints are off (stdin cannot be replayed).
     checkpoint_every: Option<Duration>,
     last_checkpoint: Instant,
+    /// An epoch was cut since the last checkpoint.
+    uncheckpointed: bool,
 }
 
 impl Ingress {
@@ -89,6 +91,7 @@ impl Ingress {
         if checkpoint {
             self.last_checkpoint = Instant::now();
         }
+        self.uncheckpointed = !checkpoint;
         self.coord
             .send(CoordMsg::Epoch {
                 epoch,
@@ -132,6 +135,8 @@ pub struct Shared {
     pub checkpoints: Arc<CheckpointStatus>,
     /// Offsets of the newest checkpoint, not yet handed to the source.
     durable: Arc<Mutex<Option<Vec<u64>>>>,
+    /// Why the source cannot make progress now (it keeps retrying).
+    degraded: Mutex<Option<String>>,
     stop: AtomicBool,
     source_error: Mutex<Option<String>>,
 }
@@ -143,6 +148,11 @@ impl Shared {
         self.bad
             .fatal()
             .or_else(|| self.source_error.lock().expect("lock").clone())
+    }
+
+    /// Why the source cannot make progress right now (e.g. no broker reachable), if so.
+    pub fn degraded(&self) -> Option<String> {
+        self.degraded.lock().expect("lock").clone()
     }
 
     /// Records why the pipeline must stop; the first reason wins.
@@ -254,6 +264,7 @@ impl Pipeline {
             restored_epoch: restored.epoch,
             checkpoints,
             durable: Arc::default(),
+            degraded: Mutex::new(None),
             stop: AtomicBool::new(false),
             source_error: Mutex::new(None),
         });
@@ -315,6 +326,7 @@ impl Pipeline {
             force: restored.epoch > 0,
             checkpoint_every: replayable.then_some(config.checkpoint.interval),
             last_checkpoint: Instant::now(),
+            uncheckpointed: false,
         }));
 
         let ingest = {
@@ -500,7 +512,9 @@ fn ingest_loop(
             source.checkpointed(&resume);
         }
         raw.clear();
-        let poll = match source.poll(&mut raw, BATCH) {
+        let poll = source.poll(&mut raw, BATCH);
+        *shared.degraded.lock().expect("lock") = source.degraded();
+        let poll = match poll {
             Ok(p) => p,
             Err(e) => {
                 shared.set_fatal(format!("source error: {e}"));
@@ -606,7 +620,15 @@ fn timer_loop(interval: Duration, ingress: &Mutex<Ingress>, shared: &Shared) {
             if ing.finished {
                 return;
             }
-            if (ing.offsets != ing.cut_offsets || ing.force) && ing.barrier(false, false).is_err() {
+            // Also when the input went quiet after an epoch that was not checkpointed:
+            // otherwise a crash would replay it although nothing happened for long.
+            let checkpoint_due = ing.uncheckpointed
+                && ing
+                    .checkpoint_every
+                    .is_some_and(|every| ing.last_checkpoint.elapsed() >= every);
+            if (ing.offsets != ing.cut_offsets || ing.force || checkpoint_due)
+                && ing.barrier(false, false).is_err()
+            {
                 shared.lost_thread();
                 return;
             }

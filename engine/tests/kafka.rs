@@ -313,3 +313,116 @@ fn t5_poison_pills_follow_each_policy() {
         }
     }
 }
+
+/// A GET against the instance, as JSON.
+fn get_json(port: u16, path: &str) -> Option<serde_json::Value> {
+    let agent: ureq::Agent = ureq::Agent::config_builder()
+        .http_status_as_error(false)
+        .build()
+        .into();
+    let mut resp = agent
+        .get(format!("http://127.0.0.1:{port}{path}"))
+        .call()
+        .ok()?;
+    serde_json::from_str(&resp.body_mut().read_to_string().ok()?).ok()
+}
+
+/// CPU time (user + system, in clock ticks) a process has used (Linux).
+fn cpu_ticks(pid: u32) -> u64 {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).expect("/proc stat");
+    let after_name = &stat[stat.rfind(')').expect("comm") + 2..];
+    let fields: Vec<&str> = after_name.split_whitespace().collect();
+    fields[11].parse::<u64>().expect("utime") + fields[12].parse::<u64>().expect("stime")
+}
+
+/// Waits up to `secs` for `check` to hold.
+fn wait_for(secs: u64, mut check: impl FnMut() -> bool) -> bool {
+    let deadline = std::time::Instant::now() + Duration::from_secs(secs);
+    while std::time::Instant::now() < deadline {
+        if check() {
+            return true;
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    false
+}
+
+/// T4, first half: the broker goes away. The engine keeps running without spinning,
+/// `/health` says degraded, and it still stops cleanly. (Restart and resume after the
+/// broker comes back: next step of issue 3.)
+#[test]
+fn t4_broker_away_is_degraded_not_fatal() {
+    /// Kills the engine if the test fails half way.
+    struct Kill(std::process::Child);
+    impl Drop for Kill {
+        fn drop(&mut self) {
+            let _ = self.0.kill();
+            let _ = self.0.wait();
+        }
+    }
+
+    let broker = Broker::start();
+    let dir = tempfile::tempdir().expect("tempdir");
+    produce(&broker, "bank-t4", 5_000, 500, 4);
+    let pipeline = pipeline(dir.path(), &broker, "bank-t4");
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .expect("free port")
+        .port();
+    let mut child = Kill(
+        projector()
+            .arg("run")
+            .arg(&pipeline)
+            .args(["--quiet", "--http", &format!("127.0.0.1:{port}")])
+            .arg("--state-dir")
+            .arg(dir.path().join("state"))
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("start projector"),
+    );
+    let pid = child.0.id();
+    let read_all = wait_for(30, || {
+        get_json(port, "/status").is_some_and(|s| s["events"]["read"] == 5_000)
+    });
+    assert!(read_all, "the engine read the topic");
+    // Idle after the input: a checkpoint still follows within the interval.
+    let checkpointed = wait_for(10, || {
+        get_json(port, "/status").is_some_and(|s| s["checkpoint"]["epoch"].as_u64() > Some(0))
+    });
+    assert!(
+        checkpointed,
+        "a checkpoint was taken while the input was idle"
+    );
+    assert_eq!(get_json(port, "/health").expect("health")["status"], "ok");
+
+    drop(broker);
+    let degraded = wait_for(30, || {
+        get_json(port, "/health").is_some_and(|h| h["status"] == "degraded")
+    });
+    assert!(
+        degraded,
+        "/health reports degraded while no broker is reachable"
+    );
+    let before = cpu_ticks(pid);
+    std::thread::sleep(Duration::from_secs(2));
+    let used = cpu_ticks(pid) - before;
+    assert!(
+        used < 60,
+        "no busy loop while the broker is away: {used} ticks in 2 s"
+    );
+    let running = child.0.try_wait().expect("try_wait").is_none();
+    assert!(running, "the engine keeps running");
+
+    let status = Command::new("kill")
+        .args(["-TERM", &pid.to_string()])
+        .status();
+    assert!(status.is_ok_and(|s| s.success()));
+    let mut code = None;
+    let exited = wait_for(15, || {
+        code = child.0.try_wait().ok().flatten().map(|s| s.code());
+        code.is_some()
+    });
+    assert!(exited, "SIGTERM stops the engine while the broker is away");
+    assert_eq!(code, Some(Some(0)), "a clean stop exits 0");
+}
