@@ -502,15 +502,7 @@ fn ingest_loop(
             let _ = ingress.lock().expect("ingress lock").router.flush();
             return;
         }
-        let durable = shared.durable.lock().expect("durable offsets lock").take();
-        if let Some(offsets) = durable {
-            let resume = offsets
-                .into_iter()
-                .enumerate()
-                .map(|(p, o)| (p as u32, o))
-                .collect();
-            source.checkpointed(&resume);
-        }
+        report_checkpointed(shared, source.as_mut());
         raw.clear();
         let poll = source.poll(&mut raw, BATCH);
         *shared.degraded.lock().expect("lock") = source.degraded();
@@ -594,18 +586,24 @@ fn ingest_loop(
                 {
                     shared.progress.wait(Duration::from_millis(20));
                 }
-                let durable = shared.durable.lock().expect("durable offsets lock").take();
-                if let Some(offsets) = durable {
-                    let resume = offsets
-                        .into_iter()
-                        .enumerate()
-                        .map(|(p, o)| (p as u32, o))
-                        .collect();
-                    source.checkpointed(&resume);
-                }
+                report_checkpointed(shared, source.as_mut());
                 return;
             }
         }
+    }
+}
+
+/// Hands the offsets of the newest durable checkpoint, if there is a new one, to the
+/// source (Kafka commits them to the consumer group for lag monitoring).
+fn report_checkpointed(shared: &Shared, source: &mut dyn Source) {
+    let durable = shared.durable.lock().expect("durable offsets lock").take();
+    if let Some(offsets) = durable {
+        let resume = offsets
+            .into_iter()
+            .enumerate()
+            .map(|(p, o)| (p as u32, o))
+            .collect();
+        source.checkpointed(&resume);
     }
 }
 
