@@ -292,7 +292,6 @@ impl Source for KafkaSource {
                 match self.queues[id].poll(Duration::ZERO) {
                     None => break,
                     Some(Ok(m)) => {
-                        *down.lock().expect("broker state lock") = None;
                         let start = out.data.len();
                         out.data.extend_from_slice(m.payload().unwrap_or_default());
                         out.records.push(RawRecord {
@@ -319,6 +318,8 @@ impl Source for KafkaSource {
             idle_queues = if taken == 0 { idle_queues + 1 } else { 0 };
         }
         if appended > 0 {
+            // A broker answered: not degraded (once per poll, not per message).
+            *down.lock().expect("broker state lock") = None;
             // A message after an end-of-partition means the partition grew again.
             Ok(Poll::Ready)
         } else if self.stop_at_end && self.open.iter().all(|o| !o) {

@@ -8,8 +8,8 @@ mod common;
 
 use common::oracle;
 use common::{
-    assert_dead_letters, assert_rows, file_pipeline, generator_records, json_lines, mixed_input,
-    projector, split_records,
+    Rng, assert_dead_letters, assert_rows, checkpoint_dirs, file_pipeline, generator_records,
+    json_lines, manifest, mixed_input, projector, split_records,
 };
 use std::path::Path;
 use std::process::Stdio;
@@ -18,27 +18,11 @@ use std::time::Duration;
 const ACCOUNTS_SQL: &str = "SELECT * FROM accounts ORDER BY account_id";
 const VOLUME_SQL: &str = "SELECT * FROM volume_by_type ORDER BY event_type";
 
-/// A small deterministic generator (xorshift), so a failing run can be repeated.
-struct Rng(u64);
-
-impl Rng {
-    fn below(&mut self, n: u64) -> u64 {
-        self.0 ^= self.0 << 13;
-        self.0 ^= self.0 >> 7;
-        self.0 ^= self.0 << 17;
-        self.0 % n
-    }
-}
-
 /// The next offsets recorded in every checkpoint manifest on disk.
 fn checkpointed_offsets(state: &Path) -> Vec<u64> {
-    let Ok(dirs) = std::fs::read_dir(state.join("checkpoints")) else {
-        return Vec::new();
-    };
-    dirs.flatten()
-        .filter_map(|d| std::fs::read(d.path().join("manifest.json")).ok())
-        .filter_map(|m| serde_json::from_slice::<serde_json::Value>(&m).ok())
-        .filter_map(|m| m["partitions"][0]["next_offset"].as_u64())
+    checkpoint_dirs(state)
+        .iter()
+        .filter_map(|d| manifest(d)?["partitions"][0]["next_offset"].as_u64())
         .collect()
 }
 
@@ -161,16 +145,7 @@ fn a_damaged_newest_checkpoint_is_detected_and_the_previous_one_used() {
     // A second run restores the end-of-input checkpoint and writes one more.
     assert!(run().status.success());
 
-    let mut epochs: Vec<_> = std::fs::read_dir(state.join("checkpoints"))
-        .expect("checkpoints")
-        .flatten()
-        .map(|d| d.path())
-        .filter(|p| {
-            p.file_name()
-                .is_some_and(|n| n.to_string_lossy().starts_with("epoch-"))
-        })
-        .collect();
-    epochs.sort();
+    let epochs = checkpoint_dirs(&state);
     assert!(epochs.len() >= 2, "at least two checkpoints: {epochs:?}");
     let newest = epochs.last().expect("newest");
     let file = newest.join("partition-0.state");

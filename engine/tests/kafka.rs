@@ -10,7 +10,9 @@
 
 mod common;
 
-use common::{assert_rows, generator_records, json_lines, oracle, projector, summary};
+use common::{
+    Rng, assert_rows, checkpoint_dirs, generator_records, json_lines, oracle, projector, summary,
+};
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 use std::time::Duration;
@@ -127,18 +129,7 @@ fn run_once(
 
 /// The sum of the next offsets in the newest checkpoint (events it covers).
 fn newest_checkpoint_offsets(state: &Path) -> Option<u64> {
-    let mut dirs: Vec<PathBuf> = std::fs::read_dir(state.join("checkpoints"))
-        .ok()?
-        .flatten()
-        .map(|d| d.path())
-        .filter(|p| {
-            p.file_name()
-                .is_some_and(|n| n.to_string_lossy().starts_with("epoch-"))
-        })
-        .collect();
-    dirs.sort();
-    let manifest: serde_json::Value =
-        serde_json::from_slice(&std::fs::read(dirs.last()?.join("manifest.json")).ok()?).ok()?;
+    let manifest = common::manifest(checkpoint_dirs(state).last()?)?;
     manifest["partitions"]
         .as_array()?
         .iter()
@@ -155,16 +146,10 @@ fn t1_t2_kill_9_and_redelivery_on_a_4_partition_topic() {
     let pipeline = pipeline(dir.path(), &broker, "bank-t1");
     let state = dir.path().join("state");
 
-    let mut rng = 0x9e37_79b9_u64;
-    let mut below = |n: u64| {
-        rng ^= rng << 13;
-        rng ^= rng >> 7;
-        rng ^= rng << 17;
-        rng % n
-    };
+    let mut rng = Rng(0x9e37_79b9);
     let mut mid_stream = 0;
     for _ in 0..10 {
-        let workers = 1 + below(3);
+        let workers = 1 + rng.below(3);
         let mut child = projector()
             .arg("run")
             .arg(&pipeline)
@@ -181,7 +166,7 @@ fn t1_t2_kill_9_and_redelivery_on_a_4_partition_topic() {
             .stderr(Stdio::null())
             .spawn()
             .expect("start projector");
-        std::thread::sleep(Duration::from_millis(50 + below(500)));
+        std::thread::sleep(Duration::from_millis(50 + rng.below(500)));
         child.kill().expect("kill -9");
         child.wait().expect("reap");
         if newest_checkpoint_offsets(&state).is_some_and(|n| n > 0 && n < events) {

@@ -789,3 +789,39 @@ pub(crate) fn assert_text_rows(
         }
     }
 }
+
+/// A small deterministic generator (xorshift), so a failing run can be repeated.
+pub(crate) struct Rng(pub(crate) u64);
+
+impl Rng {
+    /// The next number below `n`.
+    pub(crate) fn below(&mut self, n: u64) -> u64 {
+        self.0 ^= self.0 << 13;
+        self.0 ^= self.0 >> 7;
+        self.0 ^= self.0 << 17;
+        self.0 % n
+    }
+}
+
+/// The complete checkpoint directories under `<state>/checkpoints`, oldest first
+/// (none when there are none yet).
+pub(crate) fn checkpoint_dirs(state: &Path) -> Vec<PathBuf> {
+    let Ok(entries) = std::fs::read_dir(state.join("checkpoints")) else {
+        return Vec::new();
+    };
+    let mut dirs: Vec<PathBuf> = entries
+        .flatten()
+        .map(|d| d.path())
+        .filter(|p| {
+            p.file_name()
+                .is_some_and(|n| n.to_string_lossy().starts_with("epoch-"))
+        })
+        .collect();
+    dirs.sort();
+    dirs
+}
+
+/// The manifest of a checkpoint directory.
+pub(crate) fn manifest(dir: &Path) -> Option<Value> {
+    serde_json::from_slice(&std::fs::read(dir.join("manifest.json")).ok()?).ok()
+}
