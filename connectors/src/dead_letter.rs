@@ -13,7 +13,7 @@ use base64::Engine as _;
 use base64::engine::general_purpose::STANDARD as BASE64;
 use serde::{Deserialize, Serialize};
 use std::fs::{File, OpenOptions};
-use std::io::{BufRead, BufReader, BufWriter, Write};
+use std::io::{BufRead, BufReader, Read, Seek, SeekFrom, Write};
 use std::path::{Path, PathBuf};
 use std::time::SystemTime;
 
@@ -65,7 +65,7 @@ struct LineSource<'a> {
 /// Appends dead letters to `<state_dir>/dead-letters.ndjson`.
 pub struct DeadLetterFile {
     path: PathBuf,
-    writer: BufWriter<File>,
+    file: File,
 }
 
 impl std::fmt::Debug for DeadLetterFile {
@@ -88,15 +88,21 @@ impl DeadLetterFile {
         }
         let file = OpenOptions::new()
             .create(true)
+            .read(true)
             .append(true)
             .open(path)
             .map_err(|source| Error::Io {
                 context: format!("opening dead-letter file {}", path.display()),
                 source,
             })?;
+        let mut file = file;
+        end_with_newline(&mut file).map_err(|source| Error::Io {
+            context: format!("repairing the last line of {}", path.display()),
+            source,
+        })?;
         Ok(DeadLetterFile {
             path: path.to_owned(),
-            writer: BufWriter::with_capacity(64 * 1024, file),
+            file,
         })
     }
 
@@ -105,15 +111,17 @@ impl DeadLetterFile {
         &self.path
     }
 
-    /// Appends one dead letter (buffered; call [`DeadLetterFile::flush`]).
+    /// Appends one dead letter.
     pub fn append(&mut self, letter: &DeadLetter<'_>) -> Result<()> {
         let bytes = Self::line(letter).map_err(|e| self.io_error("writing", e))?;
         self.append_lines(&bytes)
     }
 
-    /// Appends lines made by [`DeadLetterFile::line`] (buffered).
+    /// Appends lines made by [`DeadLetterFile::line`] with one write to a file opened
+    /// for appending, so that whole lines land together even when other instances
+    /// sharing the state directory append to the same file.
     pub fn append_lines(&mut self, lines: &[u8]) -> Result<()> {
-        self.writer
+        self.file
             .write_all(lines)
             .map_err(|e| self.io_error("writing", e))
     }
@@ -146,51 +154,22 @@ impl DeadLetterFile {
         Ok(bytes)
     }
 
-    /// Flushes buffered letters to the file.
+    /// Nothing is buffered: every append is one write. Kept for callers that flush.
     pub fn flush(&mut self) -> Result<()> {
-        self.writer
-            .flush()
-            .map_err(|e| self.io_error("flushing", e))
+        Ok(())
     }
 
-    /// Flushes and fsyncs the file, and returns its length: the point a restore from
-    /// the checkpoint taken now truncates the file back to (so a replayed bad record
-    /// is not dead-lettered twice).
+    /// Fsyncs the file and returns its length.
     pub fn sync(&mut self) -> Result<u64> {
-        self.flush()?;
-        let file = self.writer.get_ref();
-        file.sync_data().map_err(|e| self.io_error("syncing", e))?;
-        let len = file
+        self.file
+            .sync_data()
+            .map_err(|e| self.io_error("syncing", e))?;
+        let len = self
+            .file
             .metadata()
             .map_err(|e| self.io_error("reading the length of", e))?
             .len();
         Ok(len)
-    }
-
-    /// Cuts the file at `path` back to `len` bytes (a restore from a checkpoint). A
-    /// missing file is fine: someone moved the dead letters away, nothing to cut.
-    pub fn truncate(path: &Path, len: u64) -> Result<()> {
-        let file = match OpenOptions::new().write(true).open(path) {
-            Ok(f) => f,
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(()),
-            Err(source) => {
-                let context = format!("opening dead-letter file {}", path.display());
-                return Err(Error::Io { context, source });
-            }
-        };
-        let current = file.metadata().map(|m| m.len()).unwrap_or(0);
-        if current > len {
-            file.set_len(len)
-                .and_then(|()| file.sync_all())
-                .map_err(|source| Error::Io {
-                    context: format!(
-                        "truncating dead-letter file {} to {len} bytes",
-                        path.display()
-                    ),
-                    source,
-                })?;
-        }
-        Ok(())
     }
 
     fn io_error(&self, doing: &str, source: std::io::Error) -> Error {
@@ -199,6 +178,24 @@ impl DeadLetterFile {
             source,
         }
     }
+}
+
+/// A crash in the middle of a write (power loss; a killed process cannot tear one
+/// write) may leave a last line without its newline: end it, so the next letter starts
+/// a line of its own. Bytes are never removed.
+fn end_with_newline(file: &mut File) -> std::io::Result<()> {
+    let len = file.metadata()?.len();
+    if len == 0 {
+        return Ok(());
+    }
+    let mut reader = &*file;
+    reader.seek(SeekFrom::Start(len - 1))?;
+    let mut last = [0u8; 1];
+    reader.read_exact(&mut last)?;
+    if last[0] != b'\n' {
+        file.write_all(b"\n")?;
+    }
+    Ok(())
 }
 
 /// A dead letter as read back from the file.
@@ -258,6 +255,44 @@ pub fn read_dead_letters(path: &Path) -> Result<Vec<StoredDeadLetter>> {
         });
     }
     Ok(letters)
+}
+
+/// The offsets of `partition` at or after `from` that already have a letter in the
+/// file at `path` (none when the file does not exist). Lines that do not parse are
+/// passed over: this looks for letters a replay would write again, and a damaged line
+/// cannot be matched anyway.
+pub fn letters_at_or_after(
+    path: &Path,
+    partition: &str,
+    from: u64,
+) -> Result<std::collections::BTreeSet<u64>> {
+    let mut found = std::collections::BTreeSet::new();
+    let file = match File::open(path) {
+        Ok(f) => f,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(found),
+        Err(source) => {
+            let context = format!("reading dead-letter file {}", path.display());
+            return Err(Error::Io { context, source });
+        }
+    };
+    #[derive(Deserialize)]
+    struct Where<'a> {
+        #[serde(borrow)]
+        source: LineSource<'a>,
+    }
+    for text in BufReader::new(file).split(b'\n') {
+        let text = text.map_err(|source| Error::Io {
+            context: format!("reading dead-letter file {}", path.display()),
+            source,
+        })?;
+        if let Ok(w) = serde_json::from_slice::<Where<'_>>(&text)
+            && w.source.partition == partition
+            && w.source.offset >= from
+        {
+            found.insert(w.source.offset);
+        }
+    }
+    Ok(found)
 }
 
 #[cfg(test)]
@@ -337,6 +372,34 @@ mod tests {
             .map(|l| l.offset)
             .collect();
         assert_eq!(offsets, [0, 1, 2]);
+    }
+
+    #[test]
+    fn a_torn_last_line_is_ended_and_letters_are_found_by_partition_and_offset() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("dead-letters.ndjson");
+        let mut file = DeadLetterFile::open(&path).unwrap();
+        file.append(&letter(b"a", 3)).unwrap();
+        file.append(&letter(b"b", 9)).unwrap();
+        drop(file);
+        // A write cut short (power loss): half a line, no newline.
+        let mut bytes = std::fs::read(&path).unwrap();
+        let whole = bytes.len();
+        bytes.extend_from_slice(b"{\"raw\":\"tor");
+        std::fs::write(&path, &bytes).unwrap();
+
+        let mut file = DeadLetterFile::open(&path).unwrap();
+        file.append(&letter(b"c", 12)).unwrap();
+        drop(file);
+        let text = std::fs::read(&path).unwrap();
+        assert_eq!(&text[..whole], &bytes[..whole], "nothing before is touched");
+        assert!(text.ends_with(b"\n"));
+        let offsets = |from| letters_at_or_after(&path, "file:events.ndjson", from).unwrap();
+        assert_eq!(offsets(0).into_iter().collect::<Vec<_>>(), [3, 9, 12]);
+        assert_eq!(offsets(9).into_iter().collect::<Vec<_>>(), [9, 12]);
+        assert!(letters_at_or_after(&path, "other", 0).unwrap().is_empty());
+        let missing = dir.path().join("none.ndjson");
+        assert!(letters_at_or_after(&missing, "x", 0).unwrap().is_empty());
     }
 
     #[test]

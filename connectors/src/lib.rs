@@ -17,7 +17,9 @@ pub mod generator;
 pub mod kafka;
 pub mod source;
 
-pub use source::{PartitionInfo, Poll, RawBatch, RawRecord, Resume, Source, SourceConfig, open};
+pub use source::{
+    AssignmentListener, PartitionInfo, Poll, RawBatch, RawRecord, Resume, Source, SourceConfig, open,
+};
 
 /// Errors of sources and sinks.
 #[derive(Debug, thiserror::Error)]

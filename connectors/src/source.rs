@@ -103,6 +103,33 @@ pub trait Source: Send {
     fn degraded(&self) -> Option<String> {
         None
     }
+
+    /// Hands the source the engine's side of partition ownership. Sources whose
+    /// partitions come and go while they run (Kafka consumer groups) keep it, call it
+    /// from [`Source::poll`] on every change, and return true; then no partition is this
+    /// instance's until [`AssignmentListener::assigned`] says so. Sources that always
+    /// read every partition return false (the default) and the engine owns them all.
+    fn set_assignment_listener(&mut self, _listener: Box<dyn AssignmentListener>) -> bool {
+        false
+    }
+}
+
+/// The engine's side of partition ownership, for sources that share their partitions
+/// with other instances (a consumer group). Both calls run on the thread polling the
+/// source, inside [`Source::poll`], and may block: the source waits for them before it
+/// lets the group go on.
+pub trait AssignmentListener: Send {
+    /// `partitions` are this instance's from now on: restore their state and return
+    /// where each resumes (a partition missing from the answer starts at the source's
+    /// configured start). An error stops the pipeline.
+    fn assigned(&mut self, partitions: &[u32]) -> std::result::Result<Resume, String>;
+
+    /// `partitions` stop being this instance's. Unless `lost`, everything read from them
+    /// is applied and checkpointed before this returns, so the next owner resumes
+    /// exactly there. With `lost` (this instance was expelled from the group; another
+    /// may own them already) nothing more of theirs may be checkpointed: their state is
+    /// dropped and the next owner replays from their last checkpoint.
+    fn revoked(&mut self, partitions: &[u32], lost: bool) -> std::result::Result<(), String>;
 }
 
 /// The `source:` section of a pipeline.

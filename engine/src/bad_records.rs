@@ -2,14 +2,20 @@
 //!
 //! Dead letters are staged by epoch and appended to the file only when their epoch
 //! commits ([`BadRecords::commit`], called by the coordinator before it checkpoints).
-//! The ingest thread reads ahead of the epoch being checkpointed; written at once, a
-//! letter for a record after the cut would be in the file length the checkpoint
-//! records, and a replay from that checkpoint would write it a second time.
+//! The ingest thread reads ahead of the epoch being checkpointed; a letter is written
+//! only once the epoch of its record is committed.
+//!
+//! A restart replays each partition from its checkpoint, and letters of records after
+//! the checkpoint may be in the file already (their epoch committed, its checkpoint
+//! did not happen). The file is shared by every partition, and by every instance
+//! sharing the state directory, so it is never cut back: when a partition is restored,
+//! the offsets after its checkpoint that already have a letter are remembered
+//! ([`BadRecords::already_written`]) and the replay does not write them again.
 
 use crate::config::OnError;
 use crate::status::Counters;
 use projector_connectors::dead_letter::{DeadLetter, DeadLetterFile};
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 use std::path::PathBuf;
 use std::sync::Mutex;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -22,6 +28,8 @@ pub struct BadRecords {
     sink: Mutex<Option<DeadLetterFile>>,
     /// Formatted letters by the epoch their record belongs to, until it commits.
     staged: Mutex<BTreeMap<u64, Vec<u8>>>,
+    /// Per partition name: offsets after its checkpoint whose letter is in the file.
+    written: Mutex<BTreeMap<String, BTreeSet<u64>>>,
     fatal: Mutex<Option<Fatal>>,
     failed: AtomicBool,
 }
@@ -57,6 +65,7 @@ impl BadRecords {
             path,
             sink: Mutex::new(None),
             staged: Mutex::new(BTreeMap::new()),
+            written: Mutex::new(BTreeMap::new()),
             fatal: Mutex::new(None),
             failed: AtomicBool::new(false),
         }
@@ -90,6 +99,16 @@ impl BadRecords {
                 self.failed.store(true, Ordering::SeqCst);
             }
             OnError::DeadLetter => {
+                let written = self.written.lock().expect("dead-letter lock");
+                if written
+                    .get(r.partition)
+                    .is_some_and(|w| w.contains(&r.offset))
+                {
+                    // Written before a restart; the replay found it bad again.
+                    Counters::add(&counters.dead_letters, 1);
+                    return;
+                }
+                drop(written);
                 let letter = DeadLetter {
                     raw: r.raw,
                     code: r.code,
@@ -138,6 +157,29 @@ impl BadRecords {
         if let Err(e) = result {
             self.cannot_write(e.to_string());
         }
+    }
+
+    /// Remembers which records of `partition` from offset `from` on (where a restored
+    /// partition resumes) already have a letter in the file, so the replay does not
+    /// write them twice.
+    pub fn already_written(&self, partition: &str, from: u64) -> std::io::Result<()> {
+        if self.policy != OnError::DeadLetter {
+            return Ok(());
+        }
+        let found = projector_connectors::dead_letter::letters_at_or_after(&self.path, partition, from)
+            .map_err(std::io::Error::other)?;
+        let mut written = self.written.lock().expect("dead-letter lock");
+        if found.is_empty() {
+            written.remove(partition);
+        } else {
+            written.insert(partition.to_string(), found);
+        }
+        Ok(())
+    }
+
+    /// Forgets [`BadRecords::already_written`] of a partition this instance gave up.
+    pub fn forget(&self, partition: &str) {
+        self.written.lock().expect("dead-letter lock").remove(partition);
     }
 
     /// Losing a record silently is worse than stopping.

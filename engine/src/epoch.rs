@@ -12,6 +12,7 @@ use crate::status::Positions;
 use crate::view::{Published, PublishedView, WorkerViewData};
 use crate::worker::WorkerSnapshot;
 use crossbeam_channel::Receiver;
+use projector_connectors::Resume;
 use std::collections::BTreeMap;
 use std::sync::{Arc, Condvar, Mutex};
 
@@ -24,6 +25,9 @@ pub enum CoordMsg {
         epoch: u64,
         /// Next offset per partition.
         offsets: Vec<u64>,
+        /// The partitions a checkpoint of this epoch covers (owned by this instance,
+        /// position known), with their next offsets.
+        owned: Resume,
         /// True for the epoch cut at the end of the input.
         last: bool,
         /// Whether the epoch is checkpointed.
@@ -76,7 +80,7 @@ impl Progress {
 }
 
 struct Pending {
-    info: Option<(Vec<u64>, bool, bool)>,
+    info: Option<(Vec<u64>, Resume, bool, bool)>,
     parts: Vec<Option<Vec<WorkerViewData>>>,
     pieces: Vec<Vec<(u32, Vec<u8>)>>,
     answered: usize,
@@ -99,10 +103,12 @@ pub fn run_coordinator(
             CoordMsg::Epoch {
                 epoch,
                 offsets,
+                owned,
                 last,
                 checkpoint,
             } => {
-                entry(&mut pending, epoch, workers).info = Some((offsets, last, checkpoint));
+                entry(&mut pending, epoch, workers).info =
+                    Some((offsets, owned, last, checkpoint));
                 epoch
             }
             CoordMsg::Snapshot(s) => {
@@ -118,7 +124,7 @@ pub fn run_coordinator(
             .is_some_and(|p| p.info.is_some() && p.answered == workers);
         if complete {
             let p = pending.remove(&epoch).expect("checked above");
-            let (offsets, last, checkpoint) = p.info.expect("checked above");
+            let (offsets, owned, last, checkpoint) = p.info.expect("checked above");
             let mut per_worker: Vec<std::vec::IntoIter<WorkerViewData>> = p
                 .parts
                 .into_iter()
@@ -140,7 +146,7 @@ pub fn run_coordinator(
             if checkpoint && let Some(checkpointer) = &checkpointer {
                 // A failed checkpoint stops the pipeline (see Checkpointer::write); the
                 // views of this epoch are still published, they are correct.
-                checkpointer.write(epoch, &offsets, p.pieces);
+                checkpointer.write(epoch, &owned, p.pieces);
             }
             catalog.publish(Published {
                 epoch,

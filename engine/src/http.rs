@@ -206,7 +206,7 @@ pub fn status_json(shared: &Shared) -> serde_json::Value {
         "events": shared.counters.snapshot(),
         "partitions": shared.positions.snapshot(),
         "checkpoint": shared.checkpoints.get(),
-        "restored_from_epoch": shared.restored_epoch,
+        "restored_from_epoch": shared.restored_epoch.load(std::sync::atomic::Ordering::Relaxed),
     })
 }
 

@@ -234,21 +234,6 @@ fn run(args: RunArgs) -> Result<ExitCode> {
         .context("starting the query runtime")?;
     let pipeline = Pipeline::start(&cfg, &options).context("starting the pipeline")?;
     let shared = pipeline.shared().clone();
-    if shared.restored_epoch > 0 {
-        let at: Vec<String> = shared
-            .positions
-            .snapshot()
-            .iter()
-            .map(|p| format!("{} at offset {}", p.partition, p.next_offset))
-            .collect();
-        eprintln!(
-            "{}: resuming from checkpoint {} in {}: {}",
-            cfg.name,
-            shared.restored_epoch,
-            options.state_dir.display(),
-            at.join(", ")
-        );
-    }
     let sql = Arc::new(SqlEngine::new(
         shared.catalog.clone(),
         QueryLimits::default(),

@@ -7,8 +7,7 @@
 
 use crate::bad_records::{BadRecord, BadRecords};
 use crate::catalog::Catalog;
-use crate::checkpoint::recovery::{self, CheckpointStatus, Checkpointer, Restored};
-use crate::checkpoint::store::CheckpointStore;
+use crate::checkpoint::recovery::{self, CheckpointStatus, Checkpointer};
 use crate::config::PipelineConfig;
 use crate::epoch::{CoordMsg, Progress, run_coordinator};
 use crate::router::{KeyHasher, Router, worker_for};
@@ -16,15 +15,13 @@ use crate::status::{Counters, Positions};
 use crate::worker::{Worker, WorkerMsg};
 use crate::{Error, Result};
 use crossbeam_channel::{Sender, bounded, unbounded};
-use projector_connectors::dead_letter::DeadLetterFile;
-use projector_connectors::{Poll, RawBatch, Resume, Source, SourceConfig};
+use projector_connectors::{AssignmentListener, Poll, RawBatch, Resume, Source, SourceConfig};
 use projector_operators::decode::JsonDecoder;
 use projector_operators::envelope::key_text;
 use projector_operators::projection::Projection;
 use projector_operators::value::Value;
-use std::collections::BTreeMap;
 use std::path::PathBuf;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
@@ -77,6 +74,13 @@ struct Ingress {
     last_checkpoint: Instant,
     /// An epoch was cut since the last checkpoint.
     uncheckpointed: bool,
+    /// Per partition: this instance owns it (always, for sources that are not shared;
+    /// while assigned, for a consumer group).
+    owned: Vec<bool>,
+    /// Per partition: its next offset is known (restored, or a record was read), so a
+    /// checkpoint may record it. A partition starting at `latest` has no known offset
+    /// until its first record; recording 0 would replay the whole topic.
+    known: Vec<bool>,
 }
 
 impl Ingress {
@@ -92,10 +96,15 @@ impl Ingress {
             self.last_checkpoint = Instant::now();
         }
         self.uncheckpointed = !checkpoint;
+        let owned = (0..self.offsets.len())
+            .filter(|&p| self.owned[p] && self.known[p])
+            .map(|p| (p as u32, self.offsets[p]))
+            .collect();
         self.coord
             .send(CoordMsg::Epoch {
                 epoch,
                 offsets: self.offsets.clone(),
+                owned,
                 last,
                 checkpoint,
             })
@@ -129,12 +138,12 @@ pub struct Shared {
     pub workers: usize,
     /// When the pipeline started.
     pub started: Instant,
-    /// The epoch of the checkpoint this run started from (0: none).
-    pub restored_epoch: u64,
+    /// The newest checkpoint epoch a partition of this run was restored from (0: none).
+    pub restored_epoch: AtomicU64,
     /// The newest checkpoint.
     pub checkpoints: Arc<CheckpointStatus>,
     /// Offsets of the newest checkpoint, not yet handed to the source.
-    durable: Arc<Mutex<Option<Vec<u64>>>>,
+    durable: Arc<Mutex<Option<Resume>>>,
     /// Why the source cannot make progress now (it keeps retrying).
     degraded: Mutex<Option<String>>,
     stop: AtomicBool,
@@ -206,52 +215,24 @@ impl Pipeline {
 
         // Stdin cannot be read again, so there is nothing to resume: no checkpoints.
         let replayable = !matches!(&config.source, SourceConfig::File(f) if f.is_stdin());
-        let store = if replayable {
-            let dir = options.state_dir.join("checkpoints");
-            Some(CheckpointStore::open(&dir)?.with_keep(config.checkpoint.keep))
-        } else {
-            None
-        };
-        let restored = match &store {
-            Some(store) => {
-                let hasher = KeyHasher::default();
-                let route = |k: &str| worker_for(hasher.hash(k), n);
-                recovery::restore(store, &projection, &partitions, n, route)?
-            }
-            None => Restored {
-                workers: (0..n).map(|_| BTreeMap::new()).collect(),
-                ..Restored::default()
-            },
-        };
-        for s in &restored.skipped {
-            eprintln!("{}: warning: {s}", config.name);
+        let root = replayable.then(|| options.state_dir.join("checkpoints"));
+        if let Some(root) = &root {
+            recovery::check_layout(root)?;
         }
-        match restored.dead_letters_len {
-            // Dead letters after the cut are written again by the replay.
-            Some(len) => DeadLetterFile::truncate(&dlq_path, len)
-                .map_err(|e| Error::Checkpoint(e.to_string()))?,
-            None => rotate_old_dead_letters(&dlq_path)?,
+        // A fresh start (no partition has a checkpoint) replays everything: earlier
+        // runs' dead letters are kept aside rather than matched against the replay.
+        let resuming = root.as_ref().is_some_and(|root| {
+            partitions
+                .iter()
+                .any(|p| recovery::partition_dir(root, &p.name).exists())
+        });
+        if !resuming {
+            rotate_old_dead_letters(&dlq_path)?;
         }
-        if !restored.resume.is_empty() {
-            source = projector_connectors::open(&config.source, &restored.resume)
-                .map_err(|e| Error::Source(e.to_string()))?;
-        }
-        let start_offsets: Vec<u64> = partitions
-            .iter()
-            .map(|p| restored.resume.get(&p.id).copied().unwrap_or(0))
-            .collect();
 
         let catalog = Arc::new(Catalog::new(config.views.clone(), partitions.len(), n));
         let positions = Arc::new(Positions::default());
-        positions.init(
-            partitions
-                .iter()
-                .zip(&start_offsets)
-                .map(|(p, o)| (p.name.clone(), *o))
-                .collect(),
-        );
-        let checkpoints = Arc::new(CheckpointStatus::default());
-        checkpoints.set(restored.info.clone());
+        positions.init(partitions.iter().map(|p| p.name.clone()).collect());
         let shared = Arc::new(Shared {
             name: config.name.clone(),
             counters: Arc::new(Counters::default()),
@@ -261,8 +242,8 @@ impl Pipeline {
             catalog,
             workers: n,
             started: Instant::now(),
-            restored_epoch: restored.epoch,
-            checkpoints,
+            restored_epoch: AtomicU64::new(0),
+            checkpoints: Arc::new(CheckpointStatus::default()),
             durable: Arc::default(),
             degraded: Mutex::new(None),
             stop: AtomicBool::new(false),
@@ -278,8 +259,9 @@ impl Pipeline {
                 shared.bad.clone(),
             );
             let fatal = shared.clone();
-            let checkpointer = store.map(|store| Checkpointer {
-                store,
+            let checkpointer = root.clone().map(|root| Checkpointer {
+                root,
+                keep: config.checkpoint.keep,
                 pipeline: config.name.clone(),
                 partitions: partition_names.clone(),
                 bad: shared.bad.clone(),
@@ -292,10 +274,8 @@ impl Pipeline {
             })?
         };
 
-        let first_epoch = restored.epoch.max(restored.epoch_floor);
         let mut senders = Vec::with_capacity(n);
         let mut workers = Vec::with_capacity(n);
-        let mut restored_states = restored.workers.into_iter();
         for id in 0..n {
             let (tx, rx) = bounded(CHANNEL_BATCHES);
             senders.push(tx);
@@ -307,8 +287,7 @@ impl Pipeline {
                 snapshots: coord_tx.clone(),
                 counters: shared.counters.clone(),
                 bad: shared.bad.clone(),
-                restored: restored_states.next().unwrap_or_default(),
-                first_epoch: first_epoch + 1,
+                first_epoch: 1,
             };
             workers.push(spawn(&format!("worker-{id}"), &shared, move || {
                 worker.run()
@@ -316,18 +295,39 @@ impl Pipeline {
         }
 
         let decoder = JsonDecoder::new(&config.fields);
+        let count = partitions.len();
         let ingress = Arc::new(Mutex::new(Ingress {
             router: Router::new(senders, decoder.slots(), BATCH),
             coord: coord_tx.clone(),
-            epoch: first_epoch,
-            offsets: start_offsets.clone(),
-            cut_offsets: start_offsets,
+            epoch: 0,
+            offsets: vec![0; count],
+            cut_offsets: vec![0; count],
             finished: false,
-            force: restored.epoch > 0,
+            force: false,
             checkpoint_every: replayable.then_some(config.checkpoint.interval),
             last_checkpoint: Instant::now(),
             uncheckpointed: false,
+            owned: vec![false; count],
+            known: vec![false; count],
         }));
+
+        let owner = Owner {
+            ingress: ingress.clone(),
+            shared: shared.clone(),
+            projection: projection.clone(),
+            root,
+            names: partition_names.clone(),
+            workers: n,
+        };
+        if !source.set_assignment_listener(Box::new(owner.clone())) {
+            // Not shared with other instances: every partition is ours from the start.
+            let all: Vec<u32> = partitions.iter().map(|p| p.id).collect();
+            let resume = owner.assign(&all)?;
+            if !resume.is_empty() {
+                source = projector_connectors::open(&config.source, &resume)
+                    .map_err(|e| Error::Source(e.to_string()))?;
+            }
+        }
 
         let ingest = {
             let (shared, ingress, projection) =
@@ -390,6 +390,19 @@ impl Pipeline {
             t.thread().unpark();
             let _ = t.join();
         }
+        // The ingest thread leaves first: a Kafka source gives its partitions back to
+        // the group on the way out, and their revocation checkpoints them while the
+        // workers and the coordinator still run. A thread blocked reading stdin is
+        // not waited for; it exits at its next poll.
+        if let Some(i) = self.ingest.take() {
+            let deadline = Instant::now() + Duration::from_secs(15);
+            while !i.is_finished() && Instant::now() < deadline {
+                std::thread::sleep(Duration::from_millis(5));
+            }
+            if i.is_finished() {
+                let _ = i.join();
+            }
+        }
         {
             let mut ing = self.ingress.lock().expect("ingress lock");
             if !ing.finished && self.shared.fatal().is_none() {
@@ -408,17 +421,146 @@ impl Pipeline {
         // Letters of epochs that never committed (the pipeline failed): write them
         // rather than lose them; a restart from the last checkpoint cuts them off again.
         self.shared.bad.commit(u64::MAX);
-        // The ingest thread may be blocked reading stdin; it exits at its next poll.
-        if let Some(i) = self.ingest.take()
-            && i.is_finished()
-        {
-            let _ = i.join();
-        }
         self.shared.bad.flush().map_err(|e| Error::Io {
             context: format!("flushing {}", self.shared.bad.path().display()),
             source: e,
         })?;
         Ok(())
+    }
+}
+
+/// The engine's side of partition ownership: restores partitions that become this
+/// instance's and checkpoints and drops the ones it gives up. Called at start for
+/// sources that always read every partition, and by a consumer-group source on every
+/// rebalance (on the ingest thread, inside its poll).
+#[derive(Clone)]
+struct Owner {
+    ingress: Arc<Mutex<Ingress>>,
+    shared: Arc<Shared>,
+    projection: Arc<Projection>,
+    /// The `checkpoints` directory (`None`: checkpoints are off).
+    root: Option<PathBuf>,
+    names: Arc<Vec<String>>,
+    workers: usize,
+}
+
+impl Owner {
+    /// Restores `ids` from their newest valid checkpoints and makes them this
+    /// instance's; returns where each restored one resumes.
+    fn assign(&self, ids: &[u32]) -> Result<Resume> {
+        let hasher = KeyHasher::default();
+        let route = |k: &str| worker_for(hasher.hash(k), self.workers);
+        let mut restored = Vec::with_capacity(ids.len());
+        let mut floor = 0;
+        let mut resume = Resume::new();
+        for &id in ids {
+            let name = &self.names[id as usize];
+            let r = match &self.root {
+                Some(root) => {
+                    recovery::restore_partition(root, name, &self.projection, self.workers, route)?
+                }
+                None => recovery::RestoredPartition {
+                    workers: (0..self.workers)
+                        .map(|_| self.projection.new_partition_state())
+                        .collect(),
+                    ..Default::default()
+                },
+            };
+            for s in &r.skipped {
+                eprintln!("{}: warning: {s}", self.shared.name);
+            }
+            // Letters of records after the checkpoint may be in the file already.
+            self.shared
+                .bad
+                .already_written(name, r.resume.unwrap_or(0))
+                .map_err(|e| Error::Io {
+                    context: format!("reading {}", self.shared.bad.path().display()),
+                    source: e,
+                })?;
+            if let Some(next) = r.resume {
+                eprintln!(
+                    "{}: {name}: resuming from checkpoint {} at offset {next}",
+                    self.shared.name, r.epoch
+                );
+                resume.insert(id, next);
+                self.shared
+                    .checkpoints
+                    .set_partitions(&[id], r.epoch, r.written_ms);
+                self.shared
+                    .restored_epoch
+                    .fetch_max(r.epoch, Ordering::Relaxed);
+            }
+            floor = floor.max(r.epoch_floor);
+            restored.push((id, r));
+        }
+        let mut ing = self.ingress.lock().expect("ingress lock");
+        for (id, r) in restored {
+            let p = id as usize;
+            for (w, state) in r.workers.into_iter().enumerate() {
+                ing.router
+                    .send_to(w, WorkerMsg::Restore { partition: id, state })
+                    .map_err(|_| Error::Stopped)?;
+            }
+            ing.owned[p] = true;
+            ing.known[p] = r.resume.is_some();
+            ing.offsets[p] = r.resume.unwrap_or(0);
+            ing.cut_offsets[p] = ing.offsets[p];
+        }
+        // This instance's next checkpoint of these partitions must be numbered above
+        // every one on disk, whoever wrote them.
+        ing.epoch = ing.epoch.max(floor);
+        ing.force = true;
+        self.shared.positions.set_owned(ids, true, &ing.offsets);
+        Ok(resume)
+    }
+
+    /// Gives `ids` up: unless `lost`, checkpoints them first and waits until that
+    /// checkpoint is durable; then drops their state.
+    fn revoke(&self, ids: &[u32], lost: bool) -> Result<()> {
+        let wait_for = {
+            let mut ing = self.ingress.lock().expect("ingress lock");
+            let checkpoint = !lost
+                && !ing.finished
+                && ing.checkpoint_every.is_some()
+                && self.shared.fatal().is_none()
+                && ids.iter().any(|&p| ing.owned[p as usize]);
+            if checkpoint {
+                ing.barrier(false, true)?;
+            }
+            for &p in ids {
+                ing.owned[p as usize] = false;
+                ing.known[p as usize] = false;
+            }
+            ing.router
+                .broadcast(|| WorkerMsg::Release(ids.to_vec()))
+                .map_err(|_| Error::Stopped)?;
+            // Publish the views without them.
+            ing.force = true;
+            self.shared.positions.set_owned(ids, false, &ing.offsets);
+            checkpoint.then_some(ing.epoch)
+        };
+        for &p in ids {
+            self.shared.bad.forget(&self.names[p as usize]);
+        }
+        if let Some(epoch) = wait_for {
+            while self.shared.progress.get().epoch < epoch {
+                if let Some(e) = self.shared.fatal() {
+                    return Err(Error::Fatal(e));
+                }
+                self.shared.progress.wait(Duration::from_millis(20));
+            }
+        }
+        Ok(())
+    }
+}
+
+impl AssignmentListener for Owner {
+    fn assigned(&mut self, partitions: &[u32]) -> std::result::Result<Resume, String> {
+        Owner::assign(self, partitions).map_err(|e| e.to_string())
+    }
+
+    fn revoked(&mut self, partitions: &[u32], lost: bool) -> std::result::Result<(), String> {
+        Owner::revoke(self, partitions, lost).map_err(|e| e.to_string())
     }
 }
 
@@ -521,6 +663,7 @@ fn ingest_loop(
             for rec in &raw.records {
                 let bytes = raw.bytes(rec);
                 ing.offsets[rec.partition as usize] = rec.offset + 1;
+                ing.known[rec.partition as usize] = true;
                 let partition = names[rec.partition as usize].as_str();
                 let report = |code: &str, message: &str| {
                     let r = BadRecord {
@@ -598,12 +741,7 @@ fn ingest_loop(
 fn report_checkpointed(shared: &Shared, source: &mut dyn Source) {
     let durable = shared.durable.lock().expect("durable offsets lock").take();
     if let Some(offsets) = durable {
-        let resume = offsets
-            .into_iter()
-            .enumerate()
-            .map(|(p, o)| (p as u32, o))
-            .collect();
-        source.checkpointed(&resume);
+        source.checkpointed(&offsets);
     }
 }
 

@@ -109,6 +109,14 @@ impl Router {
         Ok(())
     }
 
+    /// Sends `msg` to worker `w`, behind everything routed to it so far.
+    pub fn send_to(&mut self, w: usize, msg: WorkerMsg) -> Result<(), Disconnected> {
+        if !self.pending[w].is_empty() {
+            self.send(w)?;
+        }
+        self.senders[w].send(msg).map_err(|_| Disconnected)
+    }
+
     /// Flushes, then sends `msg` to every worker (barriers, stop).
     pub fn broadcast(&mut self, msg: impl Fn() -> WorkerMsg) -> Result<(), Disconnected> {
         self.flush()?;

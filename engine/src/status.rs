@@ -63,6 +63,8 @@ pub struct PartitionPosition {
     pub next_offset: u64,
     /// Next offset after the last event visible to SQL (the newest published epoch).
     pub published_offset: u64,
+    /// Whether this instance owns the partition now (a consumer group shares them).
+    pub assigned: bool,
 }
 
 /// Per-partition positions.
@@ -72,17 +74,32 @@ pub struct Positions {
 }
 
 impl Positions {
-    /// Starts tracking the named partitions at offset `start[i]`.
-    pub fn init(&self, names: Vec<(String, u64)>) {
+    /// Starts tracking the named partitions, none of them assigned yet.
+    pub fn init(&self, names: Vec<String>) {
         let mut g = self.inner.lock().expect("positions lock");
         *g = names
             .into_iter()
-            .map(|(partition, o)| PartitionPosition {
+            .map(|partition| PartitionPosition {
                 partition,
-                next_offset: o,
-                published_offset: o,
+                next_offset: 0,
+                published_offset: 0,
+                assigned: false,
             })
             .collect();
+    }
+
+    /// Records that partitions `ids` were assigned (or given up), at `next[id]`.
+    pub fn set_owned(&self, ids: &[u32], assigned: bool, next: &[u64]) {
+        let mut g = self.inner.lock().expect("positions lock");
+        for &id in ids {
+            if let Some(p) = g.get_mut(id as usize) {
+                p.assigned = assigned;
+                if assigned {
+                    p.next_offset = next[id as usize];
+                    p.published_offset = next[id as usize];
+                }
+            }
+        }
     }
 
     /// Records the read position of every partition.

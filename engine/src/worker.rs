@@ -82,6 +82,16 @@ pub enum WorkerMsg {
         /// Whether this epoch is checkpointed.
         checkpoint: bool,
     },
+    /// From now on this worker holds `state` for its keys of `partition` (restored
+    /// from a checkpoint when the partition became this instance's).
+    Restore {
+        /// The partition.
+        partition: u32,
+        /// This worker's share of its state.
+        state: PartitionState,
+    },
+    /// These partitions are no longer this instance's: drop their state.
+    Release(Vec<u32>),
     /// Stop after the messages before this one.
     Stop,
 }
@@ -115,8 +125,6 @@ pub struct Worker {
     pub counters: Arc<Counters>,
     /// Shared bad-record handling.
     pub bad: Arc<BadRecords>,
-    /// State restored from a checkpoint: this worker's keys, by partition.
-    pub restored: BTreeMap<u32, PartitionState>,
     /// The epoch the first events belong to (dead letters are staged by epoch).
     pub first_epoch: u64,
 }
@@ -124,7 +132,7 @@ pub struct Worker {
 impl Worker {
     /// The worker loop; returns when told to stop or when the coordinator is gone.
     pub fn run(self) {
-        let mut partitions = self.restored;
+        let mut partitions: BTreeMap<u32, PartitionState> = BTreeMap::new();
         let mut current_epoch = self.first_epoch;
         let mut scratch = self.projection.scratch();
         let n_views = self.projection.views().len();
@@ -205,6 +213,15 @@ impl Worker {
                     };
                     if self.snapshots.send(CoordMsg::Snapshot(snap)).is_err() {
                         return;
+                    }
+                }
+                WorkerMsg::Restore { partition, state } => {
+                    partitions.insert(partition, state);
+                    dirty = true;
+                }
+                WorkerMsg::Release(gone) => {
+                    for p in gone {
+                        dirty |= partitions.remove(&p).is_some();
                     }
                 }
                 WorkerMsg::Stop => return,

@@ -148,7 +148,7 @@ fn a_damaged_newest_checkpoint_is_detected_and_the_previous_one_used() {
     let epochs = checkpoint_dirs(&state);
     assert!(epochs.len() >= 2, "at least two checkpoints: {epochs:?}");
     let newest = epochs.last().expect("newest");
-    let file = newest.join("partition-0.state");
+    let file = newest.join("partition.state");
     let len = std::fs::metadata(&file).expect("state file").len();
     let f = std::fs::OpenOptions::new()
         .write(true)
@@ -160,7 +160,7 @@ fn a_damaged_newest_checkpoint_is_detected_and_the_previous_one_used() {
     let stderr = String::from_utf8_lossy(&third.stderr);
     assert!(third.status.success(), "{stderr}");
     assert!(
-        stderr.contains("partition-0.state") && stderr.contains("older checkpoint"),
+        stderr.contains("partition.state") && stderr.contains("older checkpoint"),
         "the damage is reported: {stderr}"
     );
     assert_eq!(

@@ -299,7 +299,7 @@ fn http_api_serves_views_status_and_sql() {
     let end = records.last().expect("records").0 + 1;
     assert_eq!(
         status["partitions"],
-        json!([{"partition": partition, "next_offset": end, "published_offset": end}]),
+        json!([{"partition": partition, "next_offset": end, "published_offset": end, "assigned": true}]),
         "{status}"
     );
 

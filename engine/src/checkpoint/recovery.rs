@@ -1,27 +1,36 @@
-//! Taking checkpoints at epoch barriers, and restoring from the newest valid one.
+//! Taking checkpoints at epoch barriers, and restoring partitions from them.
 //!
 //! ```text
-//!  barrier(checkpoint) ─▶ every worker encodes its piece of each partition
-//!                       ─▶ coordinator: publish the epoch, then write
-//!                            partition-<i>.state (all workers' pieces of partition i)
-//!                            + manifest (next offset per partition, dead-letter length)
-//!  start ─▶ newest checkpoint whose checksums verify ─▶ pieces merged, split by key
-//!           over this run's workers; source resumed at the stored offsets; the
-//!           dead-letter file cut back to its length at the cut
+//!  barrier(checkpoint) ─▶ every worker encodes its piece of each partition it holds
+//!                       ─▶ coordinator: publish the epoch, then for every partition this
+//!                          instance owns, a checkpoint in checkpoints/<partition>/:
+//!                            state (all workers' pieces) + manifest (next offset)
+//!  assign (start, or a consumer-group rebalance)
+//!       ─▶ per partition: newest checkpoint whose checksums verify ─▶ pieces merged,
+//!          split by key over this run's workers; the source resumes at its offset
 //! ```
 //!
-//! The state and the offsets come from the same epoch, and the operators are
-//! deterministic, so replaying from the stored offsets rebuilds exactly the state a run
-//! without the crash would have had: every event counts once.
+//! Checkpoints are per source partition because state is: every key's state lives in
+//! the partition its events came from, so each partition's state and offset form a
+//! consistent pair on their own. That is what lets a partition move between instances
+//! sharing a state directory (a consumer-group rebalance) without touching the others,
+//! and lets a crash between two partitions' writes of one epoch lose nothing: each
+//! resumes from its own newest checkpoint. The operators are deterministic, so a replay
+//! from the stored offset rebuilds exactly the state a run without the crash had.
+//!
+//! Checkpoint directories are numbered by epoch. An instance that takes a partition over
+//! first raises its epoch counter above every checkpoint of that partition on disk, so a
+//! partition's checkpoints are numbered in the order they were taken, whoever took them.
 
 use super::store::{CheckpointStore, NewCheckpoint, PartitionOffset};
 use crate::bad_records::BadRecords;
 use crate::{Error, Result};
-use projector_connectors::{PartitionInfo, Resume};
+use projector_connectors::Resume;
 use projector_operators::projection::{PartitionState, Projection};
 use projector_operators::snapshot;
 use serde::Serialize;
 use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
 use std::time::{Instant, SystemTime, UNIX_EPOCH};
 
@@ -38,25 +47,84 @@ pub struct CheckpointInfo {
     pub bytes: u64,
 }
 
-/// Shared view of the newest checkpoint.
+/// Shared view of the newest checkpoint, overall and per partition.
 #[derive(Debug, Default)]
-pub struct CheckpointStatus(Mutex<CheckpointInfo>);
+pub struct CheckpointStatus {
+    newest: Mutex<CheckpointInfo>,
+    /// Partition id → (epoch, written at, Unix ms) of its newest checkpoint.
+    partitions: Mutex<BTreeMap<u32, (u64, u64)>>,
+}
 
 impl CheckpointStatus {
     /// A copy of the newest checkpoint's info.
     pub fn get(&self) -> CheckpointInfo {
-        self.0.lock().expect("checkpoint status lock").clone()
+        self.newest.lock().expect("checkpoint status lock").clone()
+    }
+
+    /// The epoch and write time (Unix ms) of partition `id`'s newest checkpoint.
+    pub fn partition(&self, id: u32) -> Option<(u64, u64)> {
+        self.partitions
+            .lock()
+            .expect("checkpoint status lock")
+            .get(&id)
+            .copied()
     }
 
     pub(crate) fn set(&self, info: CheckpointInfo) {
-        *self.0.lock().expect("checkpoint status lock") = info;
+        *self.newest.lock().expect("checkpoint status lock") = info;
     }
+
+    pub(crate) fn set_partitions(&self, ids: &[u32], epoch: u64, written_ms: u64) {
+        let mut g = self.partitions.lock().expect("checkpoint status lock");
+        for id in ids {
+            g.insert(*id, (epoch, written_ms));
+        }
+    }
+}
+
+/// Where each partition's checkpoints live: `<checkpoints>/<partition>/`, the name made
+/// safe for a file system (`bank-events/3` → `bank-events%2F3`).
+pub fn partition_dir(root: &Path, partition: &str) -> PathBuf {
+    let mut name = String::with_capacity(partition.len());
+    for b in partition.bytes() {
+        if b.is_ascii_alphanumeric() || b"._-".contains(&b) {
+            name.push(b as char);
+        } else {
+            name.push_str(&format!("%{b:02X}"));
+        }
+    }
+    if name.starts_with('.') {
+        // Never a hidden name, nor `.` or `..`.
+        name.replace_range(0..1, "%2E");
+    }
+    root.join(name)
+}
+
+/// Refuses a checkpoint directory in the layout before per-partition checkpoints (one
+/// `epoch-*` directory for all partitions), rather than silently starting over.
+pub fn check_layout(root: &Path) -> Result<()> {
+    let Ok(entries) = std::fs::read_dir(root) else {
+        return Ok(());
+    };
+    for entry in entries.flatten() {
+        if entry.file_name().to_string_lossy().starts_with("epoch-") {
+            return Err(Error::Checkpoint(format!(
+                "{} holds checkpoints in an older layout (one directory for all partitions); \
+                 this version keeps one directory per partition. Remove {} to start over",
+                root.display(),
+                root.display()
+            )));
+        }
+    }
+    Ok(())
 }
 
 /// Writes checkpoints; owned by the coordinator thread.
 pub struct Checkpointer {
-    /// The store.
-    pub store: CheckpointStore,
+    /// The `checkpoints` directory; each partition has a store below it.
+    pub root: PathBuf,
+    /// Checkpoints kept per partition.
+    pub keep: usize,
     /// The pipeline's name, recorded in manifests.
     pub pipeline: String,
     /// Source partition names, by partition id.
@@ -68,23 +136,24 @@ pub struct Checkpointer {
     /// Called with the reason when a checkpoint cannot be written.
     pub on_error: Box<dyn Fn(String) + Send>,
     /// The offsets of the newest durable checkpoint, for the source to report.
-    pub durable: Arc<Mutex<Option<Vec<u64>>>>,
+    pub durable: Arc<Mutex<Option<Resume>>>,
 }
 
 impl std::fmt::Debug for Checkpointer {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("Checkpointer")
-            .field("store", &self.store)
+            .field("root", &self.root)
             .finish_non_exhaustive()
     }
 }
 
 impl Checkpointer {
-    /// Writes the checkpoint of `epoch`: `offsets` are the next offsets per partition,
-    /// `pieces` every worker's encoded pieces. A failure is handed to `on_error` (it
-    /// stops the pipeline: running on without checkpoints would make every restart
-    /// replay more and more).
-    pub fn write(&self, epoch: u64, offsets: &[u64], pieces: Vec<Vec<(u32, Vec<u8>)>>) {
+    /// Writes the checkpoint of `epoch` for every partition in `offsets` (the ones this
+    /// instance owns and knows the position of: partition id → next offset); `pieces`
+    /// are every worker's encoded pieces. A failure is handed to `on_error` (it stops
+    /// the pipeline: running on without checkpoints would make every restart replay
+    /// more and more).
+    pub fn write(&self, epoch: u64, offsets: &Resume, pieces: Vec<Vec<(u32, Vec<u8>)>>) {
         let started = Instant::now();
         if let Err(e) = self.try_write(epoch, offsets, pieces, started) {
             (self.on_error)(format!("cannot write checkpoint {epoch}: {e}"));
@@ -94,11 +163,12 @@ impl Checkpointer {
     fn try_write(
         &self,
         epoch: u64,
-        offsets: &[u64],
+        offsets: &Resume,
         pieces: Vec<Vec<(u32, Vec<u8>)>>,
         started: Instant,
     ) -> Result<()> {
-        let dead_letters_len = self.bad.sync().map_err(|source| Error::Io {
+        // Letters of the records before the cut must be durable before the cut is.
+        self.bad.sync().map_err(|source| Error::Io {
             context: format!("syncing {}", self.bad.path().display()),
             source,
         })?;
@@ -109,42 +179,42 @@ impl Checkpointer {
             file.extend_from_slice(&(bytes.len() as u64).to_le_bytes());
             file.extend_from_slice(&bytes);
         }
-        let bytes = files.values().map(|f| f.len() as u64).sum();
-        let checkpoint = NewCheckpoint {
-            epoch,
-            pipeline: self.pipeline.clone(),
-            partitions: self
-                .partitions
-                .iter()
-                .zip(offsets)
-                .map(|(name, next)| PartitionOffset {
+        let mut bytes = 0;
+        let mut written = Vec::with_capacity(offsets.len());
+        for (&id, &next) in offsets {
+            let name = &self.partitions[id as usize];
+            let data = files.remove(&id).unwrap_or_default();
+            bytes += data.len() as u64;
+            let store = CheckpointStore::open(&partition_dir(&self.root, name))?
+                .with_keep(self.keep);
+            store.write(NewCheckpoint {
+                epoch,
+                pipeline: self.pipeline.clone(),
+                partitions: vec![PartitionOffset {
                     name: name.clone(),
-                    next_offset: *next,
-                })
-                .collect(),
-            files: files
-                .into_iter()
-                .map(|(p, data)| (state_file(p), data))
-                .collect(),
-            dead_letters_len: Some(dead_letters_len),
-            extra: serde_json::Value::Null,
-        };
-        self.store.write(checkpoint)?;
-        *self.durable.lock().expect("durable offsets lock") = Some(offsets.to_vec());
+                    next_offset: next,
+                }],
+                files: vec![(STATE_FILE.to_string(), data)],
+                dead_letters_len: None,
+                extra: serde_json::Value::Null,
+            })?;
+            written.push(id);
+        }
+        *self.durable.lock().expect("durable offsets lock") = Some(offsets.clone());
+        let now = now_ms();
         self.status.set(CheckpointInfo {
             epoch,
-            written_ms: now_ms(),
+            written_ms: now,
             duration_ms: started.elapsed().as_millis() as u64,
             bytes,
         });
+        self.status.set_partitions(&written, epoch, now);
         Ok(())
     }
 }
 
-/// The state file of partition `id`.
-fn state_file(id: u32) -> String {
-    format!("partition-{id}.state")
-}
+/// The state file in each partition checkpoint.
+const STATE_FILE: &str = "partition.state";
 
 fn now_ms() -> u64 {
     SystemTime::now()
@@ -152,89 +222,81 @@ fn now_ms() -> u64 {
         .map_or(0, |d| d.as_millis() as u64)
 }
 
-/// What a run starts from.
+/// One partition as restored from its newest valid checkpoint.
 #[derive(Debug, Default)]
-pub struct Restored {
-    /// The epoch of the checkpoint (0 when starting empty).
+pub struct RestoredPartition {
+    /// Where it resumes (`None`: it has no checkpoint; start where the source starts).
+    pub resume: Option<u64>,
+    /// The epoch of the checkpoint (0: none).
     pub epoch: u64,
-    /// The highest epoch on disk, damaged checkpoints included: this run's epochs
-    /// start above it, so a new checkpoint never collides with a skipped one.
+    /// The highest epoch of this partition on disk, damaged checkpoints included: the
+    /// next checkpoint must be numbered above it.
     pub epoch_floor: u64,
-    /// Where each source partition resumes.
-    pub resume: Resume,
-    /// Per worker: the state of its keys, by partition.
-    pub workers: Vec<BTreeMap<u32, PartitionState>>,
-    /// Length to cut the dead-letter file back to (`None`: no checkpoint).
-    pub dead_letters_len: Option<u64>,
+    /// When the checkpoint was written, Unix milliseconds (0: none).
+    pub written_ms: u64,
+    /// Its state, split over the workers by key (index = worker).
+    pub workers: Vec<PartitionState>,
     /// Damaged checkpoints that were skipped, for the log.
     pub skipped: Vec<String>,
-    /// The newest checkpoint's info, for `/status`.
-    pub info: CheckpointInfo,
 }
 
-/// Loads the newest valid checkpoint in `store` and prepares it for `workers` workers,
-/// routing each key with `route`. `partitions` are the source's partitions: a
-/// checkpoint naming a partition the source does not have is refused (it belongs to
-/// another source; restoring only part of it would lose or double events).
-pub fn restore(
-    store: &CheckpointStore,
+/// Loads the newest valid checkpoint of partition `name` under `root` and splits its
+/// state over `workers` workers, routing each key with `route`.
+pub fn restore_partition(
+    root: &Path,
+    name: &str,
     projection: &Projection,
-    partitions: &[PartitionInfo],
     workers: usize,
     route: impl Fn(&str) -> usize,
-) -> Result<Restored> {
-    let loaded = store.load_latest()?;
-    let mut restored = Restored {
-        workers: (0..workers).map(|_| BTreeMap::new()).collect(),
-        skipped: loaded.skipped,
-        epoch_floor: store.list()?.last().copied().unwrap_or(0),
-        ..Restored::default()
+) -> Result<RestoredPartition> {
+    let dir = partition_dir(root, name);
+    let empty = |floor| RestoredPartition {
+        epoch_floor: floor,
+        workers: (0..workers).map(|_| projection.new_partition_state()).collect(),
+        ..RestoredPartition::default()
     };
+    if !dir.exists() {
+        return Ok(empty(0));
+    }
+    let store = CheckpointStore::open(&dir)?;
+    let loaded = store.load_latest()?;
+    let mut restored = empty(store.list()?.last().copied().unwrap_or(0));
+    restored.skipped = loaded
+        .skipped
+        .into_iter()
+        .map(|s| format!("partition {name}: {s}"))
+        .collect();
     let Some((manifest, files)) = loaded.checkpoint else {
         return Ok(restored);
     };
-    let at = format!("checkpoint {} in {}", manifest.epoch, store.dir().display());
-    let mut ids = BTreeMap::new();
-    for p in &manifest.partitions {
-        let Some(info) = partitions.iter().find(|i| i.name == p.name) else {
-            let known: Vec<&str> = partitions.iter().map(|i| i.name.as_str()).collect();
-            return Err(Error::Checkpoint(format!(
-                "{at} is for source partition '{}', which this source does not have \
-                 (it has: {}); point --state-dir elsewhere or remove the checkpoints",
-                p.name,
-                known.join(", ")
-            )));
-        };
-        restored.resume.insert(info.id, p.next_offset);
-        ids.insert(state_file(info.id), info.id);
+    let at = format!("checkpoint {} in {}", manifest.epoch, dir.display());
+    let [offset] = manifest.partitions.as_slice() else {
+        return Err(Error::Checkpoint(format!(
+            "{at}: expected the offset of one partition, found {}",
+            manifest.partitions.len()
+        )));
+    };
+    if offset.name != name {
+        return Err(Error::Checkpoint(format!(
+            "{at} is for partition '{}', not '{name}'",
+            offset.name
+        )));
     }
-    for (name, data) in files {
-        let Some(&id) = ids.get(&name) else {
-            return Err(Error::Checkpoint(format!(
-                "{at}: unexpected state file {name}"
-            )));
-        };
-        let mut state = projection.new_partition_state();
-        for piece in pieces(&data).map_err(|e| Error::Checkpoint(format!("{at}: {name}: {e}")))? {
+    let mut state = projection.new_partition_state();
+    for (file, data) in files {
+        if file != STATE_FILE {
+            return Err(Error::Checkpoint(format!("{at}: unexpected state file {file}")));
+        }
+        for piece in pieces(&data).map_err(|e| Error::Checkpoint(format!("{at}: {file}: {e}")))? {
             let decoded = snapshot::decode(projection, piece)
-                .map_err(|e| Error::Checkpoint(format!("{at}: {name}: {e}")))?;
+                .map_err(|e| Error::Checkpoint(format!("{at}: {file}: {e}")))?;
             snapshot::merge(&mut state, decoded);
         }
-        for (w, piece) in snapshot::split(projection, state, workers, &route)
-            .into_iter()
-            .enumerate()
-        {
-            restored.workers[w].insert(id, piece);
-        }
     }
+    restored.workers = snapshot::split(projection, state, workers, &route);
+    restored.resume = Some(offset.next_offset);
     restored.epoch = manifest.epoch;
-    restored.dead_letters_len = manifest.dead_letters_len;
-    restored.info = CheckpointInfo {
-        epoch: manifest.epoch,
-        written_ms: manifest.created_ms,
-        duration_ms: 0,
-        bytes: 0,
-    };
+    restored.written_ms = manifest.created_ms;
     Ok(restored)
 }
 

@@ -806,18 +806,21 @@ impl Rng {
 /// The complete checkpoint directories under `<state>/checkpoints`, oldest first
 /// (none when there are none yet).
 pub(crate) fn checkpoint_dirs(state: &Path) -> Vec<PathBuf> {
-    let Ok(entries) = std::fs::read_dir(state.join("checkpoints")) else {
-        return Vec::new();
+    let mut dirs: Vec<PathBuf> = Vec::new();
+    let Ok(partitions) = std::fs::read_dir(state.join("checkpoints")) else {
+        return dirs;
     };
-    let mut dirs: Vec<PathBuf> = entries
-        .flatten()
-        .map(|d| d.path())
-        .filter(|p| {
+    for partition in partitions.flatten() {
+        let Ok(entries) = std::fs::read_dir(partition.path()) else {
+            continue;
+        };
+        dirs.extend(entries.flatten().map(|d| d.path()).filter(|p| {
             p.file_name()
                 .is_some_and(|n| n.to_string_lossy().starts_with("epoch-"))
-        })
-        .collect();
-    dirs.sort();
+        }));
+    }
+    // By epoch, then partition.
+    dirs.sort_by(|a, b| (a.file_name(), a).cmp(&(b.file_name(), b)));
     dirs
 }
 
