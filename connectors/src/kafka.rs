@@ -14,16 +14,17 @@
 //! reports a wrong high watermark through ListOffsets, while the end seen by a fetch is
 //! right.
 
-use crate::source::{PartitionInfo, Poll, RawBatch, RawRecord, Resume, Source};
+use crate::source::{AssignmentListener, PartitionInfo, Poll, RawBatch, RawRecord, Resume, Source};
 use crate::{Error, Result};
 use rdkafka::config::ClientConfig;
 use rdkafka::consumer::base_consumer::PartitionQueue;
-use rdkafka::consumer::{BaseConsumer, Consumer};
+use rdkafka::consumer::{BaseConsumer, Consumer, RebalanceProtocol};
 use rdkafka::error::KafkaError;
 use rdkafka::message::Message;
+use rdkafka::types::RDKafkaRespErr;
 use rdkafka::{Offset, TopicPartitionList};
-use std::collections::BTreeMap;
-use std::sync::Arc;
+use std::collections::{BTreeMap, BTreeSet, HashMap};
+use std::sync::{Arc, Mutex, OnceLock, Weak};
 use std::time::Duration;
 
 /// Where to start a partition that has no checkpointed offset.
@@ -70,15 +71,148 @@ pub fn client_config(brokers: &str, properties: &BTreeMap<String, String>) -> Cl
 /// The consumer's context: librdkafka reports the end of a partition, which `--once`
 /// relies on and is normal while following a topic, as a global error; the default
 /// context would log every one of them as an ERROR.
-/// It also remembers whether every broker is down, for [`Source::degraded`].
-#[derive(Debug, Clone, Default)]
+/// It also remembers whether every broker is down, for [`Source::degraded`], and runs
+/// consumer-group rebalances (see [`Group`]).
+#[derive(Default)]
 pub struct SourceContext {
-    all_brokers_down: Arc<std::sync::Mutex<Option<String>>>,
+    all_brokers_down: Arc<Mutex<Option<String>>>,
+    group: Group,
+}
+
+impl std::fmt::Debug for SourceContext {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("SourceContext").finish_non_exhaustive()
+    }
+}
+
+/// What a rebalance hands from the context (inside `poll`) to the source.
+enum Change {
+    /// Partitions now ours, with their queues (split before the assignment).
+    Assigned(Vec<(u32, PartitionQueue<SourceContext>)>),
+    /// Partitions no longer ours.
+    Revoked(Vec<u32>),
+}
+
+/// Consumer-group membership: the engine's listener, the partition ids, and the changes
+/// the source applies after each poll of the main queue.
+///
+/// Each partition's queue is split off *before* the partition is assigned: a queue
+/// split afterwards may already have forwarded messages to the main queue, and reading
+/// those after later ones from the split queue would reorder the partition.
+#[derive(Default)]
+struct Group {
+    listener: Mutex<Option<Box<dyn AssignmentListener>>>,
+    /// (topic, partition number) → source partition id; set once metadata is read.
+    ids: OnceLock<HashMap<(String, i32), u32>>,
+    consumer: OnceLock<Weak<BaseConsumer<SourceContext>>>,
+    start_from: OnceLock<StartFrom>,
+    changes: Mutex<Vec<Change>>,
+    /// Source partitions assigned now.
+    assigned: Mutex<BTreeSet<u32>>,
+    /// Why the group cannot go on (the listener failed), for the next poll to report.
+    error: Mutex<Option<String>>,
+}
+
+impl Group {
+    fn fail(&self, why: String) {
+        let mut e = self.error.lock().expect("group lock");
+        if e.is_none() {
+            *e = Some(why);
+        }
+    }
+
+    fn ids_of(&self, tpl: &TopicPartitionList) -> std::result::Result<Vec<u32>, String> {
+        let ids = self
+            .ids
+            .get()
+            .ok_or("kafka: rebalance before the metadata was read")?;
+        tpl.elements()
+            .iter()
+            .map(|e| {
+                ids.get(&(e.topic().to_string(), e.partition()))
+                    .copied()
+                    .ok_or_else(|| {
+                        format!(
+                            "kafka: partition {}/{} appeared after the start (were partitions \
+                             added?); restart Projector to read it",
+                            e.topic(),
+                            e.partition()
+                        )
+                    })
+            })
+            .collect()
+    }
+
+    fn assign(
+        &self,
+        consumer: &BaseConsumer<SourceContext>,
+        tpl: &mut TopicPartitionList,
+    ) -> std::result::Result<(), String> {
+        let ids = self.ids_of(tpl)?;
+        let resume = match &mut *self.listener.lock().expect("group lock") {
+            Some(l) => l.assigned(&ids)?,
+            None => Resume::new(),
+        };
+        let start = self.start_from.get().copied().unwrap_or_default();
+        let elements: Vec<(String, i32)> = tpl
+            .elements()
+            .iter()
+            .map(|e| (e.topic().to_string(), e.partition()))
+            .collect();
+        let me = self
+            .consumer
+            .get()
+            .and_then(Weak::upgrade)
+            .ok_or("kafka: the consumer is closing")?;
+        let mut queues = Vec::with_capacity(ids.len());
+        for ((topic, n), id) in elements.iter().zip(&ids) {
+            let offset = match (resume.get(id), start) {
+                (Some(next), _) => Offset::Offset(*next as i64),
+                (None, StartFrom::Earliest) => Offset::Beginning,
+                (None, StartFrom::Latest) => Offset::End,
+            };
+            tpl.set_partition_offset(topic, *n, offset)
+                .map_err(|e| format!("kafka: setting the offset of {topic}/{n}: {e}"))?;
+            let queue = me
+                .split_partition_queue(topic, *n)
+                .ok_or_else(|| format!("kafka: cannot read {topic}/{n} on its own queue"))?;
+            queues.push((*id, queue));
+        }
+        let assigned = match consumer.rebalance_protocol() {
+            RebalanceProtocol::Cooperative => consumer.incremental_assign(tpl),
+            _ => consumer.assign(tpl),
+        };
+        assigned.map_err(|e| format!("kafka: assigning partitions: {e}"))?;
+        self.assigned.lock().expect("group lock").extend(&ids);
+        self.changes
+            .lock()
+            .expect("group lock")
+            .push(Change::Assigned(queues));
+        Ok(())
+    }
+
+    fn revoke(&self, ids: Vec<u32>, lost: bool) {
+        if let Some(l) = &mut *self.listener.lock().expect("group lock")
+            && let Err(e) = l.revoked(&ids, lost)
+        {
+            self.fail(e);
+        }
+        let mut assigned = self.assigned.lock().expect("group lock");
+        for id in &ids {
+            assigned.remove(id);
+        }
+        self.changes
+            .lock()
+            .expect("group lock")
+            .push(Change::Revoked(ids));
+    }
 }
 
 impl rdkafka::ClientContext for SourceContext {
     fn error(&self, error: KafkaError, reason: &str) {
-        if matches!(error, KafkaError::PartitionEOF(_)) {
+        if matches!(error, KafkaError::PartitionEOF(_))
+            || error.rdkafka_error_code() == Some(rdkafka::types::RDKafkaErrorCode::PartitionEOF)
+        {
             return;
         }
         if error.rdkafka_error_code() == Some(rdkafka::types::RDKafkaErrorCode::AllBrokersDown) {
@@ -88,17 +222,80 @@ impl rdkafka::ClientContext for SourceContext {
     }
 }
 
-impl rdkafka::consumer::ConsumerContext for SourceContext {}
+impl rdkafka::consumer::ConsumerContext for SourceContext {
+    /// Runs on the thread polling the consumer. The engine restores assigned partitions
+    /// before they are assigned (so they start at their checkpoint) and checkpoints
+    /// revoked ones before they are let go (so the next owner starts where this one
+    /// stopped): both may take a while, and the group waits.
+    fn rebalance(
+        &self,
+        consumer: &BaseConsumer<Self>,
+        err: RDKafkaRespErr,
+        tpl: &mut TopicPartitionList,
+    ) {
+        let group = &self.group;
+        let cooperative = matches!(
+            consumer.rebalance_protocol(),
+            RebalanceProtocol::Cooperative
+        );
+        match err {
+            RDKafkaRespErr::RD_KAFKA_RESP_ERR__ASSIGN_PARTITIONS => {
+                if let Err(e) = group.assign(consumer, tpl) {
+                    group.fail(e);
+                }
+            }
+            RDKafkaRespErr::RD_KAFKA_RESP_ERR__REVOKE_PARTITIONS => {
+                let lost = consumer.assignment_lost();
+                match group.ids_of(tpl) {
+                    Ok(ids) => group.revoke(ids, lost),
+                    Err(e) => group.fail(e),
+                }
+                let unassigned = if cooperative {
+                    consumer.incremental_unassign(tpl)
+                } else {
+                    consumer.unassign()
+                };
+                if let Err(e) = unassigned {
+                    group.fail(format!("kafka: unassigning partitions: {e}"));
+                }
+            }
+            other => {
+                // librdkafka's advice: give everything up and let the group start over.
+                tracing::warn!(error = ?other, "kafka: rebalance failed; giving up the assignment");
+                let ids: Vec<u32> = group
+                    .assigned
+                    .lock()
+                    .expect("group lock")
+                    .iter()
+                    .copied()
+                    .collect();
+                group.revoke(ids, true);
+                let _ = consumer.unassign();
+            }
+        }
+    }
+}
 
-/// Reads the partitions of the configured topics.
+/// Reads the partitions of the configured topics: as a member of the consumer group
+/// once the engine listens for assignments, otherwise all of them.
 pub struct KafkaSource {
     consumer: Arc<BaseConsumer<SourceContext>>,
     partitions: Vec<PartitionInfo>,
-    /// One queue per source partition (index = id), so that a slow or busy partition
-    /// does not hold the others back and an end-of-partition names its partition.
-    queues: Vec<PartitionQueue<SourceContext>>,
-    /// Source partitions not yet at their end (only with `stop_at_end`).
-    open: Vec<bool>,
+    /// (topic, partition number) per source partition id.
+    topic_partitions: Vec<(String, i32)>,
+    topics: Vec<String>,
+    /// Where partitions start without an engine listener (`open`'s `resume`).
+    resume: Resume,
+    start_from: StartFrom,
+    /// Assigned yet (without a group: all partitions at the first poll).
+    started: bool,
+    /// A member of the consumer group (the engine listens for assignments).
+    group: bool,
+    /// One queue per assigned source partition, so that a slow or busy partition does
+    /// not hold the others back and an end-of-partition names its partition.
+    queues: BTreeMap<u32, PartitionQueue<SourceContext>>,
+    /// Assigned partitions whose end was seen (only with `stop_at_end`).
+    at_end: BTreeSet<u32>,
     stop_at_end: bool,
     /// Where the next poll starts, so every partition gets its turn.
     next_queue: usize,
@@ -115,7 +312,9 @@ impl std::fmt::Debug for KafkaSource {
 }
 
 impl KafkaSource {
-    /// Connects, reads the topics' partitions and assigns them at `resume`.
+    /// Connects and reads the topics' partitions. Without a consumer group listener
+    /// (see [`Source::set_assignment_listener`]) the first poll assigns every
+    /// partition at `resume`.
     pub fn open(config: &KafkaConfig, resume: &Resume) -> Result<Self> {
         let mut client = client_config(&config.brokers, &config.properties);
         client
@@ -126,10 +325,25 @@ impl KafkaSource {
             // librdkafka's 500 ms default makes --once wait that long at every end.
             client.set("fetch.wait.max.ms", "100");
         }
+        if client.get("auto.offset.reset").is_none() {
+            // A checkpointed offset the topic no longer has (retention): the oldest
+            // retained message for `earliest`, as for a partition without a checkpoint.
+            let reset = match config.start_from {
+                StartFrom::Earliest => "earliest",
+                StartFrom::Latest => "latest",
+            };
+            client.set("auto.offset.reset", reset);
+        }
         let consumer: BaseConsumer<SourceContext> = client
             .create_with_context(SourceContext::default())
             .map_err(|e| kafka("creating the consumer", &e))?;
         let consumer = Arc::new(consumer);
+        let _ = consumer
+            .context()
+            .group
+            .consumer
+            .set(Arc::downgrade(&consumer));
+        let _ = consumer.context().group.start_from.set(config.start_from);
 
         let mut partitions = Vec::new();
         let mut ids: Vec<(String, i32)> = Vec::new();
@@ -172,10 +386,34 @@ impl KafkaSource {
                 ids.push((topic.clone(), n));
             }
         }
+        let map = ids
+            .iter()
+            .enumerate()
+            .map(|(id, tp)| (tp.clone(), id as u32))
+            .collect();
+        let _ = consumer.context().group.ids.set(map);
+        Ok(KafkaSource {
+            last_check: std::time::Instant::now(),
+            consumer,
+            partitions,
+            topic_partitions: ids,
+            topics: config.topics.clone(),
+            resume: resume.clone(),
+            start_from: config.start_from,
+            started: false,
+            group: false,
+            queues: BTreeMap::new(),
+            at_end: BTreeSet::new(),
+            stop_at_end: config.stop_at_end,
+            next_queue: 0,
+        })
+    }
 
+    /// Assigns every partition at `self.resume` (no consumer group).
+    fn assign_all(&mut self) -> Result<()> {
         let mut assignment = TopicPartitionList::new();
-        for (id, (topic, n)) in ids.iter().enumerate() {
-            let offset = match (resume.get(&(id as u32)), config.start_from) {
+        for (id, (topic, n)) in self.topic_partitions.iter().enumerate() {
+            let offset = match (self.resume.get(&(id as u32)), self.start_from) {
                 (Some(next), _) => Offset::Offset(*next as i64),
                 (None, StartFrom::Earliest) => Offset::Beginning,
                 (None, StartFrom::Latest) => Offset::End,
@@ -183,31 +421,64 @@ impl KafkaSource {
             assignment
                 .add_partition_offset(topic, *n, offset)
                 .map_err(|e| kafka("building the assignment", &e))?;
-        }
-        consumer
-            .assign(&assignment)
-            .map_err(|e| kafka("assigning partitions", &e))?;
-        let queues = ids
-            .iter()
-            .map(|(topic, n)| {
-                consumer.split_partition_queue(topic, *n).ok_or_else(|| {
+            // Split before assigning: see `Group`.
+            let queue = self
+                .consumer
+                .split_partition_queue(topic, *n)
+                .ok_or_else(|| {
                     Error::Config(format!(
                         "cannot read partition {topic}/{n} on its own queue"
                     ))
-                })
-            })
-            .collect::<Result<Vec<_>>>()?;
-        let open = vec![true; partitions.len()];
-        let last_check = std::time::Instant::now();
-        Ok(KafkaSource {
-            last_check,
-            consumer,
-            partitions,
-            queues,
-            open,
-            stop_at_end: config.stop_at_end,
-            next_queue: 0,
-        })
+                })?;
+            self.queues.insert(id as u32, queue);
+        }
+        self.consumer
+            .assign(&assignment)
+            .map_err(|e| kafka("assigning partitions", &e))
+    }
+
+    /// Applies what rebalances changed, in order.
+    fn apply_changes(&mut self) {
+        let changes = std::mem::take(
+            &mut *self
+                .consumer
+                .context()
+                .group
+                .changes
+                .lock()
+                .expect("group lock"),
+        );
+        for change in changes {
+            match change {
+                Change::Assigned(queues) => {
+                    for (id, queue) in queues {
+                        self.at_end.remove(&id);
+                        self.queues.insert(id, queue);
+                    }
+                }
+                Change::Revoked(ids) => {
+                    for id in ids {
+                        self.at_end.remove(&id);
+                        self.queues.remove(&id);
+                    }
+                }
+            }
+        }
+    }
+}
+
+impl Drop for KafkaSource {
+    fn drop(&mut self) {
+        // Queues hold the consumer: the ones not yet taken would keep it (and its
+        // group membership) alive.
+        self.consumer
+            .context()
+            .group
+            .changes
+            .lock()
+            .expect("group lock")
+            .clear();
+        self.queues.clear();
     }
 }
 
@@ -218,6 +489,18 @@ fn kafka(doing: &str, e: &KafkaError) -> Error {
 impl Source for KafkaSource {
     fn partitions(&self) -> Vec<PartitionInfo> {
         self.partitions.clone()
+    }
+
+    fn set_assignment_listener(&mut self, listener: Box<dyn AssignmentListener>) -> bool {
+        *self
+            .consumer
+            .context()
+            .group
+            .listener
+            .lock()
+            .expect("group lock") = Some(listener);
+        self.group = true;
+        true
     }
 
     fn degraded(&self) -> Option<String> {
@@ -234,16 +517,20 @@ impl Source for KafkaSource {
     fn checkpointed(&mut self, offsets: &Resume) {
         let mut tpl = TopicPartitionList::new();
         for (id, next) in offsets {
-            let Some((topic, n)) = self.partitions[*id as usize].name.rsplit_once('/') else {
+            // Only partitions this instance still owns: another member commits its own.
+            if !self.queues.contains_key(id) {
                 continue;
-            };
-            let Ok(n) = n.parse::<i32>() else { continue };
+            }
+            let (topic, n) = &self.topic_partitions[*id as usize];
             if tpl
-                .add_partition_offset(topic, n, Offset::Offset(*next as i64))
+                .add_partition_offset(topic, *n, Offset::Offset(*next as i64))
                 .is_err()
             {
                 return;
             }
+        }
+        if tpl.count() == 0 {
+            return;
         }
         // Best effort: a failed commit only makes lag tools lag. Synchronous (one round
         // trip per checkpoint), so the commit of the final checkpoint is not lost when
@@ -257,12 +544,46 @@ impl Source for KafkaSource {
     }
 
     fn poll(&mut self, out: &mut RawBatch, max_records: usize) -> Result<Poll> {
-        // The main queue carries errors and events; serving it also keeps the client's
-        // heartbeats and statistics going. Messages are on the partition queues.
-        match self.consumer.poll(Duration::ZERO) {
-            Some(Err(KafkaError::PartitionEOF(_))) | None | Some(Ok(_)) => {}
-            Some(Err(e)) => tracing::warn!(error = %e, "kafka consumer"),
+        if !self.started {
+            self.started = true;
+            if self.group {
+                let topics: Vec<&str> = self.topics.iter().map(String::as_str).collect();
+                self.consumer
+                    .subscribe(&topics)
+                    .map_err(|e| kafka("subscribing", &e))?;
+            } else {
+                self.assign_all()?;
+            }
         }
+        // The main queue carries rebalances, errors and events; serving it also keeps
+        // the client's heartbeats going. Messages are on the partition queues.
+        for _ in 0..64 {
+            match self.consumer.poll(Duration::ZERO) {
+                None => break,
+                Some(Err(KafkaError::PartitionEOF(_))) => {}
+                Some(Ok(m)) => {
+                    return Err(Error::Failed(format!(
+                        "kafka: internal error: a message of {}/{} arrived outside its \
+                         partition queue",
+                        m.topic(),
+                        m.partition()
+                    )));
+                }
+                Some(Err(e)) => tracing::warn!(error = %e, "kafka consumer"),
+            }
+        }
+        if let Some(e) = self
+            .consumer
+            .context()
+            .group
+            .error
+            .lock()
+            .expect("group lock")
+            .take()
+        {
+            return Err(Error::Failed(e));
+        }
+        self.apply_changes();
         // librdkafka reports when every broker is down, not when one is back: while
         // degraded, ask for metadata now and then (a short, bounded wait).
         let down = self.consumer.context().all_brokers_down.clone();
@@ -278,51 +599,58 @@ impl Source for KafkaSource {
                 *down.lock().expect("broker state lock") = None;
             }
         }
-        let n = self.queues.len();
+        let ids: Vec<u32> = self.queues.keys().copied().collect();
+        let n = ids.len();
         let mut appended = 0;
-        let mut idle_queues = 0;
         // Round robin over the partitions, a bounded share each, until the batch is
         // full or every queue came back empty once in a row.
-        let share = (max_records / n).max(64);
-        while appended < max_records && idle_queues < n {
-            let id = self.next_queue;
-            self.next_queue = (self.next_queue + 1) % n;
-            let mut taken = 0;
-            while taken < share && appended < max_records {
-                match self.queues[id].poll(Duration::ZERO) {
-                    None => break,
-                    Some(Ok(m)) => {
-                        let start = out.data.len();
-                        out.data.extend_from_slice(m.payload().unwrap_or_default());
-                        out.records.push(RawRecord {
-                            partition: id as u32,
-                            offset: m.offset() as u64,
-                            start,
-                            end: out.data.len(),
-                        });
-                        taken += 1;
-                        appended += 1;
-                    }
-                    Some(Err(KafkaError::PartitionEOF(_))) => {
-                        self.open[id] = false;
-                        break;
-                    }
-                    Some(Err(e)) => {
-                        // librdkafka retries by itself (broker down, leader moved):
-                        // report it and let the engine poll again.
-                        tracing::warn!(partition = %self.partitions[id].name, error = %e, "kafka");
-                        break;
+        if let Some(share) = max_records.checked_div(n) {
+            let share = share.max(64);
+            let mut idle_queues = 0;
+            while appended < max_records && idle_queues < n {
+                self.next_queue = (self.next_queue + 1) % n;
+                let id = ids[self.next_queue];
+                let queue = &self.queues[&id];
+                let mut taken = 0;
+                while taken < share && appended < max_records {
+                    match queue.poll(Duration::ZERO) {
+                        None => break,
+                        Some(Ok(m)) => {
+                            let start = out.data.len();
+                            out.data.extend_from_slice(m.payload().unwrap_or_default());
+                            out.records.push(RawRecord {
+                                partition: id,
+                                offset: m.offset() as u64,
+                                start,
+                                end: out.data.len(),
+                            });
+                            taken += 1;
+                            appended += 1;
+                        }
+                        Some(Err(KafkaError::PartitionEOF(_))) => {
+                            self.at_end.insert(id);
+                            break;
+                        }
+                        Some(Err(e)) => {
+                            // librdkafka retries by itself (broker down, leader moved):
+                            // report it and let the engine poll again.
+                            let name = &self.partitions[id as usize].name;
+                            tracing::warn!(partition = %name, error = %e, "kafka");
+                            break;
+                        }
                     }
                 }
+                idle_queues = if taken == 0 { idle_queues + 1 } else { 0 };
             }
-            idle_queues = if taken == 0 { idle_queues + 1 } else { 0 };
         }
         if appended > 0 {
             // A broker answered: not degraded (once per poll, not per message).
             *down.lock().expect("broker state lock") = None;
-            // A message after an end-of-partition means the partition grew again.
             Ok(Poll::Ready)
-        } else if self.stop_at_end && self.open.iter().all(|o| !o) {
+        } else if self.stop_at_end && n > 0 && self.queues.keys().all(|id| self.at_end.contains(id))
+        {
+            // Every partition this instance owns was read to the end it had when the
+            // fetches reached it.
             Ok(Poll::Exhausted)
         } else {
             Ok(Poll::Idle)

@@ -18,7 +18,8 @@ pub mod kafka;
 pub mod source;
 
 pub use source::{
-    AssignmentListener, PartitionInfo, Poll, RawBatch, RawRecord, Resume, Source, SourceConfig, open,
+    AssignmentListener, PartitionInfo, Poll, RawBatch, RawRecord, Resume, Source, SourceConfig,
+    open,
 };
 
 /// Errors of sources and sinks.
@@ -35,6 +36,9 @@ pub enum Error {
     /// A configuration value the connector cannot use.
     #[error("{0}")]
     Config(String),
+    /// A running source cannot go on (the reason says why).
+    #[error("{0}")]
+    Failed(String),
 }
 
 /// Result with this crate's [`Error`].

@@ -166,8 +166,9 @@ impl BadRecords {
         if self.policy != OnError::DeadLetter {
             return Ok(());
         }
-        let found = projector_connectors::dead_letter::letters_at_or_after(&self.path, partition, from)
-            .map_err(std::io::Error::other)?;
+        let found =
+            projector_connectors::dead_letter::letters_at_or_after(&self.path, partition, from)
+                .map_err(std::io::Error::other)?;
         let mut written = self.written.lock().expect("dead-letter lock");
         if found.is_empty() {
             written.remove(partition);
@@ -179,7 +180,10 @@ impl BadRecords {
 
     /// Forgets [`BadRecords::already_written`] of a partition this instance gave up.
     pub fn forget(&self, partition: &str) {
-        self.written.lock().expect("dead-letter lock").remove(partition);
+        self.written
+            .lock()
+            .expect("dead-letter lock")
+            .remove(partition);
     }
 
     /// Losing a record silently is worse than stopping.

@@ -107,8 +107,7 @@ pub fn run_coordinator(
                 last,
                 checkpoint,
             } => {
-                entry(&mut pending, epoch, workers).info =
-                    Some((offsets, owned, last, checkpoint));
+                entry(&mut pending, epoch, workers).info = Some((offsets, owned, last, checkpoint));
                 epoch
             }
             CoordMsg::Snapshot(s) => {

@@ -249,13 +249,17 @@ fn run(args: RunArgs) -> Result<ExitCode> {
         let listener = runtime
             .block_on(tokio::net::TcpListener::bind(addr))
             .with_context(|| format!("binding the HTTP API to {addr}"))?;
+        // The bound address: with port 0 the system picked one.
+        let bound = listener
+            .local_addr()
+            .map_or_else(|_| addr.clone(), |a| a.to_string());
         let app = router(AppState {
             shared: shared.clone(),
             sql: sql.clone(),
         });
         runtime.spawn(async move { axum::serve(listener, app).await });
         eprintln!(
-            "{}: serving SQL on http://{addr} (POST /sql, GET /views, /status, /health)",
+            "{}: serving SQL on http://{bound} (POST /sql, GET /views, /status, /health)",
             cfg.name
         );
     }

@@ -498,7 +498,13 @@ impl Owner {
             let p = id as usize;
             for (w, state) in r.workers.into_iter().enumerate() {
                 ing.router
-                    .send_to(w, WorkerMsg::Restore { partition: id, state })
+                    .send_to(
+                        w,
+                        WorkerMsg::Restore {
+                            partition: id,
+                            state,
+                        },
+                    )
                     .map_err(|_| Error::Stopped)?;
             }
             ing.owned[p] = true;

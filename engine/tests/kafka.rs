@@ -7,6 +7,14 @@
 //!   the oracle.
 //! - T2: re-produce a share of the events (an at-least-once producer's retries): the
 //!   views do not change and the replays are counted as duplicates.
+//! - T3: a second instance, sharing the state directory and the consumer group, joins
+//!   and leaves while events flow: partitions move over and back, and the views equal
+//!   the oracle with every bad record dead-lettered once.
+//! - T4: the broker goes away: degraded, no busy loop, a clean stop.
+//! - T5: poison pills under every `on_error` policy.
+//!
+//! Events flow while the engine is killed or rebalanced: a producer thread streams
+//! them at a steady rate, so every interruption lands mid-stream.
 
 mod common;
 
@@ -15,7 +23,7 @@ use common::{
 };
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 const ACCOUNTS_SQL: &str = "SELECT * FROM accounts ORDER BY account_id";
 const VOLUME_SQL: &str = "SELECT * FROM volume_by_type ORDER BY event_type";
@@ -89,6 +97,12 @@ fn pipeline(dir: &Path, broker: &Broker, topic: &str) -> PathBuf {
         .expect("the shipped Kafka pipeline")
         .replace("${KAFKA_BROKERS:-127.0.0.1:9092}", &broker.address)
         .replace("topics: [bank-events]", &format!("topics: [{topic}]"))
+        // A killed member leaves the group after its session times out; a short one
+        // keeps the restarts quick.
+        .replace(
+            "session.timeout.ms: \"6000\"",
+            "session.timeout.ms: \"2000\"\n    heartbeat.interval.ms: \"500\"",
+        )
         .replace(
             "views:",
             "publish_interval: 20ms\ncheckpoint:\n  interval: 50ms\nviews:",
@@ -96,6 +110,144 @@ fn pipeline(dir: &Path, broker: &Broker, topic: &str) -> PathBuf {
     let path = dir.join("bank-kafka.yaml");
     std::fs::write(&path, text).expect("write pipeline");
     path
+}
+
+/// The bank events of `seed` with a bad record (unparseable, no key, unique bytes)
+/// after every 4,999th: the input of the crash and rebalance tests.
+fn events_with_bad_records(events: u64, keys: u64, seed: u64) -> Vec<(u64, Vec<u8>)> {
+    let mut out = Vec::new();
+    for (_, raw) in generator_records(events, keys, seed) {
+        let i = out.len() as u64;
+        out.push((i, raw));
+        if i % 5_000 == 4_998 {
+            let bad = format!(r#"{{"eventType":"MoneyDeposited","aggregateId":"cut-{i}"#);
+            out.push((i + 1, bad.into_bytes()));
+        }
+    }
+    out
+}
+
+/// Creates `topic` with 4 partitions and streams `records` to it from a thread, about
+/// `per_second` a second, keyed by `aggregateId` (a record without one goes unkeyed).
+fn stream(
+    broker: &Broker,
+    topic: &str,
+    records: &[(u64, Vec<u8>)],
+    per_second: u64,
+) -> std::thread::JoinHandle<()> {
+    use projector_connectors::kafka::{EventProducer, ensure_topic};
+    let props = std::collections::BTreeMap::new();
+    ensure_topic(&broker.address, &props, topic, 4).expect("create topic");
+    let producer = EventProducer::new(&broker.address, &props, topic).expect("producer");
+    let records: Vec<Vec<u8>> = records.iter().map(|(_, r)| r.clone()).collect();
+    std::thread::spawn(move || {
+        let started = Instant::now();
+        for (i, raw) in records.iter().enumerate() {
+            let key = serde_json::from_slice::<serde_json::Value>(raw)
+                .ok()
+                .and_then(|v| v["aggregateId"].as_str().map(String::from))
+                .unwrap_or_default();
+            producer.send(key.as_bytes(), raw).expect("send");
+            if i % 250 == 249 {
+                let due = Duration::from_secs_f64((i + 1) as f64 / per_second as f64);
+                if let Some(wait) = due.checked_sub(started.elapsed()) {
+                    std::thread::sleep(wait);
+                }
+            }
+        }
+        producer.flush(Duration::from_secs(60)).expect("flush");
+    })
+}
+
+/// Every bad record of `input` is in the dead-letter file exactly once, each at its own
+/// partition and offset.
+fn assert_each_bad_record_dead_lettered_once(state: &Path, exp: &oracle::Expected) {
+    let letters =
+        projector_connectors::dead_letter::read_dead_letters(&state.join("dead-letters.ndjson"))
+            .expect("dead letters");
+    let mut got: Vec<&[u8]> = letters.iter().map(|l| l.raw.as_slice()).collect();
+    let mut want: Vec<&[u8]> = exp.bad.iter().map(|b| b.raw.as_slice()).collect();
+    got.sort_unstable();
+    want.sort_unstable();
+    assert_eq!(
+        got.len(),
+        want.len(),
+        "dead letters: {} written, {} bad records",
+        got.len(),
+        want.len()
+    );
+    assert!(got == want, "the dead letters are exactly the bad records");
+    let mut places: Vec<(&str, u64)> = letters
+        .iter()
+        .map(|l| (l.partition.as_str(), l.offset))
+        .collect();
+    places.sort_unstable();
+    places.dedup();
+    assert_eq!(places.len(), letters.len(), "one letter per record");
+}
+
+/// A running `projector run`, killed when dropped (a test failing half way).
+struct Running(std::process::Child);
+
+impl Drop for Running {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+impl Running {
+    /// `projector run PIPELINE` on `state`, serving HTTP on `port`.
+    fn start(pipeline: &Path, state: &Path, port: u16, workers: u64) -> Running {
+        Running(
+            projector()
+                .arg("run")
+                .arg(pipeline)
+                .args(["--quiet", "--http", &format!("127.0.0.1:{port}")])
+                .args(["--workers", &workers.to_string()])
+                .arg("--state-dir")
+                .arg(state)
+                .stdout(Stdio::null())
+                .stderr(Stdio::null())
+                .spawn()
+                .expect("start projector"),
+        )
+    }
+
+    /// SIGTERM, then the exit code (within `secs`).
+    fn terminate(&mut self, secs: u64) -> Option<i32> {
+        let pid = self.0.id().to_string();
+        let sent = Command::new("kill").args(["-TERM", &pid]).status();
+        assert!(sent.is_ok_and(|s| s.success()), "kill -TERM {pid}");
+        let mut code = None;
+        let exited = wait_for(secs, || {
+            code = self.0.try_wait().ok().flatten().map(|s| s.code());
+            code.is_some()
+        });
+        assert!(exited, "SIGTERM stops the engine within {secs} s");
+        code.flatten()
+    }
+}
+
+/// A port that was free a moment ago.
+fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .expect("free port")
+        .port()
+}
+
+/// The partitions an instance owns now, from its `/status`.
+fn assigned(port: u16) -> Option<Vec<String>> {
+    let status = get_json(port, "/status")?;
+    Some(
+        status["partitions"]
+            .as_array()?
+            .iter()
+            .filter(|p| p["assigned"] == true)
+            .filter_map(|p| p["partition"].as_str().map(String::from))
+            .collect(),
+    )
 }
 
 /// `--once` with both view queries: (stderr, accounts, volume).
@@ -127,22 +279,27 @@ fn run_once(
     (stderr, results.pop().expect("accounts"), volume)
 }
 
-/// The sum of the next offsets in the newest checkpoint (events it covers).
+/// The sum over partitions of the next offset in each one's newest checkpoint (the
+/// records the checkpoints cover).
 fn newest_checkpoint_offsets(state: &Path) -> Option<u64> {
-    let manifest = common::manifest(checkpoint_dirs(state).last()?)?;
-    manifest["partitions"]
-        .as_array()?
-        .iter()
-        .map(|p| p["next_offset"].as_u64())
-        .sum()
+    let mut newest: std::collections::BTreeMap<String, u64> = Default::default();
+    for dir in checkpoint_dirs(state) {
+        let manifest = common::manifest(&dir)?;
+        let p = &manifest["partitions"][0];
+        newest.insert(p["name"].as_str()?.to_string(), p["next_offset"].as_u64()?);
+    }
+    (!newest.is_empty()).then(|| newest.values().sum())
 }
 
 #[test]
 fn t1_t2_kill_9_and_redelivery_on_a_4_partition_topic() {
     let broker = Broker::start();
     let dir = tempfile::tempdir().expect("tempdir");
-    let (events, keys, seed) = (100_000, 2_000, 5);
-    produce(&broker, "bank-t1", events, keys, seed);
+    let (events, keys, seed) = (150_000, 2_000, 5);
+    let input = events_with_bad_records(events, keys, seed);
+    let total = input.len() as u64;
+    // About 40 s of events, while the engine is killed and restarted.
+    let producer = stream(&broker, "bank-t1", &input, total / 40);
     let pipeline = pipeline(dir.path(), &broker, "bank-t1");
     let state = dir.path().join("state");
 
@@ -150,26 +307,12 @@ fn t1_t2_kill_9_and_redelivery_on_a_4_partition_topic() {
     let mut mid_stream = 0;
     for _ in 0..10 {
         let workers = 1 + rng.below(3);
-        let mut child = projector()
-            .arg("run")
-            .arg(&pipeline)
-            .args([
-                "--quiet",
-                "--http",
-                "127.0.0.1:0",
-                "--workers",
-                &workers.to_string(),
-            ])
-            .arg("--state-dir")
-            .arg(&state)
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .spawn()
-            .expect("start projector");
-        std::thread::sleep(Duration::from_millis(50 + rng.below(500)));
-        child.kill().expect("kill -9");
-        child.wait().expect("reap");
-        if newest_checkpoint_offsets(&state).is_some_and(|n| n > 0 && n < events) {
+        let mut child = Running::start(&pipeline, &state, free_port(), workers);
+        // Joining the group takes about 3 s; then it reads, checkpointing every 50 ms.
+        std::thread::sleep(Duration::from_millis(2_500 + rng.below(3_000)));
+        child.0.kill().expect("kill -9");
+        child.0.wait().expect("reap");
+        if newest_checkpoint_offsets(&state).is_some_and(|n| n > 0 && n < total) {
             mid_stream += 1;
         }
     }
@@ -177,11 +320,13 @@ fn t1_t2_kill_9_and_redelivery_on_a_4_partition_topic() {
         mid_stream >= 2,
         "the kills must interrupt the topic, not only idle runs ({mid_stream} did)"
     );
+    producer.join().expect("producer");
 
-    let exp = oracle::expected(&generator_records(events, keys, seed));
+    let exp = oracle::expected(&input);
     let (_, accounts, volume) = run_once(&pipeline, &state);
     assert_rows("accounts", &accounts, &exp.accounts_json());
     assert_rows("volume_by_type", &volume, &exp.volume_json());
+    assert_each_bad_record_dead_lettered_once(&state, &exp);
 
     // T2: the first 30,000 events are delivered again (same seed: the same bytes, keys
     // and versions). Nothing changes but the duplicate count.
@@ -200,6 +345,66 @@ fn t1_t2_kill_9_and_redelivery_on_a_4_partition_topic() {
         (counts.read, counts.applied, counts.duplicates),
         (30_000, 0, 30_000),
         "{stderr}"
+    );
+}
+
+/// T3: instance A reads a 4-partition topic; B joins the group with the same state
+/// directory while events flow, takes some partitions over, and leaves (SIGTERM), and A
+/// takes them back. Every handover goes through a checkpoint, so the views equal the
+/// oracle and every bad record is dead-lettered once.
+#[test]
+fn t3_a_second_instance_joins_and_leaves_while_events_flow() {
+    let broker = Broker::start();
+    let dir = tempfile::tempdir().expect("tempdir");
+    let input = events_with_bad_records(120_000, 2_000, 13);
+    let total = input.len() as u64;
+    // About 30 s of events.
+    let producer = stream(&broker, "bank-t3", &input, total / 30);
+    let pipeline = pipeline(dir.path(), &broker, "bank-t3");
+    let state = dir.path().join("state");
+
+    let (port_a, port_b) = (free_port(), free_port());
+    let mut a = Running::start(&pipeline, &state, port_a, 1);
+    let a_has_all = || assigned(port_a).is_some_and(|p| p.len() == 4);
+    assert!(wait_for(30, a_has_all), "A owns the 4 partitions");
+    std::thread::sleep(Duration::from_secs(3));
+
+    let mut b = Running::start(&pipeline, &state, port_b, 2);
+    let shared = wait_for(30, || {
+        let (pa, pb) = (assigned(port_a), assigned(port_b));
+        matches!((pa, pb), (Some(pa), Some(pb)) if !pa.is_empty() && !pb.is_empty() && pa.len() + pb.len() == 4)
+    });
+    assert!(shared, "A and B share the partitions after B joined");
+    let read = |port| get_json(port, "/status").and_then(|s| s["events"]["read"].as_u64());
+    let b_read_before = read(port_b).unwrap_or(0);
+    assert!(
+        wait_for(20, || read(port_b).is_some_and(|n| n > b_read_before)),
+        "B reads its partitions while events flow"
+    );
+    std::thread::sleep(Duration::from_secs(3));
+    assert_eq!(b.terminate(30), Some(0), "B leaves cleanly");
+    assert!(wait_for(30, a_has_all), "A owns the 4 partitions again");
+    assert!(
+        !producer.is_finished(),
+        "the handovers happened while events flowed (the producer finished first)"
+    );
+    producer.join().expect("producer");
+    // Let A catch up, then stop it.
+    assert!(
+        wait_for(60, || newest_checkpoint_offsets(&state) == Some(total)),
+        "A checkpoints the whole topic"
+    );
+    assert_eq!(a.terminate(30), Some(0), "A stops cleanly");
+
+    let exp = oracle::expected(&input);
+    let (stderr, accounts, volume) = run_once(&pipeline, &state);
+    assert_rows("accounts", &accounts, &exp.accounts_json());
+    assert_rows("volume_by_type", &volume, &exp.volume_json());
+    assert_each_bad_record_dead_lettered_once(&state, &exp);
+    assert_eq!(
+        summary(&stderr).read,
+        0,
+        "nothing was left to read: {stderr}"
     );
 }
 
@@ -337,35 +542,12 @@ fn wait_for(secs: u64, mut check: impl FnMut() -> bool) -> bool {
 /// broker comes back: next step of issue 3.)
 #[test]
 fn t4_broker_away_is_degraded_not_fatal() {
-    /// Kills the engine if the test fails half way.
-    struct Kill(std::process::Child);
-    impl Drop for Kill {
-        fn drop(&mut self) {
-            let _ = self.0.kill();
-            let _ = self.0.wait();
-        }
-    }
-
     let broker = Broker::start();
     let dir = tempfile::tempdir().expect("tempdir");
     produce(&broker, "bank-t4", 5_000, 500, 4);
     let pipeline = pipeline(dir.path(), &broker, "bank-t4");
-    let port = std::net::TcpListener::bind("127.0.0.1:0")
-        .and_then(|l| l.local_addr())
-        .expect("free port")
-        .port();
-    let mut child = Kill(
-        projector()
-            .arg("run")
-            .arg(&pipeline)
-            .args(["--quiet", "--http", &format!("127.0.0.1:{port}")])
-            .arg("--state-dir")
-            .arg(dir.path().join("state"))
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .spawn()
-            .expect("start projector"),
-    );
+    let port = free_port();
+    let mut child = Running::start(&pipeline, &dir.path().join("state"), port, 1);
     let pid = child.0.id();
     let read_all = wait_for(30, || {
         get_json(port, "/status").is_some_and(|s| s["events"]["read"] == 5_000)
@@ -399,15 +581,9 @@ fn t4_broker_away_is_degraded_not_fatal() {
     let running = child.0.try_wait().expect("try_wait").is_none();
     assert!(running, "the engine keeps running");
 
-    let status = Command::new("kill")
-        .args(["-TERM", &pid.to_string()])
-        .status();
-    assert!(status.is_ok_and(|s| s.success()));
-    let mut code = None;
-    let exited = wait_for(15, || {
-        code = child.0.try_wait().ok().flatten().map(|s| s.code());
-        code.is_some()
-    });
-    assert!(exited, "SIGTERM stops the engine while the broker is away");
-    assert_eq!(code, Some(Some(0)), "a clean stop exits 0");
+    assert_eq!(
+        child.terminate(20),
+        Some(0),
+        "SIGTERM stops the engine while the broker is away, exit 0"
+    );
 }

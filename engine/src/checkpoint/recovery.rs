@@ -185,8 +185,8 @@ impl Checkpointer {
             let name = &self.partitions[id as usize];
             let data = files.remove(&id).unwrap_or_default();
             bytes += data.len() as u64;
-            let store = CheckpointStore::open(&partition_dir(&self.root, name))?
-                .with_keep(self.keep);
+            let store =
+                CheckpointStore::open(&partition_dir(&self.root, name))?.with_keep(self.keep);
             store.write(NewCheckpoint {
                 epoch,
                 pipeline: self.pipeline.clone(),
@@ -252,7 +252,9 @@ pub fn restore_partition(
     let dir = partition_dir(root, name);
     let empty = |floor| RestoredPartition {
         epoch_floor: floor,
-        workers: (0..workers).map(|_| projection.new_partition_state()).collect(),
+        workers: (0..workers)
+            .map(|_| projection.new_partition_state())
+            .collect(),
         ..RestoredPartition::default()
     };
     if !dir.exists() {
@@ -285,7 +287,9 @@ pub fn restore_partition(
     let mut state = projection.new_partition_state();
     for (file, data) in files {
         if file != STATE_FILE {
-            return Err(Error::Checkpoint(format!("{at}: unexpected state file {file}")));
+            return Err(Error::Checkpoint(format!(
+                "{at}: unexpected state file {file}"
+            )));
         }
         for piece in pieces(&data).map_err(|e| Error::Checkpoint(format!("{at}: {file}: {e}")))? {
             let decoded = snapshot::decode(projection, piece)
