@@ -52,6 +52,9 @@ pub struct KafkaConfig {
     pub properties: BTreeMap<String, String>,
     /// Stop when every partition has been read to its end (`--once`); set by the engine.
     pub stop_at_end: bool,
+    /// Fill [`RawBatch::meta`] (key, timestamp, headers); set by the engine when the
+    /// pipeline reads `$kafka.*` fields or dead-letters to a topic.
+    pub with_metadata: bool,
 }
 
 /// How long one metadata request may take before the source reports the broker as
@@ -297,6 +300,7 @@ pub struct KafkaSource {
     /// Assigned partitions whose end was seen (only with `stop_at_end`).
     at_end: BTreeSet<u32>,
     stop_at_end: bool,
+    with_metadata: bool,
     /// Where the next poll starts, so every partition gets its turn.
     next_queue: usize,
     /// When a degraded source last asked the broker whether it is back.
@@ -405,6 +409,7 @@ impl KafkaSource {
             queues: BTreeMap::new(),
             at_end: BTreeSet::new(),
             stop_at_end: config.stop_at_end,
+            with_metadata: config.with_metadata,
             next_queue: 0,
         })
     }
@@ -624,6 +629,9 @@ impl Source for KafkaSource {
                                 start,
                                 end: out.data.len(),
                             });
+                            if self.with_metadata {
+                                push_meta(out, &m);
+                            }
                             taken += 1;
                             appended += 1;
                         }
@@ -658,6 +666,16 @@ impl Source for KafkaSource {
     }
 }
 
+/// Appends a message's key, timestamp and headers to the batch.
+fn push_meta(out: &mut RawBatch, m: &rdkafka::message::BorrowedMessage<'_>) {
+    use rdkafka::message::Headers;
+    let timestamp = m.timestamp().to_millis();
+    match m.headers() {
+        Some(h) => out.push_meta(m.key(), timestamp, h.iter().map(|h| (h.key, h.value))),
+        None => out.push_meta(m.key(), timestamp, []),
+    }
+}
+
 /// Creates `topic` with `partitions` partitions unless it exists already (then its
 /// partition count is left as it is).
 pub fn ensure_topic(
@@ -689,10 +707,61 @@ pub fn ensure_topic(
     Ok(())
 }
 
+/// Consumer-only librdkafka properties: a producer built from a source's properties
+/// leaves them out (librdkafka would warn about each).
+const CONSUMER_ONLY: &[&str] = &[
+    "group.",
+    "session.timeout.ms",
+    "heartbeat.interval.ms",
+    "partition.assignment.strategy",
+    "max.poll.interval.ms",
+    "coordinator.query.interval.ms",
+    "fetch.",
+    "queued.",
+    "isolation.level",
+    "check.crcs",
+    "consume.callback.max.messages",
+    "allow.auto.create.topics",
+];
+
+/// The properties of `properties` that apply to a producer.
+pub fn producer_properties(properties: &BTreeMap<String, String>) -> BTreeMap<String, String> {
+    properties
+        .iter()
+        .filter(|(k, _)| !CONSUMER_ONLY.iter().any(|c| k.starts_with(c)))
+        .map(|(k, v)| (k.clone(), v.clone()))
+        .collect()
+}
+
+/// Remembers the first message librdkafka could not deliver.
+#[derive(Default)]
+pub struct DeliveryContext {
+    failed: Mutex<Option<String>>,
+}
+
+impl rdkafka::ClientContext for DeliveryContext {}
+
+impl rdkafka::producer::ProducerContext for DeliveryContext {
+    type DeliveryOpaque = ();
+
+    fn delivery(&self, result: &rdkafka::message::DeliveryResult<'_>, _: ()) {
+        if let Err((e, m)) = result {
+            let mut f = self.failed.lock().expect("delivery lock");
+            if f.is_none() {
+                *f = Some(format!(
+                    "delivering to {}/{}: {e}",
+                    m.topic(),
+                    m.partition()
+                ));
+            }
+        }
+    }
+}
+
 /// Produces keyed records to one topic (idempotent producer: a retry never writes a
 /// message twice).
 pub struct EventProducer {
-    producer: rdkafka::producer::BaseProducer,
+    producer: rdkafka::producer::BaseProducer<DeliveryContext>,
     topic: String,
 }
 
@@ -705,15 +774,15 @@ impl std::fmt::Debug for EventProducer {
 }
 
 impl EventProducer {
-    /// A producer to `topic` on `brokers`.
+    /// A producer to `topic` on `brokers` (consumer-only `properties` are left out).
     pub fn new(brokers: &str, properties: &BTreeMap<String, String>, topic: &str) -> Result<Self> {
-        let mut config = client_config(brokers, properties);
+        let mut config = client_config(brokers, &producer_properties(properties));
         config
             .set("enable.idempotence", "true")
             .set("linger.ms", "20")
             .set("batch.num.messages", "10000");
         let producer = config
-            .create()
+            .create_with_context(DeliveryContext::default())
             .map_err(|e| kafka("creating the producer", &e))?;
         Ok(EventProducer {
             producer,
@@ -721,10 +790,40 @@ impl EventProducer {
         })
     }
 
+    /// The topic it produces to.
+    pub fn topic(&self) -> &str {
+        &self.topic
+    }
+
     /// Queues one message, waiting for room when librdkafka's queue is full.
     pub fn send(&self, key: &[u8], value: &[u8]) -> Result<()> {
+        self.send_with(Some(key), value, &[])
+    }
+
+    /// Queues one message with an optional key and headers, waiting for room when
+    /// librdkafka's queue is full.
+    pub fn send_with(
+        &self,
+        key: Option<&[u8]>,
+        value: &[u8],
+        headers: &[(&str, &[u8])],
+    ) -> Result<()> {
+        use rdkafka::message::{Header, OwnedHeaders};
         use rdkafka::producer::BaseRecord;
-        let mut record = BaseRecord::to(&self.topic).key(key).payload(value);
+        let mut record = BaseRecord::to(&self.topic).payload(value);
+        if let Some(key) = key {
+            record = record.key(key);
+        }
+        if !headers.is_empty() {
+            let mut h = OwnedHeaders::new_with_capacity(headers.len());
+            for (name, value) in headers {
+                h = h.insert(Header {
+                    key: name,
+                    value: Some(*value),
+                });
+            }
+            record = record.headers(h);
+        }
         loop {
             match self.producer.send(record) {
                 Ok(()) => return Ok(()),
@@ -740,11 +839,115 @@ impl EventProducer {
         }
     }
 
-    /// Waits until every queued message is acknowledged (or `timeout` passes).
+    /// Waits until every queued message is acknowledged (or `timeout` passes); an error
+    /// if one could not be delivered.
     pub fn flush(&self, timeout: Duration) -> Result<()> {
         use rdkafka::producer::Producer;
         self.producer
             .flush(timeout)
-            .map_err(|e| kafka(&format!("flushing to '{}'", self.topic), &e))
+            .map_err(|e| kafka(&format!("flushing to '{}'", self.topic), &e))?;
+        match self
+            .producer
+            .context()
+            .failed
+            .lock()
+            .expect("delivery lock")
+            .take()
+        {
+            Some(why) => Err(Error::Failed(format!("kafka: {why}"))),
+            None => Ok(()),
+        }
     }
+}
+
+/// The headers the dead-letter topic gives a letter (its value is the record's bytes,
+/// its key the record's key).
+pub mod dead_letter_headers {
+    /// The error code, e.g. `decode.invalid_json`.
+    pub const CODE: &str = "projector.error.code";
+    /// The error message.
+    pub const MESSAGE: &str = "projector.error.message";
+    /// The source partition as Projector names it (`bank-events/3`, `file:x.ndjson`).
+    pub const SOURCE: &str = "projector.source";
+    /// The source topic (Kafka sources).
+    pub const TOPIC: &str = "projector.source.topic";
+    /// The source partition number (Kafka sources).
+    pub const PARTITION: &str = "projector.source.partition";
+    /// The record's offset in its partition.
+    pub const OFFSET: &str = "projector.source.offset";
+}
+
+/// The offsets at or after `from` of source partition `partition` (as Projector names
+/// it) that already have a letter in dead-letter topic `topic`: it is read from the
+/// start to its end. A restored partition's replay leaves those out.
+pub fn letters_in_topic(
+    brokers: &str,
+    properties: &BTreeMap<String, String>,
+    topic: &str,
+    partition: &str,
+    from: u64,
+) -> Result<BTreeSet<u64>> {
+    use rdkafka::message::Headers;
+    let mut client = client_config(brokers, properties);
+    client
+        .set("group.id", "projector-dead-letter-reader")
+        .set("enable.auto.commit", "false")
+        .set("enable.partition.eof", "true");
+    let consumer: BaseConsumer<SourceContext> = client
+        .create_with_context(SourceContext::default())
+        .map_err(|e| kafka("creating the dead-letter reader", &e))?;
+    let metadata = consumer
+        .fetch_metadata(Some(topic), METADATA_TIMEOUT)
+        .map_err(|e| kafka(&format!("reading the metadata of topic '{topic}'"), &e))?;
+    let mut tpl = TopicPartitionList::new();
+    if let Some(t) = metadata.topics().iter().find(|t| t.name() == topic) {
+        for p in t.partitions() {
+            tpl.add_partition_offset(topic, p.id(), Offset::Beginning)
+                .map_err(|e| kafka("building the assignment", &e))?;
+        }
+    }
+    let partitions = tpl.count();
+    let mut ended = BTreeSet::new();
+    let mut found = BTreeSet::new();
+    if partitions == 0 {
+        return Ok(found);
+    }
+    consumer
+        .assign(&tpl)
+        .map_err(|e| kafka(&format!("reading dead-letter topic '{topic}'"), &e))?;
+    let deadline = std::time::Instant::now() + METADATA_TIMEOUT * 3;
+    while ended.len() < partitions {
+        if std::time::Instant::now() > deadline {
+            return Err(Error::Failed(format!(
+                "kafka: reading dead-letter topic '{topic}' to its end took too long"
+            )));
+        }
+        match consumer.poll(Duration::from_millis(100)) {
+            None => {}
+            Some(Err(KafkaError::PartitionEOF(p))) => {
+                ended.insert(p);
+            }
+            Some(Err(e)) => tracing::warn!(error = %e, "kafka: reading dead letters"),
+            Some(Ok(m)) => {
+                let Some(headers) = m.headers() else { continue };
+                let (mut source, mut offset) = (None, None);
+                for h in headers.iter() {
+                    match h.key {
+                        dead_letter_headers::SOURCE => source = h.value,
+                        dead_letter_headers::OFFSET => offset = h.value,
+                        _ => {}
+                    }
+                }
+                let offset = offset
+                    .and_then(|o| std::str::from_utf8(o).ok())
+                    .and_then(|o| o.parse::<u64>().ok());
+                if source == Some(partition.as_bytes())
+                    && let Some(o) = offset.filter(|o| *o >= from)
+                {
+                    found.insert(o);
+                }
+            }
+        }
+    }
+    Ok(found)
 }

@@ -22,10 +22,35 @@ pub struct RawRecord {
 /// A batch of raw records sharing one byte buffer (one allocation per batch, not per record).
 #[derive(Debug, Clone, Default)]
 pub struct RawBatch {
-    /// All records' bytes, back to back.
+    /// All records' bytes, back to back (and their metadata's, when there is any).
     pub data: Vec<u8>,
     /// The records, in source order.
     pub records: Vec<RawRecord>,
+    /// Per record (same index) when the source provides metadata (Kafka, when asked
+    /// for it); empty otherwise.
+    pub meta: Vec<RecordMeta>,
+    /// The headers of every record, back to back (see [`RecordMeta::headers`]).
+    pub headers: Vec<RawHeader>,
+}
+
+/// A record's metadata (Kafka): byte ranges are into [`RawBatch::data`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct RecordMeta {
+    /// The message key, if it has one.
+    pub key: Option<(usize, usize)>,
+    /// The message timestamp, milliseconds since the Unix epoch.
+    pub timestamp: Option<i64>,
+    /// Its headers: `RawBatch::headers[headers.0..headers.1]`.
+    pub headers: (usize, usize),
+}
+
+/// One header of a record: byte ranges into [`RawBatch::data`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct RawHeader {
+    /// The name (UTF-8: Kafka header names are strings).
+    pub name: (usize, usize),
+    /// The value, unless it is null.
+    pub value: Option<(usize, usize)>,
 }
 
 impl RawBatch {
@@ -46,6 +71,57 @@ impl RawBatch {
         &self.data[record.start..record.end]
     }
 
+    /// Appends metadata for the record just pushed: its key, timestamp and headers
+    /// (name, value).
+    pub fn push_meta<'h>(
+        &mut self,
+        key: Option<&[u8]>,
+        timestamp: Option<i64>,
+        headers: impl IntoIterator<Item = (&'h str, Option<&'h [u8]>)>,
+    ) {
+        debug_assert_eq!(self.meta.len() + 1, self.records.len());
+        let key = key.map(|k| self.append(k));
+        let first = self.headers.len();
+        for (name, value) in headers {
+            let name = self.append(name.as_bytes());
+            let value = value.map(|v| self.append(v));
+            self.headers.push(RawHeader { name, value });
+        }
+        self.meta.push(RecordMeta {
+            key,
+            timestamp,
+            headers: (first, self.headers.len()),
+        });
+    }
+
+    fn append(&mut self, bytes: &[u8]) -> (usize, usize) {
+        let start = self.data.len();
+        self.data.extend_from_slice(bytes);
+        (start, self.data.len())
+    }
+
+    /// Record `i`'s message key, if the source provides keys and it has one.
+    pub fn key(&self, i: usize) -> Option<&[u8]> {
+        let (a, b) = self.meta.get(i)?.key?;
+        Some(&self.data[a..b])
+    }
+
+    /// Record `i`'s timestamp (Unix milliseconds), if the source provides one.
+    pub fn timestamp(&self, i: usize) -> Option<i64> {
+        self.meta.get(i)?.timestamp
+    }
+
+    /// The value of record `i`'s header `name` (the last one when it repeats), unless
+    /// it is absent or null.
+    pub fn header(&self, i: usize, name: &str) -> Option<&[u8]> {
+        let (first, end) = self.meta.get(i)?.headers;
+        self.headers[first..end]
+            .iter()
+            .rev()
+            .find(|h| &self.data[h.name.0..h.name.1] == name.as_bytes())
+            .and_then(|h| h.value.map(|(a, b)| &self.data[a..b]))
+    }
+
     /// Number of records.
     pub fn len(&self) -> usize {
         self.records.len()
@@ -60,6 +136,8 @@ impl RawBatch {
     pub fn clear(&mut self) {
         self.data.clear();
         self.records.clear();
+        self.meta.clear();
+        self.headers.clear();
     }
 }
 
@@ -151,5 +229,37 @@ pub fn open(config: &SourceConfig, resume: &Resume) -> Result<Box<dyn Source>> {
         }
         SourceConfig::File(c) => Ok(Box::new(crate::file::FileSource::open(c, resume)?)),
         SourceConfig::Kafka(c) => Ok(Box::new(crate::kafka::KafkaSource::open(c, resume)?)),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn metadata_lives_next_to_the_records() {
+        let mut b = RawBatch::default();
+        b.push(0, 7, b"{}");
+        b.push_meta(
+            Some(b"acc-1"),
+            Some(1_700_000_000_000),
+            [
+                ("trace", Some(&b"t-1"[..])),
+                ("empty", None),
+                ("trace", Some(&b"t-2"[..])),
+            ],
+        );
+        b.push(1, 8, b"[1]");
+        b.push_meta(None, None, []);
+        assert_eq!(b.bytes(&b.records[0]), b"{}");
+        assert_eq!(b.bytes(&b.records[1]), b"[1]");
+        assert_eq!(b.key(0), Some(&b"acc-1"[..]));
+        assert_eq!(b.key(1), None);
+        assert_eq!(b.timestamp(0), Some(1_700_000_000_000));
+        assert_eq!(b.header(0, "trace"), Some(&b"t-2"[..]), "the last one wins");
+        assert_eq!(b.header(0, "empty"), None);
+        assert_eq!(b.header(1, "trace"), None);
+        b.clear();
+        assert!(b.is_empty() && b.meta.is_empty() && b.headers.is_empty());
     }
 }

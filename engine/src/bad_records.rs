@@ -12,9 +12,10 @@
 //! the offsets after its checkpoint that already have a letter are remembered
 //! ([`BadRecords::already_written`]) and the replay does not write them again.
 
-use crate::config::OnError;
+use crate::config::{DeadLetterTopic, OnError};
 use crate::status::Counters;
 use projector_connectors::dead_letter::{DeadLetter, DeadLetterFile};
+use projector_connectors::kafka::EventProducer;
 use std::collections::{BTreeMap, BTreeSet};
 use std::path::PathBuf;
 use std::sync::Mutex;
@@ -26,8 +27,11 @@ pub struct BadRecords {
     policy: OnError,
     path: PathBuf,
     sink: Mutex<Option<DeadLetterFile>>,
-    /// Formatted letters by the epoch their record belongs to, until it commits.
-    staged: Mutex<BTreeMap<u64, Vec<u8>>>,
+    /// Letters go to this topic instead of the file.
+    topic: Option<DeadLetterTopic>,
+    producer: Mutex<Option<EventProducer>>,
+    /// Letters by the epoch their record belongs to, until it commits.
+    staged: Mutex<BTreeMap<u64, Vec<Letter>>>,
     /// Per partition name: offsets after its checkpoint whose letter is in the file.
     written: Mutex<BTreeMap<String, BTreeSet<u64>>>,
     fatal: Mutex<Option<Fatal>>,
@@ -40,6 +44,17 @@ struct Fatal {
     message: String,
     /// The bad record's partition and offset (`on_error: fail`).
     at: Option<(String, u64)>,
+}
+
+/// A staged dead letter.
+#[derive(Debug)]
+struct Letter {
+    raw: Vec<u8>,
+    key: Option<Vec<u8>>,
+    code: String,
+    message: String,
+    partition: String,
+    offset: u64,
 }
 
 /// A bad record: where it came from and what is wrong.
@@ -55,15 +70,20 @@ pub struct BadRecord<'a> {
     pub partition: &'a str,
     /// Offset within the partition.
     pub offset: u64,
+    /// The record's key (Kafka), for a dead-letter topic.
+    pub key: Option<&'a [u8]>,
 }
 
 impl BadRecords {
-    /// Bad records under `policy`; dead letters go to `path` (opened on first use).
-    pub fn new(policy: OnError, path: PathBuf) -> Self {
+    /// Bad records under `policy`; dead letters go to `topic` if set, else to the file
+    /// at `path` (opened on first use).
+    pub fn new(policy: OnError, path: PathBuf, topic: Option<DeadLetterTopic>) -> Self {
         BadRecords {
             policy,
             path,
             sink: Mutex::new(None),
+            topic,
+            producer: Mutex::new(None),
             staged: Mutex::new(BTreeMap::new()),
             written: Mutex::new(BTreeMap::new()),
             fatal: Mutex::new(None),
@@ -99,39 +119,34 @@ impl BadRecords {
                 self.failed.store(true, Ordering::SeqCst);
             }
             OnError::DeadLetter => {
+                Counters::add(&counters.dead_letters, 1);
                 let written = self.written.lock().expect("dead-letter lock");
                 if written
                     .get(r.partition)
                     .is_some_and(|w| w.contains(&r.offset))
                 {
                     // Written before a restart; the replay found it bad again.
-                    Counters::add(&counters.dead_letters, 1);
                     return;
                 }
                 drop(written);
-                let letter = DeadLetter {
-                    raw: r.raw,
-                    code: r.code,
-                    message: r.message,
-                    partition: r.partition,
+                let letter = Letter {
+                    raw: r.raw.to_vec(),
+                    key: r.key.map(<[u8]>::to_vec),
+                    code: r.code.to_string(),
+                    message: r.message.to_string(),
+                    partition: r.partition.to_string(),
                     offset: r.offset,
                 };
-                match DeadLetterFile::line(&letter) {
-                    Ok(line) => {
-                        let mut staged = self.staged.lock().expect("dead-letter lock");
-                        staged.entry(epoch).or_default().extend_from_slice(&line);
-                        Counters::add(&counters.dead_letters, 1);
-                    }
-                    Err(e) => self.cannot_write(e.to_string()),
-                }
+                let mut staged = self.staged.lock().expect("dead-letter lock");
+                staged.entry(epoch).or_default().push(letter);
             }
         }
     }
 
-    /// Appends the staged letters of every epoch up to `epoch` to the file (buffered;
-    /// [`BadRecords::sync`] makes them durable).
+    /// Writes the staged letters of every epoch up to `epoch`: appended to the file
+    /// (made durable by [`BadRecords::sync`]), or produced to the topic.
     pub fn commit(&self, epoch: u64) {
-        let lines: Vec<u8> = {
+        let letters: Vec<Letter> = {
             let mut staged = self.staged.lock().expect("dead-letter lock");
             let later = match epoch.checked_add(1) {
                 Some(next) => staged.split_off(&next),
@@ -142,20 +157,85 @@ impl BadRecords {
                 .flatten()
                 .collect()
         };
-        if lines.is_empty() {
+        if letters.is_empty() {
             return;
         }
-        let mut sink = self.sink.lock().expect("dead-letter lock");
-        let result = match &mut *sink {
-            Some(s) => s.append_lines(&lines),
-            None => DeadLetterFile::open(&self.path).and_then(|mut s| {
-                let r = s.append_lines(&lines);
-                *sink = Some(s);
-                r
-            }),
+        let result = match &self.topic {
+            Some(topic) => self.produce(topic, &letters),
+            None => self.append(&letters),
         };
         if let Err(e) = result {
-            self.cannot_write(e.to_string());
+            self.cannot_write(e);
+        }
+    }
+
+    fn append(&self, letters: &[Letter]) -> Result<(), String> {
+        let mut lines = Vec::new();
+        for l in letters {
+            let letter = DeadLetter {
+                raw: &l.raw,
+                code: &l.code,
+                message: &l.message,
+                partition: &l.partition,
+                offset: l.offset,
+            };
+            lines.extend(DeadLetterFile::line(&letter).map_err(|e| e.to_string())?);
+        }
+        let mut sink = self.sink.lock().expect("dead-letter lock");
+        if sink.is_none() {
+            *sink = Some(DeadLetterFile::open(&self.path).map_err(|e| e.to_string())?);
+        }
+        let file = sink.as_mut().expect("opened above");
+        file.append_lines(&lines).map_err(|e| e.to_string())
+    }
+
+    fn produce(&self, topic: &DeadLetterTopic, letters: &[Letter]) -> Result<(), String> {
+        use projector_connectors::kafka::dead_letter_headers as h;
+        let mut producer = self.producer.lock().expect("dead-letter lock");
+        if producer.is_none() {
+            *producer = Some(
+                EventProducer::new(&topic.brokers, &topic.properties, &topic.topic)
+                    .map_err(|e| e.to_string())?,
+            );
+        }
+        let producer = producer.as_ref().expect("created above");
+        for l in letters {
+            let offset = l.offset.to_string();
+            let mut headers: Vec<(&str, &[u8])> = vec![
+                (h::CODE, l.code.as_bytes()),
+                (h::MESSAGE, l.message.as_bytes()),
+                (h::SOURCE, l.partition.as_bytes()),
+                (h::OFFSET, offset.as_bytes()),
+            ];
+            // Kafka partitions are named `topic/number`.
+            if let Some((t, n)) = l.partition.rsplit_once('/')
+                && n.parse::<u32>().is_ok()
+            {
+                headers.push((h::TOPIC, t.as_bytes()));
+                headers.push((h::PARTITION, n.as_bytes()));
+            }
+            producer
+                .send_with(l.key.as_deref(), &l.raw, &headers)
+                .map_err(|e| e.to_string())?;
+        }
+        Ok(())
+    }
+
+    /// Losing a record silently is worse than stopping.
+    fn cannot_write(&self, e: String) {
+        let mut f = self.fatal.lock().expect("fatal lock");
+        if f.is_none() {
+            let message = format!("cannot write dead letter to {}: {e}", self.destination());
+            *f = Some(Fatal { message, at: None });
+        }
+        self.failed.store(true, Ordering::SeqCst);
+    }
+
+    /// Where dead letters go, for messages: the file's path or `topic NAME on BROKERS`.
+    pub fn destination(&self) -> String {
+        match &self.topic {
+            Some(t) => format!("topic {} on {}", t.topic, t.brokers),
+            None => self.path.display().to_string(),
         }
     }
 
@@ -186,18 +266,11 @@ impl BadRecords {
             .remove(partition);
     }
 
-    /// Losing a record silently is worse than stopping.
-    fn cannot_write(&self, e: String) {
-        let mut f = self.fatal.lock().expect("fatal lock");
-        if f.is_none() {
-            let message = format!("cannot write dead letter to {}: {e}", self.path.display());
-            *f = Some(Fatal { message, at: None });
-        }
-        self.failed.store(true, Ordering::SeqCst);
-    }
-
     /// Makes every dead letter so far durable in the file.
     pub fn flush(&self) -> std::io::Result<()> {
+        if self.topic.is_some() {
+            return self.sync().map(|_| ());
+        }
         if let Some(s) = &mut *self.sink.lock().expect("dead-letter lock") {
             s.flush().map_err(std::io::Error::other)?;
         }
@@ -207,6 +280,13 @@ impl BadRecords {
     /// Makes every dead letter so far durable and returns the file's length (0 when
     /// none was written in this run and the file does not exist).
     pub fn sync(&self) -> std::io::Result<u64> {
+        if self.topic.is_some() {
+            if let Some(p) = &*self.producer.lock().expect("dead-letter lock") {
+                p.flush(std::time::Duration::from_secs(30))
+                    .map_err(std::io::Error::other)?;
+            }
+            return Ok(0);
+        }
         match &mut *self.sink.lock().expect("dead-letter lock") {
             Some(s) => s.sync().map_err(std::io::Error::other),
             None => match std::fs::metadata(&self.path) {

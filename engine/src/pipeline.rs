@@ -18,6 +18,7 @@ use crossbeam_channel::{Sender, bounded, unbounded};
 use projector_connectors::{AssignmentListener, Poll, RawBatch, Resume, Source, SourceConfig};
 use projector_operators::decode::JsonDecoder;
 use projector_operators::envelope::key_text;
+use projector_operators::fields::{FieldRegistry, KafkaField};
 use projector_operators::projection::Projection;
 use projector_operators::value::Value;
 use std::path::PathBuf;
@@ -226,7 +227,7 @@ impl Pipeline {
                 .iter()
                 .any(|p| recovery::partition_dir(root, &p.name).exists())
         });
-        if !resuming {
+        if !resuming && config.dead_letter.is_none() {
             rotate_old_dead_letters(&dlq_path)?;
         }
 
@@ -238,7 +239,11 @@ impl Pipeline {
             counters: Arc::new(Counters::default()),
             positions,
             progress: Arc::new(Progress::default()),
-            bad: Arc::new(BadRecords::new(config.on_error, dlq_path)),
+            bad: Arc::new(BadRecords::new(
+                config.on_error,
+                dlq_path,
+                config.dead_letter.clone(),
+            )),
             catalog,
             workers: n,
             started: Instant::now(),
@@ -333,8 +338,17 @@ impl Pipeline {
             let (shared, ingress, projection) =
                 (shared.clone(), ingress.clone(), projection.clone());
             let names = partition_names.clone();
+            let kafka = KafkaFields::new(&config.fields, &names);
             spawn("ingest", &shared.clone(), move || {
-                ingest_loop(source, decoder, &projection, &ingress, &shared, &names)
+                ingest_loop(
+                    source,
+                    decoder,
+                    kafka,
+                    &projection,
+                    &ingress,
+                    &shared,
+                    &names,
+                )
             })?
         };
         let timer = {
@@ -422,7 +436,7 @@ impl Pipeline {
         // rather than lose them; a restart from the last checkpoint cuts them off again.
         self.shared.bad.commit(u64::MAX);
         self.shared.bad.flush().map_err(|e| Error::Io {
-            context: format!("flushing {}", self.shared.bad.path().display()),
+            context: format!("flushing dead letters to {}", self.shared.bad.destination()),
             source: e,
         })?;
         Ok(())
@@ -474,7 +488,10 @@ impl Owner {
                 .bad
                 .already_written(name, r.resume.unwrap_or(0))
                 .map_err(|e| Error::Io {
-                    context: format!("reading {}", self.shared.bad.path().display()),
+                    context: format!(
+                        "reading dead letters from {}",
+                        self.shared.bad.destination()
+                    ),
                     source: e,
                 })?;
             if let Some(next) = r.resume {
@@ -633,6 +650,7 @@ fn decode_code(message: &str) -> &'static str {
 fn ingest_loop(
     mut source: Box<dyn Source>,
     decoder: JsonDecoder,
+    kafka: KafkaFields,
     projection: &Projection,
     ingress: &Mutex<Ingress>,
     shared: &Shared,
@@ -666,8 +684,9 @@ fn ingest_loop(
             Counters::add(&shared.counters.read, raw.len() as u64);
             // The epoch these records belong to: its barrier is not cut yet.
             let epoch = ing.epoch + 1;
-            for rec in &raw.records {
+            for (i, rec) in raw.records.iter().enumerate() {
                 let bytes = raw.bytes(rec);
+                let key = raw.key(i);
                 ing.offsets[rec.partition as usize] = rec.offset + 1;
                 ing.known[rec.partition as usize] = true;
                 let partition = names[rec.partition as usize].as_str();
@@ -678,12 +697,16 @@ fn ingest_loop(
                         message,
                         partition,
                         offset: rec.offset,
+                        key,
                     };
                     shared.bad.report(&shared.counters, r, epoch);
                 };
                 if let Err(e) = decoder.decode(bytes, &mut slots) {
                     report(decode_code(&e.message), &e.message);
                     continue;
+                }
+                if !kafka.fields.is_empty() {
+                    kafka.fill(&mut slots, &raw, i);
                 }
                 let w = match projection.key(&slots) {
                     Ok(k) => ing
@@ -702,7 +725,7 @@ fn ingest_loop(
                 };
                 if ing
                     .router
-                    .push(w, rec.partition, rec.offset, bytes, &mut slots)
+                    .push(w, rec.partition, rec.offset, bytes, key, &mut slots)
                     .is_err()
                 {
                     shared.lost_thread();
@@ -738,6 +761,51 @@ fn ingest_loop(
                 report_checkpointed(shared, source.as_mut());
                 return;
             }
+        }
+    }
+}
+
+/// Fills the slots of `$kafka.*` fields from a record's metadata.
+struct KafkaFields {
+    fields: Vec<(usize, KafkaField)>,
+    /// Per source partition: its topic and partition number (Kafka names them
+    /// `topic/number`).
+    partitions: Vec<(Value, Value)>,
+}
+
+impl KafkaFields {
+    fn new(fields: &FieldRegistry, names: &[String]) -> Self {
+        let partitions = names
+            .iter()
+            .map(|n| match n.rsplit_once('/') {
+                Some((t, p)) => (
+                    Value::Str(t.into()),
+                    p.parse::<i64>().map_or(Value::Null, Value::Int),
+                ),
+                None => (Value::Null, Value::Null),
+            })
+            .collect();
+        KafkaFields {
+            fields: fields.kafka_fields(),
+            partitions,
+        }
+    }
+
+    fn fill(&self, slots: &mut [Value], raw: &RawBatch, i: usize) {
+        let text = |b: Option<&[u8]>| {
+            b.and_then(|b| std::str::from_utf8(b).ok())
+                .map_or(Value::Null, |s| Value::Str(s.into()))
+        };
+        let rec = &raw.records[i];
+        for (slot, field) in &self.fields {
+            slots[*slot] = match field {
+                KafkaField::Key => text(raw.key(i)),
+                KafkaField::Timestamp => raw.timestamp(i).map_or(Value::Null, Value::Int),
+                KafkaField::Topic => self.partitions[rec.partition as usize].0.clone(),
+                KafkaField::Partition => self.partitions[rec.partition as usize].1.clone(),
+                KafkaField::Offset => i64::try_from(rec.offset).map_or(Value::Null, Value::Int),
+                KafkaField::Header(name) => text(raw.header(i, name)),
+            };
         }
     }
 }

@@ -82,9 +82,10 @@ impl Router {
         partition: u32,
         offset: u64,
         raw: &[u8],
+        key: Option<&[u8]>,
         values: &mut [projector_operators::value::Value],
     ) -> Result<(), Disconnected> {
-        self.pending[w].push(partition, offset, raw, values);
+        self.pending[w].push(partition, offset, raw, key, values);
         if self.pending[w].len() >= self.batch_size {
             self.send(w)?;
         }

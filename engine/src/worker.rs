@@ -31,6 +31,8 @@ struct EventMeta {
     offset: u64,
     start: usize,
     end: usize,
+    /// The record's key (Kafka, when a dead-letter topic wants it), after the bytes.
+    key: Option<(usize, usize)>,
 }
 
 impl EventBatch {
@@ -45,15 +47,28 @@ impl EventBatch {
     }
 
     /// Appends an event, taking its decoded values (leaving nulls behind).
-    pub fn push(&mut self, partition: u32, offset: u64, raw: &[u8], values: &mut [Value]) {
+    pub fn push(
+        &mut self,
+        partition: u32,
+        offset: u64,
+        raw: &[u8],
+        key: Option<&[u8]>,
+        values: &mut [Value],
+    ) {
         debug_assert_eq!(values.len(), self.slots);
         let start = self.raw.len();
         self.raw.extend_from_slice(raw);
+        let end = self.raw.len();
+        let key = key.map(|k| {
+            self.raw.extend_from_slice(k);
+            (end, self.raw.len())
+        });
         self.meta.push(EventMeta {
             partition,
             offset,
             start,
-            end: self.raw.len(),
+            end,
+            key,
         });
         self.values.extend(values.iter_mut().map(std::mem::take));
     }
@@ -166,6 +181,7 @@ impl Worker {
                                         message: &message,
                                         partition,
                                         offset: m.offset,
+                                        key: m.key.map(|(a, b)| &batch.raw[a..b]),
                                     },
                                     current_epoch,
                                 );

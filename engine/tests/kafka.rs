@@ -587,3 +587,167 @@ fn t4_broker_away_is_degraded_not_fatal() {
         "SIGTERM stops the engine while the broker is away, exit 0"
     );
 }
+
+/// Kafka metadata as columns (`$kafka.key` as the envelope key, a header, the
+/// partition, offset and timestamp), and dead letters to a topic: each bad record's
+/// bytes as the value, its key, and headers saying what was wrong and where it was.
+#[test]
+fn kafka_metadata_becomes_columns_and_dead_letters_go_to_a_topic() {
+    use projector_connectors::kafka::{EventProducer, dead_letter_headers as h, ensure_topic};
+    use rdkafka::consumer::{BaseConsumer, Consumer};
+    use rdkafka::message::{Headers, Message};
+
+    let broker = Broker::start();
+    let dir = tempfile::tempdir().expect("tempdir");
+    let props = std::collections::BTreeMap::new();
+    ensure_topic(&broker.address, &props, "meta", 2).expect("topic");
+    let producer = EventProducer::new(&broker.address, &props, "meta").expect("producer");
+    // key → (trace id of its last event); bad records: (key, bytes).
+    let mut last_trace = std::collections::BTreeMap::new();
+    let mut bad = Vec::new();
+    for (i, (_, raw)) in generator_records(400, 40, 21).into_iter().enumerate() {
+        let v: serde_json::Value = serde_json::from_slice(&raw).expect("json");
+        // The envelope key comes from the Kafka key only: drop it from the JSON.
+        let key = v["aggregateId"].as_str().expect("key").to_string();
+        let trace = format!("t-{i}");
+        producer
+            .send_with(
+                Some(key.as_bytes()),
+                &raw,
+                &[("trace-id", trace.as_bytes())],
+            )
+            .expect("send");
+        last_trace.insert(key, trace);
+        if i % 100 == 50 {
+            let (key, raw) = (format!("bad-{i}"), format!("{{\"eventType\":{i}"));
+            producer
+                .send_with(Some(key.as_bytes()), raw.as_bytes(), &[])
+                .expect("send");
+            bad.push((key, raw));
+        }
+    }
+    producer.flush(Duration::from_secs(30)).expect("flush");
+
+    let yaml = format!(
+        r#"name: meta
+source:
+  type: kafka
+  brokers: "{}"
+  topics: [meta]
+  properties: {{ session.timeout.ms: "2000", heartbeat.interval.ms: "500" }}
+dead_letter: {{ topic: meta-dlq }}
+envelope: {{ id: eventId, type: eventType, key: $kafka.key, version: version }}
+views:
+  - name: traces
+    fold:
+      key_column: account_id
+      columns: {{ last_trace: string, part: int64, last_offset: int64, produced_ms: int64 }}
+      on:
+        "*":
+          set:
+            last_trace: '$kafka.headers."trace-id"'
+            part: $kafka.partition
+            last_offset: $kafka.offset
+            produced_ms: $kafka.timestamp
+"#,
+        broker.address
+    );
+    let pipeline = dir.path().join("meta.yaml");
+    std::fs::write(&pipeline, yaml).expect("write pipeline");
+    let started_ms = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .expect("clock")
+        .as_millis() as i64;
+    let out = projector()
+        .arg("run")
+        .arg(&pipeline)
+        .args(["--once", "--format", "json", "--sql"])
+        .arg("SELECT * FROM traces ORDER BY account_id")
+        .arg("--state-dir")
+        .arg(dir.path().join("state"))
+        .output()
+        .expect("run");
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "{stderr}");
+    let rows = json_lines(&out.stdout).pop().expect("one result");
+    assert_eq!(
+        rows.len(),
+        last_trace.len(),
+        "one row per account: {stderr}"
+    );
+    for row in &rows {
+        let key = row["account_id"].as_str().expect("account_id");
+        assert_eq!(
+            row["last_trace"].as_str(),
+            last_trace.get(key).map(String::as_str)
+        );
+        assert!(matches!(row["part"].as_i64(), Some(0 | 1)), "{row}");
+        assert!(row["last_offset"].as_i64().is_some_and(|o| o >= 0), "{row}");
+        let ts = row["produced_ms"].as_i64().expect("timestamp");
+        assert!((started_ms - 600_000..=started_ms).contains(&ts), "{row}");
+    }
+    assert!(
+        !dir.path().join("state/dead-letters.ndjson").exists(),
+        "letters go to the topic, not the file"
+    );
+
+    // The dead-letter topic: exactly the bad records, keyed, with their story.
+    let consumer: BaseConsumer =
+        projector_connectors::kafka::client_config(&broker.address, &props)
+            .set("group.id", "dlq-check")
+            .set("auto.offset.reset", "earliest")
+            .create()
+            .expect("consumer");
+    // Assigned, not subscribed: joining a new group takes Tansu long.
+    let metadata = consumer
+        .fetch_metadata(Some("meta-dlq"), Duration::from_secs(10))
+        .expect("metadata");
+    let mut tpl = rdkafka::TopicPartitionList::new();
+    for p in metadata.topics()[0].partitions() {
+        tpl.add_partition_offset("meta-dlq", p.id(), rdkafka::Offset::Beginning)
+            .expect("tpl");
+    }
+    consumer.assign(&tpl).expect("assign");
+    let mut letters = Vec::new();
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while letters.len() < bad.len() && Instant::now() < deadline {
+        let Some(Ok(m)) = consumer.poll(Duration::from_millis(200)) else {
+            continue;
+        };
+        let mut headers = std::collections::BTreeMap::new();
+        for hd in m.headers().expect("headers").iter() {
+            let value = String::from_utf8_lossy(hd.value.unwrap_or_default()).into_owned();
+            headers.insert(hd.key.to_string(), value);
+        }
+        let key = String::from_utf8_lossy(m.key().unwrap_or_default()).into_owned();
+        let raw = String::from_utf8_lossy(m.payload().unwrap_or_default()).into_owned();
+        letters.push((key, raw, headers));
+    }
+    // Nothing more than the bad records arrives.
+    assert!(
+        consumer
+            .poll(Duration::from_secs(2))
+            .is_none_or(|m| m.is_err())
+    );
+    letters.sort();
+    bad.sort();
+    assert_eq!(
+        letters
+            .iter()
+            .map(|(k, r, _)| (k.clone(), r.clone()))
+            .collect::<Vec<_>>(),
+        bad,
+        "the dead-letter topic holds exactly the bad records, with their keys"
+    );
+    for (_, _, headers) in &letters {
+        assert_eq!(headers[h::CODE], "decode.invalid_json", "{headers:?}");
+        assert!(!headers[h::MESSAGE].is_empty());
+        assert_eq!(headers[h::TOPIC], "meta");
+        assert_eq!(
+            headers[h::SOURCE],
+            format!("meta/{}", headers[h::PARTITION]),
+            "{headers:?}"
+        );
+        assert!(headers[h::OFFSET].parse::<u64>().is_ok(), "{headers:?}");
+    }
+}

@@ -62,6 +62,9 @@ impl JsonDecoder {
     pub fn new(fields: &FieldRegistry) -> Self {
         let mut nodes = vec![TrieNode::default()];
         for (slot, path) in fields.paths().iter().enumerate() {
+            if crate::fields::KafkaField::parse(path).is_some() {
+                continue; // record metadata, not JSON
+            }
             let mut cur = 0;
             for segment in path.split('.') {
                 let found = nodes[cur].children.iter().find(|(k, _)| **k == *segment);

@@ -356,7 +356,11 @@ fn compile(e: &ast::Expr, fields: &mut FieldRegistry, depth: usize) -> Result<No
             if !field_path(e, &mut segments) {
                 return Err(unsupported(e));
             }
-            return Ok(Node::Field(fields.intern(&segments.join("."))));
+            let path = segments.join(".");
+            if let Some(Err(why)) = crate::fields::KafkaField::parse(&path) {
+                return Err(ExprError::new(why));
+            }
+            return Ok(Node::Field(fields.intern(&path)));
         }
         ast::Expr::Value(v) => return Ok(Node::Literal(literal(&v.value, e)?)),
         ast::Expr::Nested(inner) => return compile(inner, fields, d),
@@ -423,6 +427,13 @@ fn compile(e: &ast::Expr, fields: &mut FieldRegistry, depth: usize) -> Result<No
 fn field_path<'e>(e: &'e ast::Expr, segments: &mut Vec<&'e str>) -> bool {
     match e {
         ast::Expr::Identifier(id) => segments.push(&id.value),
+        // `$kafka.key`: sqlparser reads `$kafka` as a placeholder.
+        ast::Expr::Value(v)
+            if segments.is_empty()
+                && matches!(&v.value, ast::Value::Placeholder(p) if p == crate::fields::KAFKA_ROOT) =>
+        {
+            segments.push(crate::fields::KAFKA_ROOT);
+        }
         ast::Expr::CompoundIdentifier(ids) => segments.extend(ids.iter().map(|i| i.value.as_str())),
         ast::Expr::Function(f)
             if matches!(f.args, FunctionArguments::None)
@@ -864,6 +875,31 @@ mod tests {
         assert_eq!(div.as_literal(), None);
         assert_eq!(div.eval(&[]).unwrap_err().message, "division by zero");
         assert!(f.is_empty());
+    }
+
+    #[test]
+    fn kafka_metadata_paths() {
+        let mut f = FieldRegistry::new();
+        let k = Expr::parse("$kafka.key", &mut f).unwrap();
+        let h = Expr::parse("$kafka.headers.\"trace-id\"", &mut f).unwrap();
+        Expr::parse("$kafka.timestamp + 1", &mut f).unwrap();
+        assert_eq!(k.as_field(), f.get("$kafka.key"));
+        assert_eq!(h.as_field(), f.get("$kafka.headers.trace-id"));
+        assert_eq!(
+            f.kafka_fields(),
+            [
+                (0, crate::fields::KafkaField::Key),
+                (1, crate::fields::KafkaField::Header("trace-id".into())),
+                (2, crate::fields::KafkaField::Timestamp),
+            ]
+        );
+        let e = Expr::parse("$kafka.value", &mut f).unwrap_err().to_string();
+        assert!(e.contains("unknown Kafka field '$kafka.value'"), "{e}");
+        // The decoder leaves metadata slots alone: a JSON key "$kafka" is not read.
+        let d = crate::decode::JsonDecoder::new(&f);
+        let mut out = vec![Value::Null; d.slots()];
+        d.decode(br#"{"$kafka":{"key":"json"}}"#, &mut out).unwrap();
+        assert!(out.iter().all(Value::is_null));
     }
 
     #[test]

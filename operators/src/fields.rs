@@ -6,6 +6,59 @@
 
 use std::collections::HashMap;
 
+/// Paths that start with this name record metadata, not the event's JSON: `$kafka.key`,
+/// `$kafka.timestamp`, `$kafka.topic`, `$kafka.partition`, `$kafka.offset` and
+/// `$kafka.headers.NAME`. The decoder leaves their slots alone; the engine fills them
+/// from the record.
+pub const KAFKA_ROOT: &str = "$kafka";
+
+/// A piece of Kafka record metadata a field path names.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum KafkaField {
+    /// The message key (a string when it is UTF-8, else null).
+    Key,
+    /// The message timestamp, milliseconds since the Unix epoch.
+    Timestamp,
+    /// The topic.
+    Topic,
+    /// The partition number.
+    Partition,
+    /// The offset in the partition.
+    Offset,
+    /// A header's value (a string when it is UTF-8, else null; null when absent).
+    Header(String),
+}
+
+impl KafkaField {
+    /// What `path` names: `None` when it is not under [`KAFKA_ROOT`], an error naming the
+    /// fields there are when it is but names none of them.
+    pub fn parse(path: &str) -> Option<Result<KafkaField, String>> {
+        let rest = path.strip_prefix(KAFKA_ROOT)?;
+        let Some(rest) = rest.strip_prefix('.') else {
+            return rest.is_empty().then(|| Err(Self::unknown(path)));
+        };
+        Some(match rest {
+            "key" => Ok(KafkaField::Key),
+            "timestamp" => Ok(KafkaField::Timestamp),
+            "topic" => Ok(KafkaField::Topic),
+            "partition" => Ok(KafkaField::Partition),
+            "offset" => Ok(KafkaField::Offset),
+            _ => match rest.strip_prefix("headers.") {
+                Some(name) if !name.is_empty() => Ok(KafkaField::Header(name.to_string())),
+                _ => Err(Self::unknown(path)),
+            },
+        })
+    }
+
+    fn unknown(path: &str) -> String {
+        format!(
+            "unknown Kafka field '{path}': use $kafka.key, $kafka.timestamp, $kafka.topic, \
+             $kafka.partition, $kafka.offset or $kafka.headers.NAME (quote a name that is \
+             not a plain identifier: $kafka.headers.\"trace-id\")"
+        )
+    }
+}
+
 /// Index of an interned field path: the slot the decoder writes it to.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
 pub struct FieldId(pub u32);
@@ -56,6 +109,16 @@ impl FieldRegistry {
         &self.paths[id.index()]
     }
 
+    /// The slots of Kafka metadata paths, with what each names (an unknown `$kafka`
+    /// path is left out: the config refuses it).
+    pub fn kafka_fields(&self) -> Vec<(usize, KafkaField)> {
+        self.paths
+            .iter()
+            .enumerate()
+            .filter_map(|(slot, p)| Some((slot, KafkaField::parse(p)?.ok()?)))
+            .collect()
+    }
+
     /// Number of slots a decoded event has.
     pub fn len(&self) -> usize {
         self.paths.len()
@@ -64,5 +127,32 @@ impl FieldRegistry {
     /// True when no path was interned.
     pub fn is_empty(&self) -> bool {
         self.paths.is_empty()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn kafka_paths() {
+        let parse = |p| KafkaField::parse(p);
+        assert_eq!(parse("payload.amount"), None);
+        assert_eq!(parse("$kafkaesque"), None);
+        assert_eq!(parse("$kafka.key"), Some(Ok(KafkaField::Key)));
+        assert_eq!(parse("$kafka.offset"), Some(Ok(KafkaField::Offset)));
+        assert_eq!(
+            parse("$kafka.headers.trace-id.x"),
+            Some(Ok(KafkaField::Header("trace-id.x".into())))
+        );
+        for bad in [
+            "$kafka",
+            "$kafka.value",
+            "$kafka.headers",
+            "$kafka.headers.",
+        ] {
+            let e = parse(bad).expect("a kafka path").expect_err(bad);
+            assert!(e.contains(bad) && e.contains("$kafka.headers.NAME"), "{e}");
+        }
     }
 }

@@ -169,7 +169,7 @@ impl Checkpointer {
     ) -> Result<()> {
         // Letters of the records before the cut must be durable before the cut is.
         self.bad.sync().map_err(|source| Error::Io {
-            context: format!("syncing {}", self.bad.path().display()),
+            context: format!("syncing dead letters to {}", self.bad.destination()),
             source,
         })?;
         // One file per partition: the workers' pieces, each prefixed with its length.

@@ -2,7 +2,7 @@
 
 use super::views;
 use super::yaml::{Ctx, Node, Record, join};
-use super::{CheckpointConfig, Format, OnError, PipelineConfig};
+use super::{CheckpointConfig, DeadLetterTopic, Format, OnError, PipelineConfig};
 use projector_connectors::SourceConfig;
 use projector_connectors::file::FileConfig;
 use projector_connectors::generator::{GeneratorConfig, Scenario, scenario_from_name};
@@ -21,6 +21,7 @@ const TOP_KEYS: &[&str] = &[
     "publish_interval",
     "state_dir",
     "checkpoint",
+    "dead_letter",
     "envelope",
     "views",
 ];
@@ -110,6 +111,26 @@ pub(crate) fn pipeline(ctx: &mut Ctx<'_>, root: &Node, file: &Path) -> Option<Pi
     let views = top
         .require(ctx, "views")
         .and_then(|e| views::views(ctx, e.value, &e.path, &mut fields));
+    let dead_letter = match top.get("dead_letter") {
+        None => Some(None),
+        Some(e) => dead_letter(ctx, e.value, &e.path, source.as_ref(), on_error).map(Some),
+    };
+    // `$kafka.*` fields are filled from Kafka records; other sources have none.
+    let mut source = source;
+    let reads_metadata = !fields.kafka_fields().is_empty();
+    match &mut source {
+        Some(SourceConfig::Kafka(k)) => {
+            k.with_metadata = reads_metadata || matches!(dead_letter, Some(Some(_)));
+        }
+        Some(_) if reads_metadata => {
+            let e = top.require(ctx, "source")?;
+            let message =
+                "the pipeline reads $kafka.* fields, which only a Kafka source has".to_string();
+            ctx.error("config.invalid_value", e.value, &e.path, message);
+            source = None;
+        }
+        _ => {}
+    }
     Some(PipelineConfig {
         file: file.to_path_buf(),
         name: name?,
@@ -123,6 +144,58 @@ pub(crate) fn pipeline(ctx: &mut Ctx<'_>, root: &Node, file: &Path) -> Option<Pi
         publish_interval: publish_interval?,
         checkpoint: checkpoint?,
         state_dir: state_dir?,
+        dead_letter: dead_letter?,
+    })
+}
+
+/// `dead_letter: {topic: NAME, brokers: HOSTS}`.
+fn dead_letter(
+    ctx: &mut Ctx<'_>,
+    node: &Node,
+    path: &str,
+    source: Option<&SourceConfig>,
+    on_error: Option<OnError>,
+) -> Option<DeadLetterTopic> {
+    let rec = ctx.record(node, path, &["topic", "brokers"])?;
+    let topic = rec.require(ctx, "topic").and_then(|e| {
+        let t = ctx.text(e.value, &e.path)?;
+        let ok = !t.is_empty()
+            && t.len() <= 249
+            && t.chars()
+                .all(|c| c.is_ascii_alphanumeric() || matches!(c, '.' | '_' | '-'));
+        if !ok {
+            let message = format!(
+                "invalid topic name '{t}': use letters, digits, '.', '_' and '-' (at most 249)"
+            );
+            ctx.error("config.invalid_value", e.value, &e.path, message);
+            return None;
+        }
+        Some(t)
+    });
+    let kafka = match source {
+        Some(SourceConfig::Kafka(k)) => Some(k),
+        _ => None,
+    };
+    let (brokers, properties) = match (rec.get("brokers"), kafka) {
+        (Some(e), _) => (ctx.text(e.value, &e.path), Default::default()),
+        (None, Some(k)) => (Some(k.brokers.clone()), k.properties.clone()),
+        (None, None) => {
+            let message = "'brokers' is required: the source is not Kafka".to_string();
+            ctx.error("config.missing_field", node, path, message);
+            (None, Default::default())
+        }
+    };
+    if let Some(policy) = on_error
+        && policy != OnError::DeadLetter
+    {
+        let message = "dead letters are only written with on_error: dead_letter".to_string();
+        ctx.error("config.invalid_value", node, path, message);
+        return None;
+    }
+    Some(DeadLetterTopic {
+        brokers: brokers?,
+        properties,
+        topic: topic?,
     })
 }
 
@@ -323,6 +396,10 @@ fn field_path(ctx: &mut Ctx<'_>, node: &Node, path: &str) -> Option<String> {
     {
         let message =
             format!("invalid field path '{text}': use a dotted path such as 'payload.amount'");
+        ctx.error("config.invalid_value", node, path, message);
+        return None;
+    }
+    if let Some(Err(message)) = projector_operators::fields::KafkaField::parse(&text) {
         ctx.error("config.invalid_value", node, path, message);
         return None;
     }

@@ -227,5 +227,6 @@ pub(crate) fn source(ctx: &mut Ctx<'_>, rec: &Record<'_>, pipeline: &str) -> Opt
         start_from: start_from?,
         properties: properties?,
         stop_at_end: false,
+        with_metadata: false,
     })
 }

@@ -65,6 +65,22 @@ pub struct PipelineConfig {
     pub state_dir: Option<PathBuf>,
     /// `checkpoint:`.
     pub checkpoint: CheckpointConfig,
+    /// `dead_letter: {topic: ...}`: dead letters go to this Kafka topic instead of
+    /// `<state_dir>/dead-letters.ndjson`.
+    pub dead_letter: Option<DeadLetterTopic>,
+}
+
+/// A Kafka topic for dead letters: value = the record's bytes, key = its key, headers
+/// = the error and where the record came from.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct DeadLetterTopic {
+    /// `brokers:` (default: the Kafka source's).
+    pub brokers: String,
+    /// The Kafka source's client properties (security settings and the like), if the
+    /// brokers are the source's.
+    pub properties: std::collections::BTreeMap<String, String>,
+    /// `topic:`.
+    pub topic: String,
 }
 
 /// `checkpoint:`: how often state and source offsets are saved together.

@@ -950,3 +950,73 @@ fn columns_count_characters_not_bytes() {
         vec![("config.invalid_type", 3, 31, "envelope.type".to_string())]
     );
 }
+
+#[test]
+fn kafka_fields_and_a_dead_letter_topic() {
+    let pipeline = |source: &str, key: &str, extra: &str| {
+        format!(
+            "name: t\nsource: {source}\n{extra}envelope: {{ id: id, type: type, key: '{key}' }}\n\
+             views:\n  - name: v\n    fold:\n      columns: {{ trace: string }}\n      \
+             on: {{ A: {{ set: {{ trace: '$kafka.headers.\"trace-id\"' }} }} }}\n"
+        )
+    };
+    let kafka = "{ type: kafka, brokers: 'b:9092', topics: [t], properties: { client.id: c } }";
+    let c = load_ok(&pipeline(kafka, "$kafka.key", ""));
+    let SourceConfig::Kafka(k) = &c.source else {
+        panic!("a kafka source")
+    };
+    assert!(k.with_metadata, "the source is asked for keys and headers");
+    assert_eq!(c.dead_letter, None);
+    let paths: Vec<&str> = c.fields.paths().iter().map(String::as_str).collect();
+    assert!(paths.contains(&"$kafka.key") && paths.contains(&"$kafka.headers.trace-id"));
+
+    // Another source has no Kafka metadata.
+    let e = one_error(&pipeline("{ type: file, path: e.ndjson }", "key", ""));
+    assert_eq!(
+        (e.code, e.path.as_str()),
+        ("config.invalid_value", "source")
+    );
+    assert!(e.message.contains("$kafka"), "{}", e.message);
+    // An unknown Kafka field, in the envelope.
+    let e = one_error(&pipeline(kafka, "$kafka.value", ""));
+    assert_eq!(e.path, "envelope.key");
+    assert!(
+        e.message.contains("unknown Kafka field '$kafka.value'"),
+        "{}",
+        e.message
+    );
+
+    // A dead-letter topic: the source's brokers and client properties by default.
+    let c = load_ok(&pipeline(kafka, "key", "dead_letter: { topic: t-dlq }\n"));
+    let dlq = c.dead_letter.expect("a dead-letter topic");
+    assert_eq!(
+        (dlq.brokers.as_str(), dlq.topic.as_str()),
+        ("b:9092", "t-dlq")
+    );
+    assert_eq!(
+        dlq.properties.get("client.id").map(String::as_str),
+        Some("c")
+    );
+    let file = "{ type: file, path: e.ndjson }";
+    let e = one_error(
+        &pipeline(file, "key", "dead_letter: { topic: dlq }\n")
+            .replace("'$kafka.headers.\"trace-id\"'", "x"),
+    );
+    assert_eq!(
+        (e.code, e.path.as_str()),
+        ("config.missing_field", "dead_letter")
+    );
+    let c = load_ok(
+        &pipeline(file, "key", "dead_letter: { topic: dlq, brokers: 'h:1' }\n")
+            .replace("'$kafka.headers.\"trace-id\"'", "x"),
+    );
+    assert_eq!(c.dead_letter.map(|d| d.brokers), Some("h:1".to_string()));
+    let e = one_error(&pipeline(
+        kafka,
+        "key",
+        "on_error: skip\ndead_letter: { topic: dlq }\n",
+    ));
+    assert!(e.message.contains("on_error: dead_letter"), "{}", e.message);
+    let e = one_error(&pipeline(kafka, "key", "dead_letter: { topic: 'a b' }\n"));
+    assert_eq!(e.path, "dead_letter.topic");
+}
