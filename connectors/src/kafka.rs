@@ -80,6 +80,9 @@ pub fn client_config(brokers: &str, properties: &BTreeMap<String, String>) -> Cl
 pub struct SourceContext {
     all_brokers_down: Arc<Mutex<Option<String>>>,
     group: Group,
+    /// Source partition id → high watermark, from librdkafka's statistics (the fetch
+    /// responses' high watermarks: Tansu answers ListOffsets wrongly).
+    watermarks: Mutex<Resume>,
 }
 
 impl std::fmt::Debug for SourceContext {
@@ -223,6 +226,22 @@ impl rdkafka::ClientContext for SourceContext {
         }
         tracing::warn!(%error, reason, "kafka");
     }
+
+    fn stats(&self, statistics: rdkafka::Statistics) {
+        let Some(ids) = self.group.ids.get() else {
+            return;
+        };
+        let mut marks = self.watermarks.lock().expect("watermarks lock");
+        for (topic, t) in statistics.topics {
+            for (n, p) in t.partitions {
+                if let (Some(id), Ok(hi)) =
+                    (ids.get(&(topic.clone(), n)), u64::try_from(p.hi_offset))
+                {
+                    marks.insert(*id, hi);
+                }
+            }
+        }
+    }
 }
 
 impl rdkafka::consumer::ConsumerContext for SourceContext {
@@ -328,6 +347,10 @@ impl KafkaSource {
         if client.get("fetch.wait.max.ms").is_none() {
             // librdkafka's 500 ms default makes --once wait that long at every end.
             client.set("fetch.wait.max.ms", "100");
+        }
+        if client.get("statistics.interval.ms").is_none() {
+            // High watermarks for /status (lag).
+            client.set("statistics.interval.ms", "1000");
         }
         if client.get("auto.offset.reset").is_none() {
             // A checkpointed offset the topic no longer has (retention): the oldest
@@ -506,6 +529,15 @@ impl Source for KafkaSource {
             .expect("group lock") = Some(listener);
         self.group = true;
         true
+    }
+
+    fn high_watermarks(&self) -> Resume {
+        self.consumer
+            .context()
+            .watermarks
+            .lock()
+            .expect("watermarks lock")
+            .clone()
     }
 
     fn degraded(&self) -> Option<String> {

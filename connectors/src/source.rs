@@ -182,6 +182,12 @@ pub trait Source: Send {
         None
     }
 
+    /// The newest known end (next offset to be written) of each partition, where the
+    /// source knows it (Kafka: from the fetch responses), for lag reporting.
+    fn high_watermarks(&self) -> Resume {
+        Resume::new()
+    }
+
     /// Hands the source the engine's side of partition ownership. Sources whose
     /// partitions come and go while they run (Kafka consumer groups) keep it, call it
     /// from [`Source::poll`] on every change, and return true; then no partition is this

@@ -204,10 +204,37 @@ pub fn status_json(shared: &Shared) -> serde_json::Value {
         "workers": shared.workers,
         "uptime_ms": shared.started.elapsed().as_millis() as u64,
         "events": shared.counters.snapshot(),
-        "partitions": shared.positions.snapshot(),
+        "partitions": partitions_json(shared),
         "checkpoint": shared.checkpoints.get(),
         "restored_from_epoch": shared.restored_epoch.load(std::sync::atomic::Ordering::Relaxed),
     })
+}
+
+/// Per partition: positions, lag, and its newest checkpoint's epoch and age.
+pub fn partitions_json(shared: &Shared) -> serde_json::Value {
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_millis() as u64);
+    let list = shared
+        .positions
+        .snapshot()
+        .into_iter()
+        .enumerate()
+        .map(|(id, p)| {
+            let checkpoint = shared.checkpoints.partition(id as u32);
+            json!({
+                "partition": p.partition,
+                "assigned": p.assigned,
+                "next_offset": p.next_offset,
+                "published_offset": p.published_offset,
+                "high_watermark": p.high_watermark,
+                "lag": p.lag,
+                "checkpoint_epoch": checkpoint.map(|c| c.0),
+                "checkpoint_age_ms": checkpoint.map(|c| now.saturating_sub(c.1)),
+            })
+        })
+        .collect();
+    serde_json::Value::Array(list)
 }
 
 async fn status(State(app): State<AppState>) -> Response {

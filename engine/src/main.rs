@@ -349,7 +349,7 @@ fn spawn_progress(shared: Arc<Shared>) -> ProgressHandle {
             let rate = (c.read - last.1) as f64 / now.duration_since(last.0).as_secs_f64();
             last = (now, c.read);
             let line = format!(
-                "{}: {} read ({}/s) · {} applied · {} duplicates · {} dead letters · {} skipped · epoch {} · checkpoint {}",
+                "{}: {} read ({}/s) · {} applied · {} duplicates · {} dead letters · {} skipped · epoch {} · checkpoint {}{}",
                 shared.name,
                 thousands(c.read),
                 si(rate),
@@ -359,6 +359,7 @@ fn spawn_progress(shared: Arc<Shared>) -> ProgressHandle {
                 thousands(c.skipped),
                 shared.progress.get().epoch,
                 shared.checkpoints.get().epoch,
+                partitions_line(&shared),
             );
             if tty {
                 eprint!("\r\x1b[2K{line}");
@@ -371,6 +372,42 @@ fn spawn_progress(shared: Arc<Shared>) -> ProgressHandle {
         }
     });
     ProgressHandle { stop, thread }
+}
+
+/// The progress line's tail: the checkpoint's age, and the lag in total and, for a
+/// few partitions, per partition (`-` where the end is not known yet).
+fn partitions_line(shared: &Shared) -> String {
+    let mut out = String::new();
+    let checkpoint = shared.checkpoints.get();
+    if checkpoint.written_ms > 0 {
+        let now = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0, |d| d.as_millis() as u64);
+        let age = now.saturating_sub(checkpoint.written_ms) as f64 / 1000.0;
+        out.push_str(&format!(" ({age:.1} s ago)"));
+    }
+    let positions: Vec<_> = shared
+        .positions
+        .snapshot()
+        .into_iter()
+        .filter(|p| p.assigned)
+        .collect();
+    if positions.iter().all(|p| p.lag.is_none()) {
+        return out;
+    }
+    let total: u64 = positions.iter().filter_map(|p| p.lag).sum();
+    out.push_str(&format!(" · lag {}", thousands(total)));
+    if positions.len() > 1 && positions.len() <= 8 {
+        let each: Vec<String> = positions
+            .iter()
+            .map(|p| {
+                let lag = p.lag.map_or("-".to_string(), thousands);
+                format!("{} {lag}", p.partition)
+            })
+            .collect();
+        out.push_str(&format!(" ({})", each.join(", ")));
+    }
+    out
 }
 
 fn stop_progress(p: Option<ProgressHandle>) {

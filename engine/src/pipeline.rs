@@ -658,6 +658,7 @@ fn ingest_loop(
 ) {
     let mut raw = RawBatch::default();
     let mut slots = vec![Value::Null; decoder.slots()];
+    let mut last_marks = Instant::now();
     loop {
         if shared.stop.load(Ordering::Relaxed) {
             return;
@@ -669,6 +670,12 @@ fn ingest_loop(
             return;
         }
         report_checkpointed(shared, source.as_mut());
+        if last_marks.elapsed() >= Duration::from_millis(500) {
+            last_marks = Instant::now();
+            shared
+                .positions
+                .set_high_watermarks(&source.high_watermarks());
+        }
         raw.clear();
         let poll = source.poll(&mut raw, BATCH);
         *shared.degraded.lock().expect("lock") = source.degraded();

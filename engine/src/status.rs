@@ -65,6 +65,11 @@ pub struct PartitionPosition {
     pub published_offset: u64,
     /// Whether this instance owns the partition now (a consumer group shares them).
     pub assigned: bool,
+    /// The partition's end as last seen (Kafka), if known.
+    pub high_watermark: Option<u64>,
+    /// Records between the read position and the end (while assigned and the end is
+    /// known).
+    pub lag: Option<u64>,
 }
 
 /// Per-partition positions.
@@ -84,6 +89,8 @@ impl Positions {
                 next_offset: 0,
                 published_offset: 0,
                 assigned: false,
+                high_watermark: None,
+                lag: None,
             })
             .collect();
     }
@@ -118,8 +125,25 @@ impl Positions {
         }
     }
 
-    /// A copy of every partition's position.
+    /// Records the partitions' ends as the source last saw them.
+    pub fn set_high_watermarks(&self, marks: &projector_connectors::Resume) {
+        let mut g = self.inner.lock().expect("positions lock");
+        for (id, hi) in marks {
+            if let Some(p) = g.get_mut(*id as usize) {
+                p.high_watermark = Some(*hi);
+            }
+        }
+    }
+
+    /// A copy of every partition's position (with its lag worked out).
     pub fn snapshot(&self) -> Vec<PartitionPosition> {
-        self.inner.lock().expect("positions lock").clone()
+        let mut all = self.inner.lock().expect("positions lock").clone();
+        for p in &mut all {
+            p.lag = p
+                .high_watermark
+                .filter(|_| p.assigned)
+                .map(|hi| hi.saturating_sub(p.next_offset));
+        }
+        all
     }
 }

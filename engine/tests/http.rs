@@ -299,7 +299,16 @@ fn http_api_serves_views_status_and_sql() {
     let end = records.last().expect("records").0 + 1;
     assert_eq!(
         status["partitions"],
-        json!([{"partition": partition, "next_offset": end, "published_offset": end, "assigned": true}]),
+        json!([{
+            "partition": partition,
+            "next_offset": end,
+            "published_offset": end,
+            "assigned": true,
+            "high_watermark": null,
+            "lag": null,
+            "checkpoint_epoch": status["checkpoint"]["epoch"],
+            "checkpoint_age_ms": status["partitions"][0]["checkpoint_age_ms"],
+        }]),
         "{status}"
     );
 

@@ -394,6 +394,27 @@ fn t3_a_second_instance_joins_and_leaves_while_events_flow() {
         wait_for(60, || newest_checkpoint_offsets(&state) == Some(total)),
         "A checkpoints the whole topic"
     );
+    // /status per partition: the end as the fetches saw it, no lag, a checkpoint.
+    let caught_up = wait_for(10, || {
+        let Some(status) = get_json(port_a, "/status") else {
+            return false;
+        };
+        let parts = status["partitions"].as_array().cloned().unwrap_or_default();
+        let ends: u64 = parts
+            .iter()
+            .filter_map(|p| p["high_watermark"].as_u64())
+            .sum();
+        ends == total
+            && parts.iter().all(|p| {
+                p["lag"] == 0
+                    && p["checkpoint_epoch"].as_u64() > Some(0)
+                    && p["checkpoint_age_ms"].is_u64()
+            })
+    });
+    assert!(
+        caught_up,
+        "A reports each partition's end, zero lag and its checkpoint"
+    );
     assert_eq!(a.terminate(30), Some(0), "A stops cleanly");
 
     let exp = oracle::expected(&input);
