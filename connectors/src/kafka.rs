@@ -320,6 +320,8 @@ pub struct KafkaSource {
     at_end: BTreeSet<u32>,
     stop_at_end: bool,
     with_metadata: bool,
+    /// Fetching is paused (backpressure): newly assigned partitions are paused too.
+    paused: bool,
     /// Where the next poll starts, so every partition gets its turn.
     next_queue: usize,
     /// When a degraded source last asked the broker whether it is back.
@@ -433,6 +435,7 @@ impl KafkaSource {
             at_end: BTreeSet::new(),
             stop_at_end: config.stop_at_end,
             with_metadata: config.with_metadata,
+            paused: false,
             next_queue: 0,
         })
     }
@@ -465,6 +468,23 @@ impl KafkaSource {
             .map_err(|e| kafka("assigning partitions", &e))
     }
 
+    /// Pauses or resumes fetching the partitions `ids`.
+    fn pause_or_resume(&self, ids: &[u32], pause: bool) {
+        let mut tpl = TopicPartitionList::new();
+        for id in ids {
+            let (topic, n) = &self.topic_partitions[*id as usize];
+            tpl.add_partition(topic, *n);
+        }
+        let done = if pause {
+            self.consumer.pause(&tpl)
+        } else {
+            self.consumer.resume(&tpl)
+        };
+        if let Err(e) = done {
+            tracing::warn!(error = %e, pause, "kafka: pausing or resuming partitions");
+        }
+    }
+
     /// Applies what rebalances changed, in order.
     fn apply_changes(&mut self) {
         let changes = std::mem::take(
@@ -479,9 +499,13 @@ impl KafkaSource {
         for change in changes {
             match change {
                 Change::Assigned(queues) => {
+                    let ids: Vec<u32> = queues.iter().map(|(id, _)| *id).collect();
                     for (id, queue) in queues {
                         self.at_end.remove(&id);
                         self.queues.insert(id, queue);
+                    }
+                    if self.paused {
+                        self.pause_or_resume(&ids, true);
                     }
                 }
                 Change::Revoked(ids) => {
@@ -529,6 +553,14 @@ impl Source for KafkaSource {
             .expect("group lock") = Some(listener);
         self.group = true;
         true
+    }
+
+    fn set_paused(&mut self, paused: bool) {
+        if paused != self.paused {
+            self.paused = paused;
+            let ids: Vec<u32> = self.queues.keys().copied().collect();
+            self.pause_or_resume(&ids, paused);
+        }
     }
 
     fn high_watermarks(&self) -> Resume {

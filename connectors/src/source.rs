@@ -182,6 +182,12 @@ pub trait Source: Send {
         None
     }
 
+    /// Stops (`true`) or resumes fetching: the engine pauses the source while its
+    /// workers are behind, so records do not pile up in memory. Records already
+    /// fetched may still come from [`Source::poll`]. Sources that read on demand
+    /// (files, the generator) need not do anything.
+    fn set_paused(&mut self, _paused: bool) {}
+
     /// The newest known end (next offset to be written) of each partition, where the
     /// source knows it (Kafka: from the fetch responses), for lag reporting.
     fn high_watermarks(&self) -> Resume {

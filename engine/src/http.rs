@@ -205,6 +205,10 @@ pub fn status_json(shared: &Shared) -> serde_json::Value {
         "uptime_ms": shared.started.elapsed().as_millis() as u64,
         "events": shared.counters.snapshot(),
         "partitions": partitions_json(shared),
+        "backpressure": {
+            "paused": shared.counters.paused.load(std::sync::atomic::Ordering::Relaxed) == 1,
+            "pauses": shared.counters.pauses.load(std::sync::atomic::Ordering::Relaxed),
+        },
         "checkpoint": shared.checkpoints.get(),
         "restored_from_epoch": shared.restored_epoch.load(std::sync::atomic::Ordering::Relaxed),
     })

@@ -659,6 +659,7 @@ fn ingest_loop(
     let mut raw = RawBatch::default();
     let mut slots = vec![Value::Null; decoder.slots()];
     let mut last_marks = Instant::now();
+    let mut paused = false;
     loop {
         if shared.stop.load(Ordering::Relaxed) {
             return;
@@ -675,6 +676,20 @@ fn ingest_loop(
             shared
                 .positions
                 .set_high_watermarks(&source.high_watermarks());
+        }
+        // Backpressure: while a worker is behind, the source stops fetching, so the
+        // records waiting in memory stay bounded by the channels and what was fetched.
+        let congested = ingress.lock().expect("ingress lock").router.congested();
+        if congested != paused {
+            paused = congested;
+            source.set_paused(paused);
+            shared
+                .counters
+                .paused
+                .store(u64::from(paused), Ordering::Relaxed);
+            if paused {
+                Counters::add(&shared.counters.pauses, 1);
+            }
         }
         raw.clear();
         let poll = source.poll(&mut raw, BATCH);

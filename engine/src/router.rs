@@ -110,6 +110,11 @@ impl Router {
         Ok(())
     }
 
+    /// True when some worker's channel is full: the next send to it would wait.
+    pub fn congested(&self) -> bool {
+        self.senders.iter().any(Sender::is_full)
+    }
+
     /// Sends `msg` to worker `w`, behind everything routed to it so far.
     pub fn send_to(&mut self, w: usize, msg: WorkerMsg) -> Result<(), Disconnected> {
         if !self.pending[w].is_empty() {

@@ -17,6 +17,10 @@ pub struct Counters {
     pub dead_letters: AtomicU64,
     /// Bad records skipped (`on_error: skip`).
     pub skipped: AtomicU64,
+    /// Times the source was paused because a worker's channel was full.
+    pub pauses: AtomicU64,
+    /// 1 while the source is paused (backpressure), else 0.
+    pub paused: AtomicU64,
 }
 
 impl Counters {

@@ -429,6 +429,50 @@ fn t3_a_second_instance_joins_and_leaves_while_events_flow() {
     );
 }
 
+/// Backpressure: with one worker doing far more per event than the ingest thread
+/// (extra aggregate views), the worker's channel fills and the source pauses its
+/// partitions; pausing and resuming loses and repeats nothing.
+#[test]
+fn backpressure_pauses_the_source_and_loses_nothing() {
+    let broker = Broker::start();
+    let dir = tempfile::tempdir().expect("tempdir");
+    let (events, keys, seed) = (60_000, 3_000, 17);
+    produce(&broker, "bank-bp", events, keys, seed);
+    let pipeline = pipeline(dir.path(), &broker, "bank-bp");
+    let mut text = std::fs::read_to_string(&pipeline).expect("pipeline");
+    for i in 0..12 {
+        text.push_str(&format!(
+            "  - name: heavy_{i}\n    aggregate:\n      group_by: {{ k: \"aggregateId || '-{i}'\" }}\n      \
+             columns: {{ n: \"count(*)\", s: \"sum(payload.amount * {i} + version)\", \
+             m: \"max(payload.amount - {i})\" }}\n"
+        ));
+    }
+    std::fs::write(&pipeline, text).expect("write pipeline");
+    let state = dir.path().join("state");
+    let port = free_port();
+    let mut run = Running::start(&pipeline, &state, port, 1);
+    let status = || get_json(port, "/status");
+    assert!(
+        wait_for(120, || status()
+            .is_some_and(|s| s["events"]["applied"] == events)),
+        "the engine applies every event"
+    );
+    let s = status().expect("status");
+    assert!(
+        s["backpressure"]["pauses"].as_u64() > Some(0),
+        "the source paused while the worker was behind: {}",
+        s["backpressure"]
+    );
+    assert_eq!(s["backpressure"]["paused"], false, "and resumed");
+    assert_eq!(s["events"]["read"], events, "nothing read twice");
+    assert_eq!(run.terminate(30), Some(0));
+
+    let exp = oracle::expected(&generator_records(events, keys, seed));
+    let (_, accounts, volume) = run_once(&pipeline, &state);
+    assert_rows("accounts", &accounts, &exp.accounts_json());
+    assert_rows("volume_by_type", &volume, &exp.volume_json());
+}
+
 /// T5: poison pills through Kafka, under each `on_error` policy. One partition, no blank
 /// lines, so a record's Kafka offset is its line number in the produced file.
 #[test]
