@@ -432,11 +432,35 @@ fn print_summary(shared: &Shared) {
         thousands(c.dead_letters),
         thousands(c.skipped),
     );
+    // Start-up (restore, group join) apart from reading: how soon the first record
+    // came, the rate from there on, and the last checkpoint's size and time.
+    let first = shared
+        .first_read_us
+        .load(std::sync::atomic::Ordering::Relaxed) as f64
+        / 1e6;
+    let checkpoint = shared.checkpoints.get();
+    if first > 0.0 {
+        let reading = (secs - first).max(1e-9);
+        let mut line = format!(
+            "{}: first record after {first:.2} s · {} events/s from there",
+            shared.name,
+            si(c.read as f64 / reading),
+        );
+        if checkpoint.duration_ms > 0 || checkpoint.bytes > 0 {
+            line.push_str(&format!(
+                " · last checkpoint: epoch {}, {} bytes of state, written in {} ms",
+                checkpoint.epoch,
+                thousands(checkpoint.bytes),
+                checkpoint.duration_ms
+            ));
+        }
+        eprintln!("{line}");
+    }
     if c.dead_letters > 0 {
         eprintln!(
             "{}: dead letters are in {}",
             shared.name,
-            shared.bad.path().display()
+            shared.bad.destination()
         );
     }
     tracing::debug!(status = %status_json(shared), "final status");

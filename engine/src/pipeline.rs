@@ -141,6 +141,9 @@ pub struct Shared {
     pub started: Instant,
     /// The newest checkpoint epoch a partition of this run was restored from (0: none).
     pub restored_epoch: AtomicU64,
+    /// When the first record was read, in microseconds after `started` (0: not yet):
+    /// the start-up cost (restore, group join) a run paid before reading.
+    pub first_read_us: AtomicU64,
     /// The newest checkpoint.
     pub checkpoints: Arc<CheckpointStatus>,
     /// Offsets of the newest checkpoint, not yet handed to the source.
@@ -248,6 +251,7 @@ impl Pipeline {
             workers: n,
             started: Instant::now(),
             restored_epoch: AtomicU64::new(0),
+            first_read_us: AtomicU64::new(0),
             checkpoints: Arc::new(CheckpointStatus::default()),
             durable: Arc::default(),
             degraded: Mutex::new(None),
@@ -702,6 +706,10 @@ fn ingest_loop(
             }
         };
         if !raw.is_empty() {
+            if shared.first_read_us.load(Ordering::Relaxed) == 0 {
+                let us = shared.started.elapsed().as_micros().max(1) as u64;
+                shared.first_read_us.store(us, Ordering::Relaxed);
+            }
             let mut ing = ingress.lock().expect("ingress lock");
             Counters::add(&shared.counters.read, raw.len() as u64);
             // The epoch these records belong to: its barrier is not cut yet.

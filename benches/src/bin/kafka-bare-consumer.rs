@@ -1,0 +1,98 @@
+//! The baseline for Projector's Kafka throughput: a bare rdkafka consumer that reads a
+//! topic from the beginning to the end it has when the fetches reach it, touching each
+//! message's bytes and doing nothing else.
+//!
+//! ```text
+//! kafka-bare-consumer BROKERS TOPIC [--group]
+//! ```
+//!
+//! Without `--group` it assigns every partition itself (no group join); with it, it
+//! subscribes as a member of a fresh consumer group, as `projector run` does. It prints
+//! one JSON line: messages, bytes, seconds until the first message, seconds in all,
+//! and the rate from the first message on.
+
+use rdkafka::consumer::{BaseConsumer, Consumer};
+use rdkafka::error::KafkaError;
+use rdkafka::message::Message;
+use rdkafka::{Offset, TopicPartitionList};
+use std::collections::BTreeSet;
+use std::time::{Duration, Instant};
+
+fn main() {
+    let args: Vec<String> = std::env::args().skip(1).collect();
+    let (Some(brokers), Some(topic)) = (args.first(), args.get(1)) else {
+        eprintln!("usage: kafka-bare-consumer BROKERS TOPIC [--group]");
+        std::process::exit(2);
+    };
+    let group = args.iter().any(|a| a == "--group");
+    let started = Instant::now();
+    let group_id = format!("bare-{}", std::process::id());
+    let consumer: BaseConsumer = rdkafka::ClientConfig::new()
+        .set("bootstrap.servers", brokers)
+        .set("group.id", &group_id)
+        .set("enable.auto.commit", "false")
+        .set("enable.partition.eof", "true")
+        .set("auto.offset.reset", "earliest")
+        .set("fetch.wait.max.ms", "100")
+        .set("session.timeout.ms", "6000")
+        .create()
+        .unwrap_or_else(|e| fail(&format!("creating the consumer: {e}")));
+    let metadata = consumer
+        .fetch_metadata(Some(topic), Duration::from_secs(10))
+        .unwrap_or_else(|e| fail(&format!("reading metadata: {e}")));
+    let partitions: Vec<i32> = metadata
+        .topics()
+        .iter()
+        .find(|t| t.name() == topic)
+        .map(|t| t.partitions().iter().map(|p| p.id()).collect())
+        .unwrap_or_default();
+    if partitions.is_empty() {
+        fail(&format!("topic '{topic}' has no partitions on {brokers}"));
+    }
+    if group {
+        consumer
+            .subscribe(&[topic.as_str()])
+            .unwrap_or_else(|e| fail(&format!("subscribing: {e}")));
+    } else {
+        let mut tpl = TopicPartitionList::new();
+        for p in &partitions {
+            tpl.add_partition_offset(topic, *p, Offset::Beginning)
+                .unwrap_or_else(|e| fail(&format!("assignment: {e}")));
+        }
+        consumer
+            .assign(&tpl)
+            .unwrap_or_else(|e| fail(&format!("assigning: {e}")));
+    }
+    let (mut messages, mut bytes, mut checksum) = (0u64, 0u64, 0u64);
+    let mut first = None;
+    let mut ended = BTreeSet::new();
+    while ended.len() < partitions.len() {
+        match consumer.poll(Duration::from_millis(100)) {
+            None => {}
+            Some(Ok(m)) => {
+                let payload = m.payload().unwrap_or_default();
+                first.get_or_insert_with(Instant::now);
+                messages += 1;
+                bytes += payload.len() as u64;
+                // Touch the bytes, as a real consumer would.
+                checksum = checksum.wrapping_add(payload.iter().map(|b| u64::from(*b)).sum());
+            }
+            Some(Err(KafkaError::PartitionEOF(p))) => {
+                ended.insert(p);
+            }
+            Some(Err(e)) => eprintln!("kafka: {e}"),
+        }
+    }
+    let total = started.elapsed().as_secs_f64();
+    let first = first.map_or(total, |f| f.duration_since(started).as_secs_f64());
+    let reading = (total - first).max(1e-9);
+    println!(
+        "{{\"messages\":{messages},\"bytes\":{bytes},\"first_message_s\":{first:.3},\"total_s\":{total:.3},\"messages_per_s_from_first\":{:.0},\"checksum\":{checksum}}}",
+        messages as f64 / reading
+    );
+}
+
+fn fail(why: &str) -> ! {
+    eprintln!("kafka-bare-consumer: {why}");
+    std::process::exit(1);
+}
