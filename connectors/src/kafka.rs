@@ -1,18 +1,21 @@
-//! Kafka topics as a source (rdkafka, bundled librdkafka).
+//! Kafka topics as a source (rdkafka, bundled librdkafka), and the producers behind
+//! `projector produce` and the dead-letter topic.
 //!
 //! ```text
 //!  topics ──metadata──▶ partitions (topic/0, topic/1, ...) = source partitions
-//!         ──assign at the resume offsets (the checkpoint's), else start_from──▶ BaseConsumer
-//!         ──poll──▶ RawBatch (message value, partition id, Kafka offset)
+//!         ──subscribe (group_id)──▶ rebalance: the engine restores assigned partitions
+//!                                   and says where each resumes; revoked ones are
+//!                                   checkpointed before the group goes on
+//!         ──poll──▶ one queue per assigned partition ──▶ RawBatch (value, partition,
+//!                   offset; key, timestamp and headers when asked)
 //! ```
 //!
-//! Offsets of record live in Projector's checkpoints: the consumer is assigned every
-//! partition of its topics and seeks to the checkpoint's offsets; the group id is used
-//! for the client's identity only (committing offsets for lag monitoring and
-//! consumer-group rebalancing are later steps). With `stop_at_end` (`--once`) a
-//! partition is finished at its first end-of-partition event: Tansu, our test broker,
-//! reports a wrong high watermark through ListOffsets, while the end seen by a fetch is
-//! right.
+//! Offsets of record live in Projector's checkpoints: the group assigns partitions and
+//! the engine's [`AssignmentListener`] says where each starts; group offsets are only
+//! committed for lag tools. Without a listener the source assigns every partition
+//! itself at the offsets it was opened with. With `stop_at_end` (`--once`) a partition
+//! is finished at its first end-of-partition event: Tansu, our test broker, reports a
+//! wrong high watermark through ListOffsets, while the end seen by a fetch is right.
 
 use crate::source::{AssignmentListener, PartitionInfo, Poll, RawBatch, RawRecord, Resume, Source};
 use crate::{Error, Result};
