@@ -78,7 +78,7 @@ pub fn client_config(brokers: &str, properties: &BTreeMap<String, String>) -> Cl
 /// relies on and is normal while following a topic, as a global error; the default
 /// context would log every one of them as an ERROR.
 /// It also remembers whether every broker is down, for [`Source::degraded`], and runs
-/// consumer-group rebalances (see [`Group`]).
+/// consumer-group rebalances (see `Group`).
 #[derive(Default)]
 pub struct SourceContext {
     all_brokers_down: Arc<Mutex<Option<String>>>,
