@@ -3,8 +3,12 @@
 //! message's bytes and doing nothing else.
 //!
 //! ```text
-//! kafka-bare-consumer BROKERS TOPIC [--group]
+//! kafka-bare-consumer BROKERS TOPIC [--group | --split]
 //! ```
+//!
+//! `--split` reads each partition from its own queue (`split_partition_queue`, polled
+//! in turn without waiting, sleeping 2 ms when all are empty), the way Projector's
+//! source does, to tell the cost of that from the cost of the engine.
 //!
 //! Without `--group` it assigns every partition itself (no group join); with it, it
 //! subscribes as a member of a fresh consumer group, as `projector run` does. It prints
@@ -25,9 +29,16 @@ fn main() {
         std::process::exit(2);
     };
     let group = args.iter().any(|a| a == "--group");
+    let split = args.iter().any(|a| a == "--split");
     let started = Instant::now();
     let group_id = format!("bare-{}", std::process::id());
-    let consumer: BaseConsumer = rdkafka::ClientConfig::new()
+    let mut config = rdkafka::ClientConfig::new();
+    for kv in args.iter().filter_map(|a| a.strip_prefix("--set=")) {
+        if let Some((k, v)) = kv.split_once('=') {
+            config.set(k, v);
+        }
+    }
+    let consumer: std::sync::Arc<BaseConsumer> = std::sync::Arc::new(config
         .set("bootstrap.servers", brokers)
         .set("group.id", &group_id)
         .set("enable.auto.commit", "false")
@@ -36,7 +47,7 @@ fn main() {
         .set("fetch.wait.max.ms", "100")
         .set("session.timeout.ms", "6000")
         .create()
-        .unwrap_or_else(|e| fail(&format!("creating the consumer: {e}")));
+        .unwrap_or_else(|e| fail(&format!("creating the consumer: {e}"))));
     let metadata = consumer
         .fetch_metadata(Some(topic), Duration::from_secs(10))
         .unwrap_or_else(|e| fail(&format!("reading metadata: {e}")));
@@ -49,12 +60,21 @@ fn main() {
     if partitions.is_empty() {
         fail(&format!("topic '{topic}' has no partitions on {brokers}"));
     }
+    let mut queues = Vec::new();
     if group {
         consumer
             .subscribe(&[topic.as_str()])
             .unwrap_or_else(|e| fail(&format!("subscribing: {e}")));
     } else {
         let mut tpl = TopicPartitionList::new();
+        if split {
+            for p in &partitions {
+                let q = consumer
+                    .split_partition_queue(topic, *p)
+                    .unwrap_or_else(|| fail("split_partition_queue"));
+                queues.push((*p, q));
+            }
+        }
         for p in &partitions {
             tpl.add_partition_offset(topic, *p, Offset::Beginning)
                 .unwrap_or_else(|e| fail(&format!("assignment: {e}")));
@@ -66,7 +86,38 @@ fn main() {
     let (mut messages, mut bytes, mut checksum) = (0u64, 0u64, 0u64);
     let mut first = None;
     let mut ended = BTreeSet::new();
-    while ended.len() < partitions.len() {
+    while split && ended.len() < partitions.len() {
+        let _ = consumer.poll(Duration::ZERO);
+        let mut got = false;
+        for (p, q) in &queues {
+            for _ in 0..256 {
+                match q.poll(Duration::ZERO) {
+                    None => break,
+                    Some(Ok(m)) => {
+                        got = true;
+                        let payload = m.payload().unwrap_or_default();
+                        first.get_or_insert_with(Instant::now);
+                        messages += 1;
+                        bytes += payload.len() as u64;
+                        checksum =
+                            checksum.wrapping_add(payload.iter().map(|b| u64::from(*b)).sum());
+                    }
+                    Some(Err(KafkaError::PartitionEOF(_))) => {
+                        ended.insert(*p);
+                        break;
+                    }
+                    Some(Err(e)) => {
+                        eprintln!("kafka: {e}");
+                        break;
+                    }
+                }
+            }
+        }
+        if !got {
+            std::thread::sleep(Duration::from_millis(2));
+        }
+    }
+    while !split && ended.len() < partitions.len() {
         match consumer.poll(Duration::from_millis(100)) {
             None => {}
             Some(Ok(m)) => {
