@@ -38,16 +38,18 @@ fn main() {
             config.set(k, v);
         }
     }
-    let consumer: std::sync::Arc<BaseConsumer> = std::sync::Arc::new(config
-        .set("bootstrap.servers", brokers)
-        .set("group.id", &group_id)
-        .set("enable.auto.commit", "false")
-        .set("enable.partition.eof", "true")
-        .set("auto.offset.reset", "earliest")
-        .set("fetch.wait.max.ms", "100")
-        .set("session.timeout.ms", "6000")
-        .create()
-        .unwrap_or_else(|e| fail(&format!("creating the consumer: {e}"))));
+    let consumer: std::sync::Arc<BaseConsumer> = std::sync::Arc::new(
+        config
+            .set("bootstrap.servers", brokers)
+            .set("group.id", &group_id)
+            .set("enable.auto.commit", "false")
+            .set("enable.partition.eof", "true")
+            .set("auto.offset.reset", "earliest")
+            .set("fetch.wait.max.ms", "100")
+            .set("session.timeout.ms", "6000")
+            .create()
+            .unwrap_or_else(|e| fail(&format!("creating the consumer: {e}"))),
+    );
     let metadata = consumer
         .fetch_metadata(Some(topic), Duration::from_secs(10))
         .unwrap_or_else(|e| fail(&format!("reading metadata: {e}")));
