@@ -200,11 +200,18 @@ impl Group {
         Ok(())
     }
 
-    fn revoke(&self, ids: Vec<u32>, lost: bool) {
-        if let Some(l) = &mut *self.listener.lock().expect("group lock")
-            && let Err(e) = l.revoked(&ids, lost)
-        {
-            self.fail(e);
+    fn revoke(&self, consumer: &BaseConsumer<SourceContext>, ids: Vec<u32>, lost: bool) {
+        let checkpointed = match &mut *self.listener.lock().expect("group lock") {
+            Some(l) => l.revoked(&ids, lost).unwrap_or_else(|e| {
+                self.fail(e);
+                Resume::new()
+            }),
+            None => Resume::new(),
+        };
+        // The checkpoint the next owner starts from, for lag tools, while this member
+        // still owns the partitions.
+        if !lost && let Some(ids) = self.ids.get() {
+            commit_offsets(consumer, ids, &checkpointed);
         }
         let mut assigned = self.assigned.lock().expect("group lock");
         for id in &ids {
@@ -272,7 +279,7 @@ impl rdkafka::consumer::ConsumerContext for SourceContext {
             RDKafkaRespErr::RD_KAFKA_RESP_ERR__REVOKE_PARTITIONS => {
                 let lost = consumer.assignment_lost();
                 match group.ids_of(tpl) {
-                    Ok(ids) => group.revoke(ids, lost),
+                    Ok(ids) => group.revoke(consumer, ids, lost),
                     Err(e) => group.fail(e),
                 }
                 let unassigned = if cooperative {
@@ -294,7 +301,7 @@ impl rdkafka::consumer::ConsumerContext for SourceContext {
                     .iter()
                     .copied()
                     .collect();
-                group.revoke(ids, true);
+                group.revoke(consumer, ids, true);
                 let _ = consumer.unassign();
             }
         }
@@ -587,31 +594,14 @@ impl Source for KafkaSource {
     }
 
     fn checkpointed(&mut self, offsets: &Resume) {
-        let mut tpl = TopicPartitionList::new();
-        for (id, next) in offsets {
-            // Only partitions this instance still owns: another member commits its own.
-            if !self.queues.contains_key(id) {
-                continue;
-            }
-            let (topic, n) = &self.topic_partitions[*id as usize];
-            if tpl
-                .add_partition_offset(topic, *n, Offset::Offset(*next as i64))
-                .is_err()
-            {
-                return;
-            }
-        }
-        if tpl.count() == 0 {
-            return;
-        }
-        // Best effort: a failed commit only makes lag tools lag. Synchronous (one round
-        // trip per checkpoint), so the commit of the final checkpoint is not lost when
-        // the process exits right after it.
-        if let Err(e) = self
-            .consumer
-            .commit(&tpl, rdkafka::consumer::CommitMode::Sync)
-        {
-            tracing::debug!(error = %e, "kafka: committing group offsets");
+        // Only partitions this instance still owns: another member commits its own.
+        let owned: Resume = offsets
+            .iter()
+            .filter(|(id, _)| self.queues.contains_key(id))
+            .map(|(id, o)| (*id, *o))
+            .collect();
+        if let Some(ids) = self.consumer.context().group.ids.get() {
+            commit_offsets(&self.consumer, ids, &owned);
         }
     }
 
@@ -730,6 +720,33 @@ impl Source for KafkaSource {
         } else {
             Ok(Poll::Idle)
         }
+    }
+}
+
+/// Commits `offsets` (source partition id → next offset) to the consumer group, for lag
+/// tools only. Best effort: a failed commit only makes lag tools lag. Synchronous (one
+/// round trip per checkpoint), so the commit of the final checkpoint is not lost when
+/// the process exits right after it.
+fn commit_offsets(
+    consumer: &BaseConsumer<SourceContext>,
+    ids: &HashMap<(String, i32), u32>,
+    offsets: &Resume,
+) {
+    if offsets.is_empty() {
+        return;
+    }
+    let mut tpl = TopicPartitionList::new();
+    for ((topic, n), id) in ids {
+        if let Some(next) = offsets.get(id)
+            && tpl
+                .add_partition_offset(topic, *n, Offset::Offset(*next as i64))
+                .is_err()
+        {
+            return;
+        }
+    }
+    if let Err(e) = consumer.commit(&tpl, rdkafka::consumer::CommitMode::Sync) {
+        tracing::debug!(error = %e, "kafka: committing group offsets");
     }
 }
 

@@ -218,8 +218,10 @@ pub trait AssignmentListener: Send {
     /// is applied and checkpointed before this returns, so the next owner resumes
     /// exactly there. With `lost` (this instance was expelled from the group; another
     /// may own them already) nothing more of theirs may be checkpointed: their state is
-    /// dropped and the next owner replays from their last checkpoint.
-    fn revoked(&mut self, partitions: &[u32], lost: bool) -> std::result::Result<(), String>;
+    /// dropped and the next owner replays from their last checkpoint. Returns the next
+    /// offsets the checkpoint recorded (empty when there was none), for the source to
+    /// report like [`Source::checkpointed`].
+    fn revoked(&mut self, partitions: &[u32], lost: bool) -> std::result::Result<Resume, String>;
 }
 
 /// The `source:` section of a pipeline.

@@ -542,8 +542,9 @@ impl Owner {
     }
 
     /// Gives `ids` up: unless `lost`, checkpoints them first and waits until that
-    /// checkpoint is durable; then drops their state.
-    fn revoke(&self, ids: &[u32], lost: bool) -> Result<()> {
+    /// checkpoint is durable; then drops their state. Returns the offsets checkpointed.
+    fn revoke(&self, ids: &[u32], lost: bool) -> Result<Resume> {
+        let mut checkpointed = Resume::new();
         let wait_for = {
             let mut ing = self.ingress.lock().expect("ingress lock");
             let checkpoint = !lost
@@ -553,6 +554,11 @@ impl Owner {
                 && ids.iter().any(|&p| ing.owned[p as usize]);
             if checkpoint {
                 ing.barrier(false, true)?;
+                for &p in ids {
+                    if ing.owned[p as usize] && ing.known[p as usize] {
+                        checkpointed.insert(p, ing.offsets[p as usize]);
+                    }
+                }
             }
             for &p in ids {
                 ing.owned[p as usize] = false;
@@ -577,7 +583,7 @@ impl Owner {
                 self.shared.progress.wait(Duration::from_millis(20));
             }
         }
-        Ok(())
+        Ok(checkpointed)
     }
 }
 
@@ -586,7 +592,7 @@ impl AssignmentListener for Owner {
         Owner::assign(self, partitions).map_err(|e| e.to_string())
     }
 
-    fn revoked(&mut self, partitions: &[u32], lost: bool) -> std::result::Result<(), String> {
+    fn revoked(&mut self, partitions: &[u32], lost: bool) -> std::result::Result<Resume, String> {
         Owner::revoke(self, partitions, lost).map_err(|e| e.to_string())
     }
 }

@@ -235,6 +235,32 @@ impl Running {
     }
 }
 
+/// The sum of the offsets `group` has committed on the 4 partitions of `topic`.
+fn committed_offsets(broker: &Broker, group: &str, topic: &str) -> u64 {
+    use rdkafka::consumer::{BaseConsumer, Consumer};
+    let props = std::collections::BTreeMap::new();
+    let consumer: BaseConsumer =
+        projector_connectors::kafka::client_config(&broker.address, &props)
+            .set("group.id", group)
+            .create()
+            .expect("consumer");
+    let mut tpl = rdkafka::TopicPartitionList::new();
+    for p in 0..4 {
+        tpl.add_partition(topic, p);
+    }
+    let committed = consumer
+        .committed_offsets(tpl, Duration::from_secs(10))
+        .expect("committed offsets");
+    committed
+        .elements()
+        .iter()
+        .map(|e| match e.offset() {
+            rdkafka::Offset::Offset(o) => o as u64,
+            _ => 0,
+        })
+        .sum()
+}
+
 /// A port that was free a moment ago.
 fn free_port() -> u16 {
     std::net::TcpListener::bind("127.0.0.1:0")
@@ -301,7 +327,7 @@ fn newest_checkpoint_offsets(state: &Path) -> Option<u64> {
 fn t1_t2_kill_9_and_redelivery_on_a_4_partition_topic() {
     let broker = Broker::start();
     let dir = tempfile::tempdir().expect("tempdir");
-    let (events, keys, seed) = (150_000, 2_000, 5);
+    let (events, keys, seed) = (300_000, 2_000, 5);
     let input = events_with_bad_records(events, keys, seed);
     let total = input.len() as u64;
     // About 40 s of events, while the engine is killed and restarted.
@@ -422,6 +448,12 @@ fn t3_a_second_instance_joins_and_leaves_while_events_flow() {
         "A reports each partition's end, zero lag and its checkpoint"
     );
     assert_eq!(a.terminate(30), Some(0), "A stops cleanly");
+    // Leaving, A committed its final checkpoint's offsets to the group (for lag tools).
+    assert_eq!(
+        committed_offsets(&broker, "bank-accounts", "bank-t3"),
+        total,
+        "the group's committed offsets cover the whole topic"
+    );
 
     let exp = oracle::expected(&input);
     let (stderr, accounts, volume) = run_once(&pipeline, &state);
@@ -437,7 +469,8 @@ fn t3_a_second_instance_joins_and_leaves_while_events_flow() {
 
 /// Backpressure: with one worker doing far more per event than the ingest thread
 /// (extra aggregate views), the worker's channel fills and the source pauses its
-/// partitions; pausing and resuming loses and repeats nothing.
+/// partitions; pausing and resuming loses and repeats nothing. Stopped mid-stream, the
+/// engine commits its final checkpoint's offsets to the group as it leaves.
 #[test]
 fn backpressure_pauses_the_source_and_loses_nothing() {
     let broker = Broker::start();
@@ -458,20 +491,28 @@ fn backpressure_pauses_the_source_and_loses_nothing() {
     let port = free_port();
     let mut run = Running::start(&pipeline, &state, port, 1);
     let status = || get_json(port, "/status");
+    let applied = |s: &serde_json::Value| s["events"]["applied"].as_u64().unwrap_or(0);
+    let behind = wait_for(120, || {
+        status().is_some_and(|s| s["backpressure"]["pauses"].as_u64() > Some(0) && applied(&s) > 0)
+    });
     assert!(
-        wait_for(120, || status()
-            .is_some_and(|s| s["events"]["applied"] == events)),
-        "the engine applies every event"
+        behind,
+        "the source paused while the worker was behind: {:?}",
+        status()
     );
-    let s = status().expect("status");
+    // Stop mid-stream: leaving the group checkpoints and commits where it stopped.
     assert!(
-        s["backpressure"]["pauses"].as_u64() > Some(0),
-        "the source paused while the worker was behind: {}",
-        s["backpressure"]
+        applied(&status().expect("status")) < events,
+        "still mid-stream"
     );
-    assert_eq!(s["backpressure"]["paused"], false, "and resumed");
-    assert_eq!(s["events"]["read"], events, "nothing read twice");
     assert_eq!(run.terminate(30), Some(0));
+    let newest = newest_checkpoint_offsets(&state).expect("a checkpoint");
+    assert!(newest < events, "stopped mid-stream ({newest} of {events})");
+    assert_eq!(
+        committed_offsets(&broker, "bank-accounts", "bank-bp"),
+        newest,
+        "the final checkpoint's offsets are committed to the group on the way out"
+    );
 
     let exp = oracle::expected(&generator_records(events, keys, seed));
     let (_, accounts, volume) = run_once(&pipeline, &state);
