@@ -257,16 +257,16 @@ pub fn read_dead_letters(path: &Path) -> Result<Vec<StoredDeadLetter>> {
     Ok(letters)
 }
 
-/// The offsets of `partition` at or after `from` that already have a letter in the
-/// file at `path` (none when the file does not exist). Lines that do not parse are
+/// Letters already in a dead-letter destination: per partition name, the offsets (at or
+/// after the partition's `from`) that have one.
+pub type Written = std::collections::BTreeMap<String, std::collections::BTreeSet<u64>>;
+
+/// The letters of the given partitions (name, from offset) that are already in the file
+/// at `path` (none when it does not exist), in one pass. Lines that do not parse are
 /// passed over: this looks for letters a replay would write again, and a damaged line
 /// cannot be matched anyway.
-pub fn letters_at_or_after(
-    path: &Path,
-    partition: &str,
-    from: u64,
-) -> Result<std::collections::BTreeSet<u64>> {
-    let mut found = std::collections::BTreeSet::new();
+pub fn letters_at_or_after(path: &Path, partitions: &[(&str, u64)]) -> Result<Written> {
+    let mut found = Written::new();
     let file = match File::open(path) {
         Ok(f) => f,
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(found),
@@ -285,11 +285,16 @@ pub fn letters_at_or_after(
             context: format!("reading dead-letter file {}", path.display()),
             source,
         })?;
-        if let Ok(w) = serde_json::from_slice::<Where<'_>>(&text)
-            && w.source.partition == partition
-            && w.source.offset >= from
-        {
-            found.insert(w.source.offset);
+        if let Ok(w) = serde_json::from_slice::<Where<'_>>(&text) {
+            let name = w.source.partition.as_ref();
+            if let Some((_, from)) = partitions.iter().find(|(p, _)| *p == name)
+                && w.source.offset >= *from
+            {
+                found
+                    .entry(name.to_string())
+                    .or_default()
+                    .insert(w.source.offset);
+            }
         }
     }
     Ok(found)
@@ -394,12 +399,28 @@ mod tests {
         let text = std::fs::read(&path).unwrap();
         assert_eq!(&text[..whole], &bytes[..whole], "nothing before is touched");
         assert!(text.ends_with(b"\n"));
-        let offsets = |from| letters_at_or_after(&path, "file:events.ndjson", from).unwrap();
-        assert_eq!(offsets(0).into_iter().collect::<Vec<_>>(), [3, 9, 12]);
-        assert_eq!(offsets(9).into_iter().collect::<Vec<_>>(), [9, 12]);
-        assert!(letters_at_or_after(&path, "other", 0).unwrap().is_empty());
+        let offsets = |from| {
+            let found = letters_at_or_after(&path, &[("file:events.ndjson", from), ("b", 0)]);
+            let found = found.unwrap();
+            assert!(!found.contains_key("b"));
+            found["file:events.ndjson"]
+                .iter()
+                .copied()
+                .collect::<Vec<_>>()
+        };
+        assert_eq!(offsets(0), [3, 9, 12]);
+        assert_eq!(offsets(9), [9, 12]);
+        assert!(
+            letters_at_or_after(&path, &[("other", 0)])
+                .unwrap()
+                .is_empty()
+        );
         let missing = dir.path().join("none.ndjson");
-        assert!(letters_at_or_after(&missing, "x", 0).unwrap().is_empty());
+        assert!(
+            letters_at_or_after(&missing, &[("x", 0)])
+                .unwrap()
+                .is_empty()
+        );
     }
 
     #[test]

@@ -961,16 +961,15 @@ pub mod dead_letter_headers {
     pub const OFFSET: &str = "projector.source.offset";
 }
 
-/// The offsets at or after `from` of source partition `partition` (as Projector names
-/// it) that already have a letter in dead-letter topic `topic`: it is read from the
-/// start to its end. A restored partition's replay leaves those out.
+/// The letters of the given source partitions (name as Projector gives it, from offset)
+/// already in dead-letter topic `topic`, read from its start to its end in one pass. A
+/// restored partition's replay leaves those out.
 pub fn letters_in_topic(
     brokers: &str,
     properties: &BTreeMap<String, String>,
     topic: &str,
-    partition: &str,
-    from: u64,
-) -> Result<BTreeSet<u64>> {
+    partitions: &[(&str, u64)],
+) -> Result<crate::dead_letter::Written> {
     use rdkafka::message::Headers;
     let mut client = client_config(brokers, properties);
     client
@@ -990,17 +989,17 @@ pub fn letters_in_topic(
                 .map_err(|e| kafka("building the assignment", &e))?;
         }
     }
-    let partitions = tpl.count();
+    let count = tpl.count();
     let mut ended = BTreeSet::new();
-    let mut found = BTreeSet::new();
-    if partitions == 0 {
+    let mut found = crate::dead_letter::Written::new();
+    if count == 0 {
         return Ok(found);
     }
     consumer
         .assign(&tpl)
         .map_err(|e| kafka(&format!("reading dead-letter topic '{topic}'"), &e))?;
     let deadline = std::time::Instant::now() + METADATA_TIMEOUT * 3;
-    while ended.len() < partitions {
+    while ended.len() < count {
         if std::time::Instant::now() > deadline {
             return Err(Error::Failed(format!(
                 "kafka: reading dead-letter topic '{topic}' to its end took too long"
@@ -1025,10 +1024,12 @@ pub fn letters_in_topic(
                 let offset = offset
                     .and_then(|o| std::str::from_utf8(o).ok())
                     .and_then(|o| o.parse::<u64>().ok());
-                if source == Some(partition.as_bytes())
-                    && let Some(o) = offset.filter(|o| *o >= from)
+                let source = source.and_then(|s| std::str::from_utf8(s).ok());
+                if let (Some(name), Some(o)) = (source, offset)
+                    && let Some((_, from)) = partitions.iter().find(|(p, _)| *p == name)
+                    && o >= *from
                 {
-                    found.insert(o);
+                    found.entry(name.to_string()).or_default().insert(o);
                 }
             }
         }

@@ -239,23 +239,38 @@ impl BadRecords {
         }
     }
 
-    /// Remembers which records of `partition` from offset `from` on (where a restored
-    /// partition resumes) already have a letter in the file, so the replay does not
-    /// write them twice.
-    pub fn already_written(&self, partition: &str, from: u64) -> std::io::Result<()> {
-        if self.policy != OnError::DeadLetter {
+    /// Remembers which records of each partition (name, the offset where it resumes)
+    /// already have a letter in the file or topic, so the replay does not write them
+    /// twice. One pass over the destination for all of them.
+    pub fn already_written(&self, partitions: &[(&str, u64)]) -> std::io::Result<()> {
+        if self.policy != OnError::DeadLetter || partitions.is_empty() {
             return Ok(());
         }
-        let found =
-            projector_connectors::dead_letter::letters_at_or_after(&self.path, partition, from)
-                .map_err(std::io::Error::other)?;
-        let mut written = self.written.lock().expect("dead-letter lock");
-        if found.is_empty() {
-            written.remove(partition);
-        } else {
-            written.insert(partition.to_string(), found);
+        let found = match &self.topic {
+            Some(t) => projector_connectors::kafka::letters_in_topic(
+                &t.brokers,
+                &t.properties,
+                &t.topic,
+                partitions,
+            ),
+            None => projector_connectors::dead_letter::letters_at_or_after(&self.path, partitions),
         }
+        .map_err(std::io::Error::other)?;
+        let mut written = self.written.lock().expect("dead-letter lock");
+        for (name, _) in partitions {
+            written.remove(*name);
+        }
+        written.extend(found);
         Ok(())
+    }
+
+    /// Drops the letters staged for `partition` that no epoch committed yet: its
+    /// assignment was lost, and whoever owns it now replays those records.
+    pub fn drop_staged(&self, partition: &str) {
+        let mut staged = self.staged.lock().expect("dead-letter lock");
+        for letters in staged.values_mut() {
+            letters.retain(|l| l.partition != partition);
+        }
     }
 
     /// Forgets [`BadRecords::already_written`] of a partition this instance gave up.

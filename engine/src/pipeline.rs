@@ -223,14 +223,11 @@ impl Pipeline {
         if let Some(root) = &root {
             recovery::check_layout(root)?;
         }
-        // A fresh start (no partition has a checkpoint) replays everything: earlier
-        // runs' dead letters are kept aside rather than matched against the replay.
-        let resuming = root.as_ref().is_some_and(|root| {
-            partitions
-                .iter()
-                .any(|p| recovery::partition_dir(root, &p.name).exists())
-        });
-        if !resuming && config.dead_letter.is_none() {
+        // Stdin is new input every run, so its offsets say nothing about earlier
+        // runs' letters: keep those aside. A replayable source's letters stay, and a
+        // replay skips the ones already written (also before any checkpoint, and with
+        // other instances appending to the same file).
+        if root.is_none() && config.dead_letter.is_none() {
             rotate_old_dead_letters(&dlq_path)?;
         }
 
@@ -487,17 +484,6 @@ impl Owner {
             for s in &r.skipped {
                 eprintln!("{}: warning: {s}", self.shared.name);
             }
-            // Letters of records after the checkpoint may be in the file already.
-            self.shared
-                .bad
-                .already_written(name, r.resume.unwrap_or(0))
-                .map_err(|e| Error::Io {
-                    context: format!(
-                        "reading dead letters from {}",
-                        self.shared.bad.destination()
-                    ),
-                    source: e,
-                })?;
             if let Some(next) = r.resume {
                 eprintln!(
                     "{}: {name}: resuming from checkpoint {} at offset {next}",
@@ -513,6 +499,23 @@ impl Owner {
             }
             floor = floor.max(r.epoch_floor);
             restored.push((id, r));
+        }
+        // Letters of records after each checkpoint may be written already.
+        if self.root.is_some() {
+            let from: Vec<(&str, u64)> = restored
+                .iter()
+                .map(|(id, r)| (self.names[*id as usize].as_str(), r.resume.unwrap_or(0)))
+                .collect();
+            self.shared
+                .bad
+                .already_written(&from)
+                .map_err(|e| Error::Io {
+                    context: format!(
+                        "reading dead letters from {}",
+                        self.shared.bad.destination()
+                    ),
+                    source: e,
+                })?;
         }
         let mut ing = self.ingress.lock().expect("ingress lock");
         for (id, r) in restored {
@@ -573,14 +576,30 @@ impl Owner {
             checkpoint.then_some(ing.epoch)
         };
         for &p in ids {
-            self.shared.bad.forget(&self.names[p as usize]);
+            let name = &self.names[p as usize];
+            self.shared.bad.forget(name);
+            if lost {
+                // Whoever owns it now replays those records and writes their letters.
+                self.shared.bad.drop_staged(name);
+            }
         }
         if let Some(epoch) = wait_for {
+            let started = Instant::now();
             while self.shared.progress.get().epoch < epoch {
                 if let Some(e) = self.shared.fatal() {
                     return Err(Error::Fatal(e));
                 }
+                // A stop that gave up waiting for this thread stops the workers too.
+                if self.shared.stop.load(Ordering::Relaxed)
+                    && started.elapsed() > Duration::from_secs(10)
+                {
+                    return Err(Error::Stopped);
+                }
                 self.shared.progress.wait(Duration::from_millis(20));
+            }
+            // The coordinator publishes an epoch whose checkpoint failed, and says why.
+            if let Some(e) = self.shared.fatal() {
+                return Err(Error::Fatal(e));
             }
         }
         Ok(checkpointed)

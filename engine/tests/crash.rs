@@ -169,3 +169,55 @@ fn a_damaged_newest_checkpoint_is_detected_and_the_previous_one_used() {
         "same views as before"
     );
 }
+
+/// Checkpoints deleted, the input is replayed from its start: the bad records are bad
+/// again, but their letters are in the file already, so none is written twice.
+#[test]
+fn a_replay_from_scratch_writes_no_dead_letter_twice() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let mut input = Vec::new();
+    for (i, (_, raw)) in generator_records(5_000, 200, 8).into_iter().enumerate() {
+        input.extend_from_slice(&raw);
+        input.push(b'\n');
+        if i % 1_000 == 500 {
+            input.extend_from_slice(format!("{{\"broken\": {i}\n").as_bytes());
+        }
+    }
+    std::fs::write(dir.path().join("events.ndjson"), &input).expect("write events");
+    std::fs::write(
+        dir.path().join("bank.yaml"),
+        file_pipeline("events.ndjson", "dead_letter"),
+    )
+    .expect("write pipeline");
+    let state = dir.path().join("state");
+    let run = || {
+        let out = projector()
+            .current_dir(dir.path())
+            .args(["run", "bank.yaml", "--once", "--quiet"])
+            .arg("--state-dir")
+            .arg(&state)
+            .output()
+            .expect("run");
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+    };
+    run();
+    let letters = std::fs::read(state.join("dead-letters.ndjson")).expect("letters");
+    assert_eq!(
+        letters
+            .split(|b| *b == b'\n')
+            .filter(|l| !l.is_empty())
+            .count(),
+        5
+    );
+    std::fs::remove_dir_all(state.join("checkpoints")).expect("remove checkpoints");
+    run();
+    assert_eq!(
+        std::fs::read(state.join("dead-letters.ndjson")).expect("letters"),
+        letters,
+        "the replay wrote no letter twice"
+    );
+}
