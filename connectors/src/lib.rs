@@ -15,6 +15,7 @@ pub mod dead_letter;
 pub mod file;
 pub mod generator;
 pub mod kafka;
+pub mod replay;
 pub mod source;
 
 pub use source::{

@@ -14,6 +14,7 @@
 //! Bad records leave through [`bad_records`] (dead letters, skip, or fail).
 
 pub mod bad_records;
+pub mod bench;
 pub mod catalog;
 pub mod checkpoint;
 pub mod config;

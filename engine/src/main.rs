@@ -14,6 +14,11 @@ use std::process::ExitCode;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+// The hot path allocates on the ingest thread (decoded strings) and frees on the
+// workers; mimalloc's per-thread heaps make that cross-thread traffic cheap.
+#[global_allocator]
+static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 #[derive(Parser)]
 #[command(
     name = "projector",
@@ -95,6 +100,42 @@ enum Command {
         #[arg(long)]
         from_file: Option<PathBuf>,
     },
+    /// Measure a pipeline: throughput on recorded input, freshness at a fixed input
+    /// rate, and SQL latency over HTTP while it ingests. Prints a table; --json writes
+    /// the full report.
+    Bench {
+        /// The pipeline file (YAML).
+        pipeline: PathBuf,
+        /// Events to record and replay [default: what the source produces].
+        #[arg(long)]
+        events: Option<u64>,
+        /// Input rate of the freshness phase, events/s [default: half the measured
+        /// throughput].
+        #[arg(long)]
+        rate: Option<f64>,
+        /// Concurrent SQL clients during the freshness phase.
+        #[arg(long, default_value_t = 4)]
+        query_clients: usize,
+        /// Throughput runs (median and spread are reported).
+        #[arg(long, default_value_t = 3)]
+        runs: usize,
+        /// Worker threads [default: as for `projector run`].
+        #[arg(long)]
+        workers: Option<usize>,
+        /// Keep the last throughput run's checkpoint here (an empty or new directory),
+        /// to check its views afterwards with `projector run --once --state-dir`.
+        #[arg(long)]
+        state_dir: Option<PathBuf>,
+        /// Measure throughput only (no freshness or query phase).
+        #[arg(long)]
+        throughput_only: bool,
+        /// Write the report as JSON to this file.
+        #[arg(long)]
+        json: Option<PathBuf>,
+        /// No progress output on stderr.
+        #[arg(long, short)]
+        quiet: bool,
+    },
     /// Check a pipeline file and report every problem in it.
     Validate {
         /// The pipeline file (YAML).
@@ -130,6 +171,31 @@ fn main() -> ExitCode {
     let cli = Cli::parse();
     let result = match cli.command {
         Command::Validate { pipeline } => validate(&pipeline),
+        Command::Bench {
+            pipeline,
+            events,
+            rate,
+            query_clients,
+            runs,
+            workers,
+            state_dir,
+            throughput_only,
+            json,
+            quiet,
+        } => bench(
+            projector_engine::bench::BenchOptions {
+                pipeline,
+                events,
+                rate,
+                query_clients,
+                runs,
+                workers,
+                state_dir,
+                throughput_only,
+                progress: !quiet,
+            },
+            json,
+        ),
         Command::Produce {
             target,
             brokers,
@@ -200,6 +266,24 @@ fn validate(path: &std::path::Path) -> Result<ExitCode> {
         }
         Err(code) => Ok(code),
     }
+}
+
+fn bench(
+    options: projector_engine::bench::BenchOptions,
+    json: Option<PathBuf>,
+) -> Result<ExitCode> {
+    let report = projector_engine::bench::run(&options)?;
+    if let Some(path) = &json {
+        let text = serde_json::to_string_pretty(&report)?;
+        std::fs::write(path, text + "\n").with_context(|| format!("writing {}", path.display()))?;
+    }
+    print!("{}", projector_engine::bench::render_table(&report));
+    let errors: u64 = report.queries.iter().map(|q| q.errors).sum();
+    if errors > 0 {
+        eprintln!("error: {errors} queries failed during the benchmark (see the table)");
+        return Ok(ExitCode::from(1));
+    }
+    Ok(ExitCode::SUCCESS)
 }
 
 struct RunArgs {

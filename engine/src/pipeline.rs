@@ -199,6 +199,19 @@ pub struct Pipeline {
 impl Pipeline {
     /// Opens the source and starts every thread.
     pub fn start(config: &PipelineConfig, options: &RunOptions) -> Result<Pipeline> {
+        Self::start_with(config, options, &|resume| {
+            projector_connectors::open(&config.source, resume)
+        })
+    }
+
+    /// Like [`Pipeline::start`], reading from the sources `open` makes (called with
+    /// where each partition resumes) instead of the configured one: `projector bench`
+    /// replays recorded input this way.
+    pub fn start_with(
+        config: &PipelineConfig,
+        options: &RunOptions,
+        open: &dyn Fn(&Resume) -> projector_connectors::Result<Box<dyn Source>>,
+    ) -> Result<Pipeline> {
         std::fs::create_dir_all(&options.state_dir).map_err(|e| Error::Io {
             context: format!("creating state dir {}", options.state_dir.display()),
             source: e,
@@ -211,8 +224,7 @@ impl Pipeline {
             &config.fields,
         ));
 
-        let mut source = projector_connectors::open(&config.source, &Resume::new())
-            .map_err(|e| Error::Source(e.to_string()))?;
+        let mut source = open(&Resume::new()).map_err(|e| Error::Source(e.to_string()))?;
         let partitions = source.partitions();
         let partition_names: Arc<Vec<String>> =
             Arc::new(partitions.iter().map(|p| p.name.clone()).collect());
@@ -330,8 +342,7 @@ impl Pipeline {
             let all: Vec<u32> = partitions.iter().map(|p| p.id).collect();
             let resume = owner.assign(&all)?;
             if !resume.is_empty() {
-                source = projector_connectors::open(&config.source, &resume)
-                    .map_err(|e| Error::Source(e.to_string()))?;
+                source = open(&resume).map_err(|e| Error::Source(e.to_string()))?;
             }
         }
 
