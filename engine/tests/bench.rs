@@ -1,0 +1,160 @@
+//! `projector bench`, driven as a user would: a short run must produce a complete
+//! report (table and JSON), and the views it measured must be right: its kept
+//! checkpoint is restored by `projector run --once` and compared with the oracle.
+//! The figures themselves are not checked against targets here (speed lives in
+//! BENCHMARKS.md), only for consistency.
+
+mod common;
+
+use common::oracle;
+use common::{
+    assert_rows, generator_pipeline, generator_records, json_lines, projector, run, yaml_int,
+};
+use serde_json::Value;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+const TIMEOUT: Duration = Duration::from_secs(180);
+
+fn write(dir: &Path, name: &str, contents: impl AsRef<[u8]>) -> PathBuf {
+    let path = dir.join(name);
+    std::fs::write(&path, contents).expect("writing a test file");
+    path
+}
+
+fn f(v: &Value, path: &str) -> f64 {
+    v.pointer(path)
+        .and_then(Value::as_f64)
+        .unwrap_or_else(|| panic!("{path} is missing or not a number in {v:#}"))
+}
+
+#[test]
+fn a_short_bench_reports_everything_and_measures_correct_views() {
+    let events = 30_000;
+    let text = generator_pipeline(events);
+    let (keys, seed) = (yaml_int(&text, "keys"), yaml_int(&text, "seed"));
+    let dir = tempfile::tempdir().expect("tempdir");
+    let pipeline = write(dir.path(), "bank.yaml", &text);
+    let report_path = dir.path().join("report.json");
+    let state = dir.path().join("state");
+
+    let mut cmd = projector();
+    cmd.current_dir(dir.path())
+        .arg("bench")
+        .arg(&pipeline)
+        .args(["--runs", "2", "--query-clients", "2", "--quiet", "--json"])
+        .arg(&report_path)
+        .arg("--state-dir")
+        .arg(&state);
+    let out = run(cmd, None, TIMEOUT);
+    out.assert_code(0);
+    let table = out.stdout_text();
+    for section in ["throughput", "views", "freshness", "queries", "key_lookup"] {
+        assert!(table.contains(section), "no {section} in\n{table}");
+    }
+
+    let report: Value =
+        serde_json::from_slice(&std::fs::read(&report_path).expect("the JSON report exists"))
+            .expect("the report is JSON");
+    assert_eq!(report["events"], events);
+    assert_eq!(report["source"], "generator");
+    let runs = report["throughput"]["runs"].as_array().expect("runs");
+    assert_eq!(runs.len(), 2);
+    for r in runs {
+        assert_eq!(r["events"], events, "every run reads every event");
+        assert!(f(r, "/seconds") > 0.0 && f(r, "/events_per_s") > 0.0);
+        assert!(f(r, "/cpu_user_s") + f(r, "/cpu_sys_s") > 0.0);
+        assert!(f(r, "/peak_rss_bytes") >= f(r, "/rss_before_bytes"));
+        let rate = events as f64 / f(r, "/seconds");
+        assert!((rate - f(r, "/events_per_s")).abs() / rate < 1e-6);
+    }
+    let (lo, mid, hi) = (
+        f(&report, "/throughput/min_events_per_s"),
+        f(&report, "/throughput/median_events_per_s"),
+        f(&report, "/throughput/max_events_per_s"),
+    );
+    assert!(lo <= mid && mid <= hi, "{lo} {mid} {hi}");
+
+    // Freshness: every event measured, at half the median throughput by default.
+    let fr = &report["freshness"];
+    assert_eq!(fr["samples"], events);
+    assert!((f(fr, "/rate") - mid / 2.0).abs() < 1.0);
+    let (p50, p99, p999, max) = (
+        f(fr, "/p50_ms"),
+        f(fr, "/p99_ms"),
+        f(fr, "/p999_ms"),
+        f(fr, "/max_ms"),
+    );
+    assert!(p50 > 0.0 && p50 <= p99 && p99 <= p999 && p999 <= max);
+
+    // Queries: a key lookup and an aggregate per view, all answered.
+    let exp = oracle::expected(&generator_records(events, keys, seed));
+    let queries = report["queries"].as_array().expect("queries");
+    for view in ["accounts", "volume_by_type"] {
+        for kind in ["key_lookup", "aggregate"] {
+            let q = queries
+                .iter()
+                .find(|q| q["view"] == view && q["kind"] == kind)
+                .unwrap_or_else(|| panic!("no {kind} on {view} in {queries:#?}"));
+            assert!(q["count"].as_u64().unwrap() > 0, "{q:#}");
+            assert_eq!(q["errors"], 0, "{q:#}");
+            assert!(f(q, "/p50_ms") <= f(q, "/max_ms"));
+        }
+    }
+    let rows = |name: &str| {
+        report["views"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|v| v["view"] == name)
+            .unwrap()["rows"]
+            .as_u64()
+            .unwrap()
+    };
+    assert_eq!(rows("accounts"), exp.accounts.len() as u64);
+    assert_eq!(rows("volume_by_type"), exp.volume.len() as u64);
+
+    // The views the last run built, restored from its checkpoint.
+    let mut cmd = projector();
+    cmd.current_dir(dir.path())
+        .arg("run")
+        .arg(&pipeline)
+        .args(["--once", "--quiet", "--format", "json", "--state-dir"])
+        .arg(&state)
+        .args(["--sql", "SELECT * FROM accounts ORDER BY account_id"])
+        .args(["--sql", "SELECT * FROM volume_by_type ORDER BY event_type"]);
+    let out = run(cmd, None, TIMEOUT);
+    out.assert_code(0);
+    let results = json_lines(&out.stdout);
+    assert_eq!(results.len(), 2);
+    assert_rows("accounts", &results[0], &exp.accounts_json());
+    assert_rows("volume_by_type", &results[1], &exp.volume_json());
+}
+
+#[test]
+fn bench_refuses_what_it_cannot_measure() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let pipeline = write(dir.path(), "bank.yaml", generator_pipeline(100));
+    let full = dir.path().join("full");
+    std::fs::create_dir_all(&full).unwrap();
+    std::fs::write(full.join("something"), b"x").unwrap();
+    let mut cmd = projector();
+    cmd.arg("bench")
+        .arg(&pipeline)
+        .arg("--state-dir")
+        .arg(&full);
+    let out = run(cmd, None, TIMEOUT);
+    out.assert_code(1);
+    assert!(out.stderr.contains("is not empty"), "{}", out.stderr);
+
+    let stdin = write(
+        dir.path(),
+        "stdin.yaml",
+        common::file_pipeline("-", "dead_letter"),
+    );
+    let mut cmd = projector();
+    cmd.arg("bench").arg(&stdin);
+    let out = run(cmd, None, TIMEOUT);
+    out.assert_code(1);
+    assert!(out.stderr.contains("cannot replay stdin"), "{}", out.stderr);
+}
