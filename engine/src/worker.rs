@@ -8,9 +8,11 @@
 use crate::bad_records::{BadRecord, BadRecords};
 use crate::epoch::CoordMsg;
 use crate::status::Counters;
-use crate::view::{WorkerViewData, build_worker_view};
+use crate::view::{WorkerViewData, build_fold_chunk, build_worker_view};
+use arrow::array::RecordBatch;
 use crossbeam_channel::{Receiver, Sender};
-use projector_operators::projection::{Outcome, PartitionState, Projection};
+use projector_operators::projection::{Outcome, PartitionState, Projection, ViewState};
+use projector_operators::view::{ViewKind, ViewSpec};
 use projector_operators::snapshot;
 use projector_operators::value::Value;
 use std::collections::BTreeMap;
@@ -153,6 +155,8 @@ impl Worker {
         let n_views = self.projection.views().len();
         let mut cached: Vec<Option<WorkerViewData>> = (0..n_views).map(|_| None).collect();
         let mut dirty = true;
+        // Per view, per partition: the batch of each chunk of a fold view's rows.
+        let mut chunks: Vec<ChunkCache> = (0..n_views).map(|_| ChunkCache::new()).collect();
         while let Ok(msg) = self.inbox.recv() {
             match msg {
                 WorkerMsg::Batch(batch) => {
@@ -201,7 +205,12 @@ impl Worker {
                     }
                     if dirty {
                         for (v, spec) in self.projection.views().iter().enumerate() {
-                            cached[v] = Some(build_worker_view(spec, v, &partitions));
+                            cached[v] = Some(match spec.kind {
+                                ViewKind::Fold(_) => {
+                                    refresh_chunks(spec, v, &mut partitions, &mut chunks[v])
+                                }
+                                _ => build_worker_view(spec, v, &partitions),
+                            });
                         }
                         dirty = false;
                     }
@@ -233,6 +242,9 @@ impl Worker {
                 }
                 WorkerMsg::Restore { partition, state } => {
                     partitions.insert(partition, state);
+                    chunks.iter_mut().for_each(|c| {
+                        c.remove(&partition);
+                    });
                     dirty = true;
                 }
                 WorkerMsg::Release(gone) => {
@@ -244,4 +256,38 @@ impl Worker {
             }
         }
     }
+}
+
+/// One fold view's batches, per partition and chunk (`None`: the chunk has no rows).
+type ChunkCache = BTreeMap<u32, Vec<Option<RecordBatch>>>;
+
+/// Brings fold view `v`'s batches up to date, rebuilding only the chunks written since
+/// the last call (all of them for a partition not seen before), and returns the view.
+fn refresh_chunks(
+    spec: &ViewSpec,
+    v: usize,
+    partitions: &mut BTreeMap<u32, PartitionState>,
+    cache: &mut ChunkCache,
+) -> WorkerViewData {
+    cache.retain(|p, _| partitions.contains_key(p));
+    for (p, state) in partitions.iter_mut() {
+        let ViewState::Fold(rows) = &mut state.views[v] else {
+            continue;
+        };
+        let fresh = !cache.contains_key(p);
+        let batches = cache.entry(*p).or_default();
+        batches.resize(rows.chunks(), None);
+        let changed = rows.take_dirty();
+        let rebuild: Vec<usize> = if fresh {
+            (0..rows.chunks()).collect()
+        } else {
+            changed
+        };
+        for c in rebuild {
+            if c < batches.len() {
+                batches[c] = build_fold_chunk(spec, rows.chunk(c));
+            }
+        }
+    }
+    WorkerViewData::Fold(cache.values().flatten().flatten().cloned().collect())
 }

@@ -20,6 +20,7 @@ pub mod expr;
 pub mod fields;
 pub mod fold;
 pub mod projection;
+pub mod rows;
 pub mod snapshot;
 pub mod value;
 pub mod view;

@@ -83,12 +83,7 @@ impl ApplyError {
     }
 }
 
-/// State of one fold view for one source partition: a row of column values per key.
-#[derive(Debug, Clone, Default)]
-pub struct FoldState {
-    /// Rows by key; values are in [`FoldSpec::columns`] order.
-    pub rows: FastMap<Arc<str>, Box<[Value]>>,
-}
+pub use crate::rows::FoldState;
 
 /// State of one aggregate view for one source partition: partials per group.
 #[derive(Debug, Clone, Default)]
@@ -286,7 +281,7 @@ impl Projection {
         for (i, view) in self.views.iter().enumerate() {
             match (&view.kind, &state.views[i]) {
                 (ViewKind::Fold(spec), ViewState::Fold(fs)) => {
-                    let row = fs.rows.get(&*key).map(|r| &r[..]);
+                    let row = fs.get(&key);
                     plan_fold(
                         &view.name,
                         spec,
@@ -317,14 +312,11 @@ impl Projection {
                 (ViewKind::Fold(spec), ViewState::Fold(fs)) => {
                     let plan = &mut scratch.fold[i];
                     if plan.delete {
-                        fs.rows.remove(&*key);
+                        fs.remove(&key);
                     } else if plan.touched {
-                        let row = match fs.rows.get_mut(&*key) {
+                        let row = match fs.get_mut(&key) {
                             Some(row) => row,
-                            None => fs
-                                .rows
-                                .entry(owned_key(key_value, &key))
-                                .or_insert_with(|| default_row(spec)),
+                            None => fs.insert(owned_key(key_value, &key), default_row(spec)),
                         };
                         for (col, v) in plan.writes.drain(..) {
                             row[col] = v;

@@ -17,7 +17,7 @@
 //! different bytes, which nothing depends on.
 
 use crate::aggregate::Acc;
-use crate::projection::{FoldState, PartitionState, Projection, ViewState};
+use crate::projection::{PartitionState, Projection, ViewState};
 use crate::value::Value;
 use crate::view::ViewKind;
 use std::sync::Arc;
@@ -46,10 +46,10 @@ pub fn encode(projection: &Projection, state: &PartitionState, out: &mut Vec<u8>
     for view in &state.views {
         match view {
             ViewState::Fold(f) => {
-                put_u64(out, f.rows.len() as u64);
-                for (key, row) in &f.rows {
-                    put_str(out, key);
-                    row.iter().for_each(|v| put_value(out, v));
+                put_u64(out, f.len() as u64);
+                for row in f.iter() {
+                    put_str(out, &row.key);
+                    row.values.iter().for_each(|v| put_value(out, v));
                 }
             }
             ViewState::Aggregate(a) => {
@@ -91,7 +91,7 @@ pub fn decode(projection: &Projection, bytes: &[u8]) -> Result<PartitionState, C
                     let row = (0..f.columns.len())
                         .map(|_| r.value())
                         .collect::<Result<_, _>>()?;
-                    s.rows.insert(key, row);
+                    s.insert(key, row);
                 }
             }
             (ViewKind::Aggregate(a), ViewState::Aggregate(s)) => {
@@ -123,7 +123,11 @@ pub fn merge(state: &mut PartitionState, other: PartitionState) {
     state.versions.extend(other.versions);
     for (mine, theirs) in state.views.iter_mut().zip(other.views) {
         match (mine, theirs) {
-            (ViewState::Fold(a), ViewState::Fold(b)) => a.rows.extend(b.rows),
+            (ViewState::Fold(a), ViewState::Fold(b)) => {
+                for row in b.into_rows() {
+                    a.insert(row.key, row.values);
+                }
+            }
             (ViewState::Aggregate(a), ViewState::Aggregate(b)) => a.merge(&b),
             _ => unreachable!("pieces of one projection have the same view kinds"),
         }
@@ -147,11 +151,11 @@ pub fn split(
     }
     for (v, view) in state.views.into_iter().enumerate() {
         match view {
-            ViewState::Fold(FoldState { rows }) => {
-                for (key, row) in rows {
-                    let w = route(&key);
+            ViewState::Fold(rows) => {
+                for row in rows.into_rows() {
+                    let w = route(&row.key);
                     if let ViewState::Fold(f) = &mut pieces[w].views[v] {
-                        f.rows.insert(key, row);
+                        f.insert(row.key, row.values);
                     }
                 }
             }
@@ -351,7 +355,10 @@ fn canonical(state: &PartitionState) -> String {
         .iter()
         .map(|v| match v {
             ViewState::Fold(f) => {
-                let mut rows: Vec<_> = f.rows.iter().map(|(k, r)| format!("{k}={r:?}")).collect();
+                let mut rows: Vec<_> = f
+                    .iter()
+                    .map(|r| format!("{}={:?}", r.key, r.values))
+                    .collect();
                 rows.sort();
                 rows.join(";")
             }
@@ -485,12 +492,11 @@ mod tests {
                     .into_iter()
                     .map(|(k, v)| (Arc::from(k), v))
                     .collect();
-                s.views[0] = ViewState::Fold(FoldState {
-                    rows: rows
-                        .into_iter()
+                s.views[0] = ViewState::Fold(
+                    rows.into_iter()
                         .map(|(k, r)| (Arc::from(k), r.into_boxed_slice()))
                         .collect(),
-                });
+                );
                 let mut agg = AggState {
                     groups: FastMap::default(),
                 };

@@ -37,8 +37,13 @@ pub enum ColumnBuilder {
 impl ColumnBuilder {
     /// A builder for `rows` values of type `ty`.
     pub fn new(ty: ColumnType, rows: usize) -> Self {
+        Self::with_bytes(ty, rows, rows * 16)
+    }
+
+    /// A builder for `rows` values of type `ty`, strings taking `bytes` bytes in all.
+    pub fn with_bytes(ty: ColumnType, rows: usize, bytes: usize) -> Self {
         match ty {
-            ColumnType::String => ColumnBuilder::Str(StringBuilder::with_capacity(rows, rows * 16)),
+            ColumnType::String => ColumnBuilder::Str(StringBuilder::with_capacity(rows, bytes)),
             ColumnType::Int64 => ColumnBuilder::Int(Int64Builder::with_capacity(rows)),
             ColumnType::Float64 => ColumnBuilder::Float(Float64Builder::with_capacity(rows)),
             ColumnType::Bool => ColumnBuilder::Bool(BooleanBuilder::with_capacity(rows)),
@@ -63,6 +68,14 @@ impl ColumnBuilder {
             (ColumnBuilder::Bool(b), _) => b.append_null(),
             (ColumnBuilder::Ts(b), Value::Int(i)) => b.append_value(*i),
             (ColumnBuilder::Ts(b), _) => b.append_null(),
+        }
+    }
+
+    /// Appends a string (to a string column; anything else gets a null).
+    pub fn append_str(&mut self, s: &str) {
+        match self {
+            ColumnBuilder::Str(b) => b.append_value(s),
+            other => other.append(&Value::Null),
         }
     }
 

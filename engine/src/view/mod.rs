@@ -1,6 +1,7 @@
 //! Views as Arrow: schemas, per-worker snapshots, and the published epoch.
 //!
-//! Fold views are built into one `RecordBatch` per worker at each epoch. Aggregate
+//! Fold views are built into one `RecordBatch` per chunk of rows; at each epoch a
+//! worker rebuilds only the chunks that changed. Aggregate
 //! views publish each worker's partial aggregates; a query merges the partials of all
 //! workers (two-phase aggregation), once per epoch, and caches the result.
 
@@ -11,7 +12,8 @@ use ::arrow::array::RecordBatch;
 use ::arrow::datatypes::{Field, Schema, SchemaRef};
 use projector_operators::aggregate::AggregateSpec;
 use projector_operators::projection::{AggState, PartitionState, ViewState};
-use projector_operators::value::ColumnType;
+use projector_operators::rows::Row;
+use projector_operators::value::{ColumnType, Value};
 use projector_operators::view::{ViewKind, ViewSpec};
 use std::collections::BTreeMap;
 use std::sync::{Arc, OnceLock};
@@ -50,50 +52,30 @@ pub fn view_schema(spec: &ViewSpec) -> SchemaRef {
 /// One worker's part of one view at one epoch.
 #[derive(Debug, Clone)]
 pub enum WorkerViewData {
-    /// The rows of the keys this worker owns.
-    Fold(RecordBatch),
+    /// The rows of the keys this worker owns, one batch per chunk of rows (see
+    /// [`projector_operators::rows`]): unchanged chunks are shared between epochs.
+    Fold(Vec<RecordBatch>),
     /// This worker's partial aggregates, all its partitions merged.
     Aggregate(Arc<AggState>),
 }
 
-/// Builds worker `partitions`' part of view number `v`.
+/// Builds worker `partitions`' part of view number `v` from scratch.
 pub fn build_worker_view(
     spec: &ViewSpec,
     v: usize,
     partitions: &BTreeMap<u32, PartitionState>,
 ) -> WorkerViewData {
     match &spec.kind {
-        ViewKind::Fold(f) => {
-            let rows: usize = partitions
+        ViewKind::Fold(_) => WorkerViewData::Fold(
+            partitions
                 .values()
-                .map(|p| match &p.views[v] {
-                    ViewState::Fold(s) => s.rows.len(),
-                    _ => 0,
+                .filter_map(|p| match &p.views[v] {
+                    ViewState::Fold(s) => Some(s),
+                    _ => None,
                 })
-                .sum();
-            let mut key = ColumnBuilder::new(ColumnType::String, rows);
-            let mut cols: Vec<ColumnBuilder> = f
-                .columns
-                .iter()
-                .map(|c| ColumnBuilder::new(c.ty, rows))
-                .collect();
-            for p in partitions.values() {
-                if let ViewState::Fold(s) = &p.views[v] {
-                    for (k, row) in &s.rows {
-                        key.append(&projector_operators::value::Value::Str(k.clone()));
-                        for (b, val) in cols.iter_mut().zip(row.iter()) {
-                            b.append(val);
-                        }
-                    }
-                }
-            }
-            let arrays = std::iter::once(key.finish())
-                .chain(cols.into_iter().map(ColumnBuilder::finish))
-                .collect();
-            WorkerViewData::Fold(
-                RecordBatch::try_new(view_schema(spec), arrays).expect("columns match the schema"),
-            )
-        }
+                .flat_map(|s| (0..s.chunks()).filter_map(|c| build_fold_chunk(spec, s.chunk(c))))
+                .collect(),
+        ),
         ViewKind::Aggregate(_) => {
             let mut merged = AggState::default();
             for p in partitions.values() {
@@ -104,6 +86,48 @@ pub fn build_worker_view(
             WorkerViewData::Aggregate(Arc::new(merged))
         }
     }
+}
+
+/// One chunk of a fold view's rows as a batch (`None` when the chunk has no rows).
+pub fn build_fold_chunk<'a>(
+    spec: &ViewSpec,
+    rows: impl Iterator<Item = &'a Row> + Clone,
+) -> Option<RecordBatch> {
+    let ViewKind::Fold(f) = &spec.kind else {
+        return None;
+    };
+    // Sizes first, so no builder grows (and copies) while it is filled.
+    let (mut n, mut key_bytes) = (0, 0);
+    let mut str_bytes = vec![0usize; f.columns.len()];
+    for r in rows.clone() {
+        n += 1;
+        key_bytes += r.key.len();
+        for (b, v) in str_bytes.iter_mut().zip(r.values.iter()) {
+            if let Value::Str(s) = v {
+                *b += s.len();
+            }
+        }
+    }
+    if n == 0 {
+        return None;
+    }
+    let mut key = ColumnBuilder::with_bytes(ColumnType::String, n, key_bytes);
+    let mut cols: Vec<ColumnBuilder> = f
+        .columns
+        .iter()
+        .zip(&str_bytes)
+        .map(|(c, b)| ColumnBuilder::with_bytes(c.ty, n, *b))
+        .collect();
+    for r in rows {
+        key.append_str(&r.key);
+        for (b, val) in cols.iter_mut().zip(r.values.iter()) {
+            b.append(val);
+        }
+    }
+    let arrays = std::iter::once(key.finish())
+        .chain(cols.into_iter().map(ColumnBuilder::finish))
+        .collect();
+    Some(RecordBatch::try_new(view_schema(spec), arrays).expect("columns match the schema"))
 }
 
 /// Finishes merged partials into the rows of an aggregate view.
@@ -187,7 +211,7 @@ impl PublishedView {
                 .parts
                 .iter()
                 .map(|p| match p {
-                    WorkerViewData::Fold(b) => vec![b.clone()],
+                    WorkerViewData::Fold(b) => b.clone(),
                     WorkerViewData::Aggregate(_) => vec![],
                 })
                 .collect(),

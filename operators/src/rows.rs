@@ -1,0 +1,183 @@
+//! The rows of a fold view: a keyed slab that remembers which chunks changed.
+//!
+//! Rows live in slots of a `Vec`, found by key through a hash index. Slots are grouped
+//! in chunks of [`CHUNK_ROWS`]; every write marks its chunk dirty. The engine keeps one
+//! Arrow batch per chunk and, at each epoch, rebuilds only the dirty ones, so the cost
+//! of a snapshot follows what changed, not how many rows the view holds. A deleted
+//! row's slot is reused by the next new key, which keeps chunks dense.
+
+use crate::projection::FastMap;
+use crate::value::Value;
+use std::sync::Arc;
+
+/// Rows per chunk: the unit of snapshot rebuilds.
+pub const CHUNK_ROWS: usize = 4096;
+
+/// One row: its key and its column values (in [`crate::fold::FoldSpec::columns`] order).
+#[derive(Debug, Clone, PartialEq)]
+pub struct Row {
+    /// The key.
+    pub key: Arc<str>,
+    /// The column values.
+    pub values: Box<[Value]>,
+}
+
+/// State of one fold view for one source partition: a row of column values per key.
+#[derive(Debug, Clone, Default)]
+pub struct FoldState {
+    index: FastMap<Arc<str>, u32>,
+    slots: Vec<Option<Row>>,
+    free: Vec<u32>,
+    /// Per chunk: changed since the last [`FoldState::take_dirty`].
+    dirty: Vec<bool>,
+}
+
+impl FoldState {
+    /// Number of rows.
+    pub fn len(&self) -> usize {
+        self.index.len()
+    }
+
+    /// True when there are no rows.
+    pub fn is_empty(&self) -> bool {
+        self.index.is_empty()
+    }
+
+    /// The row of `key`.
+    pub fn get(&self, key: &str) -> Option<&[Value]> {
+        let slot = *self.index.get(key)?;
+        self.slots[slot as usize].as_ref().map(|r| &r.values[..])
+    }
+
+    /// The row of `key`, to change in place (its chunk becomes dirty).
+    pub fn get_mut(&mut self, key: &str) -> Option<&mut [Value]> {
+        let slot = *self.index.get(key)? as usize;
+        self.mark(slot);
+        self.slots[slot].as_mut().map(|r| &mut r.values[..])
+    }
+
+    /// Sets the row of `key` (replacing any), and returns it for changes.
+    pub fn insert(&mut self, key: Arc<str>, values: Box<[Value]>) -> &mut [Value] {
+        let slot = match self.index.get(&*key) {
+            Some(&s) => s as usize,
+            None => {
+                let s = match self.free.pop() {
+                    Some(s) => s as usize,
+                    None => {
+                        self.slots.push(None);
+                        self.slots.len() - 1
+                    }
+                };
+                let id = u32::try_from(s).expect("fewer than 2^32 rows per view and partition");
+                self.index.insert(key.clone(), id);
+                s
+            }
+        };
+        self.mark(slot);
+        &mut self.slots[slot].insert(Row { key, values }).values
+    }
+
+    /// Removes the row of `key`, returning its values.
+    pub fn remove(&mut self, key: &str) -> Option<Box<[Value]>> {
+        let slot = self.index.remove(key)? as usize;
+        self.mark(slot);
+        self.free.push(slot as u32);
+        self.slots[slot].take().map(|r| r.values)
+    }
+
+    /// Every row, in slot order.
+    pub fn iter(&self) -> impl Iterator<Item = &Row> {
+        self.slots.iter().flatten()
+    }
+
+    /// Every row, by value.
+    pub fn into_rows(self) -> impl Iterator<Item = Row> {
+        self.slots.into_iter().flatten()
+    }
+
+    /// Number of chunks (some may be empty).
+    pub fn chunks(&self) -> usize {
+        self.slots.len().div_ceil(CHUNK_ROWS)
+    }
+
+    /// The rows of chunk `c`, in slot order.
+    pub fn chunk(&self, c: usize) -> impl Iterator<Item = &Row> + Clone {
+        let start = (c * CHUNK_ROWS).min(self.slots.len());
+        let end = (start + CHUNK_ROWS).min(self.slots.len());
+        self.slots[start..end].iter().flatten()
+    }
+
+    /// The chunks changed since the last call, in order; clears the marks.
+    pub fn take_dirty(&mut self) -> Vec<usize> {
+        let out = self
+            .dirty
+            .iter()
+            .enumerate()
+            .filter_map(|(c, d)| d.then_some(c))
+            .collect();
+        self.dirty.iter_mut().for_each(|d| *d = false);
+        out
+    }
+
+    fn mark(&mut self, slot: usize) {
+        let c = slot / CHUNK_ROWS;
+        if c >= self.dirty.len() {
+            self.dirty.resize(c + 1, false);
+        }
+        self.dirty[c] = true;
+    }
+}
+
+impl FromIterator<(Arc<str>, Box<[Value]>)> for FoldState {
+    fn from_iter<I: IntoIterator<Item = (Arc<str>, Box<[Value]>)>>(iter: I) -> Self {
+        let mut s = FoldState::default();
+        for (k, v) in iter {
+            s.insert(k, v);
+        }
+        s
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn row(v: i64) -> Box<[Value]> {
+        vec![Value::Int(v)].into_boxed_slice()
+    }
+
+    #[test]
+    fn writes_mark_their_chunk_and_slots_are_reused() {
+        let mut s = FoldState::default();
+        for i in 0..(CHUNK_ROWS as i64 * 2 + 1) {
+            s.insert(Arc::from(format!("k{i}")), row(i));
+        }
+        assert_eq!(s.len(), CHUNK_ROWS * 2 + 1);
+        assert_eq!(s.chunks(), 3);
+        assert_eq!(s.take_dirty(), vec![0, 1, 2]);
+        assert!(s.take_dirty().is_empty(), "marks are cleared");
+
+        s.get_mut(&format!("k{}", CHUNK_ROWS + 5)).unwrap()[0] = Value::Int(-1);
+        assert_eq!(s.take_dirty(), vec![1]);
+        assert_eq!(s.get(&format!("k{}", CHUNK_ROWS + 5)), Some(&row(-1)[..]));
+        assert!(s.get("nope").is_none());
+
+        assert_eq!(s.remove("k3"), Some(row(3)));
+        assert!(s.remove("k3").is_none());
+        assert_eq!(s.take_dirty(), vec![0]);
+        assert_eq!(s.chunk(0).count(), CHUNK_ROWS - 1);
+        // The freed slot goes to the next new key: chunk 0 again, the slab does not grow.
+        s.insert(Arc::from("new"), row(9));
+        assert_eq!(s.take_dirty(), vec![0]);
+        assert_eq!(s.chunks(), 3);
+        assert_eq!(s.chunk(0).count(), CHUNK_ROWS);
+        // Re-inserting an existing key replaces its row in place.
+        s.insert(Arc::from("new"), row(10));
+        assert_eq!(s.get("new"), Some(&row(10)[..]));
+        assert_eq!(s.len(), CHUNK_ROWS * 2 + 1);
+        let mut keys: Vec<String> = s.iter().map(|r| r.key.to_string()).collect();
+        keys.sort();
+        keys.dedup();
+        assert_eq!(keys.len(), s.len());
+    }
+}
