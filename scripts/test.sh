@@ -24,10 +24,15 @@ cargo fmt --all --check
 step "cargo clippy --all-targets -- -D warnings"
 cargo clippy --workspace --all-targets --locked -- -D warnings
 
+step "cargo bench --no-run (dev profile)"
+# The benchmarks must build. In the bench profile (release) that is a cold release
+# build of DataFusion, 20-45 minutes on 2 cores, so CI builds them in the dev profile;
+# `projector bench` itself runs in the tests below (engine/tests/bench.rs), short.
+cargo bench --workspace --locked --no-run --profile dev
+
 step "tests"
-# Every target, benchmarks included (in the dev profile: `cargo bench --no-run` would
-# add a cold release build of DataFusion, 20-45 minutes on 2 cores). The integration
-# tests run the `projector` binary, so it is built before they start.
+# Every target. The integration tests run the `projector` binary, so it is built
+# before they start.
 cargo build --workspace --locked --all-targets
 if cargo nextest --version >/dev/null 2>&1; then
     cargo nextest run --workspace --locked --no-fail-fast

@@ -7,12 +7,14 @@
 //! 1. **Throughput**: the recording is replayed as fast as the pipeline takes it,
 //!    `runs` times, each on fresh state; from start to the last event visible to SQL
 //!    (its final checkpoint written). CPU time and peak RSS come from the kernel.
-//! 2. **Freshness and query latency**: the recording is replayed at a fixed rate
-//!    (default: half the measured throughput). An event is due at
-//!    `t0 + i / rate`; it is visible once an epoch that covers its offset is published.
-//!    Every event's due-to-visible time goes into a histogram. Meanwhile `C` clients
-//!    send SQL over HTTP, each waiting for its answer before the next (closed loop):
-//!    per view, a key lookup and an aggregate over all rows.
+//! 2. **Freshness**: the recording is replayed at a fixed rate (default: half the
+//!    measured throughput). An event is due at `t0 + i / rate`; it is visible once an
+//!    epoch that covers its offset is published. Every event's due-to-visible time goes
+//!    into a histogram.
+//! 3. **Query latency**: the same replay again, while `C` clients send SQL over HTTP,
+//!    each waiting for its answer before the next (closed loop): per view, a key
+//!    lookup and an aggregate over all rows. Freshness is measured again under that
+//!    load (the clients share the machine with the pipeline).
 
 use crate::config::PipelineConfig;
 use crate::http::{AppState, router};
@@ -79,8 +81,10 @@ pub struct BenchReport {
     pub throughput: Throughput,
     /// Rows per view at the end of the last throughput run.
     pub views: Vec<ViewRows>,
-    /// Freshness at a fixed rate (absent with `--throughput-only`).
+    /// Freshness at a fixed rate, no queries (absent with `--throughput-only`).
     pub freshness: Option<Freshness>,
+    /// Freshness at the same rate while the query clients run.
+    pub freshness_under_queries: Option<Freshness>,
     /// Query latency per view and kind, measured during the freshness phase.
     pub queries: Vec<QueryLatency>,
 }
@@ -270,19 +274,32 @@ pub fn run(options: &BenchOptions) -> Result<BenchReport> {
     let throughput = summarize(runs);
 
     // 2. Freshness and query latency at a fixed rate.
-    let (freshness, queries) = if options.throughput_only {
-        (None, Vec::new())
-    } else {
+    let (mut freshness, mut queries, mut loaded) = (None, Vec::new(), None);
+    if !options.throughput_only {
         let rate = options
             .rate
             .unwrap_or(throughput.median_events_per_s / 2.0)
             .max(1.0);
+        // Freshness alone first, then again with the query clients adding their load.
         let dir = StateDir::temporary(&cfg.name)?;
         let mut opts = base.clone();
         opts.state_dir = dir.path().to_path_buf();
-        let (f, q) = paced_run(&cfg, &opts, &recording, rate, options)?;
-        (Some(f), q)
-    };
+        freshness = Some(paced_run(&cfg, &opts, &recording, rate, 0, options)?.0);
+        drop(dir);
+        if options.query_clients > 0 {
+            let dir = StateDir::temporary(&cfg.name)?;
+            opts.state_dir = dir.path().to_path_buf();
+            let (f, q) = paced_run(
+                &cfg,
+                &opts,
+                &recording,
+                rate,
+                options.query_clients,
+                options,
+            )?;
+            (loaded, queries) = (Some(f), q);
+        }
+    }
 
     Ok(BenchReport {
         pipeline: cfg.name.clone(),
@@ -295,6 +312,7 @@ pub fn run(options: &BenchOptions) -> Result<BenchReport> {
         throughput,
         views,
         freshness,
+        freshness_under_queries: loaded,
         queries,
     })
 }
@@ -390,6 +408,7 @@ fn paced_run(
     opts: &RunOptions,
     recording: &Arc<Recording>,
     rate: f64,
+    query_clients: usize,
     options: &BenchOptions,
 ) -> Result<(Freshness, Vec<QueryLatency>)> {
     let runtime = tokio::runtime::Builder::new_multi_thread()
@@ -423,17 +442,16 @@ fn paced_run(
     });
     runtime.spawn(async move { axum::serve(listener, app).await });
 
-    let label = format!("freshness at {} events/s", si(rate));
+    let label = if query_clients > 0 {
+        format!("{query_clients} SQL clients at {} ev/s", si(rate))
+    } else {
+        format!("freshness at {} events/s", si(rate))
+    };
     let watch = watch_progress(options.progress, &shared, recording.len() as u64, &label);
     let done = Arc::new(AtomicBool::new(false));
-    let clients = if options.query_clients > 0 {
+    let clients = if query_clients > 0 {
         let queries = prepare_queries(&shared, &sql, &runtime, &done)?;
-        start_clients(
-            &format!("http://{addr}"),
-            queries,
-            options.query_clients,
-            &done,
-        )
+        start_clients(&format!("http://{addr}"), queries, query_clients, &done)
     } else {
         Clients::default()
     };
@@ -443,7 +461,7 @@ fn paced_run(
     done.store(true, Ordering::SeqCst);
     let wall = start.get().map_or(0.0, |t0| t0.elapsed().as_secs_f64());
     watch.stop();
-    let latencies = clients.finish(options.query_clients);
+    let latencies = clients.finish(query_clients);
     let hist = measured
         .join()
         .map_err(|_| anyhow!("freshness thread panicked"))?;
@@ -912,18 +930,23 @@ pub fn render_table(r: &BenchReport) -> String {
     for v in &r.views {
         let _ = writeln!(out, "  {:<28} {:>12} rows", v.view, v.rows);
     }
-    if let Some(f) = &r.freshness {
-        let _ = writeln!(
-            out,
-            "\nfreshness    at {} events/s (achieved {}): p50 {:.1} ms · p99 {:.1} ms · p99.9 {:.1} ms · max {:.1} ms ({} events)",
-            si(f.rate),
-            si(f.achieved_rate),
-            f.p50_ms,
-            f.p99_ms,
-            f.p999_ms,
-            f.max_ms,
-            f.samples
-        );
+    for (label, f) in [
+        ("\nfreshness   ", &r.freshness),
+        ("  with SQL  ", &r.freshness_under_queries),
+    ] {
+        if let Some(f) = f {
+            let _ = writeln!(
+                out,
+                "{label} at {} events/s (achieved {}): p50 {:.1} ms · p99 {:.1} ms · p99.9 {:.1} ms · max {:.1} ms ({} events)",
+                si(f.rate),
+                si(f.achieved_rate),
+                f.p50_ms,
+                f.p99_ms,
+                f.p999_ms,
+                f.max_ms,
+                f.samples
+            );
+        }
     }
     if !r.queries.is_empty() {
         let _ = writeln!(

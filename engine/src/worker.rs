@@ -12,9 +12,9 @@ use crate::view::{WorkerViewData, build_fold_chunk, build_worker_view};
 use arrow::array::RecordBatch;
 use crossbeam_channel::{Receiver, Sender};
 use projector_operators::projection::{Outcome, PartitionState, Projection, ViewState};
-use projector_operators::view::{ViewKind, ViewSpec};
 use projector_operators::snapshot;
 use projector_operators::value::Value;
+use projector_operators::view::{ViewKind, ViewSpec};
 use std::collections::BTreeMap;
 use std::sync::Arc;
 

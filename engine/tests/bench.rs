@@ -86,6 +86,7 @@ fn a_short_bench_reports_everything_and_measures_correct_views() {
         f(fr, "/max_ms"),
     );
     assert!(p50 > 0.0 && p50 <= p99 && p99 <= p999 && p999 <= max);
+    assert_eq!(report["freshness_under_queries"]["samples"], events);
 
     // Queries: a key lookup and an aggregate per view, all answered.
     let exp = oracle::expected(&generator_records(events, keys, seed));
