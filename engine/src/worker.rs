@@ -8,8 +8,7 @@
 use crate::bad_records::{BadRecord, BadRecords};
 use crate::epoch::CoordMsg;
 use crate::status::Counters;
-use crate::view::{WorkerViewData, build_fold_chunk, build_worker_view};
-use arrow::array::RecordBatch;
+use crate::view::{FoldChunk, WorkerViewData, build_fold_chunk, build_worker_view};
 use crossbeam_channel::{Receiver, Sender};
 use projector_operators::projection::{Outcome, PartitionState, Projection, ViewState};
 use projector_operators::snapshot;
@@ -259,7 +258,7 @@ impl Worker {
 }
 
 /// One fold view's batches, per partition and chunk (`None`: the chunk has no rows).
-type ChunkCache = BTreeMap<u32, Vec<Option<RecordBatch>>>;
+type ChunkCache = BTreeMap<u32, Vec<Option<FoldChunk>>>;
 
 /// Brings fold view `v`'s batches up to date, rebuilding only the chunks written since
 /// the last call (all of them for a partition not seen before), and returns the view.

@@ -8,7 +8,7 @@
 pub mod arrow;
 
 use self::arrow::{ColumnBuilder, arrow_type};
-use ::arrow::array::RecordBatch;
+use ::arrow::array::{Array, AsArray, RecordBatch};
 use ::arrow::datatypes::{Field, Schema, SchemaRef};
 use projector_operators::aggregate::AggregateSpec;
 use projector_operators::projection::{AggState, PartitionState, ViewState};
@@ -54,7 +54,7 @@ pub fn view_schema(spec: &ViewSpec) -> SchemaRef {
 pub enum WorkerViewData {
     /// The rows of the keys this worker owns, one batch per chunk of rows (see
     /// [`projector_operators::rows`]): unchanged chunks are shared between epochs.
-    Fold(Vec<RecordBatch>),
+    Fold(Vec<FoldChunk>),
     /// This worker's partial aggregates, all its partitions merged.
     Aggregate(Arc<AggState>),
 }
@@ -88,11 +88,54 @@ pub fn build_worker_view(
     }
 }
 
-/// One chunk of a fold view's rows as a batch (`None` when the chunk has no rows).
+/// A chunk of a fold view's rows, with an index from key to row, so that a lookup by
+/// key does not scan the view.
+#[derive(Debug, Clone)]
+pub struct FoldChunk {
+    /// The rows; column 0 is the key.
+    pub batch: RecordBatch,
+    index: Arc<hashbrown::HashTable<u32>>,
+}
+
+/// Hashes keys for the chunk indexes.
+fn key_hash(key: &str) -> u64 {
+    static STATE: OnceLock<ahash::RandomState> = OnceLock::new();
+    STATE.get_or_init(ahash::RandomState::new).hash_one(key)
+}
+
+impl FoldChunk {
+    fn new(batch: RecordBatch) -> Self {
+        let keys = batch
+            .column(0)
+            .as_string_opt::<i32>()
+            .expect("column 0 of a fold view is its string key");
+        let mut index = hashbrown::HashTable::with_capacity(keys.len());
+        for (row, key) in keys.iter().enumerate() {
+            let key = key.expect("keys are never null");
+            index.insert_unique(key_hash(key), row as u32, |&r| {
+                key_hash(keys.value(r as usize))
+            });
+        }
+        FoldChunk {
+            batch,
+            index: Arc::new(index),
+        }
+    }
+
+    /// The row of `key` in this chunk, if it is here.
+    pub fn lookup(&self, key: &str) -> Option<RecordBatch> {
+        let keys = self.batch.column(0).as_string_opt::<i32>()?;
+        self.index
+            .find(key_hash(key), |&r| keys.value(r as usize) == key)
+            .map(|&r| self.batch.slice(r as usize, 1))
+    }
+}
+
+/// One chunk of a fold view's rows (`None` when the chunk has no rows).
 pub fn build_fold_chunk<'a>(
     spec: &ViewSpec,
     rows: impl Iterator<Item = &'a Row> + Clone,
-) -> Option<RecordBatch> {
+) -> Option<FoldChunk> {
     let ViewKind::Fold(f) = &spec.kind else {
         return None;
     };
@@ -127,7 +170,8 @@ pub fn build_fold_chunk<'a>(
     let arrays = std::iter::once(key.finish())
         .chain(cols.into_iter().map(ColumnBuilder::finish))
         .collect();
-    Some(RecordBatch::try_new(view_schema(spec), arrays).expect("columns match the schema"))
+    let batch = RecordBatch::try_new(view_schema(spec), arrays).expect("columns match the schema");
+    Some(FoldChunk::new(batch))
 }
 
 /// Finishes merged partials into the rows of an aggregate view.
@@ -211,7 +255,7 @@ impl PublishedView {
                 .parts
                 .iter()
                 .map(|p| match p {
-                    WorkerViewData::Fold(b) => b.clone(),
+                    WorkerViewData::Fold(b) => b.iter().map(|c| c.batch.clone()).collect(),
                     WorkerViewData::Aggregate(_) => vec![],
                 })
                 .collect(),
@@ -228,6 +272,21 @@ impl PublishedView {
                 vec![vec![batch.clone()?]]
             }
         })
+    }
+
+    /// The rows whose key (column 0) is `key`, for a fold view: found through the
+    /// chunk indexes, without a scan. `None` for an aggregate view.
+    pub fn lookup(&self, key: &str) -> Option<Vec<RecordBatch>> {
+        let mut out = Vec::new();
+        for p in &self.parts {
+            match p {
+                WorkerViewData::Fold(chunks) => {
+                    out.extend(chunks.iter().filter_map(|c| c.lookup(key)))
+                }
+                WorkerViewData::Aggregate(_) => return None,
+            }
+        }
+        Some(out)
     }
 
     /// Number of rows (`None` when the view cannot be built, see [`Self::partitions`]).
