@@ -1,4 +1,5 @@
-//! Operator micro-benchmarks: JSON decode and projection apply on the bank workload.
+//! Operator micro-benchmarks: JSON decode, and fold and aggregate apply, on the bank
+//! workload.
 //!
 //! Set-up (generating the events, compiling the pipeline) happens outside the
 //! measured loops; each group reports events/s through `Throughput::Elements`.
@@ -13,6 +14,7 @@ use projector_connectors::{RawBatch, Resume, Source};
 use projector_operators::decode::JsonDecoder;
 use projector_operators::projection::Projection;
 use projector_operators::value::Value;
+use projector_operators::view::ViewKind;
 use std::hint::black_box;
 use std::path::Path;
 
@@ -61,8 +63,8 @@ fn decode(c: &mut Criterion) {
     group.finish();
 }
 
-fn apply(c: &mut Criterion) {
-    let config = pipeline();
+/// The bank events, decoded: `EVENTS` rows of `slots` values.
+fn decoded(config: &projector_engine::config::PipelineConfig) -> (Vec<Value>, usize) {
     let events = bank_events();
     let decoder = JsonDecoder::new(&config.fields);
     let slots = decoder.slots();
@@ -72,24 +74,42 @@ fn apply(c: &mut Criterion) {
             .decode(events.bytes(rec), &mut decoded[i * slots..(i + 1) * slots])
             .expect("valid event");
     }
-    let projection = Projection::new(
-        config.envelope.clone(),
-        config.views.clone(),
-        &config.fields,
-    );
+    (decoded, slots)
+}
+
+/// Applying the bank events to the fold view alone, the aggregate view alone, and both.
+fn apply(c: &mut Criterion) {
+    let config = pipeline();
+    let (decoded, slots) = decoded(&config);
     let mut group = c.benchmark_group("apply");
     group.throughput(Throughput::Elements(EVENTS as u64));
-    group.bench_function("bank_fold_and_aggregate", |b| {
-        b.iter_batched_ref(
-            || (projection.new_partition_state(), projection.scratch()),
-            |(state, scratch)| {
-                for event in decoded.chunks_exact(slots) {
-                    black_box(projection.apply(state, scratch, event).expect("applies"));
-                }
-            },
-            criterion::BatchSize::LargeInput,
-        )
-    });
+    for (name, kind) in [
+        ("fold", Some(true)),
+        ("aggregate", Some(false)),
+        ("fold_and_aggregate", None),
+    ] {
+        let views = config
+            .views
+            .iter()
+            .filter(|v| match kind {
+                Some(fold) => matches!(v.kind, ViewKind::Fold(_)) == fold,
+                None => true,
+            })
+            .cloned()
+            .collect();
+        let projection = Projection::new(config.envelope.clone(), views, &config.fields);
+        group.bench_function(name, |b| {
+            b.iter_batched_ref(
+                || (projection.new_partition_state(), projection.scratch()),
+                |(state, scratch)| {
+                    for event in decoded.chunks_exact(slots) {
+                        black_box(projection.apply(state, scratch, event).expect("applies"));
+                    }
+                },
+                criterion::BatchSize::LargeInput,
+            )
+        });
+    }
     group.finish();
 }
 

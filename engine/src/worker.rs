@@ -156,6 +156,8 @@ impl Worker {
         let mut dirty = true;
         // Per view, per partition: the batch of each chunk of a fold view's rows.
         let mut chunks: Vec<ChunkCache> = (0..n_views).map(|_| ChunkCache::new()).collect();
+        // Size of the last checkpoint piece per partition.
+        let mut encoded: BTreeMap<u32, usize> = BTreeMap::new();
         while let Ok(msg) = self.inbox.recv() {
             match msg {
                 WorkerMsg::Batch(batch) => {
@@ -221,8 +223,12 @@ impl Worker {
                         partitions
                             .iter()
                             .map(|(p, state)| {
-                                let mut bytes = Vec::new();
+                                // Sized like the last piece: growing a buffer of
+                                // tens of MB by doubling copies it over and over.
+                                let hint = encoded.get(p).map_or(0, |n| n + n / 8);
+                                let mut bytes = Vec::with_capacity(hint);
                                 snapshot::encode(&self.projection, state, &mut bytes);
+                                encoded.insert(*p, bytes.len());
                                 (*p, bytes)
                             })
                             .collect()
