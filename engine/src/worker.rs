@@ -8,7 +8,7 @@
 use crate::bad_records::{BadRecord, BadRecords};
 use crate::epoch::CoordMsg;
 use crate::status::Counters;
-use crate::view::{WorkerViewData, build_worker_view};
+use crate::view::{WorkerViewData, build_worker_view_from};
 use crossbeam_channel::{Receiver, Sender};
 use projector_operators::projection::{Outcome, PartitionState, Projection};
 use projector_operators::snapshot;
@@ -167,7 +167,12 @@ impl Worker {
                         let state = partitions
                             .entry(m.partition)
                             .or_insert_with(|| self.projection.new_partition_state());
-                        match self.projection.apply(state, &mut scratch, event) {
+                        match self.projection.apply_at(
+                            state,
+                            &mut scratch,
+                            event,
+                            Some(m.offset),
+                        ) {
                             Ok(Outcome::Applied) => applied += 1,
                             Ok(Outcome::Duplicate) => dups += 1,
                             Err(e) => {
@@ -201,7 +206,13 @@ impl Worker {
                     }
                     if dirty {
                         for (v, spec) in self.projection.views().iter().enumerate() {
-                            cached[v] = Some(build_worker_view(spec, v, &partitions));
+                            let previous = cached[v].take();
+                            cached[v] = Some(build_worker_view_from(
+                                spec,
+                                v,
+                                &partitions,
+                                previous.as_ref(),
+                            ));
                         }
                         dirty = false;
                     }

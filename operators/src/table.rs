@@ -4,7 +4,8 @@
 //! A table's rows are kept per source partition in arrival order, which within a
 //! partition is offset order. Retention is defined per source partition: the newest
 //! `rows` rows by offset, and the rows whose event time is at most `age` older than the
-//! newest event time seen in the partition. A worker holds only its share of a
+//! newest event time of any row the table took in from the partition (rows dropped
+//! since included; events its filter skipped do not count). A worker holds only its share of a
 //! partition, so it trims its own rows by the same rules (it never drops a row the
 //! partition-wide rule would keep), and the published view applies the partition-wide
 //! rule exactly across workers (see the engine's `view` module). So the table does not
@@ -33,8 +34,8 @@ pub struct Retain {
     /// At most this many rows per source partition: the newest by offset.
     pub rows: Option<u64>,
     /// Only rows whose event time is at most this many milliseconds older than the
-    /// newest event time seen in their source partition. Rows without an event time
-    /// are not dropped by age.
+    /// newest event time of a row taken in from their source partition. Rows without
+    /// an event time are not dropped by age.
     pub age_ms: Option<i64>,
 }
 
@@ -75,7 +76,7 @@ static GENERATIONS: AtomicU64 = AtomicU64::new(1);
 pub struct TableState {
     /// The rows, oldest (lowest offset) first.
     pub rows: VecDeque<TableRow>,
-    /// The newest event time seen in this state, dropped rows included.
+    /// The newest event time of a row appended to this state, dropped rows included.
     pub max_time: Option<i64>,
     /// Rows ever appended to this state: row `rows[i]` is number
     /// `appended - rows.len() + i`. With [`TableState::generation`], lets a snapshot

@@ -111,7 +111,10 @@ pub(crate) fn pipeline(ctx: &mut Ctx<'_>, root: &Node, file: &Path) -> Option<Pi
         .and_then(|e| envelope(ctx, e.value, &e.path, &mut fields));
     let views = top
         .require(ctx, "views")
-        .and_then(|e| views::views(ctx, e.value, &e.path, &mut fields));
+        .and_then(|e| {
+            let has_time = envelope.as_ref().map(|env| env.timestamp.is_some());
+            views::views(ctx, e.value, &e.path, &mut fields, has_time)
+        });
     let dead_letter = match top.get("dead_letter") {
         None => Some(None),
         Some(e) => dead_letter(ctx, e.value, &e.path, source.as_ref(), on_error).map(Some),
@@ -373,7 +376,7 @@ fn checkpoint(ctx: &mut Ctx<'_>, node: &Node, path: &str) -> Option<CheckpointCo
     })
 }
 
-fn duration(ctx: &mut Ctx<'_>, node: &Node, path: &str) -> Option<Duration> {
+pub(super) fn duration(ctx: &mut Ctx<'_>, node: &Node, path: &str) -> Option<Duration> {
     let Some(text) = (match &node.data {
         saphyr::YamlData::Value(saphyr::Scalar::String(s)) => Some(s.to_string()),
         _ => None,

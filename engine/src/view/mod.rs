@@ -2,9 +2,11 @@
 //!
 //! Fold views are built into one `RecordBatch` per worker at each epoch. Aggregate
 //! views publish each worker's partial aggregates; a query merges the partials of all
-//! workers (two-phase aggregation), once per epoch, and caches the result.
+//! workers (two-phase aggregation), once per epoch, and caches the result. Table views
+//! are built incrementally and retained across workers at publish (see [`table`]).
 
 pub mod arrow;
+pub mod table;
 
 use self::arrow::{ColumnBuilder, arrow_type};
 use ::arrow::array::RecordBatch;
@@ -43,6 +45,11 @@ pub fn view_schema(spec: &ViewSpec) -> SchemaRef {
                 Field::new(&c.name, arrow_type(c.ty), !counts)
             }))
             .collect(),
+        ViewKind::Table(t) => t
+            .columns
+            .iter()
+            .map(|c| Field::new(&c.name, arrow_type(c.ty), true))
+            .collect(),
     };
     Arc::new(Schema::new(fields))
 }
@@ -54,6 +61,8 @@ pub enum WorkerViewData {
     Fold(RecordBatch),
     /// This worker's partial aggregates, all its partitions merged.
     Aggregate(Arc<AggState>),
+    /// This worker's table rows, in chunks.
+    Table(Arc<table::TablePart>),
 }
 
 /// Builds worker `partitions`' part of view number `v`.
@@ -62,7 +71,32 @@ pub fn build_worker_view(
     v: usize,
     partitions: &BTreeMap<u32, PartitionState>,
 ) -> WorkerViewData {
+    build_worker_view_from(spec, v, partitions, None)
+}
+
+/// Builds worker `partitions`' part of view number `v`, reusing what `previous` (this
+/// worker's part of the same view at an earlier epoch) holds of it where it can (table
+/// views: only the rows appended since are built).
+pub fn build_worker_view_from(
+    spec: &ViewSpec,
+    v: usize,
+    partitions: &BTreeMap<u32, PartitionState>,
+    previous: Option<&WorkerViewData>,
+) -> WorkerViewData {
     match &spec.kind {
+        ViewKind::Table(t) => {
+            let previous = match previous {
+                Some(WorkerViewData::Table(p)) => Some(&**p),
+                _ => None,
+            };
+            WorkerViewData::Table(Arc::new(table::build(
+                t,
+                &view_schema(spec),
+                v,
+                partitions,
+                previous,
+            )))
+        }
         ViewKind::Fold(f) => {
             let rows: usize = partitions
                 .values()
@@ -166,6 +200,8 @@ pub struct PublishedView {
     /// Per worker, that worker's part.
     pub parts: Vec<WorkerViewData>,
     merged: OnceLock<Result<RecordBatch, String>>,
+    /// A table view's rows, retention applied across workers (built on first use).
+    retained: OnceLock<Vec<Vec<RecordBatch>>>,
 }
 
 impl PublishedView {
@@ -174,6 +210,7 @@ impl PublishedView {
         PublishedView {
             parts,
             merged: OnceLock::new(),
+            retained: OnceLock::new(),
         }
     }
 
@@ -188,9 +225,23 @@ impl PublishedView {
                 .iter()
                 .map(|p| match p {
                     WorkerViewData::Fold(b) => vec![b.clone()],
-                    WorkerViewData::Aggregate(_) => vec![],
+                    _ => vec![],
                 })
                 .collect(),
+            ViewKind::Table(t) => self
+                .retained
+                .get_or_init(|| {
+                    let parts: Vec<&table::TablePart> = self
+                        .parts
+                        .iter()
+                        .filter_map(|p| match p {
+                            WorkerViewData::Table(t) => Some(&**t),
+                            _ => None,
+                        })
+                        .collect();
+                    table::publish(t, &parts)
+                })
+                .clone(),
             ViewKind::Aggregate(a) => {
                 let batch = self.merged.get_or_init(|| {
                     let mut all = AggState::default();

@@ -1,0 +1,252 @@
+//! Table views as Arrow: built incrementally per worker, retained exactly at publish.
+//!
+//! A table only grows at its end and loses rows at its start, so a worker keeps the
+//! `RecordBatch` chunks it built at earlier epochs and builds only the rows appended
+//! since: chunks whose rows were all dropped go, the first kept one is sliced
+//! (zero-copy), and the new tail becomes a chunk. Consecutive chunks are merged while
+//! the older is not more than twice the newer, so a worker holds O(log rows) chunks and
+//! each row is copied O(log rows) times over its life, instead of every epoch.
+//!
+//! Chunks are only reused for the same state object (`TableState::generation`): after
+//! a restore, or a partition handed away and back, the rows are built again once.
+//!
+//! Retention is per source partition, but a partition's rows are spread over the
+//! workers (by key), each trimming only its own share. Publishing applies the
+//! partition-wide rule: the newest event time over all workers for `age`, the newest
+//! `rows` offsets over all workers for `rows`. Each chunk carries its rows' offsets and
+//! event times for that; with one worker the filter keeps every row and costs a scan.
+
+use super::arrow::ColumnBuilder;
+use ::arrow::array::{
+    Array, BooleanArray, Int64Array, Int64Builder, RecordBatch, UInt64Array, UInt64Builder,
+};
+use ::arrow::compute::{concat, concat_batches, filter_record_batch};
+use ::arrow::datatypes::SchemaRef;
+use projector_operators::projection::{PartitionState, ViewState};
+use projector_operators::table::{TableSpec, TableState};
+use std::collections::BTreeMap;
+
+/// Rows of one partition's table state, numbered `first..first + batch.num_rows()`.
+#[derive(Debug, Clone)]
+pub struct TableChunk {
+    /// The source partition.
+    pub partition: u32,
+    /// The `TableState::generation` the rows were built from.
+    pub generation: u64,
+    /// The number of the first row in that state.
+    pub first: u64,
+    /// The rows, in the view's schema.
+    pub batch: RecordBatch,
+    /// Each row's source offset.
+    pub offsets: UInt64Array,
+    /// Each row's event time (epoch ms; null when the event had none).
+    pub times: Int64Array,
+}
+
+impl TableChunk {
+    fn len(&self) -> u64 {
+        self.batch.num_rows() as u64
+    }
+
+    fn end(&self) -> u64 {
+        self.first + self.len()
+    }
+
+    /// The rows from number `from` on (`from` inside the chunk).
+    fn from(&self, from: u64) -> TableChunk {
+        let skip = (from - self.first) as usize;
+        let len = self.batch.num_rows() - skip;
+        TableChunk {
+            partition: self.partition,
+            generation: self.generation,
+            first: from,
+            batch: self.batch.slice(skip, len),
+            offsets: self.offsets.slice(skip, len),
+            times: self.times.slice(skip, len),
+        }
+    }
+}
+
+/// One worker's part of a table view at one epoch.
+#[derive(Debug, Clone, Default)]
+pub struct TablePart {
+    /// Per partition, its rows in order, in chunks.
+    pub chunks: Vec<TableChunk>,
+    /// Per partition, the newest event time this worker saw (dropped rows included).
+    pub max_time: BTreeMap<u32, i64>,
+}
+
+/// Builds a worker's part of table view `v`, reusing `previous` (this worker's part at
+/// an earlier epoch) where the rows are the same.
+pub fn build(
+    spec: &TableSpec,
+    schema: &SchemaRef,
+    v: usize,
+    partitions: &BTreeMap<u32, PartitionState>,
+    previous: Option<&TablePart>,
+) -> TablePart {
+    let mut part = TablePart::default();
+    for (&p, state) in partitions {
+        let ViewState::Table(s) = &state.views[v] else {
+            continue;
+        };
+        if let Some(t) = s.max_time {
+            part.max_time.insert(p, t);
+        }
+        let (first, next) = (s.first_number(), s.next_number());
+        let mut chunks: Vec<TableChunk> = Vec::new();
+        let mut built_to = first;
+        let reusable = previous
+            .into_iter()
+            .flat_map(|prev| prev.chunks.iter())
+            .filter(|c| c.partition == p && c.generation == s.generation());
+        for c in reusable {
+            if c.end() <= first {
+                continue; // every row of it was dropped
+            }
+            let c = if c.first < first { c.from(first) } else { c.clone() };
+            if c.first != built_to || c.end() > next {
+                break; // not a prefix of the rows: build the rest again
+            }
+            built_to = c.end();
+            chunks.push(c);
+        }
+        if built_to < next {
+            let skip = (built_to - first) as usize;
+            chunks.push(build_chunk(spec, schema, p, s, skip));
+        }
+        compact(&mut chunks);
+        part.chunks.extend(chunks);
+    }
+    part
+}
+
+/// Builds the rows of `s` from index `skip` on into one chunk.
+fn build_chunk(
+    spec: &TableSpec,
+    schema: &SchemaRef,
+    partition: u32,
+    s: &TableState,
+    skip: usize,
+) -> TableChunk {
+    let n = s.rows.len() - skip;
+    let mut cols: Vec<ColumnBuilder> = spec
+        .columns
+        .iter()
+        .map(|c| ColumnBuilder::new(c.ty, n))
+        .collect();
+    let mut offsets = UInt64Builder::with_capacity(n);
+    let mut times = Int64Builder::with_capacity(n);
+    for row in s.rows.range(skip..) {
+        for (b, val) in cols.iter_mut().zip(row.values.iter()) {
+            b.append(val);
+        }
+        offsets.append_value(row.offset);
+        times.append_option(row.time);
+    }
+    let arrays = cols.into_iter().map(ColumnBuilder::finish).collect();
+    TableChunk {
+        partition,
+        generation: s.generation(),
+        first: s.first_number() + skip as u64,
+        batch: RecordBatch::try_new(schema.clone(), arrays).expect("columns match the schema"),
+        offsets: offsets.finish(),
+        times: times.finish(),
+    }
+}
+
+/// Merges the newest chunks while the older one is at most twice the newer one.
+fn compact(chunks: &mut Vec<TableChunk>) {
+    while let [.., older, newer] = &chunks[..] {
+        if older.len() > 2 * newer.len() {
+            break;
+        }
+        let batch = concat_batches(&older.batch.schema(), [&older.batch, &newer.batch])
+            .expect("chunks of one view share a schema");
+        let offsets = concat(&[&older.offsets, &newer.offsets]).expect("same type");
+        let times = concat(&[&older.times, &newer.times]).expect("same type");
+        let merged = TableChunk {
+            partition: older.partition,
+            generation: older.generation,
+            first: older.first,
+            batch,
+            offsets: offsets
+                .as_any()
+                .downcast_ref::<UInt64Array>()
+                .expect("u64")
+                .clone(),
+            times: times
+                .as_any()
+                .downcast_ref::<Int64Array>()
+                .expect("i64")
+                .clone(),
+        };
+        chunks.truncate(chunks.len() - 2);
+        chunks.push(merged);
+    }
+}
+
+/// The rows of the view as scan partitions (one per worker), retention applied across
+/// workers per source partition.
+pub fn publish(spec: &TableSpec, parts: &[&TablePart]) -> Vec<Vec<RecordBatch>> {
+    let retain = spec.retain;
+    if !retain.is_bounded() {
+        return parts
+            .iter()
+            .map(|p| p.chunks.iter().map(|c| c.batch.clone()).collect())
+            .collect();
+    }
+    // Per source partition: the oldest event time kept.
+    let mut time_cutoff: BTreeMap<u32, i64> = BTreeMap::new();
+    if let Some(age) = retain.age_ms {
+        for part in parts {
+            for (&p, &t) in &part.max_time {
+                let c = time_cutoff.entry(p).or_insert(i64::MIN);
+                *c = (*c).max(t.saturating_sub(age));
+            }
+        }
+    }
+    let time_ok = |c: &TableChunk, i: usize| {
+        c.times.is_null(i)
+            || time_cutoff
+                .get(&c.partition)
+                .is_none_or(|cut| c.times.value(i) >= *cut)
+    };
+    // Per source partition: the oldest offset kept.
+    let mut offset_cutoff: BTreeMap<u32, u64> = BTreeMap::new();
+    if let Some(max) = retain.rows {
+        let mut offsets: BTreeMap<u32, Vec<u64>> = BTreeMap::new();
+        for c in parts.iter().flat_map(|p| p.chunks.iter()) {
+            let kept = offsets.entry(c.partition).or_default();
+            kept.extend((0..c.batch.num_rows()).filter(|&i| time_ok(c, i)).map(|i| c.offsets.value(i)));
+        }
+        for (p, mut all) in offsets {
+            let max = usize::try_from(max).unwrap_or(usize::MAX);
+            if all.len() > max {
+                let nth = all.len() - max;
+                let (_, cut, _) = all.select_nth_unstable(nth);
+                offset_cutoff.insert(p, *cut);
+            }
+        }
+    }
+    parts
+        .iter()
+        .map(|part| {
+            part.chunks
+                .iter()
+                .filter_map(|c| {
+                    let min_offset = offset_cutoff.get(&c.partition).copied().unwrap_or(0);
+                    let keep: BooleanArray = (0..c.batch.num_rows())
+                        .map(|i| Some(c.offsets.value(i) >= min_offset && time_ok(c, i)))
+                        .collect();
+                    if keep.true_count() == keep.len() {
+                        return Some(c.batch.clone());
+                    }
+                    let batch = filter_record_batch(&c.batch, &keep).expect("mask fits the batch");
+                    (batch.num_rows() > 0).then_some(batch)
+                })
+                .collect()
+        })
+        .collect()
+}
+
