@@ -1068,16 +1068,16 @@ fn nexmark_source() {
     assert_eq!(
         summary(&errs),
         vec![
-            ("config.unknown_field", 2, 61, "source.keys".to_string()),
-            ("config.invalid_value", 2, 26, "source.events".to_string()),
-            ("config.invalid_value", 2, 36, "source.rate".to_string()),
-            ("config.invalid_value", 2, 50, "source.base_time".to_string()),
+            ("config.invalid_value", 2, 34, "source.events".to_string()),
+            ("config.invalid_value", 2, 44, "source.rate".to_string()),
+            ("config.invalid_value", 2, 58, "source.base_time".to_string()),
+            ("config.unknown_field", 2, 69, "source.keys".to_string()),
         ],
         "{}",
         ConfigErrors(errs.clone())
     );
-    assert_eq!(errs[2].message, "0 is out of range: must be between 1 and 1000000");
-    assert!(errs[3].message.starts_with("invalid base_time 'yesterday'"), "{}", errs[3].message);
+    assert_eq!(errs[1].message, "0 is out of range: must be between 1 and 1000000");
+    assert!(errs[2].message.starts_with("invalid base_time 'yesterday'"), "{}", errs[2].message);
     let e = one_error(&with_source("{ type: nexmark, base_time: [1] }"));
     assert_eq!(
         (e.code, e.path.as_str()),
@@ -1125,16 +1125,16 @@ views:
     assert_eq!(
         summary(&errs),
         vec![
-            ("config.unknown_field", 15, 7, "views[0].table.order_by".to_string()),
-            ("config.duplicate_key", 10, 9, "views[0].table.columns.a".to_string()),
             ("config.bad_expression", 7, 15, "views[0].table.filter".to_string()),
-            ("config.invalid_value", 9, 36, "views[0].table.columns.a.type".to_string()),
+            ("config.invalid_value", 9, 35, "views[0].table.columns.a.type".to_string()),
+            ("config.duplicate_key", 10, 9, "views[0].table.columns.a".to_string()),
             ("config.invalid_value", 11, 9, "views[0].table.columns.1b".to_string()),
             ("config.missing_field", 12, 12, "views[0].table.columns.c.expr".to_string()),
             ("config.invalid_type", 13, 12, "views[0].table.columns.d".to_string()),
-            ("config.unknown_field", 14, 38, "views[0].table.retain.size".to_string()),
-            ("config.invalid_value", 14, 24, "views[0].table.retain.rows".to_string()),
-            ("config.invalid_value", 14, 32, "views[0].table.retain.age".to_string()),
+            ("config.invalid_value", 14, 23, "views[0].table.retain.rows".to_string()),
+            ("config.invalid_value", 14, 31, "views[0].table.retain.age".to_string()),
+            ("config.unknown_field", 14, 37, "views[0].table.retain.size".to_string()),
+            ("config.unknown_field", 15, 7, "views[0].table.order_by".to_string()),
         ],
         "{}",
         ConfigErrors(errs.clone())

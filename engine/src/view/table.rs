@@ -163,8 +163,8 @@ fn compact(chunks: &mut Vec<TableChunk>) {
         }
         let batch = concat_batches(&older.batch.schema(), [&older.batch, &newer.batch])
             .expect("chunks of one view share a schema");
-        let offsets = concat(&[&older.offsets, &newer.offsets]).expect("same type");
-        let times = concat(&[&older.times, &newer.times]).expect("same type");
+        let offsets = concat(&[&older.offsets as &dyn Array, &newer.offsets]).expect("same type");
+        let times = concat(&[&older.times as &dyn Array, &newer.times]).expect("same type");
         let merged = TableChunk {
             partition: older.partition,
             generation: older.generation,
@@ -250,3 +250,190 @@ pub fn publish(spec: &TableSpec, parts: &[&TablePart]) -> Vec<Vec<RecordBatch>> 
         .collect()
 }
 
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::view::view_schema;
+    use ::arrow::array::Int64Array;
+    use projector_operators::expr::Expr;
+    use projector_operators::projection::FastMap;
+    use projector_operators::table::{Retain, TableColumn, TableRow};
+    use projector_operators::value::{ColumnType, Value};
+    use projector_operators::view::{ViewKind, ViewSpec};
+
+    fn spec(retain: Retain) -> (TableSpec, SchemaRef) {
+        let spec = TableSpec {
+            filter: None,
+            columns: vec![TableColumn {
+                name: "x".into(),
+                expr: Expr::literal(Value::Null),
+                ty: ColumnType::Int64,
+            }],
+            retain,
+        };
+        let schema = view_schema(&ViewSpec {
+            name: "t".into(),
+            kind: ViewKind::Table(spec.clone()),
+        });
+        (spec, schema)
+    }
+
+    fn partitions(states: Vec<(u32, TableState)>) -> BTreeMap<u32, PartitionState> {
+        states
+            .into_iter()
+            .map(|(p, s)| {
+                let state = PartitionState {
+                    versions: FastMap::default(),
+                    views: vec![ViewState::Table(s)],
+                };
+                (p, state)
+            })
+            .collect()
+    }
+
+    fn table(parts: &BTreeMap<u32, PartitionState>, p: u32) -> &TableState {
+        match &parts[&p].views[0] {
+            ViewState::Table(t) => t,
+            _ => unreachable!(),
+        }
+    }
+
+    fn table_mut(parts: &mut BTreeMap<u32, PartitionState>, p: u32) -> &mut TableState {
+        match &mut parts.get_mut(&p).expect("partition").views[0] {
+            ViewState::Table(t) => t,
+            _ => unreachable!(),
+        }
+    }
+
+    fn push(t: &mut TableState, offset: u64, retain: &Retain) {
+        t.push(
+            TableRow {
+                offset,
+                time: Some(offset as i64),
+                values: Box::new([Value::Int(offset as i64 * 10)]),
+            },
+            retain,
+        );
+    }
+
+    /// The `x` values of a list of batches, in order.
+    fn xs<'a>(batches: impl IntoIterator<Item = &'a RecordBatch>) -> Vec<i64> {
+        batches
+            .into_iter()
+            .flat_map(|b| {
+                let col = b.column(0).as_any().downcast_ref::<Int64Array>().unwrap();
+                col.values().to_vec()
+            })
+            .collect()
+    }
+
+    #[test]
+    fn incremental_builds_equal_fresh_ones_with_few_chunks() {
+        for retain in [
+            Retain::default(),
+            Retain {
+                rows: Some(300),
+                age_ms: None,
+            },
+            Retain {
+                rows: None,
+                age_ms: Some(150),
+            },
+        ] {
+            let (spec, schema) = spec(retain);
+            let mut parts = partitions(vec![(0, TableState::default()), (3, TableState::default())]);
+            let mut previous: Option<TablePart> = None;
+            let mut offset = 0;
+            let mut rng = 7u64;
+            for _ in 0..120 {
+                rng = rng.wrapping_mul(6364136223846793005).wrapping_add(1442695040888963407);
+                for _ in 0..(rng >> 58) {
+                    let p = if offset % 3 == 0 { 3 } else { 0 };
+                    push(table_mut(&mut parts, p), offset, &retain);
+                    offset += 1;
+                }
+                let part = build(&spec, &schema, 0, &parts, previous.as_ref());
+                let fresh = build(&spec, &schema, 0, &parts, None);
+                for p in [0, 3] {
+                    let of = |part: &TablePart| {
+                        xs(part.chunks.iter().filter(|c| c.partition == p).map(|c| &c.batch))
+                    };
+                    let want: Vec<i64> =
+                        table(&parts, p).rows.iter().map(|r| r.offset as i64 * 10).collect();
+                    assert_eq!(of(&part), want, "partition {p}, {retain:?}");
+                    assert_eq!(of(&fresh), want);
+                    let n = part.chunks.iter().filter(|c| c.partition == p).count();
+                    let bound = 2 * (usize::BITS - want.len().leading_zeros()) as usize + 1;
+                    assert!(n <= bound, "{n} chunks for {} rows", want.len());
+                }
+                previous = Some(part);
+            }
+            assert!(offset > 1_000, "the test appended enough rows ({offset})");
+        }
+    }
+
+    #[test]
+    fn a_new_state_object_is_built_again() {
+        let (spec, schema) = spec(Retain::default());
+        let mut parts = partitions(vec![(0, TableState::default())]);
+        for o in 0..10 {
+            push(table_mut(&mut parts, 0), o, &Retain::default());
+        }
+        let before = build(&spec, &schema, 0, &parts, None);
+        // A restore replaces the state: same row numbers, other rows.
+        let mut other = TableState::default();
+        for o in 100..110 {
+            push(&mut other, o, &Retain::default());
+        }
+        *table_mut(&mut parts, 0) = other;
+        let after = build(&spec, &schema, 0, &parts, Some(&before));
+        assert_eq!(
+            xs(after.chunks.iter().map(|c| &c.batch)),
+            (100..110).map(|o| o * 10).collect::<Vec<i64>>()
+        );
+    }
+
+    #[test]
+    fn publish_retains_across_workers() {
+        let retain = Retain {
+            rows: Some(5),
+            age_ms: Some(6),
+        };
+        let (spec, schema) = spec(retain);
+        // Worker A holds the even offsets of partition 0, worker B the odd ones; each
+        // trimmed its own share only.
+        let mut a = TableState::default();
+        let mut b = TableState::default();
+        for o in 0..20 {
+            push(if o % 2 == 0 { &mut a } else { &mut b }, o, &retain);
+        }
+        let part_a = build(&spec, &schema, 0, &partitions(vec![(0, a)]), None);
+        let part_b = build(&spec, &schema, 0, &partitions(vec![(0, b)]), None);
+        assert_eq!(xs(part_a.chunks.iter().map(|c| &c.batch)).len(), 4);
+        let published = publish(&spec, &[&part_a, &part_b]);
+        let mut all: Vec<i64> = published.iter().flat_map(|p| xs(p)).collect();
+        all.sort_unstable();
+        // The newest 5 by offset (15..=19), all within 6 ms of the newest time (19).
+        assert_eq!(all, [150, 160, 170, 180, 190]);
+
+        let by_age = Retain {
+            rows: None,
+            age_ms: Some(2),
+        };
+        let (spec, schema) = super::tests::spec(by_age);
+        let mut a = TableState::default();
+        let mut b = TableState::default();
+        for o in 0..10 {
+            // Worker A's newest time is 8, B's 9: A trims below 6, B below 7, and the
+            // partition's cutoff is 9 - 2 = 7 for both.
+            push(if o % 2 == 0 { &mut a } else { &mut b }, o, &by_age);
+        }
+        let part_a = build(&spec, &schema, 0, &partitions(vec![(0, a)]), None);
+        let part_b = build(&spec, &schema, 0, &partitions(vec![(0, b)]), None);
+        let published = publish(&spec, &[&part_a, &part_b]);
+        assert_eq!(xs(part_a.chunks.iter().map(|c| &c.batch)), [60, 80]);
+        assert_eq!(xs(&published[0]), [80], "A kept 6, the publish drops it");
+        assert_eq!(xs(&published[1]), [70, 90]);
+    }
+}
