@@ -167,12 +167,10 @@ impl Worker {
                         let state = partitions
                             .entry(m.partition)
                             .or_insert_with(|| self.projection.new_partition_state());
-                        match self.projection.apply_at(
-                            state,
-                            &mut scratch,
-                            event,
-                            Some(m.offset),
-                        ) {
+                        match self
+                            .projection
+                            .apply_at(state, &mut scratch, event, Some(m.offset))
+                        {
                             Ok(Outcome::Applied) => applied += 1,
                             Ok(Outcome::Duplicate) => dups += 1,
                             Err(e) => {

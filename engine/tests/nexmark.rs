@@ -91,8 +91,10 @@ fn q1_converts_every_bid() {
         &dir.path().join("state"),
         &env,
         &[],
-        &["SELECT auction, bidder, price, CAST(date_time AS BIGINT) AS t, extra \
-           FROM bids_eur ORDER BY t"],
+        &[
+            "SELECT auction, bidder, price, CAST(date_time AS BIGINT) AS t, extra \
+           FROM bids_eur ORDER BY t",
+        ],
     );
     let all = events(4_000, 1_000);
     // At 1,000 events per second every event has its own millisecond: `t` orders.
@@ -157,8 +159,10 @@ fn q7_and_q5_window_by_event_time() {
         &dir.path().join("q7"),
         &env,
         &[],
-        &["SELECT CAST(window_start AS BIGINT) AS w, max_price, bids, total \
-           FROM highest_bid ORDER BY w"],
+        &[
+            "SELECT CAST(window_start AS BIGINT) AS w, max_price, bids, total \
+           FROM highest_bid ORDER BY w",
+        ],
     );
     let expected: Vec<Value> = windows
         .iter()
@@ -172,11 +176,13 @@ fn q7_and_q5_window_by_event_time() {
         &dir.path().join("q5"),
         &env,
         &["--workers", "2"],
-        &["SELECT CAST(b.window_start AS BIGINT) AS w, b.auction, b.bids \
+        &[
+            "SELECT CAST(b.window_start AS BIGINT) AS w, b.auction, b.bids \
            FROM bids_per_auction b \
            JOIN (SELECT window_start, max(bids) AS most FROM bids_per_auction GROUP BY window_start) m \
              ON b.window_start = m.window_start AND b.bids = m.most \
-           ORDER BY w, b.auction"],
+           ORDER BY w, b.auction",
+        ],
     );
     let mut most: BTreeMap<u64, i64> = BTreeMap::new();
     for ((w, _), n) in &per_auction {
@@ -199,8 +205,10 @@ fn q3_joins_two_tables_at_read_time() {
         &dir.path().join("state"),
         &[("NEXMARK_EVENTS", "50000")],
         &[],
-        &["SELECT p.name, p.city, p.state, a.id FROM local_auctions a \
-           JOIN local_sellers p ON a.seller = p.id ORDER BY a.id"],
+        &[
+            "SELECT p.name, p.city, p.state, a.id FROM local_auctions a \
+           JOIN local_sellers p ON a.seller = p.id ORDER BY a.id",
+        ],
     );
     let all = events(50_000, 10_000);
     let people: BTreeMap<usize, &nexmark::event::Person> = all
@@ -213,9 +221,9 @@ fn q3_joins_two_tables_at_read_time() {
     let expected: Vec<Value> = all
         .iter()
         .filter_map(|(_, e)| match e {
-            Event::Auction(a) if a.category == 10 => people.get(&a.seller).map(|p| {
-                json!({"name": p.name, "city": p.city, "state": p.state, "id": a.id})
-            }),
+            Event::Auction(a) if a.category == 10 => people
+                .get(&a.seller)
+                .map(|p| json!({"name": p.name, "city": p.city, "state": p.state, "id": a.id})),
             _ => None,
         })
         .collect();
@@ -231,9 +239,11 @@ fn q17_auction_statistics() {
         &dir.path().join("state"),
         &[("NEXMARK_EVENTS", "20000")],
         &[],
-        &["SELECT auction, CAST(day AS BIGINT) AS day, total_bids, rank1_bids, rank2_bids, \
+        &[
+            "SELECT auction, CAST(day AS BIGINT) AS day, total_bids, rank1_bids, rank2_bids, \
            rank3_bids, min_price, max_price, avg_price, sum_price \
-           FROM auction_stats ORDER BY auction"],
+           FROM auction_stats ORDER BY auction",
+        ],
     );
     let all = events(20_000, 10_000);
     let mut stats: BTreeMap<usize, Vec<usize>> = BTreeMap::new();
@@ -333,8 +343,7 @@ fn assert_retained(results: &[Vec<Value>], n: u64) {
 fn retention_is_the_same_for_any_worker_count_and_across_resumes() {
     let dir = tempfile::tempdir().expect("tempdir");
     let file = dir.path().join("retained.yaml");
-    std::fs::write(&file, retained_yaml("publish_interval: 5ms\n", ""))
-        .expect("write pipeline");
+    std::fs::write(&file, retained_yaml("publish_interval: 5ms\n", "")).expect("write pipeline");
     for workers in ["1", "2", "3"] {
         let state = dir.path().join(format!("w{workers}"));
         let (_, results) = run_queries(
@@ -364,7 +373,11 @@ fn retention_is_the_same_for_any_worker_count_and_across_resumes() {
         &["--workers", "2"],
         &RETAINED_SQL,
     );
-    assert_eq!(common::summary(&out.stderr).read, 8_000, "resumed at 12,000");
+    assert_eq!(
+        common::summary(&out.stderr).read,
+        8_000,
+        "resumed at 12,000"
+    );
     assert_retained(&results, 20_000);
 }
 
@@ -432,7 +445,9 @@ fn kill_9_mid_run_leaves_no_duplicate_rows() {
     assert_rows(
         "all_bids",
         &results[3],
-        &[json!({"n": bids.len(), "distinct_ids": bids.len(), "id_sum": id_sum, "price_sum": price_sum})],
+        &[
+            json!({"n": bids.len(), "distinct_ids": bids.len(), "id_sum": id_sum, "price_sum": price_sum}),
+        ],
     );
 }
 
@@ -459,7 +474,9 @@ views:
         format!("config.invalid_value: {f}:2:44 source.rate: 0 is out of range"),
         format!("config.invalid_value: {f}:7:46 views[0].table.columns.price.type: "),
         format!("config.invalid_value: {f}:8:23 views[0].table.retain.rows: -1 is out of range"),
-        format!("config.invalid_value: {f}:8:27 views[0].table.retain.age: retain.age drops rows by event time"),
+        format!(
+            "config.invalid_value: {f}:8:27 views[0].table.retain.age: retain.age drops rows by event time"
+        ),
     ] {
         assert!(
             out.stderr.lines().any(|l| l.starts_with(&line)),

@@ -1470,15 +1470,27 @@ mod tests {
     fn tumble_gives_the_window_start() {
         let t = |text: &str, v: Value| eval_with(text, &[("t", v)]);
         assert_eq!(t("tumble(t, '10s')", Value::Int(0)).unwrap(), Value::Int(0));
-        assert_eq!(t("tumble(t, '10s')", Value::Int(9_999)).unwrap(), Value::Int(0));
-        assert_eq!(t("tumble(t, '10s')", Value::Int(10_000)).unwrap(), Value::Int(10_000));
+        assert_eq!(
+            t("tumble(t, '10s')", Value::Int(9_999)).unwrap(),
+            Value::Int(0)
+        );
+        assert_eq!(
+            t("tumble(t, '10s')", Value::Int(10_000)).unwrap(),
+            Value::Int(10_000)
+        );
         assert_eq!(
             t("TUMBLE(t, '1m')", Value::Int(1_767_225_659_999)).unwrap(),
             Value::Int(1_767_225_600_000)
         );
         // Floor, not truncation, before the epoch.
-        assert_eq!(t("tumble(t, '10s')", Value::Int(-1)).unwrap(), Value::Int(-10_000));
-        assert_eq!(t("tumble(t, '500ms')", Value::Float(1_250.0)).unwrap(), Value::Int(1_000));
+        assert_eq!(
+            t("tumble(t, '10s')", Value::Int(-1)).unwrap(),
+            Value::Int(-10_000)
+        );
+        assert_eq!(
+            t("tumble(t, '500ms')", Value::Float(1_250.0)).unwrap(),
+            Value::Int(1_000)
+        );
         assert_eq!(
             t("tumble(t, '1h')", s("2026-01-01T10:59:59.999Z")).unwrap(),
             Value::Int(1_767_261_600_000)
@@ -1499,13 +1511,19 @@ mod tests {
     fn tumble_needs_a_time_and_a_size_literal() {
         for (text, needle) in [
             ("tumble(t)", "takes a time and a window size literal"),
-            ("tumble(t, '10s', 1)", "takes a time and a window size literal"),
+            (
+                "tumble(t, '10s', 1)",
+                "takes a time and a window size literal",
+            ),
             ("tumble(t, 10)", "takes a time and a window size literal"),
             ("tumble(t, size)", "takes a time and a window size literal"),
             ("tumble(t, '10 parsecs')", "bad window size '10 parsecs'"),
             ("tumble(t, '0s')", "bad window size '0s'"),
             ("tumble(t, '1us')", "bad window size '1us'"),
-            ("tumble(DISTINCT t, '1s')", "takes a time and a window size literal"),
+            (
+                "tumble(DISTINCT t, '1s')",
+                "takes a time and a window size literal",
+            ),
             ("hop(t, '1s')", "unsupported expression"),
         ] {
             let m = parse_err(text);

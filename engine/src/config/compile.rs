@@ -109,12 +109,10 @@ pub(crate) fn pipeline(ctx: &mut Ctx<'_>, root: &Node, file: &Path) -> Option<Pi
     let envelope = top
         .require(ctx, "envelope")
         .and_then(|e| envelope(ctx, e.value, &e.path, &mut fields));
-    let views = top
-        .require(ctx, "views")
-        .and_then(|e| {
-            let has_time = envelope.as_ref().map(|env| env.timestamp.is_some());
-            views::views(ctx, e.value, &e.path, &mut fields, has_time)
-        });
+    let views = top.require(ctx, "views").and_then(|e| {
+        let has_time = envelope.as_ref().map(|env| env.timestamp.is_some());
+        views::views(ctx, e.value, &e.path, &mut fields, has_time)
+    });
     let dead_letter = match top.get("dead_letter") {
         None => Some(None),
         Some(e) => dead_letter(ctx, e.value, &e.path, source.as_ref(), on_error).map(Some),

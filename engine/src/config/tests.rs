@@ -1070,14 +1070,26 @@ fn nexmark_source() {
         vec![
             ("config.invalid_value", 2, 34, "source.events".to_string()),
             ("config.invalid_value", 2, 44, "source.rate".to_string()),
-            ("config.invalid_value", 2, 58, "source.base_time".to_string()),
+            (
+                "config.invalid_value",
+                2,
+                58,
+                "source.base_time".to_string()
+            ),
             ("config.unknown_field", 2, 69, "source.keys".to_string()),
         ],
         "{}",
         ConfigErrors(errs.clone())
     );
-    assert_eq!(errs[1].message, "0 is out of range: must be between 1 and 1000000");
-    assert!(errs[2].message.starts_with("invalid base_time 'yesterday'"), "{}", errs[2].message);
+    assert_eq!(
+        errs[1].message,
+        "0 is out of range: must be between 1 and 1000000"
+    );
+    assert!(
+        errs[2].message.starts_with("invalid base_time 'yesterday'"),
+        "{}",
+        errs[2].message
+    );
     let e = one_error(&with_source("{ type: nexmark, base_time: [1] }"));
     assert_eq!(
         (e.code, e.path.as_str()),
@@ -1125,16 +1137,66 @@ views:
     assert_eq!(
         summary(&errs),
         vec![
-            ("config.bad_expression", 7, 15, "views[0].table.filter".to_string()),
-            ("config.invalid_value", 9, 35, "views[0].table.columns.a.type".to_string()),
-            ("config.duplicate_key", 10, 9, "views[0].table.columns.a".to_string()),
-            ("config.invalid_value", 11, 9, "views[0].table.columns.1b".to_string()),
-            ("config.missing_field", 12, 12, "views[0].table.columns.c.expr".to_string()),
-            ("config.invalid_type", 13, 12, "views[0].table.columns.d".to_string()),
-            ("config.invalid_value", 14, 23, "views[0].table.retain.rows".to_string()),
-            ("config.invalid_value", 14, 31, "views[0].table.retain.age".to_string()),
-            ("config.unknown_field", 14, 37, "views[0].table.retain.size".to_string()),
-            ("config.unknown_field", 15, 7, "views[0].table.order_by".to_string()),
+            (
+                "config.bad_expression",
+                7,
+                15,
+                "views[0].table.filter".to_string()
+            ),
+            (
+                "config.invalid_value",
+                9,
+                35,
+                "views[0].table.columns.a.type".to_string()
+            ),
+            (
+                "config.duplicate_key",
+                10,
+                9,
+                "views[0].table.columns.a".to_string()
+            ),
+            (
+                "config.invalid_value",
+                11,
+                9,
+                "views[0].table.columns.1b".to_string()
+            ),
+            (
+                "config.missing_field",
+                12,
+                12,
+                "views[0].table.columns.c.expr".to_string()
+            ),
+            (
+                "config.invalid_type",
+                13,
+                12,
+                "views[0].table.columns.d".to_string()
+            ),
+            (
+                "config.invalid_value",
+                14,
+                23,
+                "views[0].table.retain.rows".to_string()
+            ),
+            (
+                "config.invalid_value",
+                14,
+                31,
+                "views[0].table.retain.age".to_string()
+            ),
+            (
+                "config.unknown_field",
+                14,
+                37,
+                "views[0].table.retain.size".to_string()
+            ),
+            (
+                "config.unknown_field",
+                15,
+                7,
+                "views[0].table.order_by".to_string()
+            ),
         ],
         "{}",
         ConfigErrors(errs.clone())
@@ -1155,7 +1217,9 @@ views:
         (e.code, e.path.as_str(), e.line),
         ("config.missing_field", "views[0].table.retain.rows", 8)
     );
-    let e = one_error(&table("      columns: { p: price }\n      retain: { age: 1500us }\n"));
+    let e = one_error(&table(
+        "      columns: { p: price }\n      retain: { age: 1500us }\n",
+    ));
     assert_eq!(e.message, "age must be a whole number of milliseconds");
     // `age` needs an event time.
     let untimed = format!(
@@ -1166,7 +1230,11 @@ views:
         (e.code, e.path.as_str(), e.line, e.column),
         ("config.invalid_value", "views[0].table.retain.age", 8, 26)
     );
-    assert!(e.message.contains("envelope maps no 'timestamp'"), "{}", e.message);
+    assert!(
+        e.message.contains("envelope maps no 'timestamp'"),
+        "{}",
+        e.message
+    );
     // One kind per view.
     let e = one_error(&format!(
         "{HEAD}  - name: v\n    fold: {{ on: {{ A: delete }} }}\n    table: {{ columns: {{ p: price }} }}\n"
@@ -1195,7 +1263,10 @@ fn tumble_groups_an_aggregate_by_window() {
     ));
     assert_eq!(
         (e.code, e.path.as_str()),
-        ("config.bad_expression", "views[0].aggregate.group_by.window")
+        (
+            "config.bad_expression",
+            "views[0].aggregate.group_by.window"
+        )
     );
     assert!(e.message.contains("bad window size"), "{}", e.message);
 }

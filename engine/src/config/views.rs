@@ -33,7 +33,15 @@ pub(crate) fn views(
     let mut names: Vec<(String, usize)> = Vec::new();
     let mut out = Some(Vec::with_capacity(items.len()));
     for (i, item) in items.iter().enumerate() {
-        let v = view(ctx, item, &format!("{path}[{i}]"), i, fields, &mut names, has_time);
+        let v = view(
+            ctx,
+            item,
+            &format!("{path}[{i}]"),
+            i,
+            fields,
+            &mut names,
+            has_time,
+        );
         out = out.zip(v).map(|(mut all, v)| {
             all.push(v);
             all
@@ -80,8 +88,9 @@ fn view(
         }
         [first, second, ..] => {
             let e = rec.get(second).expect("present");
-            let message =
-                format!("a view is one of 'fold', 'aggregate' or 'table'; this one has '{first}' and '{second}'");
+            let message = format!(
+                "a view is one of 'fold', 'aggregate' or 'table'; this one has '{first}' and '{second}'"
+            );
             ctx.error("config.invalid_value", e.key, &e.path, message);
             None
         }
@@ -484,7 +493,9 @@ fn retain(ctx: &mut Ctx<'_>, node: &Node, path: &str, has_time: Option<bool>) ->
         return None;
     }
     let rows = match rec.get("rows") {
-        Some(e) => ctx.integer(e.value, &e.path, 1, i64::MAX).map(|n| Some(n as u64)),
+        Some(e) => ctx
+            .integer(e.value, &e.path, 1, i64::MAX)
+            .map(|n| Some(n as u64)),
         None => Some(None),
     };
     let age_ms = match rec.get("age") {

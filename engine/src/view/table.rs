@@ -104,7 +104,11 @@ pub fn build(
             if c.end() <= first {
                 continue; // every row of it was dropped
             }
-            let c = if c.first < first { c.from(first) } else { c.clone() };
+            let c = if c.first < first {
+                c.from(first)
+            } else {
+                c.clone()
+            };
             if c.first != built_to || c.end() > next {
                 break; // not a prefix of the rows: build the rest again
             }
@@ -218,7 +222,11 @@ pub fn publish(spec: &TableSpec, parts: &[&TablePart]) -> Vec<Vec<RecordBatch>> 
         let mut offsets: BTreeMap<u32, Vec<u64>> = BTreeMap::new();
         for c in parts.iter().flat_map(|p| p.chunks.iter()) {
             let kept = offsets.entry(c.partition).or_default();
-            kept.extend((0..c.batch.num_rows()).filter(|&i| time_ok(c, i)).map(|i| c.offsets.value(i)));
+            kept.extend(
+                (0..c.batch.num_rows())
+                    .filter(|&i| time_ok(c, i))
+                    .map(|i| c.offsets.value(i)),
+            );
         }
         for (p, mut all) in offsets {
             let max = usize::try_from(max).unwrap_or(usize::MAX);
@@ -249,7 +257,6 @@ pub fn publish(spec: &TableSpec, parts: &[&TablePart]) -> Vec<Vec<RecordBatch>> 
         })
         .collect()
 }
-
 
 #[cfg(test)]
 mod tests {
@@ -342,12 +349,15 @@ mod tests {
             },
         ] {
             let (spec, schema) = spec(retain);
-            let mut parts = partitions(vec![(0, TableState::default()), (3, TableState::default())]);
+            let mut parts =
+                partitions(vec![(0, TableState::default()), (3, TableState::default())]);
             let mut previous: Option<TablePart> = None;
             let mut offset = 0;
             let mut rng = 7u64;
             for _ in 0..120 {
-                rng = rng.wrapping_mul(6364136223846793005).wrapping_add(1442695040888963407);
+                rng = rng
+                    .wrapping_mul(6364136223846793005)
+                    .wrapping_add(1442695040888963407);
                 for _ in 0..(rng >> 58) {
                     let p = if offset % 3 == 0 { 3 } else { 0 };
                     push(table_mut(&mut parts, p), offset, &retain);
@@ -357,10 +367,17 @@ mod tests {
                 let fresh = build(&spec, &schema, 0, &parts, None);
                 for p in [0, 3] {
                     let of = |part: &TablePart| {
-                        xs(part.chunks.iter().filter(|c| c.partition == p).map(|c| &c.batch))
+                        xs(part
+                            .chunks
+                            .iter()
+                            .filter(|c| c.partition == p)
+                            .map(|c| &c.batch))
                     };
-                    let want: Vec<i64> =
-                        table(&parts, p).rows.iter().map(|r| r.offset as i64 * 10).collect();
+                    let want: Vec<i64> = table(&parts, p)
+                        .rows
+                        .iter()
+                        .map(|r| r.offset as i64 * 10)
+                        .collect();
                     assert_eq!(of(&part), want, "partition {p}, {retain:?}");
                     assert_eq!(of(&fresh), want);
                     let n = part.chunks.iter().filter(|c| c.partition == p).count();
@@ -412,7 +429,7 @@ mod tests {
         let part_b = build(&spec, &schema, 0, &partitions(vec![(0, b)]), None);
         assert_eq!(xs(part_a.chunks.iter().map(|c| &c.batch)).len(), 4);
         let published = publish(&spec, &[&part_a, &part_b]);
-        let mut all: Vec<i64> = published.iter().flat_map(|p| xs(p)).collect();
+        let mut all: Vec<i64> = published.iter().flat_map(xs).collect();
         all.sort_unstable();
         // The newest 5 by offset (15..=19), all within 6 ms of the newest time (19).
         assert_eq!(all, [150, 160, 170, 180, 190]);
