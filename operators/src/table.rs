@@ -31,7 +31,7 @@ pub struct TableColumn {
 /// How many rows a table keeps.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
 pub struct Retain {
-    /// At most this many rows per source partition: the newest by offset.
+    /// Only the newest this many rows taken in from a source partition, by offset.
     pub rows: Option<u64>,
     /// Only rows whose event time is at most this many milliseconds older than the
     /// newest event time of a row taken in from their source partition. Rows without
@@ -141,15 +141,19 @@ impl TableState {
         self.trim(retain);
     }
 
-    /// Drops the oldest rows beyond `retain.rows`, and old rows from the front while
-    /// they are older than `retain.age_ms` (a late row behind a newer front row waits
-    /// until the front goes; the published view filters it out meanwhile).
+    /// Drops the oldest rows beyond `retain.rows`. Without `rows`, also drops old rows
+    /// from the front while they are older than `retain.age_ms` (a late row behind a
+    /// newer front row waits until the front goes; the published view filters it out
+    /// meanwhile). With `rows`, age is only applied when publishing: a row dropped for
+    /// its age here would no longer count among the newest rows of its partition, and
+    /// `rows` bounds the memory anyway.
     pub fn trim(&mut self, retain: &Retain) {
         if let Some(max) = retain.rows {
             let max = usize::try_from(max).unwrap_or(usize::MAX);
             if self.rows.len() > max {
                 self.rows.drain(..self.rows.len() - max);
             }
+            return;
         }
         if let (Some(age), Some(newest)) = (retain.age_ms, self.max_time) {
             let cutoff = newest.saturating_sub(age);
@@ -233,6 +237,21 @@ mod tests {
         assert!(!unbounded.is_bounded());
         s.push(row(8, Some(0)), &unbounded);
         assert_eq!(offsets(&s), [6, 7, 8]);
+    }
+
+    #[test]
+    fn with_rows_age_waits_for_the_publish() {
+        let retain = Retain {
+            rows: Some(3),
+            age_ms: Some(1),
+        };
+        let mut s = TableState::default();
+        for o in 0..6 {
+            s.push(row(o, Some(o as i64 * 10)), &retain);
+        }
+        // Only `rows` trims here: offsets 3 and 4 stay although they are too old, so
+        // that they still count among the newest three.
+        assert_eq!(offsets(&s), [3, 4, 5]);
     }
 
     #[test]

@@ -11,9 +11,9 @@
 //! a restore, or a partition handed away and back, the rows are built again once.
 //!
 //! Retention is per source partition, but a partition's rows are spread over the
-//! workers (by key), each trimming only its own share. Publishing applies the
-//! partition-wide rule: the newest event time over all workers for `age`, the newest
-//! `rows` offsets over all workers for `rows`. Each chunk carries its rows' offsets and
+//! workers (by key), each trimming only its own share (by `rows` when it is set, else
+//! by `age`). Publishing applies the partition-wide rule: the newest `rows` offsets
+//! over all workers, and the newest event time over all workers for `age`. Each chunk carries its rows' offsets and
 //! event times for that; with one worker the filter keeps every row and costs a scan.
 
 use super::arrow::ColumnBuilder;
@@ -216,17 +216,16 @@ pub fn publish(spec: &TableSpec, parts: &[&TablePart]) -> Vec<Vec<RecordBatch>> 
                 .get(&c.partition)
                 .is_none_or(|cut| c.times.value(i) >= *cut)
     };
-    // Per source partition: the oldest offset kept.
+    // Per source partition: the oldest offset kept. Workers trim by `rows` only when
+    // `rows` is set, so every worker still holds its newest `rows` rows ever.
     let mut offset_cutoff: BTreeMap<u32, u64> = BTreeMap::new();
     if let Some(max) = retain.rows {
         let mut offsets: BTreeMap<u32, Vec<u64>> = BTreeMap::new();
         for c in parts.iter().flat_map(|p| p.chunks.iter()) {
-            let kept = offsets.entry(c.partition).or_default();
-            kept.extend(
-                (0..c.batch.num_rows())
-                    .filter(|&i| time_ok(c, i))
-                    .map(|i| c.offsets.value(i)),
-            );
+            offsets
+                .entry(c.partition)
+                .or_default()
+                .extend(c.offsets.values().iter().copied());
         }
         for (p, mut all) in offsets {
             let max = usize::try_from(max).unwrap_or(usize::MAX);
@@ -419,7 +418,7 @@ mod tests {
         };
         let (spec, schema) = spec(retain);
         // Worker A holds the even offsets of partition 0, worker B the odd ones; each
-        // trimmed its own share only.
+        // trimmed its own share only (by rows: the newest 5 of its own).
         let mut a = TableState::default();
         let mut b = TableState::default();
         for o in 0..20 {
@@ -427,12 +426,25 @@ mod tests {
         }
         let part_a = build(&spec, &schema, 0, &partitions(vec![(0, a)]), None);
         let part_b = build(&spec, &schema, 0, &partitions(vec![(0, b)]), None);
-        assert_eq!(xs(part_a.chunks.iter().map(|c| &c.batch)).len(), 4);
+        assert_eq!(
+            xs(part_a.chunks.iter().map(|c| &c.batch)),
+            [100, 120, 140, 160, 180]
+        );
         let published = publish(&spec, &[&part_a, &part_b]);
         let mut all: Vec<i64> = published.iter().flat_map(xs).collect();
         all.sort_unstable();
         // The newest 5 by offset (15..=19), all within 6 ms of the newest time (19).
         assert_eq!(all, [150, 160, 170, 180, 190]);
+        // With 3 ms instead, 15 (older than 19 - 3) goes too, and is not replaced.
+        let tighter = Retain {
+            rows: Some(5),
+            age_ms: Some(3),
+        };
+        let (spec, _) = super::tests::spec(tighter);
+        let published = publish(&spec, &[&part_a, &part_b]);
+        let mut all: Vec<i64> = published.iter().flat_map(xs).collect();
+        all.sort_unstable();
+        assert_eq!(all, [160, 170, 180, 190]);
 
         let by_age = Retain {
             rows: None,
