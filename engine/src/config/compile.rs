@@ -216,7 +216,7 @@ fn source(
         ("nexmark", "nexmark"),
     ];
     const GENERATOR_KEYS: &[&str] = &["type", "scenario", "events", "keys", "seed"];
-    const NEXMARK_KEYS: &[&str] = &["type", "events", "rate", "base_time"];
+    const NEXMARK_KEYS: &[&str] = &["type", "events", "rate", "base_time", "pregenerate"];
     const FILE_KEYS: &[&str] = &["type", "path"];
     const ALL_KEYS: &[&str] = &[
         "type",
@@ -226,6 +226,7 @@ fn source(
         "seed",
         "rate",
         "base_time",
+        "pregenerate",
         "path",
         "brokers",
         "topics",
@@ -283,7 +284,7 @@ fn generator(ctx: &mut Ctx<'_>, rec: &Record<'_>) -> Option<GeneratorConfig> {
     })
 }
 
-/// `source: {type: nexmark, events, rate, base_time}`.
+/// `source: {type: nexmark, events, rate, base_time, pregenerate}`.
 fn nexmark(ctx: &mut Ctx<'_>, rec: &Record<'_>) -> Option<NexmarkConfig> {
     let defaults = NexmarkConfig::default();
     let mut int = |key: &str, default: u64, min: i64, max: i64| match rec.get(key) {
@@ -318,10 +319,15 @@ fn nexmark(ctx: &mut Ctx<'_>, rec: &Record<'_>) -> Option<NexmarkConfig> {
             }
         },
     };
+    let pregenerate = match rec.get("pregenerate") {
+        Some(e) => ctx.boolean(e.value, &e.path),
+        None => Some(false),
+    };
     Some(NexmarkConfig {
         events: events?,
         rate: rate?,
         base_time_ms: base_time_ms?,
+        pregenerate: pregenerate?,
     })
 }
 

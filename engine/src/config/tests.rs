@@ -1043,10 +1043,11 @@ fn nexmark_source() {
             events: 1_000_000,
             rate: DEFAULT_RATE,
             base_time_ms: DEFAULT_BASE_TIME_MS,
+            pregenerate: false,
         })
     );
     let c = load_ok(&with_source(
-        "{ type: nexmark, events: 5, rate: 1000, base_time: '2026-01-01T00:00:10Z' }",
+        "{ type: nexmark, events: 5, rate: 1000, base_time: '2026-01-01T00:00:10Z', pregenerate: true }",
     ));
     assert_eq!(
         c.source,
@@ -1054,6 +1055,7 @@ fn nexmark_source() {
             events: 5,
             rate: 1_000,
             base_time_ms: DEFAULT_BASE_TIME_MS + 10_000,
+            pregenerate: true,
         })
     );
     let c = load_ok(&with_source("{ type: nexmark, base_time: 0 }"));
