@@ -274,4 +274,112 @@ mod tests {
         assert_ne!(a.generation(), before);
         assert_eq!((a.first_number(), a.next_number()), (0, 6));
     }
+
+    /// A table view next to a view that fails on some events: a failing event adds no
+    /// row (application is all-or-nothing), a filtered one neither, and rows carry
+    /// the offset and event time they were applied with.
+    #[test]
+    fn a_failing_event_adds_no_row() {
+        use crate::aggregate::{AggColumn, AggregateSpec};
+        use crate::envelope::Envelope;
+        use crate::expr::{AggFn, Expr};
+        use crate::fields::FieldRegistry;
+        use crate::projection::{Projection, ViewState};
+        use crate::view::{ViewKind, ViewSpec};
+
+        let mut fields = FieldRegistry::new();
+        let (k, t, ts) = (fields.intern("k"), fields.intern("t"), fields.intern("ts"));
+        let n = Expr::parse("n", &mut fields).unwrap();
+        let table = TableSpec {
+            filter: Some(Expr::parse("t <> 'skip'", &mut fields).unwrap()),
+            columns: vec![TableColumn {
+                name: "n".into(),
+                expr: n.clone(),
+                ty: ColumnType::Float64,
+            }],
+            retain: Retain::default(),
+        };
+        let sum = AggregateSpec {
+            filter: None,
+            group_by: vec![],
+            columns: vec![AggColumn {
+                name: "total".into(),
+                func: AggFn::Sum,
+                arg: Some(n),
+                ty: ColumnType::Int64,
+            }],
+        };
+        let envelope = Envelope {
+            id: None,
+            event_type: t,
+            key: k,
+            version: None,
+            timestamp: Some(ts),
+        };
+        let views = vec![
+            ViewSpec {
+                name: "rows".into(),
+                kind: ViewKind::Table(table),
+            },
+            ViewSpec {
+                name: "sum".into(),
+                kind: ViewKind::Aggregate(sum),
+            },
+        ];
+        let p = Projection::new(envelope, views, &fields);
+        let mut state = p.new_partition_state();
+        let mut scratch = p.scratch();
+        let slots = fields.len();
+        let event = |ty: &str, n: Value, time: i64| {
+            let mut e = vec![Value::Null; slots];
+            e[k.index()] = Value::Str("a".into());
+            e[t.index()] = Value::Str(ty.into());
+            e[ts.index()] = Value::Int(time);
+            e[fields.get("n").unwrap().index()] = n;
+            e
+        };
+        p.apply_at(
+            &mut state,
+            &mut scratch,
+            &event("x", Value::Int(1), 10),
+            Some(7),
+        )
+        .unwrap();
+        // 1.5 is a float64 for the table but not an int64 for the sum: no row.
+        assert!(
+            p.apply_at(
+                &mut state,
+                &mut scratch,
+                &event("x", Value::Float(1.5), 20),
+                Some(8)
+            )
+            .is_err()
+        );
+        p.apply_at(
+            &mut state,
+            &mut scratch,
+            &event("skip", Value::Int(2), 30),
+            Some(9),
+        )
+        .unwrap();
+        p.apply(&mut state, &mut scratch, &event("x", Value::Int(3), 40))
+            .unwrap();
+        let ViewState::Table(rows) = &state.views[0] else {
+            panic!("a table state")
+        };
+        let got: Vec<_> = rows
+            .rows
+            .iter()
+            .map(|r| (r.offset, r.time, r.values[0].clone()))
+            .collect();
+        assert_eq!(
+            got,
+            [
+                (7, Some(10), Value::Float(1.0)),
+                // Without an offset, rows are numbered by arrival in the state.
+                (1, Some(40), Value::Float(3.0)),
+            ]
+        );
+        assert_eq!(rows.max_time, Some(40));
+    }
 }
