@@ -291,7 +291,7 @@ const PAIRS: &[u8; 200] = b"\
 
 /// Writes `n` in decimal into the end of `tmp`, returning where its digits start.
 #[inline]
-fn format_u64(tmp: &mut [u8; 20], mut n: u64) -> usize {
+pub(crate) fn format_u64(tmp: &mut [u8; 20], mut n: u64) -> usize {
     let mut i = tmp.len();
     while n >= 100 {
         let pair = (n % 100) as usize * 2;

@@ -2,6 +2,7 @@
 //!
 //! ```text
 //!  generator ─┐
+//!  nexmark   ─┤
 //!  file/stdin ┼─▶ Source::poll ──▶ RawBatch (bytes + partition + offset) ──▶ engine (decode, route)
 //!  (kafka)   ─┘
 //!
@@ -15,6 +16,7 @@ pub mod dead_letter;
 pub mod file;
 pub mod generator;
 pub mod kafka;
+pub mod nexmark;
 pub mod replay;
 pub mod source;
 

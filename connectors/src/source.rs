@@ -4,6 +4,7 @@ use crate::Result;
 use crate::file::FileConfig;
 use crate::generator::GeneratorConfig;
 use crate::kafka::KafkaConfig;
+use crate::nexmark::NexmarkConfig;
 use std::collections::BTreeMap;
 
 /// Where one record came from.
@@ -233,6 +234,8 @@ pub enum SourceConfig {
     File(FileConfig),
     /// `type: kafka`.
     Kafka(KafkaConfig),
+    /// `type: nexmark`.
+    Nexmark(NexmarkConfig),
 }
 
 /// Opens a source, starting each partition at `resume` (or at its beginning).
@@ -243,6 +246,7 @@ pub fn open(config: &SourceConfig, resume: &Resume) -> Result<Box<dyn Source>> {
         }
         SourceConfig::File(c) => Ok(Box::new(crate::file::FileSource::open(c, resume)?)),
         SourceConfig::Kafka(c) => Ok(Box::new(crate::kafka::KafkaSource::open(c, resume)?)),
+        SourceConfig::Nexmark(c) => Ok(Box::new(crate::nexmark::NexmarkSource::new(c, resume))),
     }
 }
 

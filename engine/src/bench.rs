@@ -204,13 +204,20 @@ pub fn run(options: &BenchOptions) -> Result<BenchReport> {
             bail!("bench cannot replay stdin: save the input to a file and use a file source")
         }
         SourceConfig::File(_) => "file",
+        SourceConfig::Nexmark(_) => "nexmark",
         SourceConfig::Kafka(_) => bail!(
             "bench does not drive Kafka sources yet; benches/scripts/kafka-throughput.sh \
              compares a pipeline with a bare consumer on the same topic"
         ),
     };
-    if let (Some(n), SourceConfig::Generator(g)) = (options.events, &mut cfg.source) {
-        g.events = n;
+    match (options.events, &mut cfg.source) {
+        (Some(n), SourceConfig::Generator(g)) => g.events = n,
+        (Some(n), SourceConfig::Nexmark(x)) => {
+            x.events = n;
+            // Recorded before the clock starts anyway.
+            x.pregenerate = false;
+        }
+        _ => {}
     }
     let mut base = RunOptions::resolve(&cfg, None);
     if let Some(w) = options.workers {
@@ -583,6 +590,8 @@ fn prepare_queries(
         let key_col = match &spec.kind {
             ViewKind::Fold(_) => Some(schema.field(0).name().clone()),
             ViewKind::Aggregate(a) => a.group_by.first().map(|g| g.name.clone()),
+            // Append-only: no key; the aggregate over all rows is its query.
+            ViewKind::Table(_) => None,
         };
         if let Some(col) = key_col {
             let q = format!(

@@ -168,6 +168,7 @@ async fn views(State(app): State<AppState>) -> Response {
             kind: match v.kind {
                 projector_operators::view::ViewKind::Fold(_) => "fold",
                 projector_operators::view::ViewKind::Aggregate(_) => "aggregate",
+                projector_operators::view::ViewKind::Table(_) => "table",
             },
             columns: catalog.schemas[i]
                 .fields()

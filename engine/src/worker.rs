@@ -8,7 +8,7 @@
 use crate::bad_records::{BadRecord, BadRecords};
 use crate::epoch::CoordMsg;
 use crate::status::Counters;
-use crate::view::{FoldChunk, WorkerViewData, build_fold_chunk, build_worker_view};
+use crate::view::{FoldChunk, WorkerViewData, build_fold_chunk, build_worker_view_from};
 use crossbeam_channel::{Receiver, Sender};
 use projector_operators::projection::{Outcome, PartitionState, Projection, ViewState};
 use projector_operators::snapshot;
@@ -172,7 +172,10 @@ impl Worker {
                         let state = partitions
                             .entry(m.partition)
                             .or_insert_with(|| self.projection.new_partition_state());
-                        match self.projection.apply(state, &mut scratch, event) {
+                        match self
+                            .projection
+                            .apply_at(state, &mut scratch, event, Some(m.offset))
+                        {
                             Ok(Outcome::Applied) => applied += 1,
                             Ok(Outcome::Duplicate) => dups += 1,
                             Err(e) => {
@@ -206,11 +209,14 @@ impl Worker {
                     }
                     if dirty {
                         for (v, spec) in self.projection.views().iter().enumerate() {
+                            let previous = cached[v].take();
                             cached[v] = Some(match spec.kind {
                                 ViewKind::Fold(_) => {
                                     refresh_chunks(spec, v, &mut partitions, &mut chunks[v])
                                 }
-                                _ => build_worker_view(spec, v, &partitions),
+                                _ => {
+                                    build_worker_view_from(spec, v, &partitions, previous.as_ref())
+                                }
                             });
                         }
                         dirty = false;

@@ -18,7 +18,8 @@ use std::collections::BTreeMap;
 use std::path::Path;
 
 /// The pipeline under test: a fold view using set/add/delete/"*" on every column type,
-/// and two aggregate views (grouped, and filtered into one global group).
+/// two aggregate views (grouped, and filtered into one global group), and a table view
+/// retained by row count and by age.
 const PIPELINE: &str = r#"
 name: prop
 source: { type: file, path: EVENTS }
@@ -57,7 +58,19 @@ views:
       filter: "payload.n > 2"
       columns:
         events: "count(*)"
+  - name: log
+    table:
+      filter: "type <> 'Other'"
+      columns:
+        id: id
+        n: { expr: payload.n, type: int64 }
+        at: { expr: ts, type: timestamp }
+      retain: { rows: 40, age: 400000ms }
 "#;
+
+/// `log`'s retention, as in PIPELINE.
+const LOG_ROWS: usize = 40;
+const LOG_AGE_MS: i64 = 400_000;
 
 /// One random input line.
 #[derive(Debug, Clone)]
@@ -245,6 +258,10 @@ struct Oracle {
     applied: u64,
     duplicates: u64,
     bad: Vec<usize>,
+    /// Every row the table `log` took in, in input order: (line, n, ts).
+    log: Vec<(usize, Option<i64>, Option<i64>)>,
+    /// The line being applied.
+    line: usize,
 }
 
 #[derive(Debug, Clone, Default, PartialEq)]
@@ -274,6 +291,7 @@ impl Oracle {
         for (i, line) in lines.iter().enumerate() {
             match serde_json::from_str::<Json>(line) {
                 Ok(Json::Object(e)) => {
+                    o.line = i;
                     if o.apply(&e).is_err() {
                         o.bad.push(i);
                     }
@@ -383,7 +401,24 @@ impl Oracle {
         if n.is_some_and(|n| n > 2) {
             self.big += 1;
         }
+        if ty != "Other" {
+            self.log.push((self.line, n, ts));
+        }
         Ok(())
+    }
+
+    /// What `log` keeps: of the newest LOG_ROWS rows by input order, those at most
+    /// LOG_AGE_MS older than the newest row's time (or without a time).
+    fn log_rows(&self) -> Vec<Json> {
+        let newest = self.log.iter().filter_map(|r| r.2).max();
+        self.log[self.log.len().saturating_sub(LOG_ROWS)..]
+            .iter()
+            .filter(|(_, _, ts)| match (ts, newest) {
+                (Some(t), Some(m)) => *t >= m - LOG_AGE_MS,
+                _ => true,
+            })
+            .map(|(line, n, ts)| json!({"id": format!("e{line}"), "n": n, "at": ts}))
+            .collect()
     }
 
     fn items_rows(&self) -> Vec<Json> {
@@ -477,6 +512,12 @@ fn check(lines: &[Line], workers: usize, publish_ms: u64) -> Result<(), TestCase
     }
     let by_type = query(&rt, &sql, "SELECT * FROM by_type ORDER BY event_type");
     let big = query(&rt, &sql, "SELECT events FROM big");
+    let mut log = query(&rt, &sql, "SELECT id, n, at FROM log");
+    for row in &mut log {
+        row["at"] = millis_of(&row["at"]);
+    }
+    // Input order: by the line number in the id.
+    log.sort_by_key(|r| r["id"].as_str().and_then(|s| s[1..].parse::<usize>().ok()));
     pipeline.stop().expect("stops");
 
     let counters = shared.counters.snapshot();
@@ -487,6 +528,7 @@ fn check(lines: &[Line], workers: usize, publish_ms: u64) -> Result<(), TestCase
     prop_assert_eq!(items, oracle.items_rows());
     prop_assert_eq!(by_type, oracle.by_type_rows());
     prop_assert_eq!(big, vec![json!({"events": oracle.big})]);
+    prop_assert_eq!(log, oracle.log_rows());
 
     let letters =
         std::fs::read_to_string(dir.path().join("state/dead-letters.ndjson")).unwrap_or_default();

@@ -32,7 +32,7 @@ const MAX_DEPTH: usize = 256;
 
 /// What [`Expr::parse`] supports, for error messages.
 const SUPPORTED: &str = "only field paths, literals, arithmetic, comparisons, AND/OR/NOT, ||, \
-                         IS [NOT] NULL and CASE are supported";
+                         IS [NOT] NULL, CASE and tumble(time, 'size') are supported";
 
 /// What [`parse_aggregate`] supports, for error messages.
 const SUPPORTED_AGGREGATES: &str =
@@ -62,6 +62,12 @@ enum Node {
         operand: Option<Box<Node>>,
         whens: Vec<(Node, Node)>,
         otherwise: Option<Box<Node>>,
+    },
+    /// `tumble(time, 'size')`: the start (epoch ms) of the tumbling window of `size_ms`
+    /// milliseconds, aligned to the Unix epoch, that holds `time`.
+    Tumble {
+        time: Box<Node>,
+        size_ms: i64,
     },
 }
 
@@ -348,6 +354,9 @@ fn compile(e: &ast::Expr, fields: &mut FieldRegistry, depth: usize) -> Result<No
     let d = depth + 1;
     let mut sub = |x: &ast::Expr| compile(x, fields, d).map(Box::new);
     let node = match e {
+        ast::Expr::Function(f) if is_function(f, "tumble") => {
+            return compile_tumble(e, f, fields, d);
+        }
         ast::Expr::Identifier(_)
         | ast::Expr::CompoundIdentifier(_)
         | ast::Expr::CompoundFieldAccess { .. }
@@ -419,6 +428,93 @@ fn compile(e: &ast::Expr, fields: &mut FieldRegistry, depth: usize) -> Result<No
         _ => return Err(unsupported(e)),
     };
     Ok(fold(node))
+}
+
+/// True when `f` is a call of the function `name` (case-insensitive, unqualified) with
+/// an argument list.
+fn is_function(f: &ast::Function, name: &str) -> bool {
+    matches!(&f.name.0[..], [ObjectNamePart::Identifier(id)] if id.value.eq_ignore_ascii_case(name))
+        && matches!(f.args, FunctionArguments::List(_))
+}
+
+/// `tumble(time, 'size')`: `size` is a duration literal (`10s`, `1m`, `500ms`, humantime
+/// syntax), at least 1ms and a whole number of milliseconds.
+fn compile_tumble(
+    e: &ast::Expr,
+    f: &ast::Function,
+    fields: &mut FieldRegistry,
+    depth: usize,
+) -> Result<Node, ExprError> {
+    let usage = || {
+        ExprError::new(format!(
+            "`{e}`: tumble takes a time and a window size literal, e.g. tumble(date_time, '10s')"
+        ))
+    };
+    let FunctionArguments::List(list) = &f.args else {
+        return Err(usage());
+    };
+    if list.duplicate_treatment.is_some()
+        || !list.clauses.is_empty()
+        || f.filter.is_some()
+        || f.over.is_some()
+        || !matches!(f.parameters, FunctionArguments::None)
+    {
+        return Err(usage());
+    }
+    let [
+        FunctionArg::Unnamed(FunctionArgExpr::Expr(time)),
+        FunctionArg::Unnamed(FunctionArgExpr::Expr(size)),
+    ] = &list.args[..]
+    else {
+        return Err(usage());
+    };
+    let size = match size {
+        ast::Expr::Value(v) => match &v.value {
+            ast::Value::SingleQuotedString(s) => s,
+            _ => return Err(usage()),
+        },
+        _ => return Err(usage()),
+    };
+    let size_ms = humantime::parse_duration(size)
+        .ok()
+        .filter(|d| d.subsec_nanos() % 1_000_000 == 0)
+        .and_then(|d| i64::try_from(d.as_millis()).ok())
+        .filter(|ms| *ms >= 1)
+        .ok_or_else(|| {
+            ExprError::new(format!(
+                "`{e}`: bad window size '{size}': expected a duration of whole milliseconds, \
+                 at least 1ms, like '10s', '1m' or '500ms'"
+            ))
+        })?;
+    Ok(Node::Tumble {
+        time: Box::new(compile(time, fields, depth)?),
+        size_ms,
+    })
+}
+
+/// The start of the tumbling window of `size_ms` that holds `v` (epoch ms or RFC 3339).
+fn tumble(v: &Value, size_ms: i64) -> Result<Value, EvalError> {
+    let ms = match v {
+        Value::Null => return Ok(Value::Null),
+        Value::Int(i) => *i,
+        Value::Float(f) if f.fract() == 0.0 && (-9.2e18..9.2e18).contains(f) => *f as i64,
+        Value::Str(s) => match crate::value::parse_timestamp_millis(s) {
+            Some(ms) => ms,
+            None => {
+                return Err(EvalError::new(format!(
+                    "tumble: '{s}' is not an RFC 3339 timestamp"
+                )));
+            }
+        },
+        other => {
+            return Err(EvalError::new(format!(
+                "tumble: expected a timestamp (epoch milliseconds or RFC 3339), found {} {other}",
+                other.kind()
+            )));
+        }
+    };
+    // Floor, not truncation: windows before 1970 start before their events too.
+    Ok(Value::Int(ms - ms.rem_euclid(size_ms)))
 }
 
 /// Collects the segments of a field path (`a`, `a.b.c`, `"Quoted".b`). Keywords that
@@ -629,6 +725,7 @@ fn eval_node<'a>(node: &'a Node, event: &'a [Value]) -> Result<Cow<'a, Value>, E
                 None => Cow::Owned(Value::Null),
             }
         }
+        Node::Tumble { time, size_ms } => Cow::Owned(tumble(&*eval_node(time, event)?, *size_ms)?),
     })
 }
 
@@ -1367,5 +1464,70 @@ mod tests {
         assert!(err("sum(foo(x))").starts_with("unsupported expression `foo(x)`"));
         assert!(err("sum(x) y").starts_with("invalid expression `sum(x) y`"));
         assert!(err("sum(").starts_with("invalid expression `sum(`"));
+    }
+
+    #[test]
+    fn tumble_gives_the_window_start() {
+        let t = |text: &str, v: Value| eval_with(text, &[("t", v)]);
+        assert_eq!(t("tumble(t, '10s')", Value::Int(0)).unwrap(), Value::Int(0));
+        assert_eq!(
+            t("tumble(t, '10s')", Value::Int(9_999)).unwrap(),
+            Value::Int(0)
+        );
+        assert_eq!(
+            t("tumble(t, '10s')", Value::Int(10_000)).unwrap(),
+            Value::Int(10_000)
+        );
+        assert_eq!(
+            t("TUMBLE(t, '1m')", Value::Int(1_767_225_659_999)).unwrap(),
+            Value::Int(1_767_225_600_000)
+        );
+        // Floor, not truncation, before the epoch.
+        assert_eq!(
+            t("tumble(t, '10s')", Value::Int(-1)).unwrap(),
+            Value::Int(-10_000)
+        );
+        assert_eq!(
+            t("tumble(t, '500ms')", Value::Float(1_250.0)).unwrap(),
+            Value::Int(1_000)
+        );
+        assert_eq!(
+            t("tumble(t, '1h')", s("2026-01-01T10:59:59.999Z")).unwrap(),
+            Value::Int(1_767_261_600_000)
+        );
+        assert_eq!(t("tumble(t, '10s')", Value::Null).unwrap(), Value::Null);
+        // It nests like any expression.
+        assert_eq!(
+            t("tumble(t + 5000, '10s') + 1", Value::Int(6_000)).unwrap(),
+            Value::Int(10_001)
+        );
+        for bad in [s("yesterday"), Value::Bool(true), Value::Float(1.5)] {
+            let e = t("tumble(t, '10s')", bad.clone()).unwrap_err().message;
+            assert!(e.starts_with("tumble:"), "{bad:?}: {e}");
+        }
+    }
+
+    #[test]
+    fn tumble_needs_a_time_and_a_size_literal() {
+        for (text, needle) in [
+            ("tumble(t)", "takes a time and a window size literal"),
+            (
+                "tumble(t, '10s', 1)",
+                "takes a time and a window size literal",
+            ),
+            ("tumble(t, 10)", "takes a time and a window size literal"),
+            ("tumble(t, size)", "takes a time and a window size literal"),
+            ("tumble(t, '10 parsecs')", "bad window size '10 parsecs'"),
+            ("tumble(t, '0s')", "bad window size '0s'"),
+            ("tumble(t, '1us')", "bad window size '1us'"),
+            (
+                "tumble(DISTINCT t, '1s')",
+                "takes a time and a window size literal",
+            ),
+            ("hop(t, '1s')", "unsupported expression"),
+        ] {
+            let m = parse_err(text);
+            assert!(m.contains(needle), "{text}: {m}");
+        }
     }
 }

@@ -5,7 +5,8 @@
 //!            ──▶ envelope (key, type, version, time)
 //!            ──▶ projection: version check, then every view's operator
 //!                 ├─ fold:      one row per key (set / add / delete handlers)
-//!                 └─ aggregate: partial aggregates per group
+//!                 ├─ aggregate: partial aggregates per group
+//!                 └─ table:     one row per matching event (append-only, retained)
 //!            ──▶ state, which the engine turns into Arrow snapshots
 //!                 and `snapshot` encodes for checkpoints
 //! ```
@@ -22,5 +23,6 @@ pub mod fold;
 pub mod projection;
 pub mod rows;
 pub mod snapshot;
+pub mod table;
 pub mod value;
 pub mod view;

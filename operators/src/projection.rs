@@ -10,6 +10,7 @@ use crate::envelope::{Envelope, EnvelopeError, key_text, timestamp_millis};
 use crate::expr::{AggFn, EvalError, Expr};
 use crate::fields::{FieldId, FieldRegistry};
 use crate::fold::{FoldSpec, Handler};
+use crate::table::{TableRow, TableSpec, TableState};
 use crate::value::{ColumnType, TypeError, Value};
 use crate::view::{ViewKind, ViewSpec};
 use std::sync::Arc;
@@ -116,6 +117,8 @@ pub enum ViewState {
     Fold(FoldState),
     /// An aggregate view's partials.
     Aggregate(AggState),
+    /// A table view's rows.
+    Table(TableState),
 }
 
 /// Everything one source partition's events produced: the unit of checkpoint and hand-off.
@@ -152,6 +155,14 @@ pub struct Scratch {
     fold: Vec<FoldPlan>,
     /// Per aggregate view: group values and per-column inputs.
     agg: Vec<AggPlan>,
+    /// Per table view: the planned row.
+    table: Vec<TablePlan>,
+}
+
+#[derive(Debug, Default)]
+struct TablePlan {
+    matched: bool,
+    values: Vec<Value>,
 }
 
 #[derive(Debug, Default)]
@@ -206,6 +217,7 @@ impl Projection {
                 .map(|v| match v.kind {
                     ViewKind::Fold(_) => ViewState::Fold(FoldState::default()),
                     ViewKind::Aggregate(_) => ViewState::Aggregate(AggState::default()),
+                    ViewKind::Table(_) => ViewState::Table(TableState::default()),
                 })
                 .collect(),
         }
@@ -216,6 +228,7 @@ impl Projection {
         Scratch {
             fold: self.views.iter().map(|_| FoldPlan::default()).collect(),
             agg: self.views.iter().map(|_| AggPlan::default()).collect(),
+            table: self.views.iter().map(|_| TablePlan::default()).collect(),
         }
     }
 
@@ -230,11 +243,27 @@ impl Projection {
     }
 
     /// Applies one decoded event to every view of `state`, or to none.
+    ///
+    /// Without a source position, table rows are ordered by arrival in `state` (see
+    /// [`Projection::apply_at`]); fine for one state, as in tests and benchmarks.
     pub fn apply(
         &self,
         state: &mut PartitionState,
         scratch: &mut Scratch,
         event: &[Value],
+    ) -> Result<Outcome, ApplyError> {
+        self.apply_at(state, scratch, event, None)
+    }
+
+    /// Applies one decoded event, read at `offset` of its source partition, to every
+    /// view of `state`, or to none. The offset orders table rows (retention keeps the
+    /// newest by offset); `None` numbers them by arrival in `state`.
+    pub fn apply_at(
+        &self,
+        state: &mut PartitionState,
+        scratch: &mut Scratch,
+        event: &[Value],
+        offset: Option<u64>,
     ) -> Result<Outcome, ApplyError> {
         // Envelope.
         let key_value = self.key(event)?;
@@ -263,11 +292,15 @@ impl Projection {
                 }
             },
         };
+        let mut time = None;
         if let Some(f) = self.envelope.timestamp {
             let v = &event[f.index()];
-            if !v.is_null() && timestamp_millis(v).is_none() {
-                let path = self.names.timestamp.clone();
-                return Err(EnvelopeError::BadTimestamp(path, v.to_string()).into());
+            if !v.is_null() {
+                time = timestamp_millis(v);
+                if time.is_none() {
+                    let path = self.names.timestamp.clone();
+                    return Err(EnvelopeError::BadTimestamp(path, v.to_string()).into());
+                }
             }
         }
         if let Some(v) = version
@@ -293,6 +326,9 @@ impl Projection {
                 }
                 (ViewKind::Aggregate(spec), ViewState::Aggregate(st)) => {
                     plan_aggregate(&view.name, spec, st, event, &mut scratch.agg[i])?;
+                }
+                (ViewKind::Table(spec), ViewState::Table(_)) => {
+                    plan_table(&view.name, spec, event, &mut scratch.table[i])?;
                 }
                 _ => unreachable!("state built by new_partition_state"),
             }
@@ -338,6 +374,18 @@ impl Projection {
                     for (acc, input) in accs.iter_mut().zip(plan.inputs.iter()) {
                         acc.update(input);
                     }
+                }
+                (ViewKind::Table(spec), ViewState::Table(st)) => {
+                    let plan = &mut scratch.table[i];
+                    if !plan.matched {
+                        continue;
+                    }
+                    let row = TableRow {
+                        offset: offset.unwrap_or(st.next_number()),
+                        time,
+                        values: plan.values.drain(..).collect(),
+                    };
+                    st.push(row, &spec.retain);
                 }
                 _ => unreachable!(),
             }
@@ -466,6 +514,50 @@ fn push_write(plan: &mut FoldPlan, col: usize, v: Value) {
     }
 }
 
+/// The value of a view's `filter` for an event: false and null skip it.
+fn passes(view: &str, filter: Option<&Expr>, event: &[Value]) -> Result<bool, ApplyError> {
+    let Some(filter) = filter else {
+        return Ok(true);
+    };
+    let keep = filter.eval(event).map_err(|source| ApplyError::Eval {
+        view: view.into(),
+        column: "filter".into(),
+        source,
+    })?;
+    match keep {
+        Value::Bool(b) => Ok(b),
+        Value::Null => Ok(false),
+        other => Err(ApplyError::Type {
+            view: view.into(),
+            column: "filter".into(),
+            source: TypeError {
+                expected: ColumnType::Bool,
+                found: other.kind(),
+                value: other.to_string(),
+            },
+        }),
+    }
+}
+
+fn plan_table(
+    view: &str,
+    spec: &TableSpec,
+    event: &[Value],
+    plan: &mut TablePlan,
+) -> Result<(), ApplyError> {
+    plan.matched = false;
+    plan.values.clear();
+    if !passes(view, spec.filter.as_ref(), event)? {
+        return Ok(());
+    }
+    for c in &spec.columns {
+        plan.values
+            .push(eval_into(view, &c.name, c.ty, &c.expr, event)?);
+    }
+    plan.matched = true;
+    Ok(())
+}
+
 fn plan_aggregate(
     view: &str,
     spec: &AggregateSpec,
@@ -476,30 +568,8 @@ fn plan_aggregate(
     plan.matched = false;
     plan.group.clear();
     plan.inputs.clear();
-    if let Some(filter) = &spec.filter {
-        let keep = filter.eval(event).map_err(|source| ApplyError::Eval {
-            view: view.into(),
-            column: "filter".into(),
-            source,
-        })?;
-        let keep = match keep {
-            Value::Bool(b) => b,
-            Value::Null => false,
-            other => {
-                return Err(ApplyError::Type {
-                    view: view.into(),
-                    column: "filter".into(),
-                    source: TypeError {
-                        expected: ColumnType::Bool,
-                        found: other.kind(),
-                        value: other.to_string(),
-                    },
-                });
-            }
-        };
-        if !keep {
-            return Ok(());
-        }
+    if !passes(view, spec.filter.as_ref(), event)? {
+        return Ok(());
     }
     for g in &spec.group_by {
         plan.group

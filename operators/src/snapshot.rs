@@ -11,13 +11,15 @@
 //! splits them again by key, for however many workers the new run has.
 //!
 //! The format is ours and small: a magic, the shape of every view (so a checkpoint of
-//! a pipeline whose views changed is refused, not misread), then versions, fold rows
-//! and aggregate partials. Integers are little-endian, strings are length-prefixed
+//! a pipeline whose views changed is refused, not misread), then versions, fold rows,
+//! aggregate partials and table rows (each with its offset and event time; a table's
+//! retention is not part of the shape: a changed one applies from the next event). Integers are little-endian, strings are length-prefixed
 //! UTF-8. Maps are written in their iteration order; equal states may encode to
 //! different bytes, which nothing depends on.
 
 use crate::aggregate::Acc;
 use crate::projection::{PartitionState, Projection, ViewState};
+use crate::table::{TableRow, TableState};
 use crate::value::Value;
 use crate::view::ViewKind;
 use std::sync::Arc;
@@ -57,6 +59,15 @@ pub fn encode(projection: &Projection, state: &PartitionState, out: &mut Vec<u8>
                 for (group, accs) in &a.groups {
                     group.iter().for_each(|v| put_value(out, v));
                     accs.iter().for_each(|acc| put_acc(out, acc));
+                }
+            }
+            ViewState::Table(t) => {
+                put_opt_i64(out, t.max_time);
+                put_u64(out, t.rows.len() as u64);
+                for row in &t.rows {
+                    put_u64(out, row.offset);
+                    put_opt_i64(out, row.time);
+                    row.values.iter().for_each(|v| put_value(out, v));
                 }
             }
         }
@@ -105,6 +116,25 @@ pub fn decode(projection: &Projection, bytes: &[u8]) -> Result<PartitionState, C
                     s.groups.insert(group, accs);
                 }
             }
+            (ViewKind::Table(t), ViewState::Table(s)) => {
+                let max_time = r.opt_i64()?;
+                let n = r.u64()?;
+                // Not `with_capacity(n)`: a damaged count must not allocate wildly.
+                let mut rows = std::collections::VecDeque::new();
+                for _ in 0..n {
+                    let offset = r.u64()?;
+                    let time = r.opt_i64()?;
+                    let values = (0..t.columns.len())
+                        .map(|_| r.value())
+                        .collect::<Result<_, _>>()?;
+                    rows.push_back(TableRow {
+                        offset,
+                        time,
+                        values,
+                    });
+                }
+                *s = TableState::from_rows(rows, max_time);
+            }
             _ => unreachable!("new_partition_state follows the views"),
         }
     }
@@ -129,14 +159,17 @@ pub fn merge(state: &mut PartitionState, other: PartitionState) {
                 }
             }
             (ViewState::Aggregate(a), ViewState::Aggregate(b)) => a.merge(&b),
+            (ViewState::Table(a), ViewState::Table(b)) => a.merge(b),
             _ => unreachable!("pieces of one projection have the same view kinds"),
         }
     }
 }
 
 /// Splits a partition's state into `n` pieces: every key (its version and fold rows) to
-/// the piece `route(key)` names, and the aggregate partials, which are not keyed by
-/// the routing key, to piece 0 (a query merges the partials of all workers anyway).
+/// the piece `route(key)` names, and the aggregate partials and table rows, which are
+/// not keyed by the routing key, to piece 0 (a query merges the partials and unions
+/// the rows of all workers anyway; table rows stay in offset order in piece 0, and
+/// every later row of the partition has a higher offset wherever it goes).
 pub fn split(
     projection: &Projection,
     state: PartitionState,
@@ -160,6 +193,7 @@ pub fn split(
                 }
             }
             ViewState::Aggregate(agg) => pieces[0].views[v] = ViewState::Aggregate(agg),
+            ViewState::Table(t) => pieces[0].views[v] = ViewState::Table(t),
         }
     }
     pieces
@@ -193,8 +227,21 @@ fn encode_shape(projection: &Projection, out: &mut Vec<u8>) {
                     put_str(out, c.ty.name());
                 }
             }
+            ViewKind::Table(t) => {
+                out.push(2);
+                put_u64(out, t.columns.len() as u64);
+                for c in &t.columns {
+                    put_str(out, &c.name);
+                    put_str(out, c.ty.name());
+                }
+            }
         }
     }
+}
+
+fn put_opt_i64(out: &mut Vec<u8>, v: Option<i64>) {
+    out.push(u8::from(v.is_some()));
+    out.extend_from_slice(&v.unwrap_or(0).to_le_bytes());
 }
 
 fn put_u64(out: &mut Vec<u8>, n: u64) {
@@ -287,6 +334,12 @@ impl<'a> Reader<'a> {
         Ok(u64::from_le_bytes(self.array()?))
     }
 
+    fn opt_i64(&mut self) -> Result<Option<i64>, CodecError> {
+        let present = self.bool()?;
+        let v = i64::from_le_bytes(self.array()?);
+        Ok(present.then_some(v))
+    }
+
     fn bool(&mut self) -> Result<bool, CodecError> {
         match self.u8()? {
             0 => Ok(false),
@@ -371,6 +424,8 @@ fn canonical(state: &PartitionState) -> String {
                 groups.sort();
                 groups.join(";")
             }
+            // In order: a table's rows are a sequence.
+            ViewState::Table(t) => format!("{:?}|{:?}", t.max_time, t.rows),
         })
         .collect();
     format!("{versions:?}|{views:?}")
@@ -385,12 +440,14 @@ mod tests {
     use crate::fields::FieldRegistry;
     use crate::fold::{ColumnSpec, FoldSpec, Handler};
     use crate::projection::{AggState, FastMap};
+    use crate::table::{Retain, TableColumn, TableSpec};
     use crate::value::ColumnType;
     use crate::view::ViewSpec;
     use proptest::prelude::*;
 
-    /// A projection with a fold view (every column type) and an aggregate view (every
-    /// accumulator), over fields `k` (key), `t` (type), `v` (version) and `x`.
+    /// A projection with a fold view (every column type), an aggregate view (every
+    /// accumulator) and a table view (every column type), over fields `k` (key), `t`
+    /// (type), `v` (version) and `x`.
     fn projection() -> Projection {
         let mut fields = FieldRegistry::new();
         let (k, t, v, x) = (
@@ -444,10 +501,26 @@ mod tests {
                 agg("mean", AggFn::Avg, ColumnType::Float64),
             ],
         };
+        let table = TableSpec {
+            filter: None,
+            columns: ColumnType::ALL
+                .iter()
+                .map(|(name, ty)| TableColumn {
+                    name: (*name).into(),
+                    expr: Expr::field(x),
+                    ty: *ty,
+                })
+                .collect(),
+            retain: Retain::default(),
+        };
         let views = vec![
             ViewSpec {
                 name: "f".into(),
                 kind: ViewKind::Fold(fold),
+            },
+            ViewSpec {
+                name: "tb".into(),
+                kind: ViewKind::Table(table),
             },
             ViewSpec {
                 name: "a".into(),
@@ -481,12 +554,19 @@ mod tests {
             any::<f64>(),
             any::<i64>(),
         );
+        let table_row = (
+            any::<u64>(),
+            proptest::option::of(any::<i64>()),
+            proptest::collection::vec(value(), 5),
+        );
         (
             proptest::collection::hash_map(key, any::<i64>(), 0..20),
             proptest::collection::hash_map(key, row, 0..20),
             proptest::collection::vec((value(), accs), 0..6),
+            proptest::collection::vec(table_row, 0..20),
+            proptest::option::of(any::<i64>()),
         )
-            .prop_map(move |(versions, rows, groups)| {
+            .prop_map(move |(versions, rows, groups, table_rows, max_time)| {
                 let mut s = empty.clone();
                 s.versions = versions
                     .into_iter()
@@ -512,7 +592,17 @@ mod tests {
                     agg.groups
                         .insert(vec![g].into_boxed_slice(), accs.into_boxed_slice());
                 }
-                s.views[1] = ViewState::Aggregate(agg);
+                s.views[2] = ViewState::Aggregate(agg);
+                let mut table_rows: Vec<TableRow> = table_rows
+                    .into_iter()
+                    .map(|(offset, time, values)| TableRow {
+                        offset,
+                        time,
+                        values: values.into_boxed_slice(),
+                    })
+                    .collect();
+                table_rows.sort_by_key(|r| r.offset);
+                s.views[1] = ViewState::Table(TableState::from_rows(table_rows.into(), max_time));
                 s
             })
     }

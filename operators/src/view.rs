@@ -2,6 +2,7 @@
 
 use crate::aggregate::AggregateSpec;
 use crate::fold::FoldSpec;
+use crate::table::TableSpec;
 
 /// A view: a name and what computes it.
 #[derive(Debug, Clone, PartialEq)]
@@ -19,4 +20,6 @@ pub enum ViewKind {
     Fold(FoldSpec),
     /// Grouped aggregates.
     Aggregate(AggregateSpec),
+    /// One row per matching event.
+    Table(TableSpec),
 }

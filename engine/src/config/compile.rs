@@ -6,6 +6,7 @@ use super::{CheckpointConfig, DeadLetterTopic, Format, OnError, PipelineConfig};
 use projector_connectors::SourceConfig;
 use projector_connectors::file::FileConfig;
 use projector_connectors::generator::{GeneratorConfig, Scenario, scenario_from_name};
+use projector_connectors::nexmark::NexmarkConfig;
 use projector_operators::envelope::Envelope;
 use projector_operators::fields::FieldRegistry;
 use std::path::{Path, PathBuf};
@@ -108,9 +109,10 @@ pub(crate) fn pipeline(ctx: &mut Ctx<'_>, root: &Node, file: &Path) -> Option<Pi
     let envelope = top
         .require(ctx, "envelope")
         .and_then(|e| envelope(ctx, e.value, &e.path, &mut fields));
-    let views = top
-        .require(ctx, "views")
-        .and_then(|e| views::views(ctx, e.value, &e.path, &mut fields));
+    let views = top.require(ctx, "views").and_then(|e| {
+        let has_time = envelope.as_ref().map(|env| env.timestamp.is_some());
+        views::views(ctx, e.value, &e.path, &mut fields, has_time)
+    });
     let dead_letter = match top.get("dead_letter") {
         None => Some(None),
         Some(e) => dead_letter(ctx, e.value, &e.path, source.as_ref(), on_error).map(Some),
@@ -211,8 +213,10 @@ fn source(
         ("generator", "generator"),
         ("file", "file"),
         ("kafka", "kafka"),
+        ("nexmark", "nexmark"),
     ];
     const GENERATOR_KEYS: &[&str] = &["type", "scenario", "events", "keys", "seed"];
+    const NEXMARK_KEYS: &[&str] = &["type", "events", "rate", "base_time", "pregenerate"];
     const FILE_KEYS: &[&str] = &["type", "path"];
     const ALL_KEYS: &[&str] = &[
         "type",
@@ -220,6 +224,9 @@ fn source(
         "events",
         "keys",
         "seed",
+        "rate",
+        "base_time",
+        "pregenerate",
         "path",
         "brokers",
         "topics",
@@ -239,6 +246,7 @@ fn source(
     let allowed = match ty {
         Some("generator") => GENERATOR_KEYS,
         Some("kafka") => super::kafka::KEYS,
+        Some("nexmark") => NEXMARK_KEYS,
         Some(_) => FILE_KEYS,
         None => ALL_KEYS,
     };
@@ -247,6 +255,7 @@ fn source(
     match ty? {
         "generator" => generator(ctx, &rec).map(SourceConfig::Generator),
         "kafka" => super::kafka::source(ctx, &rec, pipeline).map(SourceConfig::Kafka),
+        "nexmark" => nexmark(ctx, &rec).map(SourceConfig::Nexmark),
         _ => file_source(ctx, &rec, file).map(SourceConfig::File),
     }
 }
@@ -272,6 +281,53 @@ fn generator(ctx: &mut Ctx<'_>, rec: &Record<'_>) -> Option<GeneratorConfig> {
         events: events?,
         keys: keys?,
         seed: seed?,
+    })
+}
+
+/// `source: {type: nexmark, events, rate, base_time, pregenerate}`.
+fn nexmark(ctx: &mut Ctx<'_>, rec: &Record<'_>) -> Option<NexmarkConfig> {
+    let defaults = NexmarkConfig::default();
+    let mut int = |key: &str, default: u64, min: i64, max: i64| match rec.get(key) {
+        Some(e) => ctx.integer(e.value, &e.path, min, max).map(|v| v as u64),
+        None => Some(default),
+    };
+    let events = int("events", defaults.events, 0, i64::MAX);
+    // At most one event per microsecond: the crate's clock has microsecond steps.
+    let rate = int("rate", defaults.rate, 1, 1_000_000);
+    let base_time_ms = match rec.get("base_time") {
+        None => Some(defaults.base_time_ms),
+        Some(e) => match &e.value.data {
+            saphyr::YamlData::Value(saphyr::Scalar::Integer(_)) => ctx
+                .integer(e.value, &e.path, 0, i64::MAX / 2)
+                .map(|v| v as u64),
+            saphyr::YamlData::Value(saphyr::Scalar::String(s)) => {
+                match projector_operators::value::parse_timestamp_millis(s) {
+                    Some(ms) if ms >= 0 => Some(ms as u64),
+                    _ => {
+                        let message = format!(
+                            "invalid base_time '{s}': use epoch milliseconds or an RFC 3339 \
+                             time at or after 1970, such as '2026-01-01T00:00:00Z'"
+                        );
+                        ctx.error("config.invalid_value", e.value, &e.path, message);
+                        None
+                    }
+                }
+            }
+            _ => {
+                ctx.wrong_type(e.value, &e.path, "epoch milliseconds or an RFC 3339 string");
+                None
+            }
+        },
+    };
+    let pregenerate = match rec.get("pregenerate") {
+        Some(e) => ctx.boolean(e.value, &e.path),
+        None => Some(false),
+    };
+    Some(NexmarkConfig {
+        events: events?,
+        rate: rate?,
+        base_time_ms: base_time_ms?,
+        pregenerate: pregenerate?,
     })
 }
 
@@ -324,7 +380,7 @@ fn checkpoint(ctx: &mut Ctx<'_>, node: &Node, path: &str) -> Option<CheckpointCo
     })
 }
 
-fn duration(ctx: &mut Ctx<'_>, node: &Node, path: &str) -> Option<Duration> {
+pub(super) fn duration(ctx: &mut Ctx<'_>, node: &Node, path: &str) -> Option<Duration> {
     let Some(text) = (match &node.data {
         saphyr::YamlData::Value(saphyr::Scalar::String(s)) => Some(s.to_string()),
         _ => None,

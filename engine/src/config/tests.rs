@@ -926,14 +926,21 @@ fn the_documented_example_is_the_tested_one() {
 
 #[test]
 fn the_shipped_pipelines_load() {
-    let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("../pipelines");
-    for entry in std::fs::read_dir(dir).unwrap() {
-        let path = entry.unwrap().path();
-        let is_yaml = path.extension().is_some_and(|e| e == "yaml" || e == "yml");
-        if is_yaml && let Err(e) = load(&path) {
-            panic!("{} does not load:\n{e}", path.display());
+    let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("../pipelines");
+    let mut loaded = 0;
+    for dir in [root.clone(), root.join("nexmark")] {
+        for entry in std::fs::read_dir(dir).unwrap() {
+            let path = entry.unwrap().path();
+            let is_yaml = path.extension().is_some_and(|e| e == "yaml" || e == "yml");
+            if is_yaml {
+                if let Err(e) = load(&path) {
+                    panic!("{} does not load:\n{e}", path.display());
+                }
+                loaded += 1;
+            }
         }
     }
+    assert!(loaded >= 6, "only {loaded} pipelines found");
 }
 
 #[test]
@@ -1019,4 +1026,249 @@ fn kafka_fields_and_a_dead_letter_topic() {
     assert!(e.message.contains("on_error: dead_letter"), "{}", e.message);
     let e = one_error(&pipeline(kafka, "key", "dead_letter: { topic: 'a b' }\n"));
     assert_eq!(e.path, "dead_letter.topic");
+}
+
+#[test]
+fn nexmark_source() {
+    use projector_connectors::nexmark::{DEFAULT_BASE_TIME_MS, DEFAULT_RATE, NexmarkConfig};
+    let with_source = |s: &str| {
+        format!(
+            "name: t\nsource: {s}\nenvelope: {{ id: event_id, type: kind, key: event_id }}\nviews: [{{ name: v, fold: {{ on: {{ bid: delete }} }} }}]\n"
+        )
+    };
+    let c = load_ok(&with_source("{ type: nexmark }"));
+    assert_eq!(
+        c.source,
+        SourceConfig::Nexmark(NexmarkConfig {
+            events: 1_000_000,
+            rate: DEFAULT_RATE,
+            base_time_ms: DEFAULT_BASE_TIME_MS,
+            pregenerate: false,
+        })
+    );
+    let c = load_ok(&with_source(
+        "{ type: nexmark, events: 5, rate: 1000, base_time: '2026-01-01T00:00:10Z', pregenerate: true }",
+    ));
+    assert_eq!(
+        c.source,
+        SourceConfig::Nexmark(NexmarkConfig {
+            events: 5,
+            rate: 1_000,
+            base_time_ms: DEFAULT_BASE_TIME_MS + 10_000,
+            pregenerate: true,
+        })
+    );
+    let c = load_ok(&with_source("{ type: nexmark, base_time: 0 }"));
+    let SourceConfig::Nexmark(n) = c.source else {
+        panic!()
+    };
+    assert_eq!(n.base_time_ms, 0);
+
+    let errs = errors(&with_source(
+        "{ type: nexmark, events: -1, rate: 0, base_time: yesterday, keys: 3 }",
+    ));
+    assert_eq!(
+        summary(&errs),
+        vec![
+            ("config.invalid_value", 2, 34, "source.events".to_string()),
+            ("config.invalid_value", 2, 44, "source.rate".to_string()),
+            (
+                "config.invalid_value",
+                2,
+                58,
+                "source.base_time".to_string()
+            ),
+            ("config.unknown_field", 2, 69, "source.keys".to_string()),
+        ],
+        "{}",
+        ConfigErrors(errs.clone())
+    );
+    assert_eq!(
+        errs[1].message,
+        "0 is out of range: must be between 1 and 1000000"
+    );
+    assert!(
+        errs[2].message.starts_with("invalid base_time 'yesterday'"),
+        "{}",
+        errs[2].message
+    );
+    let e = one_error(&with_source("{ type: nexmark, base_time: [1] }"));
+    assert_eq!(
+        (e.code, e.path.as_str()),
+        ("config.invalid_type", "source.base_time")
+    );
+}
+
+#[test]
+fn table_views_are_checked() {
+    const TIMED: &str = "name: t
+source: { type: nexmark, events: 10 }
+envelope: { id: event_id, type: kind, key: event_id, timestamp: date_time }
+views:
+";
+    let table = |v: &str| format!("{TIMED}  - name: v\n    table:\n{v}");
+    let ok = load_ok(&table(
+        "      filter: \"kind = 'bid'\"\n      columns:\n        auction: { expr: auction, type: int64 }\n        euros: { expr: 'price * 0.908', type: float64 }\n        channel: channel\n        at: { expr: date_time, type: timestamp }\n      retain: { rows: 100, age: 10m }\n",
+    ));
+    let ViewKind::Table(t) = &ok.views[0].kind else {
+        panic!()
+    };
+    assert!(t.filter.is_some());
+    let cols: Vec<_> = t.columns.iter().map(|c| (c.name.as_str(), c.ty)).collect();
+    assert_eq!(
+        cols,
+        [
+            ("auction", ColumnType::Int64),
+            ("euros", ColumnType::Float64),
+            ("channel", ColumnType::String),
+            ("at", ColumnType::Timestamp),
+        ]
+    );
+    assert_eq!(t.retain.rows, Some(100));
+    assert_eq!(t.retain.age_ms, Some(600_000));
+    let ok = load_ok(&table("      columns: { p: price }\n"));
+    let ViewKind::Table(t) = &ok.views[0].kind else {
+        panic!()
+    };
+    assert!(t.filter.is_none() && !t.retain.is_bounded());
+
+    // Every mistake at once, each at its place.
+    let errs = errors(&table(
+        "      filter: 'kind ='\n      columns:\n        a: { expr: auction, type: int32 }\n        a: price\n        1b: price\n        c: { type: int64 }\n        d: [x]\n      retain: { rows: 0, age: soon, size: 3 }\n      order_by: x\n",
+    ));
+    assert_eq!(
+        summary(&errs),
+        vec![
+            (
+                "config.bad_expression",
+                7,
+                15,
+                "views[0].table.filter".to_string()
+            ),
+            (
+                "config.invalid_value",
+                9,
+                35,
+                "views[0].table.columns.a.type".to_string()
+            ),
+            (
+                "config.duplicate_key",
+                10,
+                9,
+                "views[0].table.columns.a".to_string()
+            ),
+            (
+                "config.invalid_value",
+                11,
+                9,
+                "views[0].table.columns.1b".to_string()
+            ),
+            (
+                "config.missing_field",
+                12,
+                12,
+                "views[0].table.columns.c.expr".to_string()
+            ),
+            (
+                "config.invalid_type",
+                13,
+                12,
+                "views[0].table.columns.d".to_string()
+            ),
+            (
+                "config.invalid_value",
+                14,
+                23,
+                "views[0].table.retain.rows".to_string()
+            ),
+            (
+                "config.invalid_value",
+                14,
+                31,
+                "views[0].table.retain.age".to_string()
+            ),
+            (
+                "config.unknown_field",
+                14,
+                37,
+                "views[0].table.retain.size".to_string()
+            ),
+            (
+                "config.unknown_field",
+                15,
+                7,
+                "views[0].table.order_by".to_string()
+            ),
+        ],
+        "{}",
+        ConfigErrors(errs.clone())
+    );
+
+    let e = one_error(&table("      columns: {}\n"));
+    assert_eq!(
+        (e.code, e.path.as_str()),
+        ("config.invalid_value", "views[0].table.columns")
+    );
+    let e = one_error(&table("      filter: 'true'\n"));
+    assert_eq!(
+        (e.code, e.path.as_str()),
+        ("config.missing_field", "views[0].table.columns")
+    );
+    let e = one_error(&table("      columns: { p: price }\n      retain: {}\n"));
+    assert_eq!(
+        (e.code, e.path.as_str(), e.line),
+        ("config.missing_field", "views[0].table.retain.rows", 8)
+    );
+    let e = one_error(&table(
+        "      columns: { p: price }\n      retain: { age: 1500us }\n",
+    ));
+    assert_eq!(e.message, "age must be a whole number of milliseconds");
+    // `age` needs an event time.
+    let untimed = format!(
+        "{HEAD}  - name: v\n    table:\n      columns: {{ p: price }}\n      retain: {{ rows: 5, age: 1m }}\n"
+    );
+    let e = one_error(&untimed);
+    assert_eq!(
+        (e.code, e.path.as_str(), e.line, e.column),
+        ("config.invalid_value", "views[0].table.retain.age", 8, 26)
+    );
+    assert!(
+        e.message.contains("envelope maps no 'timestamp'"),
+        "{}",
+        e.message
+    );
+    // One kind per view.
+    let e = one_error(&format!(
+        "{HEAD}  - name: v\n    fold: {{ on: {{ A: delete }} }}\n    table: {{ columns: {{ p: price }} }}\n"
+    ));
+    assert_eq!(
+        (e.code, e.path.as_str(), e.line),
+        ("config.invalid_value", "views[0].table", 7)
+    );
+    assert_eq!(
+        e.message,
+        "a view is one of 'fold', 'aggregate' or 'table'; this one has 'fold' and 'table'"
+    );
+}
+
+#[test]
+fn tumble_groups_an_aggregate_by_window() {
+    let c = load_ok(&format!(
+        "{HEAD}  - name: v\n    aggregate:\n      group_by: {{ window: {{ expr: \"tumble(date_time, '10s')\", type: timestamp }} }}\n      columns: {{ top: {{ expr: 'max(price)', type: int64 }} }}\n"
+    ));
+    let ViewKind::Aggregate(a) = &c.views[0].kind else {
+        panic!()
+    };
+    assert_eq!(a.group_by[0].ty, ColumnType::Timestamp);
+    let e = one_error(&format!(
+        "{HEAD}  - name: v\n    aggregate:\n      group_by: {{ window: \"tumble(date_time, '10 parsecs')\" }}\n      columns: {{ n: 'count(*)' }}\n"
+    ));
+    assert_eq!(
+        (e.code, e.path.as_str()),
+        (
+            "config.bad_expression",
+            "views[0].aggregate.group_by.window"
+        )
+    );
+    assert!(e.message.contains("bad window size"), "{}", e.message);
 }

@@ -1,21 +1,25 @@
-//! `views:`: fold and aggregate views, their columns, handlers and expressions.
+//! `views:`: fold, aggregate and table views, their columns, handlers and expressions.
 
 use super::yaml::{Ctx, Entry, Node, join, unknown_message};
 use projector_operators::aggregate::{AggColumn, AggregateSpec, GroupColumn};
 use projector_operators::expr::{AggFn, Expr, parse_aggregate};
 use projector_operators::fields::FieldRegistry;
 use projector_operators::fold::{ColumnSpec, FoldSpec, Handler};
+use projector_operators::table::{Retain, TableColumn, TableSpec};
 use projector_operators::value::{ColumnType, Value};
 use projector_operators::view::{ViewKind, ViewSpec};
 use saphyr::{Scalar, YamlData};
 use std::collections::HashMap;
 
-/// `views:`: a non-empty sequence of views with unique names.
+/// `views:`: a non-empty sequence of views with unique names. `has_time` says whether
+/// the envelope maps `timestamp` (`None` when the envelope itself was wrong): a table's
+/// `retain.age` needs it.
 pub(crate) fn views(
     ctx: &mut Ctx<'_>,
     node: &Node,
     path: &str,
     fields: &mut FieldRegistry,
+    has_time: Option<bool>,
 ) -> Option<Vec<ViewSpec>> {
     let YamlData::Sequence(items) = &node.data else {
         ctx.wrong_type(node, path, "a sequence of views");
@@ -29,7 +33,15 @@ pub(crate) fn views(
     let mut names: Vec<(String, usize)> = Vec::new();
     let mut out = Some(Vec::with_capacity(items.len()));
     for (i, item) in items.iter().enumerate() {
-        let v = view(ctx, item, &format!("{path}[{i}]"), i, fields, &mut names);
+        let v = view(
+            ctx,
+            item,
+            &format!("{path}[{i}]"),
+            i,
+            fields,
+            &mut names,
+            has_time,
+        );
         out = out.zip(v).map(|(mut all, v)| {
             all.push(v);
             all
@@ -45,8 +57,10 @@ fn view(
     index: usize,
     fields: &mut FieldRegistry,
     names: &mut Vec<(String, usize)>,
+    has_time: Option<bool>,
 ) -> Option<ViewSpec> {
-    let rec = ctx.record(node, path, &["name", "fold", "aggregate"])?;
+    const KINDS: [&str; 3] = ["fold", "aggregate", "table"];
+    let rec = ctx.record(node, path, &["name", "fold", "aggregate", "table"])?;
     let name = rec.require(ctx, "name").and_then(|e| {
         let name = identifier(ctx, e.value, &e.path, "view name")?;
         if let Some((_, first)) = names.iter().find(|(n, _)| *n == name) {
@@ -57,22 +71,27 @@ fn view(
         names.push((name.clone(), index));
         Some(name)
     });
-    let fold = rec.get("fold").map(|e| fold(ctx, e.value, &e.path, fields));
-    let aggregate = rec
-        .get("aggregate")
-        .map(|e| aggregate(ctx, e.value, &e.path, fields));
-    let kind = match (fold, aggregate) {
-        (Some(f), None) => f.map(ViewKind::Fold),
-        (None, Some(a)) => a.map(ViewKind::Aggregate),
-        (Some(_), Some(_)) => {
-            let e = rec.get("aggregate").expect("present");
-            let message = "a view is either 'fold' or 'aggregate', not both".to_string();
-            ctx.error("config.invalid_value", e.key, &e.path, message);
+    let present: Vec<&str> = KINDS.iter().copied().filter(|k| rec.has(k)).collect();
+    let kind = match present[..] {
+        [] => {
+            let message = "a view needs 'fold', 'aggregate' or 'table'".to_string();
+            ctx.error("config.missing_field", node, &join(path, "fold"), message);
             None
         }
-        (None, None) => {
-            let message = "a view needs 'fold' or 'aggregate'".to_string();
-            ctx.error("config.missing_field", node, &join(path, "fold"), message);
+        [one] => {
+            let e = rec.get(one).expect("present");
+            match one {
+                "fold" => fold(ctx, e.value, &e.path, fields).map(ViewKind::Fold),
+                "aggregate" => aggregate(ctx, e.value, &e.path, fields).map(ViewKind::Aggregate),
+                _ => table(ctx, e.value, &e.path, fields, has_time).map(ViewKind::Table),
+            }
+        }
+        [first, second, ..] => {
+            let e = rec.get(second).expect("present");
+            let message = format!(
+                "a view is one of 'fold', 'aggregate' or 'table'; this one has '{first}' and '{second}'"
+            );
+            ctx.error("config.invalid_value", e.key, &e.path, message);
             None
         }
     };
@@ -413,6 +432,128 @@ fn target_column(
 }
 
 // ---------------------------------------------------------------------------------------
+// Table views
+
+fn table(
+    ctx: &mut Ctx<'_>,
+    node: &Node,
+    path: &str,
+    fields: &mut FieldRegistry,
+    has_time: Option<bool>,
+) -> Option<TableSpec> {
+    let rec = ctx.record(node, path, &["filter", "columns", "retain"])?;
+    let filter = match rec.get("filter") {
+        Some(e) => expression(ctx, e.value, &e.path, fields).map(Some),
+        None => Some(None),
+    };
+    let columns = rec.require(ctx, "columns").and_then(|e| {
+        let entries = ctx.entries(e.value, &e.path, true)?;
+        if entries.is_empty() {
+            let message =
+                "a table view needs at least one column, e.g. {price: {expr: price, type: int64}}"
+                    .to_string();
+            ctx.error("config.invalid_value", e.value, &e.path, message);
+            return None;
+        }
+        let mut names = Vec::new();
+        let mut out = Some(Vec::with_capacity(entries.len()));
+        for c in &entries {
+            let name_ok = new_column_name(ctx, c, &mut names);
+            let col = typed_expression(ctx, c, fields)
+                .filter(|_| name_ok)
+                .map(|(expr, ty)| TableColumn {
+                    name: c.name.clone(),
+                    expr,
+                    ty,
+                });
+            out = out.zip(col).map(|(mut all, c)| {
+                all.push(c);
+                all
+            });
+        }
+        out
+    });
+    let retain = match rec.get("retain") {
+        Some(e) => retain(ctx, e.value, &e.path, has_time),
+        None => Some(Retain::default()),
+    };
+    Some(TableSpec {
+        filter: filter?,
+        columns: columns?,
+        retain: retain?,
+    })
+}
+
+/// `retain: {rows: N, age: DURATION}`: at least one of the two.
+fn retain(ctx: &mut Ctx<'_>, node: &Node, path: &str, has_time: Option<bool>) -> Option<Retain> {
+    let rec = ctx.record(node, path, &["rows", "age"])?;
+    if !rec.has("rows") && !rec.has("age") {
+        let message = "retain needs 'rows' (a row count), 'age' (a duration) or both".to_string();
+        ctx.error("config.missing_field", node, &join(path, "rows"), message);
+        return None;
+    }
+    let rows = match rec.get("rows") {
+        Some(e) => ctx
+            .integer(e.value, &e.path, 1, i64::MAX)
+            .map(|n| Some(n as u64)),
+        None => Some(None),
+    };
+    let age_ms = match rec.get("age") {
+        Some(e) => {
+            let age = super::compile::duration(ctx, e.value, &e.path).and_then(|d| {
+                if d.subsec_nanos() % 1_000_000 != 0 {
+                    let message = "age must be a whole number of milliseconds".to_string();
+                    ctx.error("config.invalid_value", e.value, &e.path, message);
+                    return None;
+                }
+                i64::try_from(d.as_millis()).ok().or_else(|| {
+                    let message = "age is too long".to_string();
+                    ctx.error("config.invalid_value", e.value, &e.path, message);
+                    None
+                })
+            });
+            if has_time == Some(false) {
+                let message = "retain.age drops rows by event time, but the envelope maps no \
+                               'timestamp': add envelope.timestamp or use retain.rows"
+                    .to_string();
+                ctx.error("config.invalid_value", e.key, &e.path, message);
+                return None;
+            }
+            age.map(Some)
+        }
+        None => Some(None),
+    };
+    Some(Retain {
+        rows: rows?,
+        age_ms: age_ms?,
+    })
+}
+
+/// A column that is an expression: `name: EXPR` (a string column) or
+/// `name: {expr: EXPR, type: T}`.
+fn typed_expression(
+    ctx: &mut Ctx<'_>,
+    e: &Entry<'_>,
+    fields: &mut FieldRegistry,
+) -> Option<(Expr, ColumnType)> {
+    match &e.value.data {
+        YamlData::Mapping(_) => ctx
+            .record(e.value, &e.path, &["expr", "type"])
+            .and_then(|rec| {
+                let expr = rec
+                    .require(ctx, "expr")
+                    .and_then(|x| expression(ctx, x.value, &x.path, fields));
+                let ty = match rec.get("type") {
+                    Some(t) => column_type(ctx, t.value, &t.path),
+                    None => Some(ColumnType::String),
+                };
+                Some((expr?, ty?))
+            }),
+        _ => expression(ctx, e.value, &e.path, fields).map(|x| (x, ColumnType::String)),
+    }
+}
+
+// ---------------------------------------------------------------------------------------
 // Aggregate views
 
 fn aggregate(
@@ -448,7 +589,7 @@ fn new_column_name(ctx: &mut Ctx<'_>, e: &Entry<'_>, names: &mut Vec<String>) ->
     }
     if names.contains(&e.name) {
         let message = format!(
-            "column '{}' is also a group_by column; names must be unique",
+            "column '{}' is used twice in this view; names must be unique",
             e.name
         );
         ctx.error("config.invalid_value", e.key, &e.path, message);
@@ -469,22 +610,7 @@ fn group_by(
     let mut out = Some(Vec::with_capacity(entries.len()));
     for e in &entries {
         let name_ok = new_column_name(ctx, e, names);
-        let col = match &e.value.data {
-            YamlData::Mapping(_) => {
-                ctx.record(e.value, &e.path, &["expr", "type"])
-                    .and_then(|rec| {
-                        let expr = rec
-                            .require(ctx, "expr")
-                            .and_then(|x| expression(ctx, x.value, &x.path, fields));
-                        let ty = match rec.get("type") {
-                            Some(t) => column_type(ctx, t.value, &t.path),
-                            None => Some(ColumnType::String),
-                        };
-                        Some((expr?, ty?))
-                    })
-            }
-            _ => expression(ctx, e.value, &e.path, fields).map(|x| (x, ColumnType::String)),
-        };
+        let col = typed_expression(ctx, e, fields);
         let col = col.filter(|_| name_ok).map(|(expr, ty)| GroupColumn {
             name: e.name.clone(),
             expr,

@@ -3,9 +3,11 @@
 //! Fold views are built into one `RecordBatch` per chunk of rows; at each epoch a
 //! worker rebuilds only the chunks that changed. Aggregate
 //! views publish each worker's partial aggregates; a query merges the partials of all
-//! workers (two-phase aggregation), once per epoch, and caches the result.
+//! workers (two-phase aggregation), once per epoch, and caches the result. Table views
+//! are built incrementally and retained across workers at publish (see [`table`]).
 
 pub mod arrow;
+pub mod table;
 
 use self::arrow::{ColumnBuilder, arrow_type};
 use ::arrow::array::{Array, AsArray, RecordBatch};
@@ -45,6 +47,11 @@ pub fn view_schema(spec: &ViewSpec) -> SchemaRef {
                 Field::new(&c.name, arrow_type(c.ty), !counts)
             }))
             .collect(),
+        ViewKind::Table(t) => t
+            .columns
+            .iter()
+            .map(|c| Field::new(&c.name, arrow_type(c.ty), true))
+            .collect(),
     };
     Arc::new(Schema::new(fields))
 }
@@ -57,6 +64,8 @@ pub enum WorkerViewData {
     Fold(Vec<FoldChunk>),
     /// This worker's partial aggregates, all its partitions merged.
     Aggregate(Arc<AggState>),
+    /// This worker's table rows, in chunks.
+    Table(Arc<table::TablePart>),
 }
 
 /// Builds worker `partitions`' part of view number `v` from scratch.
@@ -65,7 +74,32 @@ pub fn build_worker_view(
     v: usize,
     partitions: &BTreeMap<u32, PartitionState>,
 ) -> WorkerViewData {
+    build_worker_view_from(spec, v, partitions, None)
+}
+
+/// Builds worker `partitions`' part of view number `v`, reusing what `previous` (this
+/// worker's part of the same view at an earlier epoch) holds of it where it can (table
+/// views: only the rows appended since are built).
+pub fn build_worker_view_from(
+    spec: &ViewSpec,
+    v: usize,
+    partitions: &BTreeMap<u32, PartitionState>,
+    previous: Option<&WorkerViewData>,
+) -> WorkerViewData {
     match &spec.kind {
+        ViewKind::Table(t) => {
+            let previous = match previous {
+                Some(WorkerViewData::Table(p)) => Some(&**p),
+                _ => None,
+            };
+            WorkerViewData::Table(Arc::new(table::build(
+                t,
+                &view_schema(spec),
+                v,
+                partitions,
+                previous,
+            )))
+        }
         ViewKind::Fold(_) => WorkerViewData::Fold(
             partitions
                 .values()
@@ -234,6 +268,8 @@ pub struct PublishedView {
     /// Per worker, that worker's part.
     pub parts: Vec<WorkerViewData>,
     merged: OnceLock<Result<RecordBatch, String>>,
+    /// A table view's rows, retention applied across workers (built on first use).
+    retained: OnceLock<Vec<Vec<RecordBatch>>>,
 }
 
 impl PublishedView {
@@ -242,6 +278,7 @@ impl PublishedView {
         PublishedView {
             parts,
             merged: OnceLock::new(),
+            retained: OnceLock::new(),
         }
     }
 
@@ -256,9 +293,23 @@ impl PublishedView {
                 .iter()
                 .map(|p| match p {
                     WorkerViewData::Fold(b) => b.iter().map(|c| c.batch.clone()).collect(),
-                    WorkerViewData::Aggregate(_) => vec![],
+                    _ => vec![],
                 })
                 .collect(),
+            ViewKind::Table(t) => self
+                .retained
+                .get_or_init(|| {
+                    let parts: Vec<&table::TablePart> = self
+                        .parts
+                        .iter()
+                        .filter_map(|p| match p {
+                            WorkerViewData::Table(t) => Some(&**t),
+                            _ => None,
+                        })
+                        .collect();
+                    table::publish(t, &parts)
+                })
+                .clone(),
             ViewKind::Aggregate(a) => {
                 let batch = self.merged.get_or_init(|| {
                     let mut all = AggState::default();
@@ -283,7 +334,7 @@ impl PublishedView {
                 WorkerViewData::Fold(chunks) => {
                     out.extend(chunks.iter().filter_map(|c| c.lookup(key)))
                 }
-                WorkerViewData::Aggregate(_) => return None,
+                _ => return None,
             }
         }
         Some(out)
