@@ -1,2 +1,3 @@
-//! Benchmarks for Projector: criterion micro-benchmarks live in `benches/`; the
-//! end-to-end harness behind `projector bench` will live here.
+//! Benchmarks for Projector: criterion micro-benchmarks live in `benches/`, the bare
+//! Kafka consumer baseline in `src/bin/`. The end-to-end harness behind `projector
+//! bench` lives in the engine (`engine/src/bench.rs`), since the binary runs it.
