@@ -142,16 +142,18 @@ pub fn run_coordinator(
             positions.set_published(&offsets);
             // The epoch's dead letters go to the file before its checkpoint syncs it.
             bad.commit(epoch);
-            if checkpoint && let Some(checkpointer) = &checkpointer {
-                // A failed checkpoint stops the pipeline (see Checkpointer::write); the
-                // views of this epoch are still published, they are correct.
-                checkpointer.write(epoch, &owned, p.pieces);
-            }
+            // Published before its checkpoint is written: the views are correct either
+            // way (a crash replays to the same state), and freshness should not wait
+            // for an fsync.
             catalog.publish(Published {
                 epoch,
                 views,
                 offsets,
             });
+            if checkpoint && let Some(checkpointer) = &checkpointer {
+                // A failed checkpoint stops the pipeline (see Checkpointer::write).
+                checkpointer.write(epoch, &owned, p.pieces);
+            }
             // Last: `--once` exits when it sees the final epoch, which must be durable.
             progress.set(epoch, last);
         }
