@@ -1,8 +1,8 @@
 //! Fold views: one row per key, updated by per-event-type handlers.
 
 use crate::expr::Expr;
+use crate::projection::FastMap;
 use crate::value::{ColumnType, Value};
-use std::collections::HashMap;
 
 /// One column of a fold view (the key column is not listed here).
 #[derive(Debug, Clone, PartialEq)]
@@ -34,7 +34,7 @@ pub struct FoldSpec {
     /// The other columns, in view order.
     pub columns: Vec<ColumnSpec>,
     /// Handlers by event type.
-    pub handlers: HashMap<String, Handler>,
+    pub handlers: FastMap<String, Handler>,
     /// The `"*"` handler, run for every event after its own handler unless that deleted the row.
     pub star: Option<Handler>,
 }

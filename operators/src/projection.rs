@@ -268,8 +268,8 @@ impl Projection {
         // Envelope.
         let key_value = self.key(event)?;
         let key = key_text(key_value).expect("key() checked the kind");
-        let event_type = match &event[self.envelope.event_type.index()] {
-            Value::Str(s) => s.clone(),
+        let event_type: &str = match &event[self.envelope.event_type.index()] {
+            Value::Str(s) => s,
             _ => return Err(EnvelopeError::BadType(self.names.event_type.clone()).into()),
         };
         let version = match self.envelope.version {
@@ -319,7 +319,7 @@ impl Projection {
                         &view.name,
                         spec,
                         row,
-                        &event_type,
+                        event_type,
                         event,
                         &mut scratch.fold[i],
                     )?;

@@ -5,11 +5,11 @@ use projector_operators::aggregate::{AggColumn, AggregateSpec, GroupColumn};
 use projector_operators::expr::{AggFn, Expr, parse_aggregate};
 use projector_operators::fields::FieldRegistry;
 use projector_operators::fold::{ColumnSpec, FoldSpec, Handler};
+use projector_operators::projection::FastMap;
 use projector_operators::table::{Retain, TableColumn, TableSpec};
 use projector_operators::value::{ColumnType, Value};
 use projector_operators::view::{ViewKind, ViewSpec};
 use saphyr::{Scalar, YamlData};
-use std::collections::HashMap;
 
 /// `views:`: a non-empty sequence of views with unique names. `has_time` says whether
 /// the envelope maps `timestamp` (`None` when the envelope itself was wrong): a table's
@@ -198,7 +198,7 @@ fn fold(
     let on = rec.require(ctx, "on").and_then(|e| {
         let entries = ctx.entries(e.value, &e.path, false)?;
         let mut ok = true;
-        let mut handlers = HashMap::new();
+        let mut handlers = FastMap::default();
         let mut star = None;
         for entry in &entries {
             let h = handler(ctx, entry, &columns, key_column.as_deref(), fields);
