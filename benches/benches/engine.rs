@@ -36,6 +36,15 @@ fn pipeline() -> PipelineConfig {
     projector_engine::config::load(&path).expect("the shipped pipeline is valid")
 }
 
+/// The pipeline's views, compiled.
+fn projection(config: &PipelineConfig) -> Projection {
+    Projection::new(
+        config.envelope.clone(),
+        config.views.clone(),
+        &config.fields,
+    )
+}
+
 /// Routing: key hash → worker, append to that worker's batch, send full batches of
 /// 1,024 over bounded crossbeam channels to 2 workers that drop them.
 fn route(c: &mut Criterion) {
@@ -62,11 +71,7 @@ fn route(c: &mut Criterion) {
             .decode(raw.bytes(rec), &mut decoded[i * slots..(i + 1) * slots])
             .expect("valid event");
     }
-    let projection = Projection::new(
-        config.envelope.clone(),
-        config.views.clone(),
-        &config.fields,
-    );
+    let projection = projection(&config);
     let (senders, receivers): (Vec<_>, Vec<_>) = (0..2)
         .map(|_| crossbeam_channel::bounded::<WorkerMsg>(16))
         .unzip();
@@ -124,11 +129,7 @@ fn big_state(projection: &Projection) -> PartitionState {
 /// rebuilds per chunk that changed).
 fn snapshot(c: &mut Criterion) {
     let config = pipeline();
-    let projection = Projection::new(
-        config.envelope.clone(),
-        config.views.clone(),
-        &config.fields,
-    );
+    let projection = projection(&config);
     let partitions = BTreeMap::from([(0u32, big_state(&projection))]);
     let spec = &config.views[0];
     let mut group = c.benchmark_group("snapshot");
@@ -151,11 +152,7 @@ fn snapshot(c: &mut Criterion) {
 /// chunk indexes) and an aggregate over every row; parse, plan and execute each time.
 fn sql(c: &mut Criterion) {
     let config = pipeline();
-    let projection = Projection::new(
-        config.envelope.clone(),
-        config.views.clone(),
-        &config.fields,
-    );
+    let projection = projection(&config);
     let partitions = BTreeMap::from([(0u32, big_state(&projection))]);
     let catalog = Arc::new(Catalog::new(config.views.clone(), 1, 1));
     catalog.publish(Published {

@@ -17,7 +17,7 @@
 //!    load (the clients share the machine with the pipeline).
 
 use crate::config::PipelineConfig;
-use crate::http::{AppState, router};
+use crate::http::{AppState, query_runtime, serve};
 use crate::pipeline::{Pipeline, RunOptions, Shared};
 use crate::query::{QueryLimits, SqlEngine};
 use anyhow::{Context, Result, anyhow, bail};
@@ -334,15 +334,7 @@ fn throughput_run(
     let rss_before = reset_peak_rss();
     let cpu_before = cpu_times()?;
     let started = Instant::now();
-    let pipeline = Pipeline::start_with(cfg, opts, &|resume| {
-        Ok(Box::new(ReplaySource::new(
-            recording.clone(),
-            resume,
-            None,
-            ReplayStart::default(),
-        )) as Box<dyn Source>)
-    })
-    .context("starting the pipeline")?;
+    let pipeline = start_replay(cfg, opts, recording, None, &ReplayStart::default())?;
     let shared = pipeline.shared().clone();
     let watch = watch_progress(options.progress, &shared, recording.len() as u64, label);
     let finished = pipeline.wait_until_finished();
@@ -371,6 +363,26 @@ fn throughput_run(
         },
         views,
     ))
+}
+
+/// Starts the pipeline reading `recording` (paced at `rate`, if given) instead of its
+/// configured source.
+fn start_replay(
+    cfg: &PipelineConfig,
+    opts: &RunOptions,
+    recording: &Arc<Recording>,
+    rate: Option<f64>,
+    start: &ReplayStart,
+) -> Result<Pipeline> {
+    Pipeline::start_with(cfg, opts, &|resume| {
+        Ok(Box::new(ReplaySource::new(
+            recording.clone(),
+            resume,
+            rate,
+            start.clone(),
+        )) as Box<dyn Source>)
+    })
+    .context("starting the pipeline")
 }
 
 fn summarize(runs: Vec<ThroughputRun>) -> Throughput {
@@ -418,36 +430,19 @@ fn paced_run(
     query_clients: usize,
     options: &BenchOptions,
 ) -> Result<(Freshness, Vec<QueryLatency>)> {
-    let runtime = tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(2)
-        .thread_name("query")
-        .enable_all()
-        .build()
-        .context("starting the query runtime")?;
+    let runtime = query_runtime().context("starting the query runtime")?;
     let start = ReplayStart::default();
-    let pipeline = Pipeline::start_with(cfg, opts, &|resume| {
-        Ok(Box::new(ReplaySource::new(
-            recording.clone(),
-            resume,
-            Some(rate),
-            start.clone(),
-        )) as Box<dyn Source>)
-    })
-    .context("starting the pipeline")?;
+    let pipeline = start_replay(cfg, opts, recording, Some(rate), &start)?;
     let shared = pipeline.shared().clone();
     let sql = Arc::new(SqlEngine::new(
         shared.catalog.clone(),
         QueryLimits::default(),
     )?);
-    let listener = runtime
-        .block_on(tokio::net::TcpListener::bind("127.0.0.1:0"))
-        .context("binding the HTTP API")?;
-    let addr = listener.local_addr()?;
-    let app = router(AppState {
+    let state = AppState {
         shared: shared.clone(),
         sql: sql.clone(),
-    });
-    runtime.spawn(async move { axum::serve(listener, app).await });
+    };
+    let addr = serve(&runtime, "127.0.0.1:0", state).context("binding the HTTP API")?;
 
     let label = if query_clients > 0 {
         format!("{query_clients} SQL clients at {} ev/s", si(rate))

@@ -22,6 +22,29 @@ pub struct AppState {
     pub sql: Arc<SqlEngine>,
 }
 
+/// The runtime SQL and HTTP run on: two threads of their own, never the pipeline's.
+pub fn query_runtime() -> std::io::Result<tokio::runtime::Runtime> {
+    tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .thread_name("query")
+        .enable_all()
+        .build()
+}
+
+/// Binds `addr` and serves the HTTP API on `runtime`; returns the bound address (with
+/// port 0 the system picks one).
+pub fn serve(
+    runtime: &tokio::runtime::Runtime,
+    addr: &str,
+    state: AppState,
+) -> std::io::Result<std::net::SocketAddr> {
+    let listener = runtime.block_on(tokio::net::TcpListener::bind(addr))?;
+    let bound = listener.local_addr()?;
+    let app = router(state);
+    runtime.spawn(async move { axum::serve(listener, app).await });
+    Ok(bound)
+}
+
 /// The HTTP routes.
 pub fn router(state: AppState) -> Router {
     Router::new()

@@ -3,8 +3,9 @@
 use anyhow::{Context, Result, anyhow};
 use clap::{Parser, Subcommand};
 use projector_connectors::SourceConfig;
+use projector_engine::bench::si;
 use projector_engine::config;
-use projector_engine::http::{AppState, router, status_json};
+use projector_engine::http::{AppState, query_runtime, serve, status_json};
 use projector_engine::output::{OutputFormat, render};
 use projector_engine::pipeline::{Pipeline, RunOptions, Shared};
 use projector_engine::query::{QueryLimits, SqlEngine};
@@ -310,12 +311,7 @@ fn run(args: RunArgs) -> Result<ExitCode> {
     if let Some(w) = args.workers {
         options.workers = w.max(1);
     }
-    let runtime = tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(2)
-        .thread_name("query")
-        .enable_all()
-        .build()
-        .context("starting the query runtime")?;
+    let runtime = query_runtime().context("starting the query runtime")?;
     let pipeline = Pipeline::start(&cfg, &options).context("starting the pipeline")?;
     let shared = pipeline.shared().clone();
     let sql = Arc::new(SqlEngine::new(
@@ -330,18 +326,12 @@ fn run(args: RunArgs) -> Result<ExitCode> {
         (None, true) => None,
     };
     if let Some(addr) = &http_addr {
-        let listener = runtime
-            .block_on(tokio::net::TcpListener::bind(addr))
-            .with_context(|| format!("binding the HTTP API to {addr}"))?;
-        // The bound address: with port 0 the system picked one.
-        let bound = listener
-            .local_addr()
-            .map_or_else(|_| addr.clone(), |a| a.to_string());
-        let app = router(AppState {
+        let state = AppState {
             shared: shared.clone(),
             sql: sql.clone(),
-        });
-        runtime.spawn(async move { axum::serve(listener, app).await });
+        };
+        let bound = serve(&runtime, addr, state)
+            .with_context(|| format!("binding the HTTP API to {addr}"))?;
         eprintln!(
             "{}: serving SQL on http://{bound} (POST /sql, GET /views, /status, /health)",
             cfg.name
@@ -560,16 +550,6 @@ fn thousands(n: u64) -> String {
         out.push(ch);
     }
     out
-}
-
-fn si(x: f64) -> String {
-    if x >= 1e6 {
-        format!("{:.2}M", x / 1e6)
-    } else if x >= 1e3 {
-        format!("{:.1}K", x / 1e3)
-    } else {
-        format!("{x:.0}")
-    }
 }
 
 fn produce(
