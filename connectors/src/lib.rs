@@ -12,6 +12,7 @@
 //! Sources know nothing of decoding or views: they hand out raw bytes with their
 //! position, and can be opened at a resume point.
 
+pub mod baseline;
 pub mod dead_letter;
 pub mod file;
 pub mod generator;

@@ -183,11 +183,13 @@ pub trait Source: Send {
         None
     }
 
-    /// Stops (`true`) or resumes fetching: the engine pauses the source while its
-    /// workers are behind, so records do not pile up in memory. Records already
-    /// fetched may still come from [`Source::poll`]. Sources that read on demand
-    /// (files, the generator) need not do anything.
-    fn set_paused(&mut self, _paused: bool) {}
+    /// Waits, at most `timeout`, until [`Source::poll`] may have records again; the
+    /// engine calls it after a poll came back [`Poll::Idle`]. Sources that are told
+    /// when records arrive (Kafka's queue callbacks) return as soon as they do; the
+    /// default sleeps 2 ms (or `timeout`, if shorter).
+    fn wait(&mut self, timeout: std::time::Duration) {
+        std::thread::sleep(timeout.min(std::time::Duration::from_millis(2)));
+    }
 
     /// The newest known end (next offset to be written) of each partition, where the
     /// source knows it (Kafka: from the fetch responses), for lag reporting.

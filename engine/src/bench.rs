@@ -16,6 +16,10 @@
 //!    lookup and an aggregate over all rows. Freshness is measured again under that
 //!    load (the clients share the machine with the pipeline).
 
+mod kafka;
+
+pub use kafka::{BareRun, KafkaBaseline};
+
 use crate::config::PipelineConfig;
 use crate::http::{AppState, query_runtime, serve};
 use crate::pipeline::{Pipeline, RunOptions, Shared};
@@ -87,6 +91,8 @@ pub struct BenchReport {
     pub freshness_under_queries: Option<Freshness>,
     /// Query latency per view and kind, measured during the freshness phase.
     pub queries: Vec<QueryLatency>,
+    /// Kafka sources: the topic and the bare consumer it was compared with.
+    pub kafka: Option<KafkaBaseline>,
 }
 
 /// Throughput runs.
@@ -205,10 +211,7 @@ pub fn run(options: &BenchOptions) -> Result<BenchReport> {
         }
         SourceConfig::File(_) => "file",
         SourceConfig::Nexmark(_) => "nexmark",
-        SourceConfig::Kafka(_) => bail!(
-            "bench does not drive Kafka sources yet; benches/scripts/kafka-throughput.sh \
-             compares a pipeline with a bare consumer on the same topic"
-        ),
+        SourceConfig::Kafka(_) => "kafka",
     };
     match (options.events, &mut cfg.source) {
         (Some(n), SourceConfig::Generator(g)) => g.events = n,
@@ -224,6 +227,9 @@ pub fn run(options: &BenchOptions) -> Result<BenchReport> {
         base.workers = w.max(1);
     }
     let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
+    if let SourceConfig::Kafka(k) = &cfg.source {
+        return kafka::run(options, &cfg, k, &base, cores);
+    }
 
     // Record the input.
     let started = Instant::now();
@@ -321,6 +327,7 @@ pub fn run(options: &BenchOptions) -> Result<BenchReport> {
         freshness,
         freshness_under_queries: loaded,
         queries,
+        kafka: None,
     })
 }
 
@@ -346,12 +353,28 @@ fn throughput_run(
     let read = shared.counters.snapshot().read;
     pipeline.stop().context("stopping the pipeline")?;
     finished.map_err(|e| anyhow!("the pipeline failed: {e}"))?;
-    let (user, sys) = (cpu_after.0 - cpu_before.0, cpu_after.1 - cpu_before.1);
-    let busy = (user + sys) / seconds.max(1e-9);
-    let events_per_s = read as f64 / seconds.max(1e-9);
     Ok((
+        ThroughputRun::new(read, seconds, cpu_before, cpu_after, rss_before, peak),
+        views,
+    ))
+}
+
+impl ThroughputRun {
+    /// A run of `events` in `seconds`, from the process's (user, system) CPU seconds
+    /// before and after, and its RSS before and at the peak.
+    fn new(
+        events: u64,
+        seconds: f64,
+        cpu_before: (f64, f64),
+        cpu_after: (f64, f64),
+        rss_before: u64,
+        peak: u64,
+    ) -> ThroughputRun {
+        let (user, sys) = (cpu_after.0 - cpu_before.0, cpu_after.1 - cpu_before.1);
+        let busy = (user + sys) / seconds.max(1e-9);
+        let events_per_s = events as f64 / seconds.max(1e-9);
         ThroughputRun {
-            events: read,
+            events,
             seconds,
             events_per_s,
             cpu_user_s: user,
@@ -360,9 +383,8 @@ fn throughput_run(
             events_per_s_per_busy_core: events_per_s / busy.max(1e-9),
             rss_before_bytes: rss_before,
             peak_rss_bytes: peak.max(rss_before),
-        },
-        views,
-    ))
+        }
+    }
 }
 
 /// Starts the pipeline reading `recording` (paced at `rate`, if given) instead of its
@@ -928,6 +950,38 @@ pub fn render_table(r: &BenchReport) -> String {
             run.busy_cores,
             run.peak_rss_bytes / 1_000_000,
             run.rss_before_bytes / 1_000_000,
+        );
+    }
+    if let Some(k) = &r.kafka {
+        let _ = writeln!(
+            out,
+            "\nkafka        topic {} ({} partitions, filled in {:.1} s) · bare rdkafka consumer {} events/s median of {} · pipeline at {:.0} % of it",
+            k.topic,
+            k.partitions,
+            k.produce_seconds,
+            si(k.bare_median_events_per_s),
+            k.bare_runs.len(),
+            100.0 * k.ratio
+        );
+        for (i, (bare, join)) in k
+            .bare_runs
+            .iter()
+            .zip(&k.pipeline_first_record_s)
+            .enumerate()
+        {
+            let _ = writeln!(
+                out,
+                "  run {:<2} bare {:>9} events/s  {:>6.2} s (group join {:.1} s) · pipeline group join {:.1} s",
+                i + 1,
+                si(bare.events_per_s),
+                bare.seconds,
+                bare.first_message_s,
+                join
+            );
+        }
+        let _ = writeln!(
+            out,
+            "  (both clocks start at the first message; freshness and queries are measured on recorded input)"
         );
     }
     let _ = writeln!(out, "\nviews");

@@ -29,6 +29,9 @@ use std::time::{Duration, Instant};
 
 /// Records per source poll and events per worker batch.
 const BATCH: usize = 1024;
+/// The longest an idle ingest thread waits for the source before it looks at the stop
+/// flag, the source's own events (rebalances) and the high watermarks again.
+const IDLE_WAIT: Duration = Duration::from_millis(50);
 /// Batches a worker channel holds before the source waits (backpressure).
 const CHANNEL_BATCHES: usize = 16;
 
@@ -717,12 +720,12 @@ fn ingest_loop(
                 .positions
                 .set_high_watermarks(&source.high_watermarks());
         }
-        // Backpressure: while a worker is behind, the source stops fetching, so the
-        // records waiting in memory stay bounded by the channels and what was fetched.
+        // Backpressure: while a worker is behind, a full channel blocks the ingest
+        // thread, so the source is not polled and its fetching stops at its own bound
+        // (Kafka: librdkafka's prefetch limit). Counted here for /status.
         let congested = ingress.lock().expect("ingress lock").router.congested();
         if congested != paused {
             paused = congested;
-            source.set_paused(paused);
             shared
                 .counters
                 .paused
@@ -808,7 +811,7 @@ fn ingest_loop(
         }
         match poll {
             Poll::Ready => {}
-            Poll::Idle => std::thread::sleep(Duration::from_millis(2)),
+            Poll::Idle => source.wait(IDLE_WAIT),
             Poll::Exhausted => {
                 {
                     let mut ing = ingress.lock().expect("ingress lock");

@@ -915,3 +915,69 @@ views:
         "the replay produced no letter twice"
     );
 }
+
+/// `projector bench` on a Kafka pipeline, as a user runs it: it fills a fresh topic,
+/// reads it with the bare consumer and with the pipeline in each run, and reports the
+/// ratio. The views it measured are right: its kept checkpoint, restored by `run --once`
+/// against the benchmark's topic, equals the oracle of the events it produced.
+#[test]
+fn bench_compares_a_kafka_pipeline_with_the_bare_consumer() {
+    let broker = Broker::start();
+    let dir = tempfile::tempdir().expect("tempdir");
+    let events = 20_000u64;
+    let pipeline_path = pipeline(dir.path(), &broker, "not-read-by-bench");
+    let report_path = dir.path().join("report.json");
+    let state = dir.path().join("state");
+    let out = projector()
+        .arg("bench")
+        .arg(&pipeline_path)
+        .args(["--events", &events.to_string(), "--runs", "2", "--quiet"])
+        .arg("--json")
+        .arg(&report_path)
+        .arg("--state-dir")
+        .arg(&state)
+        .output()
+        .expect("projector bench");
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "bench failed: {stderr}");
+    let table = String::from_utf8_lossy(&out.stdout);
+    for section in ["throughput", "kafka", "bare rdkafka consumer", "views"] {
+        assert!(table.contains(section), "no {section} in\n{table}");
+    }
+
+    let report: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(&report_path).expect("the JSON report"))
+            .expect("the report is JSON");
+    let num = |v: &serde_json::Value, path: &str| {
+        v.pointer(path)
+            .and_then(serde_json::Value::as_f64)
+            .unwrap_or_else(|| panic!("{path} missing in {v:#}"))
+    };
+    assert_eq!(report["source"], "kafka");
+    assert_eq!(report["events"], events);
+    assert!(report["freshness"].is_null(), "no freshness phase on Kafka");
+    let kafka = &report["kafka"];
+    assert_eq!(kafka["partitions"], 4);
+    let bare = kafka["bare_runs"].as_array().expect("bare runs");
+    let runs = report["throughput"]["runs"].as_array().expect("runs");
+    assert_eq!((bare.len(), runs.len()), (2, 2));
+    for (b, r) in bare.iter().zip(runs) {
+        assert_eq!(b["messages"], events, "the bare consumer reads every message");
+        assert_eq!(r["events"], events, "the pipeline reads every event");
+        assert!(num(b, "/events_per_s") > 0.0 && num(r, "/events_per_s") > 0.0);
+    }
+    let ratio = num(&report, "/throughput/median_events_per_s")
+        / num(kafka, "/bare_median_events_per_s");
+    assert!((num(kafka, "/ratio") - ratio).abs() < 1e-9 * ratio.max(1.0));
+
+    let topic = kafka["topic"].as_str().expect("topic");
+    let (keys, seed) = (
+        kafka["keys"].as_u64().expect("keys"),
+        kafka["seed"].as_u64().expect("seed"),
+    );
+    let restored = pipeline(dir.path(), &broker, topic);
+    let (_, accounts, volume) = run_once(&restored, &state);
+    let exp = oracle::expected(&generator_records(events, keys, seed));
+    assert_rows("accounts", &accounts, &exp.accounts_json());
+    assert_rows("volume_by_type", &volume, &exp.volume_json());
+}

@@ -11,9 +11,11 @@
 //! source does, to tell the cost of that from the cost of the engine.
 //!
 //! Without `--group` it assigns every partition itself (no group join); with it, it
-//! subscribes as a member of a fresh consumer group, as `projector run` does. It prints
-//! one JSON line: messages, bytes, seconds until the first message, seconds in all,
-//! and the rate from the first message on.
+//! subscribes as a member of a fresh consumer group, as `projector run` does, through
+//! the same function `projector bench` compares Kafka pipelines with
+//! (`projector_connectors::baseline::bare_read`). It prints one JSON line: messages,
+//! bytes, seconds until the first message, seconds in all, and the rate from the
+//! first message on.
 
 use rdkafka::consumer::{BaseConsumer, Consumer};
 use rdkafka::error::KafkaError;
@@ -62,12 +64,32 @@ fn main() {
     if partitions.is_empty() {
         fail(&format!("topic '{topic}' has no partitions on {brokers}"));
     }
-    let mut queues = Vec::new();
     if group {
-        consumer
-            .subscribe(&[topic.as_str()])
-            .unwrap_or_else(|e| fail(&format!("subscribing: {e}")));
-    } else {
+        let read = projector_connectors::baseline::bare_read(
+            brokers,
+            &args
+                .iter()
+                .filter_map(|a| a.strip_prefix("--set=")?.split_once('='))
+                .map(|(k, v)| (k.to_string(), v.to_string()))
+                .collect(),
+            topic,
+            &group_id,
+            Duration::from_secs(600),
+        )
+        .unwrap_or_else(|e| fail(&e.to_string()));
+        println!(
+            "{{\"messages\":{},\"bytes\":{},\"first_message_s\":{:.3},\"total_s\":{:.3},\"messages_per_s_from_first\":{:.0},\"checksum\":{}}}",
+            read.messages,
+            read.bytes,
+            read.first_message_s,
+            read.first_message_s + read.reading_s,
+            read.messages_per_s(),
+            read.checksum
+        );
+        return;
+    }
+    let mut queues = Vec::new();
+    {
         let mut tpl = TopicPartitionList::new();
         if split {
             for p in &partitions {
