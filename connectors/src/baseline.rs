@@ -14,6 +14,22 @@ use rdkafka::message::Message;
 use std::collections::{BTreeMap, BTreeSet};
 use std::time::{Duration, Instant};
 
+/// Logs librdkafka's errors except the end-of-partition events, which the poll loop
+/// handles (they arrive as errors too).
+struct Quiet;
+
+impl rdkafka::ClientContext for Quiet {
+    fn error(&self, error: KafkaError, reason: &str) {
+        let eof = matches!(error, KafkaError::PartitionEOF(_))
+            || error.rdkafka_error_code() == Some(rdkafka::types::RDKafkaErrorCode::PartitionEOF);
+        if !eof {
+            tracing::warn!(error = %error, reason, "kafka: bare consumer");
+        }
+    }
+}
+
+impl rdkafka::consumer::ConsumerContext for Quiet {}
+
 /// What the bare consumer read, and how fast.
 #[derive(Debug, Clone, PartialEq)]
 pub struct BareRead {
@@ -55,8 +71,8 @@ pub fn bare_read(
     if config.get("fetch.wait.max.ms").is_none() {
         config.set("fetch.wait.max.ms", "100");
     }
-    let consumer: BaseConsumer = config
-        .create()
+    let consumer: BaseConsumer<Quiet> = config
+        .create_with_context(Quiet)
         .map_err(|e| Error::Config(format!("kafka: creating the consumer: {e}")))?;
     let metadata = consumer
         .fetch_metadata(Some(topic), Duration::from_secs(10))

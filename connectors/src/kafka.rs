@@ -409,6 +409,13 @@ impl KafkaSource {
             // librdkafka's 500 ms default makes --once wait that long at every end.
             client.set("fetch.wait.max.ms", "100");
         }
+        if client.get("fetch.queue.backoff.ms").is_none() {
+            // librdkafka waits this long to fetch again once a partition's prefetch
+            // queue passed `queued.min.messages`; its 1 s default left the engine idle
+            // for up to a second after draining the queue (500K events/s instead of
+            // 750K on the issue-4 benchmark).
+            client.set("fetch.queue.backoff.ms", "50");
+        }
         if client.get("statistics.interval.ms").is_none() {
             // High watermarks for /status (lag).
             client.set("statistics.interval.ms", "1000");

@@ -962,12 +962,15 @@ fn bench_compares_a_kafka_pipeline_with_the_bare_consumer() {
     let runs = report["throughput"]["runs"].as_array().expect("runs");
     assert_eq!((bare.len(), runs.len()), (2, 2));
     for (b, r) in bare.iter().zip(runs) {
-        assert_eq!(b["messages"], events, "the bare consumer reads every message");
+        assert_eq!(
+            b["messages"], events,
+            "the bare consumer reads every message"
+        );
         assert_eq!(r["events"], events, "the pipeline reads every event");
         assert!(num(b, "/events_per_s") > 0.0 && num(r, "/events_per_s") > 0.0);
     }
-    let ratio = num(&report, "/throughput/median_events_per_s")
-        / num(kafka, "/bare_median_events_per_s");
+    let ratio =
+        num(&report, "/throughput/median_events_per_s") / num(kafka, "/bare_median_events_per_s");
     assert!((num(kafka, "/ratio") - ratio).abs() < 1e-9 * ratio.max(1.0));
 
     let topic = kafka["topic"].as_str().expect("topic");
