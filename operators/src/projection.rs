@@ -167,6 +167,8 @@ struct TablePlan {
 
 #[derive(Debug, Default)]
 struct FoldPlan {
+    /// The key's slot in the view's state, found while planning.
+    slot: Option<usize>,
     touched: bool,
     delete: bool,
     writes: Vec<(usize, Value)>,
@@ -314,7 +316,9 @@ impl Projection {
         for (i, view) in self.views.iter().enumerate() {
             match (&view.kind, &state.views[i]) {
                 (ViewKind::Fold(spec), ViewState::Fold(fs)) => {
-                    let row = fs.get(&key);
+                    let slot = fs.slot_of(&key);
+                    scratch.fold[i].slot = slot;
+                    let row = slot.map(|s| fs.row(s));
                     plan_fold(
                         &view.name,
                         spec,
@@ -348,10 +352,12 @@ impl Projection {
                 (ViewKind::Fold(spec), ViewState::Fold(fs)) => {
                     let plan = &mut scratch.fold[i];
                     if plan.delete {
-                        fs.remove(&key);
+                        if let Some(slot) = plan.slot {
+                            fs.remove_slot(slot);
+                        }
                     } else if plan.touched {
-                        let row = match fs.get_mut(&key) {
-                            Some(row) => row,
+                        let row = match plan.slot {
+                            Some(slot) => fs.row_mut(slot),
                             None => fs.insert(owned_key(key_value, &key), default_row(spec)),
                         };
                         for (col, v) in plan.writes.drain(..) {

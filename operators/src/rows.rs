@@ -1,13 +1,14 @@
 //! The rows of a fold view: a keyed slab that remembers which chunks changed.
 //!
-//! Rows live in slots of a `Vec`, found by key through a hash index. Slots are grouped
+//! Rows live in slots of a `Vec`, found by key through a hash index that holds only
+//! slot numbers (4 bytes per entry; the key is read from the slot). Slots are grouped
 //! in chunks of [`CHUNK_ROWS`]; every write marks its chunk dirty. The engine keeps one
 //! Arrow batch per chunk and, at each epoch, rebuilds only the dirty ones, so the cost
 //! of a snapshot follows what changed, not how many rows the view holds. A deleted
 //! row's slot is reused by the next new key, which keeps chunks dense.
 
-use crate::projection::FastMap;
 use crate::value::Value;
+use hashbrown::HashTable;
 use std::sync::Arc;
 
 /// Rows per chunk: the unit of snapshot rebuilds.
@@ -25,7 +26,9 @@ pub struct Row {
 /// State of one fold view for one source partition: a row of column values per key.
 #[derive(Debug, Clone, Default)]
 pub struct FoldState {
-    index: FastMap<Arc<str>, u32>,
+    /// The slot of every key, hashed by the key in the slot (not stored twice).
+    index: HashTable<u32>,
+    hasher: ahash::RandomState,
     slots: Vec<Option<Row>>,
     free: Vec<u32>,
     /// Per chunk: changed since the last [`FoldState::take_dirty`].
@@ -45,21 +48,21 @@ impl FoldState {
 
     /// The row of `key`.
     pub fn get(&self, key: &str) -> Option<&[Value]> {
-        let slot = *self.index.get(key)?;
-        self.slots[slot as usize].as_ref().map(|r| &r.values[..])
+        let slot = self.find(key)?;
+        self.slots[slot].as_ref().map(|r| &r.values[..])
     }
 
     /// The row of `key`, to change in place (its chunk becomes dirty).
     pub fn get_mut(&mut self, key: &str) -> Option<&mut [Value]> {
-        let slot = *self.index.get(key)? as usize;
+        let slot = self.find(key)?;
         self.mark(slot);
         self.slots[slot].as_mut().map(|r| &mut r.values[..])
     }
 
     /// Sets the row of `key` (replacing any), and returns it for changes.
     pub fn insert(&mut self, key: Arc<str>, values: Box<[Value]>) -> &mut [Value] {
-        let slot = match self.index.get(&*key) {
-            Some(&s) => s as usize,
+        let slot = match self.find(&key) {
+            Some(s) => s,
             None => {
                 let s = match self.free.pop() {
                     Some(s) => s as usize,
@@ -69,7 +72,15 @@ impl FoldState {
                     }
                 };
                 let id = u32::try_from(s).expect("fewer than 2^32 rows per view and partition");
-                self.index.insert(key.clone(), id);
+                let FoldState {
+                    index,
+                    hasher,
+                    slots,
+                    ..
+                } = self;
+                index.insert_unique(hasher.hash_one(&*key), id, |&other| {
+                    hasher.hash_one(slot_key(slots, other))
+                });
                 s
             }
         };
@@ -79,10 +90,51 @@ impl FoldState {
 
     /// Removes the row of `key`, returning its values.
     pub fn remove(&mut self, key: &str) -> Option<Box<[Value]>> {
-        let slot = self.index.remove(key)? as usize;
+        let hash = self.hasher.hash_one(key);
+        let slots = &self.slots;
+        let (slot, _) = self
+            .index
+            .find_entry(hash, |&id| slot_key(slots, id) == key)
+            .ok()?
+            .remove();
+        let slot = slot as usize;
         self.mark(slot);
         self.free.push(slot as u32);
         self.slots[slot].take().map(|r| r.values)
+    }
+
+    /// The slot holding the row of `key`: found once, then used with
+    /// [`FoldState::row`], [`FoldState::row_mut`] or [`FoldState::remove_slot`] while
+    /// nothing else changes the state (one hash lookup per event instead of two).
+    pub fn slot_of(&self, key: &str) -> Option<usize> {
+        self.find(key)
+    }
+
+    /// The row in `slot` (from [`FoldState::slot_of`]).
+    pub fn row(&self, slot: usize) -> &[Value] {
+        self.slots[slot].as_ref().map_or(&[], |r| &r.values[..])
+    }
+
+    /// The row in `slot`, to change in place (its chunk becomes dirty).
+    pub fn row_mut(&mut self, slot: usize) -> &mut [Value] {
+        self.mark(slot);
+        self.slots[slot]
+            .as_mut()
+            .map_or(&mut [], |r| &mut r.values[..])
+    }
+
+    /// Removes the row in `slot`, returning its values.
+    pub fn remove_slot(&mut self, slot: usize) -> Option<Box<[Value]>> {
+        let key = self.slots.get(slot)?.as_ref()?.key.clone();
+        self.remove(&key)
+    }
+
+    /// The slot of `key`.
+    fn find(&self, key: &str) -> Option<usize> {
+        let hash = self.hasher.hash_one(key);
+        self.index
+            .find(hash, |&id| slot_key(&self.slots, id) == key)
+            .map(|&id| id as usize)
     }
 
     /// Every row, in slot order.
@@ -126,6 +178,11 @@ impl FoldState {
         }
         self.dirty[c] = true;
     }
+}
+
+/// The key of an occupied slot (every slot in the index is).
+fn slot_key(slots: &[Option<Row>], id: u32) -> &str {
+    slots[id as usize].as_ref().map_or("", |r| &r.key)
 }
 
 impl FromIterator<(Arc<str>, Box<[Value]>)> for FoldState {

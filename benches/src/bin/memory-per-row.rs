@@ -5,10 +5,10 @@
 //! memory-per-row [PIPELINE] [--keys K] [--events N] [--every M]
 //! ```
 //!
-//! Runs PIPELINE (default `pipelines/bank-accounts.yaml`; its source must be the
-//! generator) in this process with K keys (default 1,000,000) and N events (default
-//! 5,000,000) through the same engine as `projector run`, with mimalloc under a
-//! counting allocator. Every M events (default 1,000,000) and at the end it prints the
+//! Records N events (default 5,000,000) over K keys (default 1,000,000) from PIPELINE's
+//! generator (default `pipelines/bank-accounts.yaml`) into memory, then replays them
+//! through the same engine as `projector run`, in this process, with mimalloc under a
+//! counting allocator (the recording is allocated before the count starts). Every M events (default 1,000,000) and at the end it prints the
 //! heap bytes the engine holds (allocated minus freed since before the start), the
 //! bytes of the published views' Arrow arrays, the fold rows, and
 //! `(heap - arrow) / rows`: what each row costs beyond its Arrow columns (its state
@@ -16,9 +16,11 @@
 //! line is the figure BENCHMARKS.md quotes. Requested sizes are counted, not the
 //! allocator's rounding; the RSS is printed alongside.
 
-use projector_connectors::SourceConfig;
+use projector_connectors::replay::{Recording, ReplaySource, ReplayStart};
+use projector_connectors::{Source, SourceConfig};
 use projector_engine::pipeline::{Pipeline, RunOptions};
 use projector_engine::view::WorkerViewData;
+use std::sync::Arc;
 use std::sync::atomic::Ordering;
 use std::time::Duration;
 
@@ -62,6 +64,15 @@ fn main() {
     };
     g.keys = keys;
     g.events = events;
+    // Recorded first, so the generator's own bookkeeping (per-account balances) is not
+    // counted: the engine replays the recording as `projector bench` does.
+    let mut source = projector_connectors::open(&cfg.source, &Default::default())
+        .unwrap_or_else(|e| fail(&format!("opening the source: {e}")));
+    let recording = Arc::new(
+        Recording::record(source.as_mut(), Some(events), |_| {})
+            .unwrap_or_else(|e| fail(&format!("recording the input: {e}"))),
+    );
+    drop(source);
     let state = tempfile::tempdir().unwrap_or_else(|e| fail(&format!("tempdir: {e}")));
     let options = RunOptions::resolve(&cfg, Some(state.path().to_path_buf()));
     println!(
@@ -73,7 +84,15 @@ fn main() {
         "events", "heap MB", "arrow MB", "rows", "bytes/row", "RSS MB"
     );
     let before = live();
-    let pipeline = Pipeline::start(&cfg, &options).unwrap_or_else(|e| fail(&e.to_string()));
+    let pipeline = Pipeline::start_with(&cfg, &options, &|resume| {
+        Ok(Box::new(ReplaySource::new(
+            recording.clone(),
+            resume,
+            None,
+            ReplayStart::default(),
+        )) as Box<dyn Source>)
+    })
+    .unwrap_or_else(|e| fail(&e.to_string()));
     let shared = pipeline.shared().clone();
     let mut next = every;
     loop {
