@@ -46,6 +46,18 @@ impl FoldState {
         self.index.is_empty()
     }
 
+    /// Makes room for `additional` more rows without growing (restoring a checkpoint).
+    pub fn reserve(&mut self, additional: usize) {
+        let FoldState {
+            index,
+            hasher,
+            slots,
+            ..
+        } = self;
+        index.reserve(additional, |&id| hasher.hash_one(slot_key(slots, id)));
+        slots.reserve(additional);
+    }
+
     /// The row of `key`.
     pub fn get(&self, key: &str) -> Option<&[Value]> {
         let slot = self.find(key)?;

@@ -89,7 +89,11 @@ pub fn decode(projection: &Projection, bytes: &[u8]) -> Result<PartitionState, C
         );
     }
     let mut state = projection.new_partition_state();
-    for _ in 0..r.u64()? {
+    let n = r.u64()?;
+    // Sized up front (no rehashing while a large state loads), but never beyond what
+    // the remaining bytes can hold: a damaged count must not allocate wildly.
+    state.versions.reserve(r.at_most(n, 8 + 8));
+    for _ in 0..n {
         let key = r.str()?;
         let version = i64::from_le_bytes(r.array()?);
         state.versions.insert(key, version);
@@ -97,8 +101,16 @@ pub fn decode(projection: &Projection, bytes: &[u8]) -> Result<PartitionState, C
     for (spec, view) in projection.views().iter().zip(state.views.iter_mut()) {
         match (&spec.kind, view) {
             (ViewKind::Fold(f), ViewState::Fold(s)) => {
-                for _ in 0..r.u64()? {
-                    let key = r.str()?;
+                let n = r.u64()?;
+                s.reserve(r.at_most(n, 8 + f.columns.len()));
+                for _ in 0..n {
+                    // The key's string is shared with its version entry, as it is
+                    // while running, instead of a second copy per key.
+                    let text = r.str_ref()?;
+                    let key = match state.versions.get_key_value(text) {
+                        Some((k, _)) => k.clone(),
+                        None => Arc::from(text),
+                    };
                     let row = (0..f.columns.len())
                         .map(|_| r.value())
                         .collect::<Result<_, _>>()?;
@@ -149,7 +161,21 @@ pub fn decode(projection: &Projection, bytes: &[u8]) -> Result<PartitionState, C
 
 /// Folds `other` (another worker's piece of the same partition) into `state`: keys are
 /// disjoint between workers; aggregate partials are merged.
-pub fn merge(state: &mut PartitionState, other: PartitionState) {
+pub fn merge(state: &mut PartitionState, mut other: PartitionState) {
+    // Move the smaller state into the larger one (merging is commutative).
+    let size = |s: &PartitionState| {
+        s.versions.len()
+            + s.views
+                .iter()
+                .map(|v| match v {
+                    ViewState::Fold(f) => f.len(),
+                    _ => 0,
+                })
+                .sum::<usize>()
+    };
+    if size(&other) > size(state) {
+        std::mem::swap(state, &mut other);
+    }
     state.versions.extend(other.versions);
     for (mine, theirs) in state.views.iter_mut().zip(other.views) {
         match (mine, theirs) {
@@ -176,6 +202,9 @@ pub fn split(
     n: usize,
     route: impl Fn(&str) -> usize,
 ) -> Vec<PartitionState> {
+    if n == 1 {
+        return vec![state];
+    }
     let mut pieces: Vec<PartitionState> =
         (0..n).map(|_| projection.new_partition_state()).collect();
     for (key, version) in state.versions {
@@ -349,15 +378,26 @@ impl<'a> Reader<'a> {
     }
 
     fn str(&mut self) -> Result<Arc<str>, CodecError> {
+        self.str_ref().map(Arc::from)
+    }
+
+    /// A string, borrowed from the bytes.
+    fn str_ref(&mut self) -> Result<&'a str, CodecError> {
         let len = usize::try_from(self.u64()?).map_err(|_| CodecError("string too long".into()))?;
         let bytes = self.take(len)?;
         match std::str::from_utf8(bytes) {
-            Ok(s) => Ok(Arc::from(s)),
+            Ok(s) => Ok(s),
             Err(_) => err(format!(
                 "invalid UTF-8 in a string ending at byte {}",
                 self.at
             )),
         }
+    }
+
+    /// `n` entries, or as many as the remaining bytes can hold at `min_bytes` each.
+    fn at_most(&self, n: u64, min_bytes: usize) -> usize {
+        let room = (self.bytes.len() - self.at) / min_bytes.max(1);
+        usize::try_from(n).unwrap_or(usize::MAX).min(room)
     }
 
     fn value(&mut self) -> Result<Value, CodecError> {
