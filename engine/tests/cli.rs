@@ -843,6 +843,12 @@ fn key_lookups_use_the_index_and_agree_with_the_oracle() {
         ),
         format!("SELECT owner, balance FROM accounts WHERE account_id = '{b}'"),
         format!("EXPLAIN SELECT * FROM accounts WHERE account_id = '{a}'"),
+        // The shape of the first query again with another key: its cached plan, bound
+        // to the new key, must answer for that key.
+        format!("SELECT * FROM accounts WHERE account_id = '{b}'"),
+        // A string compared with an int64 column, twice (the second from the cache).
+        "SELECT account_id FROM accounts WHERE deposits = '3' ORDER BY account_id".to_string(),
+        "SELECT account_id FROM accounts WHERE deposits = '3' ORDER BY account_id".to_string(),
     ];
     let mut args = vec!["--format", "json", "--workers", "2", "--quiet"];
     for q in &queries {
@@ -881,4 +887,13 @@ fn key_lookups_use_the_index_and_agree_with_the_oracle() {
         !plan.contains("FilterExec"),
         "the key filter is answered by the index, not a filter over a scan: {plan}"
     );
+    assert_rows("lookup b through the cached plan", &results[8], &row(b));
+    let three: Vec<Value> = all
+        .iter()
+        .filter(|r| r["deposits"] == 3)
+        .map(|r| json!({"account_id": r["account_id"]}))
+        .collect();
+    assert!(!three.is_empty(), "the oracle has accounts with 3 deposits");
+    assert_rows("deposits = '3'", &results[9], &three);
+    assert_rows("deposits = '3' again", &results[10], &three);
 }

@@ -3,8 +3,10 @@
 //! Every query pins the newest published epoch, plans against it, and runs under a
 //! timeout, a row cap, a memory pool and a concurrency limit. Only queries: DDL, DML,
 //! `COPY` and `SET` are rejected before anything runs. Queries run on the query
-//! runtime, never on ingestion threads.
+//! runtime, never on ingestion threads. Logical plans of repeated queries (key lookups
+//! with any key) come from a cache (`plans.rs`).
 
+mod plans;
 pub mod provider;
 
 use crate::catalog::Catalog;
@@ -15,7 +17,9 @@ use datafusion::error::DataFusionError;
 use datafusion::execution::SessionState;
 use datafusion::execution::context::{SQLOptions, SessionConfig, SessionContext};
 use datafusion::execution::runtime_env::RuntimeEnvBuilder;
+use datafusion::logical_expr::LogicalPlan;
 use futures::StreamExt;
+use plans::{Cached, PlanCache, parameterise};
 use provider::{PinnedEpoch, ViewTable};
 use std::sync::Arc;
 use std::time::Duration;
@@ -81,6 +85,7 @@ pub struct SqlEngine {
     catalog: Arc<Catalog>,
     limits: QueryLimits,
     permits: Semaphore,
+    plans: PlanCache,
 }
 
 impl std::fmt::Debug for SqlEngine {
@@ -118,6 +123,7 @@ impl SqlEngine {
             catalog,
             permits: Semaphore::new(limits.concurrency.max(1)),
             limits,
+            plans: PlanCache::default(),
         })
     }
 
@@ -134,8 +140,9 @@ impl SqlEngine {
             .config_mut()
             .set_extension(Arc::new(PinnedEpoch(pinned)));
         let limits = self.limits.clone();
+        let plans = &self.plans;
         let work = async move {
-            let plan = state.create_logical_plan(sql).await.map_err(classify)?;
+            let plan = logical_plan(&state, plans, sql).await?;
             SQLOptions::new()
                 .with_allow_ddl(false)
                 .with_allow_dml(false)
@@ -188,6 +195,42 @@ impl SqlEngine {
             )),
         }
     }
+}
+
+/// The logical plan of `sql`: from the plan cache where it has one (binding the key
+/// lookup's literals into a copy), otherwise parsed and planned, and cached.
+async fn logical_plan(
+    state: &SessionState,
+    cache: &PlanCache,
+    sql: &str,
+) -> Result<LogicalPlan, QueryError> {
+    if let Some((shape, params)) = parameterise(sql) {
+        let cached = match cache.get(&shape) {
+            Some(c) => c,
+            None => {
+                let c = match state.create_logical_plan(&shape).await {
+                    Ok(plan) => Cached::Plan(plan),
+                    Err(_) => Cached::Unparameterisable,
+                };
+                cache.put(shape.clone(), c.clone());
+                c
+            }
+        };
+        if let Cached::Plan(plan) = cached {
+            match plan.with_param_values(params) {
+                Ok(bound) => return Ok(bound),
+                Err(_) => cache.put(shape, Cached::Unparameterisable),
+            }
+        }
+        // Planned from its text, exactly as without the cache (errors included).
+        return state.create_logical_plan(sql).await.map_err(classify);
+    }
+    if let Some(Cached::Plan(plan)) = cache.get(sql) {
+        return Ok(plan);
+    }
+    let plan = state.create_logical_plan(sql).await.map_err(classify)?;
+    cache.put(sql.to_string(), Cached::Plan(plan.clone()));
+    Ok(plan)
 }
 
 fn strip(e: &DataFusionError) -> String {
