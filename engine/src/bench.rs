@@ -344,11 +344,24 @@ fn throughput_run(
     let pipeline = start_replay(cfg, opts, recording, None, &ReplayStart::default())?;
     let shared = pipeline.shared().clone();
     let watch = watch_progress(options.progress, &shared, recording.len() as u64, label);
+    finish_run(pipeline, watch, started, cpu_before, rss_before)
+}
+
+/// Waits for a throughput run to finish and measures it from `started` (and the CPU
+/// times and RSS taken then); returns the run and the views' rows.
+fn finish_run(
+    pipeline: Pipeline,
+    watch: Watch,
+    started: Instant,
+    cpu_before: (f64, f64),
+    rss_before: u64,
+) -> Result<(ThroughputRun, Vec<ViewRows>)> {
     let finished = pipeline.wait_until_finished();
     let seconds = started.elapsed().as_secs_f64();
     let cpu_after = cpu_times()?;
     let peak = peak_rss();
     watch.stop();
+    let shared = pipeline.shared().clone();
     let views = view_rows(&shared);
     let read = shared.counters.snapshot().read;
     pipeline.stop().context("stopping the pipeline")?;

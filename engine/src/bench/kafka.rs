@@ -15,8 +15,8 @@
 //! measured on recorded input (generator, file, nexmark sources), not here.
 
 use super::{
-    BenchOptions, BenchReport, StateDir, ThroughputRun, ViewRows, bar, cpu_times, median, note,
-    peak_rss, reset_peak_rss, si, summarize, view_rows, watch_progress,
+    BenchOptions, BenchReport, StateDir, ThroughputRun, ViewRows, bar, cpu_times, finish_run,
+    median, note, reset_peak_rss, si, summarize, watch_progress,
 };
 use crate::config::PipelineConfig;
 use crate::pipeline::{Pipeline, RunOptions};
@@ -258,21 +258,12 @@ fn pipeline_run(
         std::thread::sleep(Duration::from_millis(1));
     };
     let join = first.duration_since(started).as_secs_f64();
-    let finished = pipeline.wait_until_finished();
-    let seconds = first.elapsed().as_secs_f64();
-    let cpu_after = cpu_times()?;
-    let peak = peak_rss();
-    watch.stop();
-    let views = view_rows(&shared);
-    let read = shared.counters.snapshot().read;
-    pipeline.stop().context("stopping the pipeline")?;
-    finished.map_err(|e| anyhow!("the pipeline failed: {e}"))?;
-    if read != events {
-        return Err(anyhow!("the pipeline read {read} of the {events} events"));
+    let (run, views) = finish_run(pipeline, watch, first, cpu_before, rss_before)?;
+    if run.events != events {
+        return Err(anyhow!(
+            "the pipeline read {} of the {events} events",
+            run.events
+        ));
     }
-    Ok((
-        ThroughputRun::new(read, seconds, cpu_before, cpu_after, rss_before, peak),
-        join,
-        views,
-    ))
+    Ok((run, join, views))
 }
