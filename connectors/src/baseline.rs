@@ -52,6 +52,33 @@ impl BareRead {
     }
 }
 
+/// What a bare reader has counted so far: every consumer mode of the baseline counts
+/// through this, so they all do the same work per message.
+#[derive(Debug, Clone, Default)]
+pub struct Tally {
+    /// Messages read.
+    pub messages: u64,
+    /// Payload bytes read.
+    pub bytes: u64,
+    /// A sum of every payload byte.
+    pub checksum: u64,
+    /// When the first message arrived.
+    pub first: Option<Instant>,
+}
+
+impl Tally {
+    /// Counts one message and touches every byte of its payload, as a real consumer
+    /// would read it.
+    pub fn count(&mut self, payload: &[u8]) {
+        self.first.get_or_insert_with(Instant::now);
+        self.messages += 1;
+        self.bytes += payload.len() as u64;
+        self.checksum = self
+            .checksum
+            .wrapping_add(payload.iter().map(|b| u64::from(*b)).sum());
+    }
+}
+
 /// Reads `topic` from its beginning to its end as a member of the fresh consumer group
 /// `group_id`; `properties` are passed to librdkafka (as the pipeline's). Gives up
 /// with an error after `timeout`.
@@ -91,25 +118,19 @@ pub fn bare_read(
         .subscribe(&[topic])
         .map_err(|e| Error::Config(format!("kafka: subscribing to '{topic}': {e}")))?;
     let started = Instant::now();
-    let (mut messages, mut bytes, mut checksum) = (0u64, 0u64, 0u64);
-    let mut first = None;
+    let mut tally = Tally::default();
     let mut ended = BTreeSet::new();
     while ended.len() < partitions {
         if started.elapsed() > timeout {
             return Err(Error::Failed(format!(
-                "kafka: the bare consumer read {messages} messages of '{topic}' and did not \
-                 reach the end within {timeout:?}"
+                "kafka: the bare consumer read {} messages of '{topic}' and did not \
+                 reach the end within {timeout:?}",
+                tally.messages
             )));
         }
         match consumer.poll(Duration::from_millis(100)) {
             None => {}
-            Some(Ok(m)) => {
-                let payload = m.payload().unwrap_or_default();
-                first.get_or_insert_with(Instant::now);
-                messages += 1;
-                bytes += payload.len() as u64;
-                checksum = checksum.wrapping_add(payload.iter().map(|b| u64::from(*b)).sum());
-            }
+            Some(Ok(m)) => tally.count(m.payload().unwrap_or_default()),
             Some(Err(KafkaError::PartitionEOF(p))) => {
                 ended.insert(p);
             }
@@ -117,12 +138,12 @@ pub fn bare_read(
         }
     }
     let done = Instant::now();
-    let first = first.unwrap_or(done);
+    let first = tally.first.unwrap_or(done);
     Ok(BareRead {
-        messages,
-        bytes,
+        messages: tally.messages,
+        bytes: tally.bytes,
         first_message_s: first.duration_since(started).as_secs_f64(),
         reading_s: done.duration_since(first).as_secs_f64(),
-        checksum,
+        checksum: tally.checksum,
     })
 }
