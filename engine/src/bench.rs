@@ -77,9 +77,9 @@ pub struct BenchReport {
     pub workers: usize,
     /// Cores of this machine.
     pub cores: usize,
-    /// Seconds spent recording the input (not part of any figure below).
+    /// Seconds spent recording the input (Kafka: producing it; not part of any figure).
     pub record_seconds: f64,
-    /// Bytes of recorded input.
+    /// Bytes of recorded input (Kafka: of the produced messages' values).
     pub record_bytes: u64,
     /// Throughput runs and their summary.
     pub throughput: Throughput,
@@ -933,11 +933,16 @@ pub fn render_table(r: &BenchReport) -> String {
     let mut out = String::new();
     let _ = writeln!(
         out,
-        "projector bench: {} · {} events from {} ({:.1} MB recorded) · {} worker(s) · {} cores",
+        "projector bench: {} · {} events from {} ({:.1} MB {}) · {} worker(s) · {} cores",
         r.pipeline,
         r.events,
         r.source,
         r.record_bytes as f64 / 1e6,
+        if r.kafka.is_some() {
+            "produced"
+        } else {
+            "recorded"
+        },
         r.workers,
         r.cores
     );
