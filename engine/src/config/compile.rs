@@ -31,7 +31,7 @@ const TOP_KEYS: &[&str] = &[
 const MAX_GENERATOR_KEYS: i64 = 100_000_000;
 
 /// Default `publish_interval`.
-pub(crate) const DEFAULT_PUBLISH_INTERVAL: Duration = Duration::from_millis(100);
+pub(crate) const DEFAULT_PUBLISH_INTERVAL: Duration = Duration::from_millis(50);
 
 /// Compiles the document; `None` if anything was wrong (the problems are in `ctx`).
 pub(crate) fn pipeline(ctx: &mut Ctx<'_>, root: &Node, file: &Path) -> Option<PipelineConfig> {

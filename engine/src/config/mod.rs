@@ -59,7 +59,7 @@ pub struct PipelineConfig {
     pub fields: FieldRegistry,
     /// `workers:` (default: number of cores minus one, at least one).
     pub workers: Option<usize>,
-    /// `publish_interval:` (default 100ms).
+    /// `publish_interval:` (default 50ms).
     pub publish_interval: Duration,
     /// `state_dir:` (the CLI's `--state-dir` wins; default `state/<name>`).
     pub state_dir: Option<PathBuf>,

@@ -253,7 +253,7 @@ fn defaults_apply() {
     assert_eq!(c.format, Format::Json);
     assert_eq!(c.on_error, OnError::DeadLetter);
     assert_eq!(c.workers, None);
-    assert_eq!(c.publish_interval, Duration::from_millis(100));
+    assert_eq!(c.publish_interval, Duration::from_millis(50));
     assert_eq!(c.state_dir, None);
     assert_eq!(c.envelope.version, None);
     assert_eq!(c.envelope.timestamp, None);
