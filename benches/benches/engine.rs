@@ -16,7 +16,9 @@ use projector_engine::catalog::Catalog;
 use projector_engine::config::PipelineConfig;
 use projector_engine::query::{QueryLimits, SqlEngine};
 use projector_engine::router::Router;
-use projector_engine::view::{Published, PublishedView, build_fold_chunk, build_worker_view};
+use projector_engine::view::{
+    Published, PublishedView, build_fold_chunk, build_worker_view, view_schema,
+};
 use projector_engine::worker::WorkerMsg;
 use projector_operators::decode::JsonDecoder;
 use projector_operators::envelope::key_text;
@@ -142,8 +144,9 @@ fn snapshot(c: &mut Criterion) {
     let ViewState::Fold(rows) = &partitions[&0].views[0] else {
         unreachable!("view 0 is the fold")
     };
+    let schema = view_schema(spec);
     group.bench_function("fold_one_chunk", |b| {
-        b.iter(|| black_box(build_fold_chunk(spec, rows.chunk(7))))
+        b.iter(|| black_box(build_fold_chunk(spec, &schema, rows.chunk(7))))
     });
     group.finish();
 }

@@ -291,7 +291,7 @@ const PAIRS: &[u8; 200] = b"\
 
 /// Writes `n` in decimal into the end of `tmp`, returning where its digits start.
 #[inline]
-pub(crate) fn format_u64(tmp: &mut [u8; 20], mut n: u64) -> usize {
+fn format_u64(tmp: &mut [u8; 20], mut n: u64) -> usize {
     let mut i = tmp.len();
     while n >= 100 {
         let pair = (n % 100) as usize * 2;
@@ -312,7 +312,7 @@ pub(crate) fn format_u64(tmp: &mut [u8; 20], mut n: u64) -> usize {
 
 /// Appends `n` in decimal.
 #[inline]
-fn push_u64(buf: &mut Vec<u8>, n: u64) {
+pub(crate) fn push_u64(buf: &mut Vec<u8>, n: u64) {
     let mut tmp = [0u8; 20];
     let start = format_u64(&mut tmp, n);
     buf.extend_from_slice(&tmp[start..]);

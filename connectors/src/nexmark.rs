@@ -23,6 +23,7 @@
 //! * Every other field is the crate's, under its Nexmark name; prices are in cents.
 
 use crate::Result;
+use crate::generator::push_u64;
 use crate::source::{PartitionInfo, Poll, RawBatch, RawRecord, Resume, Source};
 use nexmark::EventGenerator;
 use nexmark::config::NexmarkConfig as CrateConfig;
@@ -262,14 +263,6 @@ fn push_escaped(buf: &mut Vec<u8>, s: &str) {
             b => buf.push(b),
         }
     }
-}
-
-/// Appends `n` in decimal.
-#[inline]
-fn push_u64(buf: &mut Vec<u8>, n: u64) {
-    let mut tmp = [0u8; 20];
-    let start = crate::generator::format_u64(&mut tmp, n);
-    buf.extend_from_slice(&tmp[start..]);
 }
 
 #[cfg(test)]

@@ -8,7 +8,9 @@
 use crate::bad_records::{BadRecord, BadRecords};
 use crate::epoch::CoordMsg;
 use crate::status::Counters;
-use crate::view::{FoldChunk, WorkerViewData, build_fold_chunk, build_worker_view_from};
+use crate::view::{
+    FoldChunk, WorkerViewData, build_fold_chunk, build_worker_view_from, view_schema,
+};
 use crossbeam_channel::{Receiver, Sender};
 use projector_operators::projection::{Outcome, PartitionState, Projection, ViewState};
 use projector_operators::snapshot;
@@ -281,6 +283,7 @@ fn refresh_chunks(
     cache: &mut ChunkCache,
 ) -> WorkerViewData {
     cache.retain(|p, _| partitions.contains_key(p));
+    let schema = view_schema(spec);
     for (p, state) in partitions.iter_mut() {
         let ViewState::Fold(rows) = &mut state.views[v] else {
             continue;
@@ -296,7 +299,7 @@ fn refresh_chunks(
         };
         for c in rebuild {
             if c < batches.len() {
-                batches[c] = build_fold_chunk(spec, rows.chunk(c));
+                batches[c] = build_fold_chunk(spec, &schema, rows.chunk(c));
             }
         }
     }

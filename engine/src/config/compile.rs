@@ -268,9 +268,8 @@ fn generator(ctx: &mut Ctx<'_>, rec: &Record<'_>) -> Option<GeneratorConfig> {
             .collect();
         ctx.choice(e.value, &e.path, &choices)
     });
-    let mut int = |key: &str, default: u64, min: i64, max: i64| match rec.get(key) {
-        Some(e) => ctx.integer(e.value, &e.path, min, max).map(|v| v as u64),
-        None => Some(default),
+    let mut int = |key: &str, default: u64, min: i64, max: i64| {
+        optional_u64(ctx, rec, key, default, min, max)
     };
     let events = int("events", 1_000_000, 0, i64::MAX);
     // The generator keeps a few bytes of state per key in memory.
@@ -284,12 +283,27 @@ fn generator(ctx: &mut Ctx<'_>, rec: &Record<'_>) -> Option<GeneratorConfig> {
     })
 }
 
+/// The integer at `key` of `rec` within `min..=max`, or `default` when it is absent;
+/// `None` (with the error reported) when it is not such an integer.
+fn optional_u64(
+    ctx: &mut Ctx<'_>,
+    rec: &Record<'_>,
+    key: &str,
+    default: u64,
+    min: i64,
+    max: i64,
+) -> Option<u64> {
+    match rec.get(key) {
+        Some(e) => ctx.integer(e.value, &e.path, min, max).map(|v| v as u64),
+        None => Some(default),
+    }
+}
+
 /// `source: {type: nexmark, events, rate, base_time, pregenerate}`.
 fn nexmark(ctx: &mut Ctx<'_>, rec: &Record<'_>) -> Option<NexmarkConfig> {
     let defaults = NexmarkConfig::default();
-    let mut int = |key: &str, default: u64, min: i64, max: i64| match rec.get(key) {
-        Some(e) => ctx.integer(e.value, &e.path, min, max).map(|v| v as u64),
-        None => Some(default),
+    let mut int = |key: &str, default: u64, min: i64, max: i64| {
+        optional_u64(ctx, rec, key, default, min, max)
     };
     let events = int("events", defaults.events, 0, i64::MAX);
     // At most one event per microsecond: the crate's clock has microsecond steps.

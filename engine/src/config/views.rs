@@ -455,23 +455,9 @@ fn table(
             ctx.error("config.invalid_value", e.value, &e.path, message);
             return None;
         }
-        let mut names = Vec::new();
-        let mut out = Some(Vec::with_capacity(entries.len()));
-        for c in &entries {
-            let name_ok = new_column_name(ctx, c, &mut names);
-            let col = typed_expression(ctx, c, fields)
-                .filter(|_| name_ok)
-                .map(|(expr, ty)| TableColumn {
-                    name: c.name.clone(),
-                    expr,
-                    ty,
-                });
-            out = out.zip(col).map(|(mut all, c)| {
-                all.push(c);
-                all
-            });
-        }
-        out
+        typed_columns(ctx, &entries, fields, &mut Vec::new(), |name, expr, ty| {
+            TableColumn { name, expr, ty }
+        })
     });
     let retain = match rec.get("retain") {
         Some(e) => retain(ctx, e.value, &e.path, has_time),
@@ -607,15 +593,28 @@ fn group_by(
     names: &mut Vec<String>,
 ) -> Option<Vec<GroupColumn>> {
     let entries = ctx.entries(node, path, true)?;
+    typed_columns(ctx, &entries, fields, names, |name, expr, ty| GroupColumn {
+        name,
+        expr,
+        ty,
+    })
+}
+
+/// Columns given as `name: expression` (or `{expr, type}`) entries, built by `make`;
+/// `None` if any name or expression is wrong (every one of them is reported).
+fn typed_columns<T>(
+    ctx: &mut Ctx<'_>,
+    entries: &[Entry<'_>],
+    fields: &mut FieldRegistry,
+    names: &mut Vec<String>,
+    make: impl Fn(String, Expr, ColumnType) -> T,
+) -> Option<Vec<T>> {
     let mut out = Some(Vec::with_capacity(entries.len()));
-    for e in &entries {
+    for e in entries {
         let name_ok = new_column_name(ctx, e, names);
-        let col = typed_expression(ctx, e, fields);
-        let col = col.filter(|_| name_ok).map(|(expr, ty)| GroupColumn {
-            name: e.name.clone(),
-            expr,
-            ty,
-        });
+        let col = typed_expression(ctx, e, fields)
+            .filter(|_| name_ok)
+            .map(|(expr, ty)| make(e.name.clone(), expr, ty));
         out = out.zip(col).map(|(mut all, c)| {
             all.push(c);
             all

@@ -100,16 +100,21 @@ pub fn build_worker_view_from(
                 previous,
             )))
         }
-        ViewKind::Fold(_) => WorkerViewData::Fold(
-            partitions
-                .values()
-                .filter_map(|p| match &p.views[v] {
-                    ViewState::Fold(s) => Some(s),
-                    _ => None,
-                })
-                .flat_map(|s| (0..s.chunks()).filter_map(|c| build_fold_chunk(spec, s.chunk(c))))
-                .collect(),
-        ),
+        ViewKind::Fold(_) => {
+            let schema = view_schema(spec);
+            WorkerViewData::Fold(
+                partitions
+                    .values()
+                    .filter_map(|p| match &p.views[v] {
+                        ViewState::Fold(s) => Some(s),
+                        _ => None,
+                    })
+                    .flat_map(|s| {
+                        (0..s.chunks()).filter_map(|c| build_fold_chunk(spec, &schema, s.chunk(c)))
+                    })
+                    .collect(),
+            )
+        }
         ViewKind::Aggregate(_) => {
             let mut merged = AggState::default();
             for p in partitions.values() {
@@ -156,18 +161,20 @@ impl FoldChunk {
         }
     }
 
-    /// The row of `key` in this chunk, if it is here.
-    pub fn lookup(&self, key: &str) -> Option<RecordBatch> {
+    /// The row of `key` (whose [`key_hash`] is `hash`) in this chunk, if it is here.
+    fn lookup(&self, key: &str, hash: u64) -> Option<RecordBatch> {
         let keys = self.batch.column(0).as_string_opt::<i32>()?;
         self.index
-            .find(key_hash(key), |&r| keys.value(r as usize) == key)
+            .find(hash, |&r| keys.value(r as usize) == key)
             .map(|&r| self.batch.slice(r as usize, 1))
     }
 }
 
-/// One chunk of a fold view's rows (`None` when the chunk has no rows).
+/// One chunk of a fold view's rows (`None` when the chunk has no rows); `schema` is
+/// the view's ([`view_schema`]), made once by the caller for all its chunks.
 pub fn build_fold_chunk<'a>(
     spec: &ViewSpec,
+    schema: &SchemaRef,
     rows: impl Iterator<Item = &'a Row> + Clone,
 ) -> Option<FoldChunk> {
     let ViewKind::Fold(f) = &spec.kind else {
@@ -204,7 +211,7 @@ pub fn build_fold_chunk<'a>(
     let arrays = std::iter::once(key.finish())
         .chain(cols.into_iter().map(ColumnBuilder::finish))
         .collect();
-    let batch = RecordBatch::try_new(view_schema(spec), arrays).expect("columns match the schema");
+    let batch = RecordBatch::try_new(schema.clone(), arrays).expect("columns match the schema");
     Some(FoldChunk::new(batch))
 }
 
@@ -329,10 +336,12 @@ impl PublishedView {
     /// chunk indexes, without a scan. `None` for an aggregate view.
     pub fn lookup(&self, key: &str) -> Option<Vec<RecordBatch>> {
         let mut out = Vec::new();
+        // Hashed once for every chunk's index.
+        let hash = key_hash(key);
         for p in &self.parts {
             match p {
                 WorkerViewData::Fold(chunks) => {
-                    out.extend(chunks.iter().filter_map(|c| c.lookup(key)))
+                    out.extend(chunks.iter().filter_map(|c| c.lookup(key, hash)))
                 }
                 _ => return None,
             }
