@@ -13,6 +13,13 @@ step "toolchain"
 cargo --version >&2
 rustc --version >&2
 
+step "disk"
+# A clean build writes several GB; a full disk shows up much later as a linker crash
+# ("ld terminated with signal 7 [Bus error]"), so say up front how much room there is.
+target_dir="${CARGO_TARGET_DIR:-target}"
+mkdir -p "$target_dir"
+df -h "$target_dir" >&2
+
 step "Kafka-compatible test broker (Tansu)"
 # The Kafka tests start their own brokers through this script; installing here makes a
 # failed install the first, clear error rather than a test failure.
