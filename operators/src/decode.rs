@@ -15,7 +15,8 @@ use serde::de::{self, DeserializeSeed, Deserializer, IgnoredAny, MapAccess, SeqA
 use crate::fields::FieldRegistry;
 use crate::value::Value;
 
-/// Nodes with more children than this look keys up in a hash map instead of scanning.
+/// Nodes with more children of one key length than this look keys up in a hash map
+/// instead of scanning the children of that length.
 const LINEAR_CHILDREN: usize = 8;
 
 /// A record that is not a JSON object, or not valid JSON.
@@ -47,7 +48,11 @@ struct TrieNode {
     slot: Option<usize>,
     /// Child key → node index.
     children: Vec<(Box<str>, usize)>,
-    /// The same as `children`, for nodes with many children.
+    /// The same as `children`, grouped by key length (`by_len[n]`: the keys of `n`
+    /// bytes): most keys of a record are looked up and not wanted, and the length
+    /// alone rules them out without comparing bytes or hashing.
+    by_len: Vec<Vec<(Box<str>, usize)>>,
+    /// The same as `children`, for nodes with many children of one length.
     index: Option<hashbrown::HashMap<Box<str>, usize, ahash::RandomState>>,
     /// Slots of every strict descendant, reset when this node's key is seen again (a
     /// duplicate key replaces the whole earlier value).
@@ -90,7 +95,13 @@ impl JsonDecoder {
             }
             let node = &mut nodes[n];
             node.descendant_slots = below;
-            if node.children.len() > LINEAR_CHILDREN {
+            for (key, child) in &node.children {
+                if node.by_len.len() <= key.len() {
+                    node.by_len.resize_with(key.len() + 1, Vec::new);
+                }
+                node.by_len[key.len()].push((key.clone(), *child));
+            }
+            if node.by_len.iter().any(|keys| keys.len() > LINEAR_CHILDREN) {
                 node.index = Some(node.children.iter().cloned().collect());
             }
         }
@@ -160,7 +171,8 @@ impl JsonDecoder {
         match &n.index {
             Some(index) => index.get(key).copied(),
             None => n
-                .children
+                .by_len
+                .get(key.len())?
                 .iter()
                 .find(|(k, _)| **k == *key)
                 .map(|&(_, c)| c),
@@ -626,6 +638,29 @@ mod tests {
         );
         let out = decode_ok(&refs, &raw);
         assert_eq!(out, (0..40).map(Value::Int).collect::<Vec<_>>());
+    }
+
+    #[test]
+    fn many_children_of_different_lengths_are_found_by_length() {
+        // 20 wanted keys of lengths 1..=20 (no index), and unwanted keys of the same
+        // lengths, of other lengths and longer than any wanted one.
+        let paths: Vec<String> = (1..=20).map(|n| "w".repeat(n)).collect();
+        let refs: Vec<&str> = paths.iter().map(String::as_str).collect();
+        let mut entries = Vec::new();
+        for n in (1..=25).rev() {
+            entries.push(format!("\"{}\":-{n}", "u".repeat(n)));
+            if n <= 20 {
+                entries.push(format!("\"{}\":{n}", "w".repeat(n)));
+            }
+        }
+        let raw = format!("{{{}}}", entries.join(","));
+        let out = decode_ok(&refs, &raw);
+        assert_eq!(out, (1..=20).map(Value::Int).collect::<Vec<_>>());
+        let mut fields = FieldRegistry::new();
+        for p in &refs {
+            fields.intern(p);
+        }
+        assert!(JsonDecoder::new(&fields).nodes[0].index.is_none());
     }
 
     #[test]

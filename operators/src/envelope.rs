@@ -6,7 +6,9 @@ use crate::value::{Value, parse_timestamp_millis};
 /// Where the envelope fields live in a decoded event.
 #[derive(Debug, Clone, PartialEq)]
 pub struct Envelope {
-    /// The event id (kept for dead letters and, later, dedup windows).
+    /// The event id's field, when something reads it. Nothing in the engine does yet
+    /// (dedup windows will), so a pipeline compiles it to `None` unless a view reads the
+    /// id's path: a field nobody reads is not decoded.
     pub id: Option<FieldId>,
     /// The event type, which selects fold handlers.
     pub event_type: FieldId,

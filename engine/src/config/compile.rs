@@ -110,8 +110,13 @@ pub(crate) fn pipeline(ctx: &mut Ctx<'_>, root: &Node, file: &Path) -> Option<Pi
         .require(ctx, "envelope")
         .and_then(|e| envelope(ctx, e.value, &e.path, &mut fields));
     let views = top.require(ctx, "views").and_then(|e| {
-        let has_time = envelope.as_ref().map(|env| env.timestamp.is_some());
+        let has_time = envelope.as_ref().map(|(env, _)| env.timestamp.is_some());
         views::views(ctx, e.value, &e.path, &mut fields, has_time)
+    });
+    // The id is decoded only when a view reads it (nothing else does yet).
+    let envelope = envelope.map(|(mut env, id_path)| {
+        env.id = fields.get(&id_path);
+        env
     });
     let dead_letter = match top.get("dead_letter") {
         None => Some(None),
@@ -417,13 +422,15 @@ pub(super) fn duration(ctx: &mut Ctx<'_>, node: &Node, path: &str) -> Option<Dur
     }
 }
 
-/// `envelope:`: the five paths, interned key, type, id, version, timestamp.
+/// `envelope:`: the five paths, interned key, type, version, timestamp; and the id's
+/// path, which gets a field only if a view reads it (the caller sets `id` after the
+/// views are compiled).
 fn envelope(
     ctx: &mut Ctx<'_>,
     node: &Node,
     path: &str,
     fields: &mut FieldRegistry,
-) -> Option<Envelope> {
+) -> Option<(Envelope, String)> {
     let rec = ctx.record(node, path, &["id", "type", "key", "version", "timestamp"])?;
     let mut read = |key: &str, required: bool| -> Option<Option<String>> {
         let e = if required {
@@ -444,16 +451,16 @@ fn envelope(
     let (id, ty, key, version, timestamp) = (id??, ty??, key??, version?, timestamp?);
     let key = fields.intern(&key);
     let event_type = fields.intern(&ty);
-    let id = fields.intern(&id);
     let version = version.map(|v| fields.intern(&v));
     let timestamp = timestamp.map(|t| fields.intern(&t));
-    Some(Envelope {
-        id: Some(id),
+    let envelope = Envelope {
+        id: None,
         event_type,
         key,
         version,
         timestamp,
-    })
+    };
+    Some((envelope, id))
 }
 
 /// A dotted field path such as `payload.amount`.

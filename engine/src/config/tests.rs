@@ -122,22 +122,18 @@ fn the_reference_example_loads() {
     assert_eq!(c.publish_interval, Duration::from_millis(100));
     assert_eq!(c.state_dir, Some(PathBuf::from("state/bank")));
 
-    // Envelope paths are interned first: key, type, id, version, timestamp.
+    // Envelope paths are interned first: key, type, version, timestamp. No view reads
+    // the id, so it has no field and is not decoded.
     assert_eq!(
-        &c.fields.paths()[..5],
-        [
-            "aggregateId",
-            "eventType",
-            "eventId",
-            "version",
-            "timestamp"
-        ]
+        &c.fields.paths()[..4],
+        ["aggregateId", "eventType", "version", "timestamp"]
     );
     assert_eq!(c.envelope.key, FieldId(0));
     assert_eq!(c.envelope.event_type, FieldId(1));
-    assert_eq!(c.envelope.id, Some(FieldId(2)));
-    assert_eq!(c.envelope.version, Some(FieldId(3)));
-    assert_eq!(c.envelope.timestamp, Some(FieldId(4)));
+    assert_eq!(c.envelope.id, None);
+    assert_eq!(c.fields.get("eventId"), None);
+    assert_eq!(c.envelope.version, Some(FieldId(2)));
+    assert_eq!(c.envelope.timestamp, Some(FieldId(3)));
     assert!(c.fields.get("payload.amount").is_some());
     assert!(c.fields.get("payload.owner").is_some());
 
@@ -406,6 +402,22 @@ fn unset_variables_do_not_cause_follow_up_errors() {
         errs[1].message,
         "environment variable 'P' is not set or empty: set P to a duration"
     );
+}
+
+#[test]
+fn the_envelope_id_has_a_field_only_when_a_view_reads_it() {
+    let text = "name: t
+source: { type: generator, scenario: bank }
+envelope: { id: eventId, type: eventType, key: aggregateId }
+views:
+  - name: last_event
+    fold:
+      columns: { id: string }
+      on: { '*': { set: { id: eventId } } }
+";
+    let c = load_ok(text);
+    let id = c.fields.get("eventId").expect("the view reads the id");
+    assert_eq!(c.envelope.id, Some(id));
 }
 
 #[test]
