@@ -1,10 +1,12 @@
 //! JSON decoding into field slots.
 //!
 //! [`JsonDecoder`] turns the dotted paths of a [`FieldRegistry`] into a trie and walks a
-//! JSON record with `serde_json`'s streaming deserializer: keys nobody reads are skipped
-//! without being materialized, and only the wanted leaves are converted into
-//! [`Value`]s. Decoding a typical event allocates nothing except the `Arc<str>` of each
-//! wanted string.
+//! JSON record along it: keys nobody reads are skipped without being materialized, and
+//! only the wanted leaves are converted into [`Value`]s. A strict byte scanner (`Scan`)
+//! takes the records events are made of; whatever it leaves (escapes, deep nesting,
+//! invalid JSON) is walked again by `serde_json`'s streaming deserializer, the reference
+//! for values and error messages. Decoding a typical event allocates nothing except the
+//! `Arc<str>` of each wanted string.
 
 use std::fmt;
 use std::sync::Arc;
