@@ -325,19 +325,26 @@ impl<'a> Scan<'a> {
         out: &mut [Value],
     ) -> Option<()> {
         let n = &dec.nodes[node];
+        if n.slot.is_some() && !n.children.is_empty() {
+            return None; // both wanted and a prefix (rare): serde_json's part
+        }
         for &s in &n.descendant_slots {
             out[s] = Value::Null;
         }
-        match (n.slot, n.children.is_empty()) {
-            (Some(slot), true) => out[slot] = self.leaf(depth)?,
-            (None, false) if self.peek() == Some(b'{') => {
+        match n.slot {
+            Some(slot) => out[slot] = self.leaf(depth)?,
+            None if self.peek() == Some(b'{') => {
                 if depth >= SCAN_MAX_DEPTH {
                     return None;
                 }
                 self.object(dec, node, depth + 1, out)?;
             }
-            (None, _) => self.skip(depth)?,
-            (Some(_), false) => return None,
+            // A prefix holding a number: serde_json's `deserialize_any` converts it (and
+            // fails on a float out of range), unlike a number it ignores.
+            None if matches!(self.peek(), Some(b'-' | b'0'..=b'9')) => {
+                self.number(true)?;
+            }
+            None => self.skip(depth)?,
         }
         Some(())
     }
@@ -354,12 +361,13 @@ impl<'a> Scan<'a> {
                 self.skip(depth)?;
                 Value::Nested { array: true }
             }
-            _ => self.scalar()?,
+            _ => self.scalar(true)?,
         })
     }
 
-    /// `true`, `false`, `null` or a number.
-    fn scalar(&mut self) -> Option<Value> {
+    /// `true`, `false`, `null` or a number. Without `want` the value is only checked,
+    /// and `Null` stands for it.
+    fn scalar(&mut self, want: bool) -> Option<Value> {
         let literal = |s: &mut Self, word: &[u8], v: Value| {
             let end = s.i + word.len();
             (s.bytes.get(s.i..end) == Some(word)).then(|| {
@@ -371,17 +379,22 @@ impl<'a> Scan<'a> {
             b't' => literal(self, b"true", Value::Bool(true)),
             b'f' => literal(self, b"false", Value::Bool(false)),
             b'n' => literal(self, b"null", Value::Null),
-            b'-' | b'0'..=b'9' => self.number(),
+            b'-' | b'0'..=b'9' => self.number(want),
             _ => None,
         }
     }
 
-    /// A number: integers of up to [`SCAN_MAX_DIGITS`] digits here, others by serde_json
-    /// on the number's own text.
-    fn number(&mut self) -> Option<Value> {
+    /// A number, checked against JSON's grammar. Integers of up to [`SCAN_MAX_DIGITS`]
+    /// digits are converted here. A wanted float, longer integer or `-0` is converted by
+    /// serde_json on the number's own text, so it gets serde_json's value, or its error
+    /// for a float out of range (which sends the record to serde_json). An unwanted
+    /// number is only checked, as serde_json's `IgnoredAny` does, with no range check.
+    fn number(&mut self, want: bool) -> Option<Value> {
         let start = self.i;
         let negative = self.eat(b'-').is_some();
         let digits_start = self.i;
+        // Exact up to SCAN_MAX_DIGITS digits (< i64::MAX); longer integers wrap here,
+        // but they are converted by serde_json below and `n` is not used.
         let mut n: i64 = 0;
         match self.peek()? {
             b'0' => self.i += 1,
@@ -394,18 +407,40 @@ impl<'a> Scan<'a> {
             _ => return None,
         }
         let long = self.i - digits_start > SCAN_MAX_DIGITS;
-        // serde_json reads `-0` as the float -0.0.
-        let negative_zero = negative && n == 0;
-        if long || negative_zero || matches!(self.peek(), Some(b'.' | b'e' | b'E')) {
-            while let Some(b'0'..=b'9' | b'.' | b'e' | b'E' | b'+' | b'-') = self.peek() {
+        let mut float = false;
+        if self.eat(b'.').is_some() {
+            float = true;
+            self.digits()?;
+        }
+        if let Some(b'e' | b'E') = self.peek() {
+            float = true;
+            self.i += 1;
+            if let Some(b'+' | b'-') = self.peek() {
                 self.i += 1;
             }
+            self.digits()?;
+        }
+        if !want {
+            return Some(Value::Null);
+        }
+        // serde_json reads `-0` as the float -0.0.
+        if long || float || (negative && n == 0) {
             let mut de = serde_json::Deserializer::from_str(&self.text[start..self.i]);
             let v = de.deserialize_any(LeafVisitor).ok()?;
             de.end().ok()?;
             return Some(v);
         }
         Some(Value::Int(if negative { -n } else { n }))
+    }
+
+    /// One or more decimal digits.
+    #[inline]
+    fn digits(&mut self) -> Option<()> {
+        let first = self.i;
+        while let Some(b'0'..=b'9') = self.peek() {
+            self.i += 1;
+        }
+        (self.i > first).then_some(())
     }
 
     /// A string without escapes or control characters, as text (without the quotes).
@@ -488,7 +523,7 @@ impl<'a> Scan<'a> {
                 }
             }
             _ => {
-                self.scalar()?;
+                self.scalar(false)?;
             }
         }
         Some(())
@@ -1170,6 +1205,13 @@ mod tests {
                 "-1e-400",
                 "0.1e1",
                 "12345678901234567890123",
+                "1.",
+                ".5",
+                "1e",
+                "1.5e+07",
+                "-01",
+                "123456789012345678",
+                "1234567890123456789",
                 "-9223372036854775808",
                 "9223372036854775808",
                 "true",
@@ -1213,8 +1255,13 @@ mod tests {
                         .collect();
                     format!("{{{}}}", body.join(","))
                 }),
-                prop::collection::vec(inner, 0..4)
-                    .prop_map(|items| format!("[{}]", items.join(","))),
+                prop::collection::vec((ws.clone(), inner), 0..4).prop_map(|items| {
+                    let items: Vec<String> = items
+                        .into_iter()
+                        .map(|(w, v)| format!("{w}{v}{w}"))
+                        .collect();
+                    format!("[{}]", items.join(","))
+                }),
             ]
         })
     }
@@ -1285,6 +1332,26 @@ mod tests {
     }
 
     #[test]
+    fn nesting_around_the_scanner_limit_decodes_as_serde_json_does() {
+        // Wanted values under 98-102 levels of objects, and unwanted arrays as deep
+        // beside them: below SCAN_MAX_DEPTH the scanner takes them, above it serde_json.
+        for depth in 98..=102 {
+            let path = vec!["k"; depth].join(".");
+            let open = "{\"k\":".repeat(depth);
+            let close = "}".repeat(depth);
+            let deep_array = format!("{}{}", "[".repeat(depth), "]".repeat(depth));
+            let raw = format!("{{\"skip\":{deep_array},\"k\":{}7{close}", &open[5..]);
+            assert_eq!(decode_ok(&[&path], &raw), [Value::Int(7)], "depth {depth}");
+            let raw = format!("{open}{deep_array}{close}");
+            let out = decode_ok(&[&path], &raw);
+            assert_eq!(out, [Value::Nested { array: true }], "depth {depth}");
+        }
+        // Far past the scanner's limit: serde_json skips nested values without a limit.
+        let raw = format!("{{\"a\":{}{}}}", "[".repeat(200), "]".repeat(200));
+        assert_eq!(decode_ok(&["a"], &raw), [Value::Nested { array: true }]);
+    }
+
+    #[test]
     fn fast_path_cases() {
         // Taken by the scanner or handed to serde_json, the values are the same.
         let paths = ["a", "b.c", "n", "f", "t", "z"];
@@ -1323,6 +1390,14 @@ mod tests {
             ]
         );
         assert!(matches!(out[2], Value::Float(x) if x.is_sign_negative()));
+        // Unwanted numbers are only checked: out of range is fine there, as for
+        // serde_json's IgnoredAny; a wanted one out of range is serde_json's error.
+        let out = decode_ok(&["a"], r#"{"x":1e400,"y":-1.5E-7,"a":2}"#);
+        assert_eq!(out, [Value::Int(2)]);
+        assert!(decode_err(&["a"], r#"{"a":1e400}"#).starts_with("number out of range"));
+        // So is one under a prefix of a wanted path (serde_json converts it there).
+        assert!(decode_err(&["a.b"], r#"{"a":1e400}"#).starts_with("number out of range"));
+        assert_eq!(decode_ok(&["a.b"], r#"{"a":1.5}"#), [Value::Null]);
         // What the scanner refuses is an error with serde_json's wording.
         assert_eq!(
             decode_err(&["a"], r#"{"a":01}"#),
