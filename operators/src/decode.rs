@@ -232,10 +232,10 @@ const SCAN_MAX_DIGITS: usize = 18;
 /// the record is decoded again by serde_json: a string with an escape, a path that is
 /// both wanted and a prefix, nesting deeper than [`SCAN_MAX_DEPTH`], or anything that is
 /// not valid JSON. Its grammar is strict, so it never takes a record that serde_json
-/// would refuse. A number with a fraction or an exponent, or with more than
-/// [`SCAN_MAX_DIGITS`] digits, is converted by serde_json on its own text. The values
-/// it writes are the ones serde_json's path would write (a property test holds the two
-/// paths to that).
+/// would refuse. A wanted number with a fraction or an exponent, or with more than
+/// [`SCAN_MAX_DIGITS`] digits, is converted by serde_json on its own text (see
+/// [`Scan::number`]). The values it writes are the ones serde_json's path would write
+/// (a property test holds the two paths to that).
 struct Scan<'a> {
     text: &'a str,
     bytes: &'a [u8],
@@ -290,29 +290,46 @@ impl<'a> Scan<'a> {
         out: &mut [Value],
     ) -> Option<()> {
         self.eat(b'{')?;
-        self.ws();
-        if self.eat(b'}').is_some() {
-            return Some(());
-        }
-        loop {
-            self.ws();
-            let key = self.string()?;
-            self.ws();
-            self.eat(b':')?;
-            self.ws();
+        let mut done = self.closes(b'}');
+        while !done {
+            let key = self.key()?;
             match dec.child(node, key) {
                 Some(child) => self.wanted(dec, child, depth, out)?,
                 None => self.skip(depth)?,
             }
-            self.ws();
-            match self.peek()? {
-                b',' => self.i += 1,
-                b'}' => {
-                    self.i += 1;
-                    return Some(());
-                }
-                _ => return None,
-            }
+            done = self.next(b'}')?;
+        }
+        Some(())
+    }
+
+    /// Right after `{` or `[`: true (and past it) when `close` follows at once.
+    #[inline]
+    fn closes(&mut self, close: u8) -> bool {
+        self.ws();
+        self.eat(close).is_some()
+    }
+
+    /// An object key and its `:`, with the whitespace around them.
+    #[inline]
+    fn key(&mut self) -> Option<&'a str> {
+        self.ws();
+        let key = self.string()?;
+        self.ws();
+        self.eat(b':')?;
+        self.ws();
+        Some(key)
+    }
+
+    /// After a member or element: `,` (false, another follows) or `close` (true).
+    #[inline]
+    fn next(&mut self, close: u8) -> Option<bool> {
+        self.ws();
+        let b = self.peek()?;
+        self.i += 1;
+        match b {
+            b',' => Some(false),
+            b if b == close => Some(true),
+            _ => None,
         }
     }
 
@@ -498,28 +515,15 @@ impl<'a> Scan<'a> {
                 }
                 let close = if open == b'{' { b'}' } else { b']' };
                 self.i += 1;
-                self.ws();
-                if self.eat(close).is_some() {
-                    return Some(());
-                }
-                loop {
-                    self.ws();
+                let mut done = self.closes(close);
+                while !done {
                     if open == b'{' {
-                        self.string()?;
-                        self.ws();
-                        self.eat(b':')?;
+                        self.key()?;
+                    } else {
                         self.ws();
                     }
                     self.skip(depth + 1)?;
-                    self.ws();
-                    match self.peek()? {
-                        b',' => self.i += 1,
-                        b if b == close => {
-                            self.i += 1;
-                            return Some(());
-                        }
-                        _ => return None,
-                    }
+                    done = self.next(close)?;
                 }
             }
             _ => {
