@@ -41,6 +41,7 @@ pub struct AggregateSpec {
 
 use crate::value::Value;
 use std::cmp::Ordering;
+use std::num::TryFromIntError;
 
 /// A partial aggregate: mergeable, so workers keep partials and queries merge them.
 #[derive(Debug, Clone, PartialEq)]
@@ -49,10 +50,10 @@ pub enum Acc {
     Count(i64),
     /// `sum(x)` into an int64 column; `None` until a non-null value arrives.
     ///
-    /// Held in 128 bits: [`Acc::check`] keeps the partial of one source partition
-    /// within int64 (the event that would overflow it is a bad record), but merged
-    /// partials of several partitions may still exceed int64, which [`Acc::finish`]
-    /// reports instead of wrapping.
+    /// Held in 128 bits: an event is only applied when it keeps the partial of one
+    /// source partition within int64 (the event that would overflow it is a bad
+    /// record, [`AccError::SumOverflow`]), but merged partials of several partitions
+    /// may still exceed int64, which [`Acc::finish`] reports instead of wrapping.
     SumInt(Option<i128>),
     /// `sum(x)` into a float64 column.
     SumFloat(Option<f64>),
@@ -71,8 +72,27 @@ pub enum Acc {
 
 /// A value that cannot be aggregated (e.g. an int64 sum overflowing).
 #[derive(Debug, Clone, PartialEq, thiserror::Error)]
-#[error("{0}")]
-pub struct AccError(pub String);
+pub enum AccError {
+    /// Adding a value would take one source partition's int64 sum out of int64 (the
+    /// event is a bad record).
+    #[error("sum overflows int64 ({sum} + {value})")]
+    SumOverflow {
+        /// The sum so far.
+        sum: i128,
+        /// The value to add.
+        value: i64,
+        /// The conversion of the new sum to int64 that failed.
+        source: TryFromIntError,
+    },
+    /// The int64 sum of merged partials does not fit in int64.
+    #[error("the sum {sum} does not fit in int64; declare the column float64")]
+    SumOutOfRange {
+        /// The sum.
+        sum: i128,
+        /// The conversion to int64 that failed.
+        source: TryFromIntError,
+    },
+}
 
 impl Acc {
     /// The empty accumulator for a column.
@@ -89,18 +109,22 @@ impl Acc {
 
     /// Checks that `v` (already coerced to the column's input type) can be added,
     /// without changing the accumulator. Lets an event be applied to all views or none.
-    pub fn check(&self, v: &Value) -> Result<(), AccError> {
+    pub(crate) fn check(&self, v: &Value) -> Result<(), AccError> {
         if let (Acc::SumInt(Some(s)), Value::Int(i)) = (self, v)
-            && i64::try_from(s + i128::from(*i)).is_err()
+            && let Err(source) = i64::try_from(s + i128::from(*i))
         {
-            return Err(AccError(format!("sum overflows int64 ({s} + {i})")));
+            return Err(AccError::SumOverflow {
+                sum: *s,
+                value: *i,
+                source,
+            });
         }
         Ok(())
     }
 
     /// Adds one input. For `count(*)` pass any non-null value. Nulls are ignored
     /// (except by `count(*)`, whose callers pass `Value::Bool(true)`).
-    pub fn update(&mut self, v: &Value) {
+    pub(crate) fn update(&mut self, v: &Value) {
         if v.is_null() {
             return;
         }
@@ -136,7 +160,7 @@ impl Acc {
     }
 
     /// Folds another partial of the same column into this one (two-phase aggregation).
-    pub fn merge(&mut self, other: &Acc) {
+    pub(crate) fn merge(&mut self, other: &Acc) {
         match (self, other) {
             (Acc::Count(a), Acc::Count(b)) => *a += b,
             (Acc::SumInt(a), Acc::SumInt(b)) => {
@@ -164,11 +188,9 @@ impl Acc {
         Ok(match self {
             Acc::Count(c) => Value::Int(*c),
             Acc::SumInt(None) => Value::Null,
-            Acc::SumInt(Some(s)) => Value::Int(i64::try_from(*s).map_err(|_| {
-                AccError(format!(
-                    "the sum {s} does not fit in int64; declare the column float64"
-                ))
-            })?),
+            Acc::SumInt(Some(s)) => Value::Int(
+                i64::try_from(*s).map_err(|source| AccError::SumOutOfRange { sum: *s, source })?,
+            ),
             Acc::SumFloat(s) => s.map(Value::Float).unwrap_or(Value::Null),
             Acc::Min(v) | Acc::Max(v) => v.clone(),
             Acc::Avg { sum, count } => {
@@ -191,7 +213,7 @@ fn as_f64(v: &Value) -> Option<f64> {
 }
 
 /// Orders two non-null values of one column type.
-pub fn compare(a: &Value, b: &Value) -> Ordering {
+pub(crate) fn compare(a: &Value, b: &Value) -> Ordering {
     match (a, b) {
         (Value::Int(x), Value::Int(y)) => x.cmp(y),
         (Value::Float(x), Value::Float(y)) => x.total_cmp(y),
@@ -225,7 +247,7 @@ mod tests {
         );
         a.merge(&b);
         let err = a.finish().unwrap_err();
-        assert!(err.0.contains("does not fit in int64"), "{err}");
+        assert!(err.to_string().contains("does not fit in int64"), "{err}");
         b.merge(&Acc::SumInt(Some(-5_000_000_000_000_000_000)));
         assert_eq!(b.finish(), Ok(Value::Int(0)));
     }

@@ -40,6 +40,19 @@ pub enum EnvelopeError {
     BadTimestamp(String, String),
 }
 
+impl EnvelopeError {
+    /// Stable error code for dead letters, e.g. `apply.missing_key`.
+    pub fn code(&self) -> &'static str {
+        match self {
+            EnvelopeError::MissingKey(_) => "apply.missing_key",
+            EnvelopeError::BadKey(_) => "apply.bad_key",
+            EnvelopeError::BadType(_) => "apply.bad_event_type",
+            EnvelopeError::BadVersion(..) => "apply.bad_version",
+            EnvelopeError::BadTimestamp(..) => "apply.bad_timestamp",
+        }
+    }
+}
+
 /// Reads the key of a decoded event as the text the router hashes and folds key by.
 pub fn key_text(v: &Value) -> Option<std::borrow::Cow<'_, str>> {
     match v {
@@ -50,7 +63,7 @@ pub fn key_text(v: &Value) -> Option<std::borrow::Cow<'_, str>> {
 }
 
 /// Parses an event time field.
-pub fn timestamp_millis(v: &Value) -> Option<i64> {
+pub(crate) fn timestamp_millis(v: &Value) -> Option<i64> {
     match v {
         Value::Int(i) => Some(*i),
         Value::Float(f) if f.fract() == 0.0 => Some(*f as i64),

@@ -10,7 +10,7 @@ use std::collections::HashMap;
 /// `$kafka.timestamp`, `$kafka.topic`, `$kafka.partition`, `$kafka.offset` and
 /// `$kafka.headers.NAME`. The decoder leaves their slots alone; the engine fills them
 /// from the record.
-pub const KAFKA_ROOT: &str = "$kafka";
+pub(crate) const KAFKA_ROOT: &str = "$kafka";
 
 /// A piece of Kafka record metadata a field path names.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -30,7 +30,7 @@ pub enum KafkaField {
 }
 
 impl KafkaField {
-    /// What `path` names: `None` when it is not under [`KAFKA_ROOT`], an error naming the
+    /// What `path` names: `None` when it is not under `$kafka`, an error naming the
     /// fields there are when it is but names none of them.
     pub fn parse(path: &str) -> Option<Result<KafkaField, String>> {
         let rest = path.strip_prefix(KAFKA_ROOT)?;
@@ -50,7 +50,8 @@ impl KafkaField {
         })
     }
 
-    fn unknown(path: &str) -> String {
+    /// The error for a `$kafka` path that names no field.
+    pub(crate) fn unknown(path: &str) -> String {
         format!(
             "unknown Kafka field '{path}': use $kafka.key, $kafka.timestamp, $kafka.topic, \
              $kafka.partition, $kafka.offset or $kafka.headers.NAME (quote a name that is \

@@ -7,14 +7,15 @@
 //!                 ├─ fold:      one row per key (set / add / delete handlers)
 //!                 ├─ aggregate: partial aggregates per group
 //!                 └─ table:     one row per matching event (append-only, retained)
-//!            ──▶ state, which the engine turns into Arrow snapshots
-//!                 and `snapshot` encodes for checkpoints
+//!            ──▶ state, which the engine publishes as Arrow views
+//!                 and `codec` encodes for checkpoints
 //! ```
 //!
 //! Everything here is deterministic, so a replay from a checkpoint produces the same
 //! state as a failure-free run.
 
 pub mod aggregate;
+pub mod codec;
 pub mod decode;
 pub mod envelope;
 pub mod expr;
@@ -22,7 +23,6 @@ pub mod fields;
 pub mod fold;
 pub mod projection;
 pub mod rows;
-pub mod snapshot;
 pub mod table;
 pub mod value;
 pub mod view;

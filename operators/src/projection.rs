@@ -5,7 +5,7 @@
 //! So an event that fails anywhere (a wrong type in the second view, say) changes no
 //! view at all, and goes to the dead-letter destination instead.
 
-use crate::aggregate::{Acc, AggregateSpec};
+use crate::aggregate::{Acc, AccError, AggregateSpec};
 use crate::envelope::{Envelope, EnvelopeError, key_text, timestamp_millis};
 use crate::expr::{AggFn, EvalError, Expr};
 use crate::fields::{FieldId, FieldRegistry};
@@ -57,26 +57,38 @@ pub enum ApplyError {
         source: TypeError,
     },
     /// Arithmetic overflow in `add` or `sum`.
-    #[error("view '{view}', column '{column}': {message}")]
+    #[error("view '{view}', column '{column}': {source}")]
     Overflow {
         /// View name.
         view: String,
         /// Column name.
         column: String,
-        /// Details.
-        message: String,
+        /// What overflowed.
+        source: Overflow,
     },
+}
+
+/// An int64 fold `add` or aggregate `sum` that overflows.
+#[derive(Debug, Clone, PartialEq, thiserror::Error)]
+pub enum Overflow {
+    /// A fold `add` whose result does not fit in int64.
+    #[error("{current} + {value} overflows int64")]
+    Add {
+        /// The column's value.
+        current: i64,
+        /// The value added.
+        value: i64,
+    },
+    /// An aggregate `sum`.
+    #[error("{0}")]
+    Sum(#[from] AccError),
 }
 
 impl ApplyError {
     /// Stable error code, e.g. `apply.missing_key`.
     pub fn code(&self) -> &'static str {
         match self {
-            ApplyError::Envelope(EnvelopeError::MissingKey(_)) => "apply.missing_key",
-            ApplyError::Envelope(EnvelopeError::BadKey(_)) => "apply.bad_key",
-            ApplyError::Envelope(EnvelopeError::BadType(_)) => "apply.bad_event_type",
-            ApplyError::Envelope(EnvelopeError::BadVersion(..)) => "apply.bad_version",
-            ApplyError::Envelope(EnvelopeError::BadTimestamp(..)) => "apply.bad_timestamp",
+            ApplyError::Envelope(e) => e.code(),
             ApplyError::Eval { .. } => "apply.expression",
             ApplyError::Type { .. } => "apply.type_mismatch",
             ApplyError::Overflow { .. } => "apply.overflow",
@@ -408,7 +420,7 @@ fn owned_key(value: &Value, text: &str) -> Arc<str> {
 }
 
 /// A new row: every column at its default (or null).
-pub fn default_row(spec: &FoldSpec) -> Box<[Value]> {
+pub(crate) fn default_row(spec: &FoldSpec) -> Box<[Value]> {
     spec.columns
         .iter()
         .map(|c| c.default.clone().unwrap_or(Value::Null))
@@ -480,7 +492,10 @@ fn plan_handler(
                     return Err(ApplyError::Overflow {
                         view: view.into(),
                         column: c.name.clone(),
-                        message: format!("{a} + {b} overflows int64"),
+                        source: Overflow::Add {
+                            current: *a,
+                            value: *b,
+                        },
                     });
                 }
             },
@@ -610,7 +625,7 @@ fn plan_aggregate(
             accs[i].check(&v).map_err(|e| ApplyError::Overflow {
                 view: view.into(),
                 column: c.name.clone(),
-                message: e.0,
+                source: e.into(),
             })?;
         }
         plan.inputs.push(v);

@@ -118,17 +118,17 @@ impl FoldState {
     /// The slot holding the row of `key`: found once, then used with
     /// [`FoldState::row`], [`FoldState::row_mut`] or [`FoldState::remove_slot`] while
     /// nothing else changes the state (one hash lookup per event instead of two).
-    pub fn slot_of(&self, key: &str) -> Option<usize> {
+    pub(crate) fn slot_of(&self, key: &str) -> Option<usize> {
         self.find(key)
     }
 
     /// The row in `slot` (from [`FoldState::slot_of`]).
-    pub fn row(&self, slot: usize) -> &[Value] {
+    pub(crate) fn row(&self, slot: usize) -> &[Value] {
         self.slots[slot].as_ref().map_or(&[], |r| &r.values[..])
     }
 
     /// The row in `slot`, to change in place (its chunk becomes dirty).
-    pub fn row_mut(&mut self, slot: usize) -> &mut [Value] {
+    pub(crate) fn row_mut(&mut self, slot: usize) -> &mut [Value] {
         self.mark(slot);
         self.slots[slot]
             .as_mut()
@@ -136,7 +136,7 @@ impl FoldState {
     }
 
     /// Removes the row in `slot`, returning its values.
-    pub fn remove_slot(&mut self, slot: usize) -> Option<Box<[Value]>> {
+    pub(crate) fn remove_slot(&mut self, slot: usize) -> Option<Box<[Value]>> {
         let key = self.slots.get(slot)?.as_ref()?.key.clone();
         self.remove(&key)
     }
@@ -155,7 +155,7 @@ impl FoldState {
     }
 
     /// Every row, by value.
-    pub fn into_rows(self) -> impl Iterator<Item = Row> {
+    pub(crate) fn into_rows(self) -> impl Iterator<Item = Row> {
         self.slots.into_iter().flatten()
     }
 

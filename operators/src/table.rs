@@ -106,7 +106,7 @@ impl Clone for TableState {
 
 impl TableState {
     /// A state holding `rows` (in offset order), under a new generation.
-    pub fn from_rows(rows: VecDeque<TableRow>, max_time: Option<i64>) -> Self {
+    pub(crate) fn from_rows(rows: VecDeque<TableRow>, max_time: Option<i64>) -> Self {
         TableState {
             appended: rows.len() as u64,
             rows,

@@ -94,9 +94,12 @@ const TWO_POW_63: f64 = 9_223_372_036_854_775_808.0;
 
 /// Parses an RFC 3339 timestamp into milliseconds since the Unix epoch.
 pub fn parse_timestamp_millis(s: &str) -> Option<i64> {
-    chrono::DateTime::parse_from_rfc3339(s)
-        .ok()
-        .map(|t| t.timestamp_millis())
+    parse_rfc3339_millis(s).ok()
+}
+
+/// [`parse_timestamp_millis`], with chrono's error when `s` is not RFC 3339.
+pub(crate) fn parse_rfc3339_millis(s: &str) -> Result<i64, chrono::ParseError> {
+    chrono::DateTime::parse_from_rfc3339(s).map(|t| t.timestamp_millis())
 }
 
 impl PartialEq for Value {

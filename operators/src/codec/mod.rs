@@ -22,6 +22,8 @@ use crate::projection::{PartitionState, Projection, ViewState};
 use crate::table::{TableRow, TableState};
 use crate::value::Value;
 use crate::view::ViewKind;
+use std::num::TryFromIntError;
+use std::str::Utf8Error;
 use std::sync::Arc;
 
 /// First bytes of every encoded piece (format version 1).
@@ -29,11 +31,65 @@ const MAGIC: &[u8; 4] = b"PJS1";
 
 /// A piece that cannot be read back.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
-#[error("{0}")]
-pub struct CodecError(pub String);
-
-fn err<T>(message: impl Into<String>) -> Result<T, CodecError> {
-    Err(CodecError(message.into()))
+pub enum CodecError {
+    /// It does not start with the magic.
+    #[error("not a Projector state piece (bad magic)")]
+    BadMagic,
+    /// It was written for views of other names, kinds or columns.
+    #[error(
+        "the checkpoint was written for other views (names, kinds or columns differ); \
+         start from an empty state directory to rebuild the views from the source"
+    )]
+    OtherViews,
+    /// It ends before the state does.
+    #[error("truncated state: {needed} more bytes needed at byte {at}")]
+    Truncated {
+        /// Bytes needed.
+        needed: usize,
+        /// Where.
+        at: usize,
+    },
+    /// Bytes follow the state.
+    #[error("{count} unexpected bytes after the state")]
+    TrailingBytes {
+        /// How many.
+        count: usize,
+    },
+    /// A boolean byte that is neither 0 nor 1.
+    #[error("bad boolean {byte} at byte {at}")]
+    BadBool {
+        /// The byte.
+        byte: u8,
+        /// Where.
+        at: usize,
+    },
+    /// A string length that does not fit in memory's address space.
+    #[error("string too long")]
+    StringTooLong(#[source] TryFromIntError),
+    /// A string that is not UTF-8.
+    #[error("invalid UTF-8 in a string ending at byte {end}")]
+    InvalidUtf8 {
+        /// Where the string ends.
+        end: usize,
+        /// The UTF-8 check that failed.
+        source: Utf8Error,
+    },
+    /// An unknown value tag.
+    #[error("bad value tag {tag} at byte {at}")]
+    BadValueTag {
+        /// The tag.
+        tag: u8,
+        /// Where.
+        at: usize,
+    },
+    /// An unknown aggregate tag.
+    #[error("bad aggregate tag {tag} at byte {at}")]
+    BadAggregateTag {
+        /// The tag.
+        tag: u8,
+        /// Where.
+        at: usize,
+    },
 }
 
 /// Appends the encoding of `state` (one worker's piece of one partition) to `out`.
@@ -78,15 +134,12 @@ pub fn encode(projection: &Projection, state: &PartitionState, out: &mut Vec<u8>
 pub fn decode(projection: &Projection, bytes: &[u8]) -> Result<PartitionState, CodecError> {
     let mut r = Reader { bytes, at: 0 };
     if r.take(4)? != MAGIC {
-        return err("not a Projector state piece (bad magic)");
+        return Err(CodecError::BadMagic);
     }
     let mut expected = Vec::new();
     encode_shape(projection, &mut expected);
     if r.take(expected.len())? != expected.as_slice() {
-        return err(
-            "the checkpoint was written for other views (names, kinds or columns differ); \
-             start from an empty state directory to rebuild the views from the source",
-        );
+        return Err(CodecError::OtherViews);
     }
     let mut state = projection.new_partition_state();
     let n = r.u64()?;
@@ -151,10 +204,9 @@ pub fn decode(projection: &Projection, bytes: &[u8]) -> Result<PartitionState, C
         }
     }
     if r.at != bytes.len() {
-        return err(format!(
-            "{} unexpected bytes after the state",
-            bytes.len() - r.at
-        ));
+        return Err(CodecError::TrailingBytes {
+            count: bytes.len() - r.at,
+        });
     }
     Ok(state)
 }
@@ -344,10 +396,10 @@ impl<'a> Reader<'a> {
                 self.at += n;
                 Ok(s)
             }
-            None => err(format!(
-                "truncated state: {n} more bytes needed at byte {}",
-                self.at
-            )),
+            None => Err(CodecError::Truncated {
+                needed: n,
+                at: self.at,
+            }),
         }
     }
 
@@ -373,7 +425,10 @@ impl<'a> Reader<'a> {
         match self.u8()? {
             0 => Ok(false),
             1 => Ok(true),
-            b => err(format!("bad boolean {b} at byte {}", self.at - 1)),
+            byte => Err(CodecError::BadBool {
+                byte,
+                at: self.at - 1,
+            }),
         }
     }
 
@@ -383,15 +438,12 @@ impl<'a> Reader<'a> {
 
     /// A string, borrowed from the bytes.
     fn str_ref(&mut self) -> Result<&'a str, CodecError> {
-        let len = usize::try_from(self.u64()?).map_err(|_| CodecError("string too long".into()))?;
+        let len = usize::try_from(self.u64()?).map_err(CodecError::StringTooLong)?;
         let bytes = self.take(len)?;
-        match std::str::from_utf8(bytes) {
-            Ok(s) => Ok(s),
-            Err(_) => err(format!(
-                "invalid UTF-8 in a string ending at byte {}",
-                self.at
-            )),
-        }
+        std::str::from_utf8(bytes).map_err(|source| CodecError::InvalidUtf8 {
+            end: self.at,
+            source,
+        })
     }
 
     /// `n` entries, or as many as the remaining bytes can hold at `min_bytes` each.
@@ -410,7 +462,12 @@ impl<'a> Reader<'a> {
             5 => Value::Nested {
                 array: self.bool()?,
             },
-            t => return err(format!("bad value tag {t} at byte {}", self.at - 1)),
+            tag => {
+                return Err(CodecError::BadValueTag {
+                    tag,
+                    at: self.at - 1,
+                });
+            }
         })
     }
 
@@ -433,267 +490,15 @@ impl<'a> Reader<'a> {
                 sum: f64::from_bits(u64::from_le_bytes(self.array()?)),
                 count: i64::from_le_bytes(self.array()?),
             },
-            t => return err(format!("bad aggregate tag {t} at byte {}", self.at - 1)),
+            tag => {
+                return Err(CodecError::BadAggregateTag {
+                    tag,
+                    at: self.at - 1,
+                });
+            }
         })
     }
 }
 
-/// The maps of a state, sorted, for comparing states in tests.
 #[cfg(test)]
-fn canonical(state: &PartitionState) -> String {
-    let mut versions: Vec<_> = state.versions.iter().collect();
-    versions.sort();
-    let views: Vec<String> = state
-        .views
-        .iter()
-        .map(|v| match v {
-            ViewState::Fold(f) => {
-                let mut rows: Vec<_> = f
-                    .iter()
-                    .map(|r| format!("{}={:?}", r.key, r.values))
-                    .collect();
-                rows.sort();
-                rows.join(";")
-            }
-            ViewState::Aggregate(a) => {
-                let mut groups: Vec<_> = a
-                    .groups
-                    .iter()
-                    .map(|(g, x)| format!("{g:?}={x:?}"))
-                    .collect();
-                groups.sort();
-                groups.join(";")
-            }
-            // In order: a table's rows are a sequence.
-            ViewState::Table(t) => format!("{:?}|{:?}", t.max_time, t.rows),
-        })
-        .collect();
-    format!("{versions:?}|{views:?}")
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-    use crate::aggregate::{AggColumn, AggregateSpec, GroupColumn};
-    use crate::envelope::Envelope;
-    use crate::expr::{AggFn, Expr};
-    use crate::fields::FieldRegistry;
-    use crate::fold::{ColumnSpec, FoldSpec, Handler};
-    use crate::projection::{AggState, FastMap};
-    use crate::table::{Retain, TableColumn, TableSpec};
-    use crate::value::ColumnType;
-    use crate::view::ViewSpec;
-    use proptest::prelude::*;
-
-    /// A projection with a fold view (every column type), an aggregate view (every
-    /// accumulator) and a table view (every column type), over fields `k` (key), `t`
-    /// (type), `v` (version) and `x`.
-    fn projection() -> Projection {
-        let mut fields = FieldRegistry::new();
-        let (k, t, v, x) = (
-            fields.intern("k"),
-            fields.intern("t"),
-            fields.intern("v"),
-            fields.intern("x"),
-        );
-        let envelope = Envelope {
-            id: None,
-            event_type: t,
-            key: k,
-            version: Some(v),
-            timestamp: None,
-        };
-        let columns = ColumnType::ALL
-            .iter()
-            .map(|(name, ty)| ColumnSpec {
-                name: (*name).into(),
-                ty: *ty,
-                default: None,
-            })
-            .collect();
-        let fold = FoldSpec {
-            key_column: "key".into(),
-            columns,
-            handlers: [("T".to_string(), Handler::default())]
-                .into_iter()
-                .collect(),
-            star: None,
-        };
-        let agg = |name: &str, func, ty| AggColumn {
-            name: name.into(),
-            func,
-            arg: Some(Expr::field(x)),
-            ty,
-        };
-        let aggregate = AggregateSpec {
-            filter: None,
-            group_by: vec![GroupColumn {
-                name: "g".into(),
-                expr: Expr::field(t),
-                ty: ColumnType::String,
-            }],
-            columns: vec![
-                agg("n", AggFn::CountStar, ColumnType::Int64),
-                agg("si", AggFn::Sum, ColumnType::Int64),
-                agg("sf", AggFn::Sum, ColumnType::Float64),
-                agg("lo", AggFn::Min, ColumnType::String),
-                agg("hi", AggFn::Max, ColumnType::Float64),
-                agg("mean", AggFn::Avg, ColumnType::Float64),
-            ],
-        };
-        let table = TableSpec {
-            filter: None,
-            columns: ColumnType::ALL
-                .iter()
-                .map(|(name, ty)| TableColumn {
-                    name: (*name).into(),
-                    expr: Expr::field(x),
-                    ty: *ty,
-                })
-                .collect(),
-            retain: Retain::default(),
-        };
-        let views = vec![
-            ViewSpec {
-                name: "f".into(),
-                kind: ViewKind::Fold(fold),
-            },
-            ViewSpec {
-                name: "tb".into(),
-                kind: ViewKind::Table(table),
-            },
-            ViewSpec {
-                name: "a".into(),
-                kind: ViewKind::Aggregate(aggregate),
-            },
-        ];
-        Projection::new(envelope, views, &fields)
-    }
-
-    fn value() -> impl Strategy<Value = Value> {
-        prop_oneof![
-            Just(Value::Null),
-            any::<bool>().prop_map(Value::Bool),
-            any::<i64>().prop_map(Value::Int),
-            any::<f64>().prop_map(Value::Float),
-            ".{0,12}".prop_map(|s| Value::Str(s.into())),
-            any::<bool>().prop_map(|array| Value::Nested { array }),
-        ]
-    }
-
-    fn state(p: &Projection) -> impl Strategy<Value = PartitionState> + use<> {
-        let empty = p.new_partition_state();
-        let key = "[a-z]{1,6}";
-        let row = proptest::collection::vec(value(), 5);
-        let accs = (
-            any::<i64>(),
-            proptest::option::of(any::<i64>()),
-            proptest::option::of(any::<f64>()),
-            value(),
-            value(),
-            any::<f64>(),
-            any::<i64>(),
-        );
-        let table_row = (
-            any::<u64>(),
-            proptest::option::of(any::<i64>()),
-            proptest::collection::vec(value(), 5),
-        );
-        (
-            proptest::collection::hash_map(key, any::<i64>(), 0..20),
-            proptest::collection::hash_map(key, row, 0..20),
-            proptest::collection::vec((value(), accs), 0..6),
-            proptest::collection::vec(table_row, 0..20),
-            proptest::option::of(any::<i64>()),
-        )
-            .prop_map(move |(versions, rows, groups, table_rows, max_time)| {
-                let mut s = empty.clone();
-                s.versions = versions
-                    .into_iter()
-                    .map(|(k, v)| (Arc::from(k), v))
-                    .collect();
-                s.views[0] = ViewState::Fold(
-                    rows.into_iter()
-                        .map(|(k, r)| (Arc::from(k), r.into_boxed_slice()))
-                        .collect(),
-                );
-                let mut agg = AggState {
-                    groups: FastMap::default(),
-                };
-                for (g, (n, si, sf, lo, hi, sum, count)) in groups {
-                    let accs = vec![
-                        Acc::Count(n),
-                        Acc::SumInt(si.map(i128::from)),
-                        Acc::SumFloat(sf),
-                        Acc::Min(lo),
-                        Acc::Max(hi),
-                        Acc::Avg { sum, count },
-                    ];
-                    agg.groups
-                        .insert(vec![g].into_boxed_slice(), accs.into_boxed_slice());
-                }
-                s.views[2] = ViewState::Aggregate(agg);
-                let mut table_rows: Vec<TableRow> = table_rows
-                    .into_iter()
-                    .map(|(offset, time, values)| TableRow {
-                        offset,
-                        time,
-                        values: values.into_boxed_slice(),
-                    })
-                    .collect();
-                table_rows.sort_by_key(|r| r.offset);
-                s.views[1] = ViewState::Table(TableState::from_rows(table_rows.into(), max_time));
-                s
-            })
-    }
-
-    proptest! {
-        #[test]
-        fn encode_decode_round_trips(s in state(&projection())) {
-            let p = projection();
-            let mut bytes = Vec::new();
-            encode(&p, &s, &mut bytes);
-            let back = decode(&p, &bytes).unwrap();
-            prop_assert_eq!(canonical(&back), canonical(&s));
-            // Every truncation is an error, never a panic or a wrong state.
-            for cut in 0..bytes.len() {
-                prop_assert!(decode(&p, &bytes[..cut]).is_err());
-            }
-        }
-
-        #[test]
-        fn split_then_merge_is_identity(s in state(&projection()), n in 1usize..5) {
-            let p = projection();
-            let route = |k: &str| k.len() % n;
-            let pieces = split(&p, s.clone(), n, route);
-            for (w, piece) in pieces.iter().enumerate() {
-                prop_assert!(piece.versions.keys().all(|k| route(k) == w));
-            }
-            let mut merged = p.new_partition_state();
-            for piece in pieces {
-                merge(&mut merged, piece);
-            }
-            prop_assert_eq!(canonical(&merged), canonical(&s));
-        }
-    }
-
-    #[test]
-    fn a_checkpoint_of_other_views_is_refused() {
-        let p = projection();
-        let mut bytes = Vec::new();
-        encode(&p, &p.new_partition_state(), &mut bytes);
-        let mut other = projection();
-        let mut views = other.views().to_vec();
-        views[0].name = "renamed".into();
-        other = Projection::new(other.envelope().clone(), views, &{
-            let mut f = FieldRegistry::new();
-            for name in ["k", "t", "v", "x"] {
-                f.intern(name);
-            }
-            f
-        });
-        let e = decode(&other, &bytes).unwrap_err();
-        assert!(e.0.contains("other views"), "{e}");
-        assert!(decode(&p, b"nope").unwrap_err().0.contains("magic"));
-    }
-}
+mod tests;
