@@ -4,46 +4,30 @@
 //!  generator ─┐
 //!  nexmark   ─┤
 //!  file/stdin ┼─▶ Source::poll ──▶ RawBatch (bytes + partition + offset) ──▶ engine (decode, route)
-//!  (kafka)   ─┘
+//!  kafka     ─┘   (feature `kafka`; consumer-group rebalances go through the engine's
+//!                  AssignmentListener)
 //!
 //!  engine ──▶ DeadLetterFile (raw bytes, error, position) ──▶ <state_dir>/dead-letters.ndjson
+//!         ──▶ kafka::EventProducer (feature `kafka`) ──────▶ dead-letter topic
 //! ```
 //!
 //! Sources know nothing of decoding or views: they hand out raw bytes with their
 //! position, and can be opened at a resume point.
+//!
+//! The default `kafka` feature brings the Kafka client (rdkafka). Without it the Kafka
+//! configuration types remain (a pipeline's config still parses) and opening a Kafka
+//! source fails with [`Error::NoKafkaSupport`].
 
-pub mod baseline;
 pub mod dead_letter;
+mod error;
 pub mod file;
 pub mod generator;
 pub mod kafka;
 pub mod nexmark;
-pub mod replay;
 pub mod source;
 
+pub use error::{Error, Result};
 pub use source::{
-    AssignmentListener, PartitionInfo, Poll, RawBatch, RawRecord, Resume, Source, SourceConfig,
-    open,
+    AssignmentError, AssignmentListener, PartitionInfo, Poll, RawBatch, RawRecord, Resume, Source,
+    SourceConfig, open,
 };
-
-/// Errors of sources and sinks.
-#[derive(Debug, thiserror::Error)]
-pub enum Error {
-    /// An I/O error, with what we were doing.
-    #[error("{context}: {source}")]
-    Io {
-        /// What failed, e.g. "reading events.ndjson".
-        context: String,
-        /// The underlying error.
-        source: std::io::Error,
-    },
-    /// A configuration value the connector cannot use.
-    #[error("{0}")]
-    Config(String),
-    /// A running source cannot go on (the reason says why).
-    #[error("{0}")]
-    Failed(String),
-}
-
-/// Result with this crate's [`Error`].
-pub type Result<T, E = Error> = std::result::Result<T, E>;

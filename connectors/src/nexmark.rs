@@ -177,7 +177,7 @@ impl Source for NexmarkSource {
 }
 
 /// Appends the flat JSON of `event` (number `offset`) to `buf`.
-pub fn write_event(buf: &mut Vec<u8>, offset: u64, event: &Event) {
+pub(crate) fn write_event(buf: &mut Vec<u8>, offset: u64, event: &Event) {
     buf.extend_from_slice(b"{\"event_id\":");
     push_u64(buf, offset);
     match event {

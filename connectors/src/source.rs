@@ -215,7 +215,7 @@ pub trait AssignmentListener: Send {
     /// `partitions` are this instance's from now on: restore their state and return
     /// where each resumes (a partition missing from the answer starts at the source's
     /// configured start). An error stops the pipeline.
-    fn assigned(&mut self, partitions: &[u32]) -> std::result::Result<Resume, String>;
+    fn assigned(&mut self, partitions: &[u32]) -> std::result::Result<Resume, AssignmentError>;
 
     /// `partitions` stop being this instance's. Unless `lost`, everything read from them
     /// is applied and checkpointed before this returns, so the next owner resumes
@@ -224,7 +224,46 @@ pub trait AssignmentListener: Send {
     /// dropped and the next owner replays from their last checkpoint. Returns the next
     /// offsets the checkpoint recorded (empty when there was none), for the source to
     /// report like [`Source::checkpointed`].
-    fn revoked(&mut self, partitions: &[u32], lost: bool) -> std::result::Result<Resume, String>;
+    fn revoked(
+        &mut self,
+        partitions: &[u32],
+        lost: bool,
+    ) -> std::result::Result<Resume, AssignmentError>;
+}
+
+/// Why an [`AssignmentListener`] could not take over or give up partitions: the
+/// engine's error, kept as this error's source. It stops the pipeline (the source
+/// returns it from [`Source::poll`] as [`Error::Assignment`](crate::Error::Assignment)).
+#[derive(Debug)]
+pub struct AssignmentError(Box<dyn std::error::Error + Send + Sync + 'static>);
+
+impl AssignmentError {
+    /// Wraps the engine's error (any error, or a message: `String` and `&str` convert).
+    pub fn new(error: impl Into<Box<dyn std::error::Error + Send + Sync + 'static>>) -> Self {
+        AssignmentError(error.into())
+    }
+
+    /// The engine's error.
+    pub fn get_ref(&self) -> &(dyn std::error::Error + Send + Sync + 'static) {
+        &*self.0
+    }
+
+    /// The engine's error, unwrapped.
+    pub fn into_inner(self) -> Box<dyn std::error::Error + Send + Sync + 'static> {
+        self.0
+    }
+}
+
+impl std::fmt::Display for AssignmentError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        self.0.fmt(f)
+    }
+}
+
+impl std::error::Error for AssignmentError {
+    fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
+        Some(&*self.0)
+    }
 }
 
 /// The `source:` section of a pipeline.
@@ -241,13 +280,18 @@ pub enum SourceConfig {
 }
 
 /// Opens a source, starting each partition at `resume` (or at its beginning).
+///
+/// Without the `kafka` feature a Kafka source is [`Error::NoKafkaSupport`](crate::Error::NoKafkaSupport).
 pub fn open(config: &SourceConfig, resume: &Resume) -> Result<Box<dyn Source>> {
     match config {
         SourceConfig::Generator(c) => {
             Ok(Box::new(crate::generator::GeneratorSource::new(c, resume)))
         }
         SourceConfig::File(c) => Ok(Box::new(crate::file::FileSource::open(c, resume)?)),
+        #[cfg(feature = "kafka")]
         SourceConfig::Kafka(c) => Ok(Box::new(crate::kafka::KafkaSource::open(c, resume)?)),
+        #[cfg(not(feature = "kafka"))]
+        SourceConfig::Kafka(_) => Err(crate::Error::NoKafkaSupport),
         SourceConfig::Nexmark(c) => Ok(Box::new(crate::nexmark::NexmarkSource::new(c, resume))),
     }
 }
@@ -281,5 +325,38 @@ mod tests {
         assert_eq!(b.header(1, "trace"), None);
         b.clear();
         assert!(b.is_empty() && b.meta.is_empty() && b.headers.is_empty());
+    }
+
+    #[test]
+    fn an_assignment_error_is_the_engines_error() {
+        use std::error::Error as _;
+        let e = AssignmentError::new("restoring bank/3: checkpoint unreadable");
+        assert_eq!(e.to_string(), "restoring bank/3: checkpoint unreadable");
+        assert_eq!(
+            e.source().map(ToString::to_string).as_deref(),
+            Some("restoring bank/3: checkpoint unreadable")
+        );
+        let e = AssignmentError::new(std::io::Error::other("disk full"));
+        assert!(e.get_ref().downcast_ref::<std::io::Error>().is_some());
+        assert_eq!(e.into_inner().to_string(), "disk full");
+    }
+
+    #[cfg(not(feature = "kafka"))]
+    #[test]
+    fn without_the_kafka_feature_a_kafka_source_is_a_clear_error() {
+        let config = SourceConfig::Kafka(KafkaConfig {
+            brokers: "localhost:9092".into(),
+            topics: vec!["bank".into()],
+            group_id: "projector".into(),
+            start_from: crate::kafka::StartFrom::Earliest,
+            properties: BTreeMap::new(),
+            stop_at_end: false,
+            with_metadata: false,
+        });
+        let Err(e) = open(&config, &Resume::new()) else {
+            panic!("a Kafka source opened without the kafka feature");
+        };
+        assert!(matches!(e, crate::Error::NoKafkaSupport), "{e:?}");
+        assert!(e.to_string().contains("`kafka` feature"), "{e}");
     }
 }

@@ -1,0 +1,71 @@
+//! The `source: {type: kafka}` configuration, and the one place every Kafka client
+//! of the project is configured ([`client_config`]).
+//!
+//! The configuration types are plain data, present without the `kafka` feature too:
+//! the engine's config parser builds them either way.
+
+use std::collections::BTreeMap;
+#[cfg(feature = "kafka")]
+use std::time::Duration;
+
+/// Where to start a partition that has no checkpointed offset.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum StartFrom {
+    /// The oldest retained message (default).
+    #[default]
+    Earliest,
+    /// Only messages produced after the start.
+    Latest,
+}
+
+/// `source: {type: kafka, ...}`.
+#[derive(Debug, Clone, PartialEq)]
+pub struct KafkaConfig {
+    /// Bootstrap servers, `host:port[,host:port]`.
+    pub brokers: String,
+    /// Topics to read; every partition of each is a source partition.
+    pub topics: Vec<String>,
+    /// The consumer group id.
+    pub group_id: String,
+    /// Where partitions without a checkpoint start.
+    pub start_from: StartFrom,
+    /// Passthrough librdkafka settings (checked against the known keys by the config).
+    pub properties: BTreeMap<String, String>,
+    /// Stop when every partition has been read to its end (`--once`); set by the engine.
+    pub stop_at_end: bool,
+    /// Fill [`RawBatch::meta`](crate::RawBatch::meta) (key, timestamp, headers); set by
+    /// the engine when the pipeline reads `$kafka.*` fields or dead-letters to a topic.
+    pub with_metadata: bool,
+}
+
+/// How long one metadata request may take before the source reports the broker as
+/// unreachable.
+#[cfg(feature = "kafka")]
+pub(super) const METADATA_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// Builds every Kafka client of the project, so defaults live in one place.
+#[cfg(feature = "kafka")]
+pub fn client_config(
+    brokers: &str,
+    properties: &BTreeMap<String, String>,
+) -> rdkafka::config::ClientConfig {
+    let mut c = rdkafka::config::ClientConfig::new();
+    c.set("bootstrap.servers", brokers);
+    for (k, v) in properties {
+        c.set(k, v);
+    }
+    c
+}
+
+#[cfg(all(test, feature = "kafka"))]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn client_config_sets_the_brokers_and_passes_properties_through() {
+        let properties = BTreeMap::from([("client.id".to_string(), "p1".to_string())]);
+        let c = client_config("b1:9092,b2:9092", &properties);
+        assert_eq!(c.get("bootstrap.servers"), Some("b1:9092,b2:9092"));
+        assert_eq!(c.get("client.id"), Some("p1"));
+    }
+}
