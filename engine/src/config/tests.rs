@@ -2,57 +2,29 @@
 
 use super::*;
 use projector_connectors::generator::{GeneratorConfig, Scenario};
-use projector_operators::expr::AggFn;
+use projector_operators::aggregate::{AggColumn, AggregateSpec, GroupColumn};
+use projector_operators::expr::{AggFn, Expr};
 use projector_operators::fields::FieldId;
-use projector_operators::fold::ColumnSpec;
+use projector_operators::fold::{ColumnSpec, FoldSpec, Handler};
 use projector_operators::value::{ColumnType, Value};
 use projector_operators::view::ViewKind;
 use std::collections::HashMap;
 
-/// The example of docs/pipeline-reference.md.
-const EXAMPLE: &str = r#"name: bank-accounts
-source:
-  type: generator
-  scenario: bank
-  events: 1000000
-  keys: 10000
-  seed: 42
-format: json
-on_error: dead_letter
-workers: 2
-publish_interval: 100ms
-state_dir: state/bank
-envelope:
-  id: eventId
-  type: eventType
-  key: aggregateId
-  version: version
-  timestamp: timestamp
-views:
-  - name: accounts
-    fold:
-      key_column: account_id
-      columns:
-        owner: string
-        balance: { type: int64, default: 0 }
-        deposits: { type: int64, default: 0 }
-        last_version: int64
-      on:
-        AccountOpened: { set: { owner: payload.owner } }
-        MoneyDeposited: { add: { balance: payload.amount, deposits: 1 } }
-        MoneyWithdrawn: { add: { balance: -payload.amount } }
-        AccountClosed: delete
-        "*": { set: { last_version: version } }
-  - name: volume_by_type
-    aggregate:
-      filter: "eventType <> 'AccountOpened'"
-      group_by: { event_type: eventType }
-      columns:
-        events: "count(*)"
-        total: "sum(payload.amount)"
-        largest: "max(payload.amount)"
-        average: "avg(payload.amount)"
-"#;
+/// The example at the top of docs/pipeline-reference.md: the doc's first ```yaml block,
+/// read from the doc itself so that the tests check what users read.
+fn documented_example() -> String {
+    let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("../docs/pipeline-reference.md");
+    let doc = std::fs::read_to_string(&path)
+        .unwrap_or_else(|e| panic!("cannot read {}: {e}", path.display()));
+    first_yaml_block(&doc).to_string()
+}
+
+/// The first ```yaml block of a markdown file.
+fn first_yaml_block(markdown: &str) -> &str {
+    let start = markdown.find("```yaml\n").expect("a yaml block") + "```yaml\n".len();
+    let len = markdown[start..].find("```").expect("closed block");
+    &markdown[start..start + len]
+}
 
 /// A minimal valid pipeline, to which tests append one view.
 const HEAD: &str = "name: t
@@ -104,7 +76,7 @@ fn one_error(text: &str) -> ConfigError {
 
 #[test]
 fn the_reference_example_loads() {
-    let c = load_ok(EXAMPLE);
+    let c = load_ok(&documented_example());
     assert_eq!(c.file, PathBuf::from("pipelines/x.yaml"));
     assert_eq!(c.name, "bank-accounts");
     assert_eq!(
@@ -119,7 +91,7 @@ fn the_reference_example_loads() {
     assert_eq!(c.format, Format::Json);
     assert_eq!(c.on_error, OnError::DeadLetter);
     assert_eq!(c.workers, Some(2));
-    assert_eq!(c.publish_interval, Duration::from_millis(100));
+    assert_eq!(c.publish_interval, Duration::from_millis(50));
     assert_eq!(c.state_dir, Some(PathBuf::from("state/bank")));
 
     // Envelope paths are interned first: key, type, version, timestamp. No view reads
@@ -917,23 +889,175 @@ fn errors_name_the_file_as_given() {
     assert_eq!(e[0].file, "./some/dir/p.yaml");
 }
 
-/// The first ```yaml block of a markdown file.
-fn first_yaml_block(markdown: &str) -> &str {
-    let start = markdown.find("```yaml\n").expect("a yaml block") + "```yaml\n".len();
-    let len = markdown[start..].find("```").expect("closed block");
-    &markdown[start..start + len]
-}
-
 #[test]
 fn the_documented_example_is_the_tested_one() {
-    let doc = Path::new(env!("CARGO_MANIFEST_DIR")).join("../docs/pipeline-reference.md");
-    let doc = std::fs::read_to_string(doc).unwrap();
-    let from_doc = load_ok(first_yaml_block(&doc));
-    let tested = load_ok(EXAMPLE);
-    assert_eq!(from_doc.views, tested.views);
-    assert_eq!(from_doc.source, tested.source);
-    assert_eq!(from_doc.envelope, tested.envelope);
-    assert_eq!(from_doc.fields.paths(), tested.fields.paths());
+    // Every field, so a field added to the config fails to compile here until the
+    // documented example is checked for it.
+    let PipelineConfig {
+        file,
+        name,
+        source,
+        format,
+        on_error,
+        envelope,
+        views,
+        fields,
+        workers,
+        publish_interval,
+        state_dir,
+        checkpoint,
+        dead_letter,
+    } = load_ok(&documented_example());
+
+    assert_eq!(file, PathBuf::from("pipelines/x.yaml"));
+    assert_eq!(name, "bank-accounts");
+    assert_eq!(
+        source,
+        SourceConfig::Generator(GeneratorConfig {
+            scenario: Scenario::Bank,
+            events: 1_000_000,
+            keys: 10_000,
+            seed: 42
+        })
+    );
+    assert_eq!(format, Format::Json);
+    assert_eq!(on_error, OnError::DeadLetter);
+    assert_eq!(workers, Some(2));
+    assert_eq!(publish_interval, Duration::from_millis(50));
+    assert_eq!(state_dir, Some(PathBuf::from("state/bank")));
+    assert_eq!(
+        checkpoint,
+        CheckpointConfig {
+            interval: Duration::from_secs(1),
+            keep: 3
+        }
+    );
+    assert_eq!(dead_letter, None);
+
+    // Every path read, in slot order: the envelope's (key, type, version, timestamp),
+    // then the views' in file order. No view reads the id, so it has no slot.
+    let paths = [
+        "aggregateId",
+        "eventType",
+        "version",
+        "timestamp",
+        "payload.owner",
+        "payload.amount",
+    ];
+    assert_eq!(fields.paths(), paths);
+    for (slot, path) in paths.iter().enumerate() {
+        assert_eq!(fields.get(path), Some(FieldId(slot as u32)), "{path}");
+    }
+    assert_eq!(fields.get("eventId"), None);
+    let [key, event_type, version, timestamp, owner, amount] = [0, 1, 2, 3, 4, 5].map(FieldId);
+    assert_eq!(
+        envelope,
+        Envelope {
+            id: None,
+            event_type,
+            key,
+            version: Some(version),
+            timestamp: Some(timestamp),
+        }
+    );
+
+    // The two expressions that are more than a field or a constant, compiled over the
+    // same slots.
+    let mut slots = FieldRegistry::new();
+    for path in paths {
+        slots.intern(path);
+    }
+    let minus_amount = Expr::parse("-payload.amount", &mut slots).unwrap();
+    let not_opened = Expr::parse("eventType <> 'AccountOpened'", &mut slots).unwrap();
+    assert_eq!(slots.paths(), paths, "they read no other field");
+
+    let field = Expr::field;
+    let col = |name: &str, ty, default| ColumnSpec {
+        name: name.into(),
+        ty,
+        default,
+    };
+    let accounts = FoldSpec {
+        key_column: "account_id".into(),
+        columns: vec![
+            col("owner", ColumnType::String, None),
+            col("balance", ColumnType::Int64, Some(Value::Int(0))),
+            col("deposits", ColumnType::Int64, Some(Value::Int(0))),
+            col("last_version", ColumnType::Int64, None),
+        ],
+        handlers: [
+            (
+                "AccountOpened",
+                Handler {
+                    set: vec![(0, field(owner))],
+                    ..Handler::default()
+                },
+            ),
+            (
+                "MoneyDeposited",
+                Handler {
+                    add: vec![(1, field(amount)), (2, Expr::literal(Value::Int(1)))],
+                    ..Handler::default()
+                },
+            ),
+            (
+                "MoneyWithdrawn",
+                Handler {
+                    add: vec![(1, minus_amount)],
+                    ..Handler::default()
+                },
+            ),
+            (
+                "AccountClosed",
+                Handler {
+                    delete: true,
+                    ..Handler::default()
+                },
+            ),
+        ]
+        .into_iter()
+        .map(|(event_type, handler)| (event_type.to_string(), handler))
+        .collect(),
+        star: Some(Handler {
+            set: vec![(3, field(version))],
+            ..Handler::default()
+        }),
+    };
+    let agg = |name: &str, func, arg, ty| AggColumn {
+        name: name.into(),
+        func,
+        arg,
+        ty,
+    };
+    let float_of_amount =
+        |name: &str, func| agg(name, func, Some(field(amount)), ColumnType::Float64);
+    let volume_by_type = AggregateSpec {
+        filter: Some(not_opened),
+        group_by: vec![GroupColumn {
+            name: "event_type".into(),
+            expr: field(event_type),
+            ty: ColumnType::String,
+        }],
+        columns: vec![
+            agg("events", AggFn::CountStar, None, ColumnType::Int64),
+            float_of_amount("total", AggFn::Sum),
+            float_of_amount("largest", AggFn::Max),
+            float_of_amount("average", AggFn::Avg),
+        ],
+    };
+    assert_eq!(
+        views,
+        vec![
+            ViewSpec {
+                name: "accounts".into(),
+                kind: ViewKind::Fold(accounts),
+            },
+            ViewSpec {
+                name: "volume_by_type".into(),
+                kind: ViewKind::Aggregate(volume_by_type),
+            },
+        ]
+    );
 }
 
 #[test]
