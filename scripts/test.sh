@@ -31,10 +31,18 @@ cargo fmt --all --check
 step "cargo clippy --all-targets -- -D warnings"
 cargo clippy --workspace --all-targets --locked -- -D warnings
 
+step "cargo clippy without Kafka (connectors and engine, --no-default-features)"
+# An embedder who reads files only leaves librdkafka out; that build must stay clean.
+cargo clippy -p projector-connectors -p projector-engine --no-default-features --all-targets \
+    --locked -- -D warnings
+
+step "cargo doc --no-deps (RUSTDOCFLAGS=-D warnings)"
+RUSTDOCFLAGS="-D warnings" cargo doc --workspace --no-deps --locked
+
 step "cargo bench --no-run (dev profile)"
 # The benchmarks must build. In the bench profile (release) that is a cold release
 # build of DataFusion, 20-45 minutes on 2 cores, so CI builds them in the dev profile;
-# `projector bench` itself runs in the tests below (engine/tests/bench.rs), short.
+# `projector bench` itself runs in the tests below (cli/tests/bench.rs), short.
 cargo bench --workspace --locked --no-run --profile dev
 
 step "tests"

@@ -13,7 +13,7 @@ cd "$(dirname "$0")/../.."
 events=${1:-1000000}
 runs=${2:-3}
 target=${CARGO_TARGET_DIR:-target}
-cargo build --release -p projector-engine -p projector-benches --bins >&2
+cargo build --release -p projector -p projector-benches --bins >&2
 bin="$target/release"
 brokers=$(scripts/broker.sh start)
 trap 'scripts/broker.sh stop "${brokers##*:}" >&2' EXIT

@@ -10,8 +10,8 @@
 //! application and the version rule are exercised on every case.
 
 use projector_engine::config::load_str;
-use projector_engine::pipeline::{Pipeline, RunOptions};
-use projector_engine::query::{QueryLimits, SqlEngine};
+use projector_engine::{Pipeline, RunOptions};
+use projector_engine::{QueryLimits, SqlEngine};
 use proptest::prelude::*;
 use serde_json::{Map, Value as Json, json};
 use std::collections::BTreeMap;
@@ -453,10 +453,10 @@ fn query(rt: &tokio::runtime::Runtime, sql: &SqlEngine, text: &str) -> Vec<Json>
     let result = rt
         .block_on(sql.query(text))
         .unwrap_or_else(|e| panic!("{text}: {e}"));
-    let bytes = projector_engine::output::render(
+    let bytes = projector_engine::render(
         &result.schema,
         &result.batches,
-        projector_engine::output::OutputFormat::Json,
+        projector_engine::OutputFormat::Json,
     )
     .expect("renders");
     match serde_json::from_slice(&bytes).expect("valid JSON") {

@@ -13,11 +13,11 @@
 //! Without `--group` it assigns every partition itself (no group join); with it, it
 //! subscribes as a member of a fresh consumer group, as `projector run` does, through
 //! the same function `projector bench` compares Kafka pipelines with
-//! (`projector_connectors::baseline::bare_read`). It prints one JSON line: messages,
+//! (`projector_benches::baseline::bare_read`). It prints one JSON line: messages,
 //! bytes, seconds until the first message, seconds in all, and the rate from the
 //! first message on.
 
-use projector_connectors::baseline::Tally;
+use projector_benches::baseline::Tally;
 use rdkafka::consumer::{BaseConsumer, Consumer};
 use rdkafka::error::KafkaError;
 use rdkafka::message::Message;
@@ -66,7 +66,7 @@ fn main() {
         fail(&format!("topic '{topic}' has no partitions on {brokers}"));
     }
     if group {
-        let read = projector_connectors::baseline::bare_read(
+        let read = projector_benches::baseline::bare_read(
             brokers,
             // As the assigned modes (and the shipped Kafka pipeline): Tansu answers a
             // join in about half the session timeout, 23 s with librdkafka's 45 s.

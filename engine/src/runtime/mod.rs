@@ -1,0 +1,17 @@
+//! The running pipeline, stage by stage:
+//!
+//! ```text
+//!  source ─▶ ingest (decode, envelope, key hash) ─▶ router ─▶ workers ─▶ epoch coordinator
+//!              ▲ epoch barriers: timer                        (apply)      (cut, publish,
+//!              │ ownership: owner (restore / revoke)                        checkpoint)
+//!  bad records ─▶ bad_records (dead letters, skip, or fail)
+//! ```
+
+pub(crate) mod bad_records;
+pub(crate) mod epoch;
+mod ingest;
+mod owner;
+pub(crate) mod pipeline;
+pub(crate) mod router;
+mod timer;
+pub(crate) mod worker;

@@ -1,0 +1,191 @@
+//! Partition ownership: which partitions this instance owns, restoring them when they
+//! arrive and checkpointing and dropping them when they leave.
+
+use super::ingest::Ingress;
+use super::pipeline::Shared;
+use crate::runtime::router::{KeyHasher, worker_for};
+use crate::runtime::worker::WorkerMsg;
+use crate::state::checkpoint::recovery::{self};
+use crate::{Error, Result};
+use projector_connectors::{AssignmentError, AssignmentListener, Resume};
+use projector_operators::projection::Projection;
+use std::path::PathBuf;
+use std::sync::atomic::Ordering;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+/// The engine's side of partition ownership: restores partitions that become this
+/// instance's and checkpoints and drops the ones it gives up. Called at start for
+/// sources that always read every partition, and by a consumer-group source on every
+/// rebalance (on the ingest thread, inside its poll).
+#[derive(Clone)]
+pub(super) struct Owner {
+    pub(super) ingress: Arc<Mutex<Ingress>>,
+    pub(super) shared: Arc<Shared>,
+    pub(super) projection: Arc<Projection>,
+    /// The `checkpoints` directory (`None`: checkpoints are off).
+    pub(super) root: Option<PathBuf>,
+    pub(super) names: Arc<Vec<String>>,
+    pub(super) workers: usize,
+}
+
+impl Owner {
+    /// Restores `ids` from their newest valid checkpoints and makes them this
+    /// instance's; returns where each restored one resumes.
+    pub(super) fn assign(&self, ids: &[u32]) -> Result<Resume> {
+        let hasher = KeyHasher::default();
+        let route = |k: &str| worker_for(hasher.hash(k), self.workers);
+        let mut restored = Vec::with_capacity(ids.len());
+        let mut floor = 0;
+        let mut resume = Resume::new();
+        for &id in ids {
+            let name = &self.names[id as usize];
+            let r = match &self.root {
+                Some(root) => {
+                    recovery::restore_partition(root, name, &self.projection, self.workers, route)?
+                }
+                None => recovery::RestoredPartition {
+                    workers: (0..self.workers)
+                        .map(|_| self.projection.new_partition_state())
+                        .collect(),
+                    ..Default::default()
+                },
+            };
+            for s in &r.skipped {
+                eprintln!("{}: warning: {s}", self.shared.name);
+            }
+            if let Some(next) = r.resume {
+                eprintln!(
+                    "{}: {name}: resuming from checkpoint {} at offset {next}",
+                    self.shared.name, r.epoch
+                );
+                resume.insert(id, next);
+                self.shared
+                    .checkpoints
+                    .set_partitions(&[id], r.epoch, r.written_ms);
+                self.shared
+                    .restored_epoch
+                    .fetch_max(r.epoch, Ordering::Relaxed);
+            }
+            floor = floor.max(r.epoch_floor);
+            restored.push((id, r));
+        }
+        // Letters of records after each checkpoint may be written already.
+        if self.root.is_some() {
+            let from: Vec<(&str, u64)> = restored
+                .iter()
+                .map(|(id, r)| (self.names[*id as usize].as_str(), r.resume.unwrap_or(0)))
+                .collect();
+            self.shared
+                .bad
+                .already_written(&from)
+                .map_err(|e| Error::Io {
+                    context: format!(
+                        "reading dead letters from {}",
+                        self.shared.bad.destination()
+                    ),
+                    source: e,
+                })?;
+        }
+        let mut ing = self.ingress.lock().expect("ingress lock");
+        for (id, r) in restored {
+            let p = id as usize;
+            for (w, state) in r.workers.into_iter().enumerate() {
+                ing.router
+                    .send_to(
+                        w,
+                        WorkerMsg::Restore {
+                            partition: id,
+                            state,
+                        },
+                    )
+                    .map_err(|_| Error::Stopped)?;
+            }
+            ing.owned[p] = true;
+            ing.known[p] = r.resume.is_some();
+            ing.offsets[p] = r.resume.unwrap_or(0);
+            ing.cut_offsets[p] = ing.offsets[p];
+        }
+        // This instance's next checkpoint of these partitions must be numbered above
+        // every one on disk, whoever wrote them.
+        ing.epoch = ing.epoch.max(floor);
+        ing.force = true;
+        self.shared.positions.set_owned(ids, true, &ing.offsets);
+        Ok(resume)
+    }
+
+    /// Gives `ids` up: unless `lost`, checkpoints them first and waits until that
+    /// checkpoint is durable; then drops their state. Returns the offsets checkpointed.
+    pub(super) fn revoke(&self, ids: &[u32], lost: bool) -> Result<Resume> {
+        let mut checkpointed = Resume::new();
+        let wait_for = {
+            let mut ing = self.ingress.lock().expect("ingress lock");
+            let checkpoint = !lost
+                && !ing.finished
+                && ing.checkpoint_every.is_some()
+                && self.shared.fatal().is_none()
+                && ids.iter().any(|&p| ing.owned[p as usize]);
+            if checkpoint {
+                ing.barrier(false, true)?;
+                for &p in ids {
+                    if ing.owned[p as usize] && ing.known[p as usize] {
+                        checkpointed.insert(p, ing.offsets[p as usize]);
+                    }
+                }
+            }
+            for &p in ids {
+                ing.owned[p as usize] = false;
+                ing.known[p as usize] = false;
+            }
+            ing.router
+                .broadcast(|| WorkerMsg::Release(ids.to_vec()))
+                .map_err(|_| Error::Stopped)?;
+            // Publish the views without them.
+            ing.force = true;
+            self.shared.positions.set_owned(ids, false, &ing.offsets);
+            checkpoint.then_some(ing.epoch)
+        };
+        for &p in ids {
+            let name = &self.names[p as usize];
+            self.shared.bad.forget(name);
+            if lost {
+                // Whoever owns it now replays those records and writes their letters.
+                self.shared.bad.drop_staged(name);
+            }
+        }
+        if let Some(epoch) = wait_for {
+            let started = Instant::now();
+            while self.shared.progress.get().epoch < epoch {
+                if let Some(e) = self.shared.fatal() {
+                    return Err(Error::Fatal(e));
+                }
+                // A stop that gave up waiting for this thread stops the workers too.
+                if self.shared.stop.load(Ordering::Relaxed)
+                    && started.elapsed() > Duration::from_secs(10)
+                {
+                    return Err(Error::Stopped);
+                }
+                self.shared.progress.wait(Duration::from_millis(20));
+            }
+            // The coordinator publishes an epoch whose checkpoint failed, and says why.
+            if let Some(e) = self.shared.fatal() {
+                return Err(Error::Fatal(e));
+            }
+        }
+        Ok(checkpointed)
+    }
+}
+
+impl AssignmentListener for Owner {
+    fn assigned(&mut self, partitions: &[u32]) -> std::result::Result<Resume, AssignmentError> {
+        Owner::assign(self, partitions).map_err(AssignmentError::new)
+    }
+
+    fn revoked(
+        &mut self,
+        partitions: &[u32],
+        lost: bool,
+    ) -> std::result::Result<Resume, AssignmentError> {
+        Owner::revoke(self, partitions, lost).map_err(AssignmentError::new)
+    }
+}

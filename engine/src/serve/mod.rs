@@ -1,0 +1,9 @@
+//! The query side: the published views ([`catalog`]), SQL over them with DataFusion
+//! ([`query`]), the HTTP API ([`http`]) with its status document ([`status`]), and
+//! result rendering for the CLI and HTTP ([`output`]).
+
+pub(crate) mod catalog;
+pub(crate) mod http;
+pub(crate) mod output;
+pub(crate) mod query;
+pub(crate) mod status;

@@ -1,0 +1,6 @@
+//! The engine's state, in memory and on disk: views as Arrow ([`view`]) and the
+//! checkpoints that make them durable together with the source offsets
+//! ([`checkpoint`]).
+
+pub(crate) mod checkpoint;
+pub(crate) mod view;
