@@ -33,3 +33,4 @@ pub use runtime::pipeline::{Pipeline, RunOptions, Shared};
 pub use serve::http::{AppState, query_runtime, serve, status_json};
 pub use serve::output::{OutputFormat, render};
 pub use serve::query::{QueryError, QueryErrorKind, QueryLimits, QueryResult, SqlEngine};
+pub use state::checkpoint::{CheckpointError, recovery::PieceError};

@@ -1,16 +1,10 @@
 //! Freshness: the recording replayed at a fixed rate, and how long each event took
 //! from due to visible to SQL.
 
-use super::BenchOptions;
-use super::Freshness;
-use super::MAX_LATENCY_US;
-use super::QueryLatency;
-use super::queries::Clients;
-use super::queries::prepare_queries;
-use super::queries::start_clients;
+use super::queries::{Clients, prepare_queries, start_clients};
 use super::report::si;
-use super::start_replay;
 use super::system::watch_progress;
+use super::{BenchOptions, Freshness, MAX_LATENCY_US, QueryLatency, start_replay};
 use crate::replay::{Recording, ReplaySource, ReplayStart};
 use anyhow::{Context, Result, anyhow, bail};
 use hdrhistogram::Histogram;

@@ -16,9 +16,8 @@
 //!    lookup and an aggregate over all rows. Freshness is measured again under that
 //!    load (the clients share the machine with the pipeline).
 
-mod kafka;
-
 mod freshness;
+mod kafka;
 mod queries;
 mod report;
 mod system;
@@ -36,14 +35,7 @@ use serde::Serialize;
 use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Instant;
-use system::StateDir;
-use system::Watch;
-use system::bar;
-use system::cpu_times;
-use system::note;
-use system::peak_rss;
-use system::reset_peak_rss;
-use system::watch_progress;
+use system::{StateDir, Watch, bar, cpu_times, note, peak_rss, reset_peak_rss, watch_progress};
 
 /// Largest latency the histograms hold: one minute, in microseconds.
 const MAX_LATENCY_US: u64 = 60_000_000;

@@ -1,13 +1,11 @@
 //! SQL latency: closed-loop clients sending key lookups and aggregates over HTTP
 //! while the pipeline ingests.
 
-use super::MAX_LATENCY_US;
-use super::QueryLatency;
+use super::{MAX_LATENCY_US, QueryLatency};
 use anyhow::{Result, anyhow};
 use arrow::datatypes::DataType;
 use hdrhistogram::Histogram;
-use projector_engine::Shared;
-use projector_engine::SqlEngine;
+use projector_engine::{Shared, SqlEngine};
 use projector_operators::view::ViewKind;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};

@@ -1,4 +1,4 @@
-//! The pipeline file: YAML → a validated [`PipelineConfig`] (HELPER C implements this module).
+//! The pipeline file: YAML → a validated [`PipelineConfig`].
 //!
 //! Every error is collected (not just the first), each with file, line, column and key
 //! path, so a user fixes a file in one pass.

@@ -2,7 +2,7 @@
 
 use crate::runtime::pipeline::Shared;
 use crate::serve::output::{OutputFormat, render};
-use crate::serve::query::{QueryErrorKind, SqlEngine};
+use crate::serve::query::{QueryError, QueryErrorKind, SqlEngine};
 use axum::Router;
 use axum::body::Bytes;
 use axum::extract::{Query, State};
@@ -65,12 +65,69 @@ struct SqlBody {
     sql: String,
 }
 
-fn error(status: StatusCode, code: &str, message: &str) -> Response {
-    (
-        status,
-        axum::Json(json!({"error": {"code": code, "message": message}})),
-    )
-        .into_response()
+/// Why `POST /sql` failed. Each kind has its code and HTTP status here, in one place;
+/// the body is `{"error": {"code": ..., "message": ...}}`.
+#[derive(Debug, thiserror::Error)]
+enum SqlRequestError {
+    /// `?format=` names no format HTTP serves.
+    #[error("unknown format '{0}': use json, csv or arrow")]
+    BadFormat(String),
+    /// The body is not UTF-8.
+    #[error("the body is not UTF-8")]
+    NotUtf8,
+    /// A JSON body that is not `{"sql": "..."}`.
+    #[error("expected {{\"sql\": \"...\"}}: {0}")]
+    BadJson(serde_json::Error),
+    /// No SQL in the body.
+    #[error("no SQL in the request body")]
+    Empty,
+    /// The query failed or was refused.
+    #[error("{}", .0.message)]
+    Query(QueryError),
+    /// The result could not be rendered.
+    #[error("{0}")]
+    Render(arrow::error::ArrowError),
+}
+
+impl SqlRequestError {
+    fn code(&self) -> &'static str {
+        match self {
+            SqlRequestError::BadFormat(_) => "http.bad_format",
+            SqlRequestError::NotUtf8 | SqlRequestError::BadJson(_) => "http.bad_body",
+            SqlRequestError::Empty => "sql.empty",
+            SqlRequestError::Query(e) => e.code(),
+            SqlRequestError::Render(_) => "sql.render",
+        }
+    }
+
+    fn status(&self) -> StatusCode {
+        match self {
+            SqlRequestError::BadFormat(_)
+            | SqlRequestError::NotUtf8
+            | SqlRequestError::BadJson(_)
+            | SqlRequestError::Empty => StatusCode::BAD_REQUEST,
+            SqlRequestError::Query(e) => match e.kind {
+                QueryErrorKind::Unavailable => StatusCode::SERVICE_UNAVAILABLE,
+                QueryErrorKind::Internal => StatusCode::INTERNAL_SERVER_ERROR,
+                QueryErrorKind::Parse
+                | QueryErrorKind::Plan
+                | QueryErrorKind::Unsupported
+                | QueryErrorKind::ResourcesExhausted
+                | QueryErrorKind::Execution
+                | QueryErrorKind::ReadOnly
+                | QueryErrorKind::TooManyRows
+                | QueryErrorKind::Timeout => StatusCode::BAD_REQUEST,
+            },
+            SqlRequestError::Render(_) => StatusCode::INTERNAL_SERVER_ERROR,
+        }
+    }
+}
+
+impl IntoResponse for SqlRequestError {
+    fn into_response(self) -> Response {
+        let body = json!({"error": {"code": self.code(), "message": self.to_string()}});
+        (self.status(), axum::Json(body)).into_response()
+    }
 }
 
 async fn sql(
@@ -83,21 +140,13 @@ async fn sql(
         None => OutputFormat::Json,
         Some(f) => match OutputFormat::from_name(f) {
             Some(OutputFormat::Table) | None => {
-                return error(
-                    StatusCode::BAD_REQUEST,
-                    "http.bad_format",
-                    &format!("unknown format '{f}': use json, csv or arrow"),
-                );
+                return SqlRequestError::BadFormat(f.to_string()).into_response();
             }
             Some(f) => f,
         },
     };
     let Ok(text) = std::str::from_utf8(&body) else {
-        return error(
-            StatusCode::BAD_REQUEST,
-            "http.bad_body",
-            "the body is not UTF-8",
-        );
+        return SqlRequestError::NotUtf8.into_response();
     };
     let is_json = headers
         .get(header::CONTENT_TYPE)
@@ -107,23 +156,13 @@ async fn sql(
     let sql_text = if is_json {
         match serde_json::from_str::<SqlBody>(text) {
             Ok(b) => b.sql,
-            Err(e) => {
-                return error(
-                    StatusCode::BAD_REQUEST,
-                    "http.bad_body",
-                    &format!("expected {{\"sql\": \"...\"}}: {e}"),
-                );
-            }
+            Err(e) => return SqlRequestError::BadJson(e).into_response(),
         }
     } else {
         text.to_string()
     };
     if sql_text.trim().is_empty() {
-        return error(
-            StatusCode::BAD_REQUEST,
-            "sql.empty",
-            "no SQL in the request body",
-        );
+        return SqlRequestError::Empty.into_response();
     }
     match app.sql.query(&sql_text).await {
         Ok(r) => match render(&r.schema, &r.batches, format) {
@@ -146,29 +185,9 @@ async fn sql(
                 )
                     .into_response()
             }
-            Err(e) => error(
-                StatusCode::INTERNAL_SERVER_ERROR,
-                "sql.render",
-                &e.to_string(),
-            ),
+            Err(e) => SqlRequestError::Render(e).into_response(),
         },
-        Err(e) => error(http_status(e.kind), e.code(), &e.message),
-    }
-}
-
-/// The HTTP status of a failed query: the server's fault or the client's.
-fn http_status(kind: QueryErrorKind) -> StatusCode {
-    match kind {
-        QueryErrorKind::Unavailable => StatusCode::SERVICE_UNAVAILABLE,
-        QueryErrorKind::Internal => StatusCode::INTERNAL_SERVER_ERROR,
-        QueryErrorKind::Parse
-        | QueryErrorKind::Plan
-        | QueryErrorKind::Unsupported
-        | QueryErrorKind::ResourcesExhausted
-        | QueryErrorKind::Execution
-        | QueryErrorKind::ReadOnly
-        | QueryErrorKind::TooManyRows
-        | QueryErrorKind::Timeout => StatusCode::BAD_REQUEST,
+        Err(e) => SqlRequestError::Query(e).into_response(),
     }
 }
 
