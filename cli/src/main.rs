@@ -241,10 +241,28 @@ fn main() -> ExitCode {
     match result {
         Ok(code) => code,
         Err(e) => {
-            eprintln!("error: {e:#}");
+            eprintln!("error: {}", chain(&e));
             ExitCode::from(1)
         }
     }
+}
+
+/// An error and its causes on one line, `context: error: cause`. Our errors keep their
+/// causes as sources and also name them in their message, so a cause whose text the
+/// line already holds is not repeated.
+fn chain(e: &anyhow::Error) -> String {
+    let mut line = String::new();
+    for cause in e.chain() {
+        let text = cause.to_string();
+        if line.contains(&text) {
+            continue;
+        }
+        if !line.is_empty() {
+            line.push_str(": ");
+        }
+        line.push_str(&text);
+    }
+    line
 }
 
 fn load(path: &std::path::Path) -> Result<config::PipelineConfig, ExitCode> {

@@ -742,6 +742,37 @@ fn bad_sql_exits_1_with_an_error() {
     assert!(out.stderr.contains("--once"), "{}", out.stderr);
 }
 
+/// A source that cannot be opened: exit 1, and one line that says what was being done and
+/// why, each cause once (errors keep their causes and also name them in their message).
+#[test]
+fn a_missing_input_file_is_one_clear_line() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let pipeline = write(
+        dir.path(),
+        "bank.yaml",
+        file_pipeline("no-such-events.ndjson", "dead_letter"),
+    );
+    let out = run_once(
+        &pipeline,
+        &dir.path().join("state"),
+        &["-q"],
+        None,
+        dir.path(),
+    );
+    out.assert_code(1);
+    let line = out
+        .stderr
+        .lines()
+        .find(|l| l.starts_with("error: "))
+        .unwrap_or_else(|| panic!("an error line:\n{}", out.stderr));
+    assert!(
+        line.starts_with("error: starting the pipeline: source: ")
+            && line.contains("no-such-events.ndjson"),
+        "{line}"
+    );
+    assert_eq!(line.matches("(os error 2)").count(), 1, "{line}");
+}
+
 // ---------------------------------------------------------------------------------------
 // Deviations of the engine from docs/pipeline-reference.md found by these tests. They are
 // ignored so the suite stays green; run them with `--run-ignored only`.
