@@ -1,0 +1,283 @@
+//! `projector run`: start a pipeline, serve its views over HTTP or answer `--sql` after
+//! `--once`, with a progress line on stderr and a summary at the end.
+
+use crate::load;
+use anyhow::{Context, Result};
+use projector_benches::harness::si;
+use projector_connectors::SourceConfig;
+use projector_engine::{
+    AppState, OutputFormat, Pipeline, QueryLimits, RunOptions, Shared, SqlEngine, query_runtime,
+    render, serve, status_json,
+};
+use std::io::{IsTerminal, Write};
+use std::path::PathBuf;
+use std::process::ExitCode;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+pub(crate) struct RunArgs {
+    pub(crate) pipeline: PathBuf,
+    pub(crate) http: Option<String>,
+    pub(crate) state_dir: Option<PathBuf>,
+    pub(crate) once: bool,
+    pub(crate) sql: Vec<String>,
+    pub(crate) format: OutputFormat,
+    pub(crate) workers: Option<usize>,
+    pub(crate) quiet: bool,
+}
+
+pub(crate) fn run(args: RunArgs) -> Result<ExitCode> {
+    let mut cfg = match load(&args.pipeline) {
+        Ok(c) => c,
+        Err(code) => return Ok(code),
+    };
+    if let SourceConfig::Kafka(k) = &mut cfg.source {
+        // --once reads each partition to the end it has when it is reached.
+        k.stop_at_end = args.once;
+    }
+    let mut options = RunOptions::resolve(&cfg, args.state_dir);
+    if let Some(w) = args.workers {
+        options.workers = w.max(1);
+    }
+    let runtime = query_runtime().context("starting the query runtime")?;
+    let pipeline = Pipeline::start(&cfg, &options).context("starting the pipeline")?;
+    let shared = pipeline.shared().clone();
+    let sql = Arc::new(SqlEngine::new(
+        shared.catalog.clone(),
+        QueryLimits::default(),
+    )?);
+    let progress = (!args.quiet).then(|| spawn_progress(shared.clone()));
+
+    let http_addr = match (&args.http, args.once) {
+        (Some(a), _) => Some(a.clone()),
+        (None, false) => Some("127.0.0.1:8080".to_string()),
+        (None, true) => None,
+    };
+    if let Some(addr) = &http_addr {
+        let state = AppState {
+            shared: shared.clone(),
+            sql: sql.clone(),
+        };
+        let bound = serve(&runtime, addr, state)
+            .with_context(|| format!("binding the HTTP API to {addr}"))?;
+        eprintln!(
+            "{}: serving SQL on http://{bound} (POST /sql, GET /views, /status, /health)",
+            cfg.name
+        );
+    }
+
+    if args.once {
+        let finished = pipeline.wait_until_finished();
+        stop_progress(progress);
+        if let Err(e) = finished {
+            let _ = pipeline.stop();
+            // Stopping drains the workers, which may find an earlier bad record.
+            let reason = shared
+                .fatal()
+                .map_or_else(|| e.to_string(), |f| f.to_string());
+            eprintln!("{}: failed: {reason}", cfg.name);
+            return Ok(ExitCode::from(1));
+        }
+        print_summary(&shared);
+        let mut code = ExitCode::SUCCESS;
+        let mut stdout = std::io::stdout().lock();
+        for q in &args.sql {
+            match runtime.block_on(sql.query(q)) {
+                Ok(r) => {
+                    let mut bytes = render(&r.schema, &r.batches, args.format)?;
+                    if args.format == OutputFormat::Json {
+                        bytes.push(b'\n');
+                    }
+                    stdout.write_all(&bytes)?;
+                }
+                Err(e) => {
+                    eprintln!("error: query failed: {e}\n  query: {q}");
+                    code = ExitCode::from(1);
+                }
+            }
+        }
+        stdout.flush()?;
+        pipeline.stop()?;
+        return Ok(code);
+    }
+
+    // Serve until a signal or a fatal error.
+    let fatal = runtime.block_on(async {
+        let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
+            .expect("installing SIGTERM handler");
+        let mut tick = tokio::time::interval(Duration::from_millis(100));
+        loop {
+            tokio::select! {
+                _ = tokio::signal::ctrl_c() => return None,
+                _ = term.recv() => return None,
+                _ = tick.tick() => {
+                    if let Some(e) = shared.fatal() {
+                        return Some(e);
+                    }
+                }
+            }
+        }
+    });
+    stop_progress(progress);
+    eprintln!("{}: stopping", cfg.name);
+    pipeline.stop()?;
+    print_summary(&shared);
+    runtime.shutdown_timeout(Duration::from_secs(1));
+    match fatal.map(|e| shared.fatal().unwrap_or(e)) {
+        Some(e) => {
+            eprintln!("{}: failed: {e}", cfg.name);
+            Ok(ExitCode::from(1))
+        }
+        None => Ok(ExitCode::SUCCESS),
+    }
+}
+
+pub(crate) struct ProgressHandle {
+    stop: Arc<std::sync::atomic::AtomicBool>,
+    thread: std::thread::JoinHandle<()>,
+}
+
+pub(crate) fn spawn_progress(shared: Arc<Shared>) -> ProgressHandle {
+    let stop = Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let flag = stop.clone();
+    let tty = std::io::stderr().is_terminal();
+    let thread = std::thread::spawn(move || {
+        let mut last = (Instant::now(), 0u64);
+        while !flag.load(std::sync::atomic::Ordering::Relaxed) {
+            std::thread::park_timeout(Duration::from_secs(1));
+            if flag.load(std::sync::atomic::Ordering::Relaxed) {
+                break;
+            }
+            let c = shared.counters.snapshot();
+            let now = Instant::now();
+            let rate = (c.read - last.1) as f64 / now.duration_since(last.0).as_secs_f64();
+            last = (now, c.read);
+            let line = format!(
+                "{}: {} read ({}/s) · {} applied · {} duplicates · {} dead letters · {} skipped · epoch {} · checkpoint {}{}",
+                shared.name,
+                thousands(c.read),
+                si(rate),
+                thousands(c.applied),
+                thousands(c.duplicates),
+                thousands(c.dead_letters),
+                thousands(c.skipped),
+                shared.progress.get().epoch,
+                shared.checkpoints.get().epoch,
+                partitions_line(&shared),
+            );
+            if tty {
+                eprint!("\r\x1b[2K{line}");
+            } else {
+                eprintln!("{line}");
+            }
+        }
+        if tty {
+            eprint!("\r\x1b[2K");
+        }
+    });
+    ProgressHandle { stop, thread }
+}
+
+/// The progress line's tail: the checkpoint's age, and the lag in total and, for a
+/// few partitions, per partition (`-` where the end is not known yet).
+pub(crate) fn partitions_line(shared: &Shared) -> String {
+    let mut out = String::new();
+    let checkpoint = shared.checkpoints.get();
+    if checkpoint.written_ms > 0 {
+        let now = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0, |d| d.as_millis() as u64);
+        let age = now.saturating_sub(checkpoint.written_ms) as f64 / 1000.0;
+        out.push_str(&format!(" ({age:.1} s ago)"));
+    }
+    let positions: Vec<_> = shared
+        .positions
+        .snapshot()
+        .into_iter()
+        .filter(|p| p.assigned)
+        .collect();
+    if positions.iter().all(|p| p.lag.is_none()) {
+        return out;
+    }
+    let total: u64 = positions.iter().filter_map(|p| p.lag).sum();
+    out.push_str(&format!(" · lag {}", thousands(total)));
+    if positions.len() > 1 && positions.len() <= 8 {
+        let each: Vec<String> = positions
+            .iter()
+            .map(|p| {
+                let lag = p.lag.map_or("-".to_string(), thousands);
+                format!("{} {lag}", p.partition)
+            })
+            .collect();
+        out.push_str(&format!(" ({})", each.join(", ")));
+    }
+    out
+}
+
+pub(crate) fn stop_progress(p: Option<ProgressHandle>) {
+    if let Some(p) = p {
+        p.stop.store(true, std::sync::atomic::Ordering::Relaxed);
+        p.thread.thread().unpark();
+        let _ = p.thread.join();
+    }
+}
+
+pub(crate) fn print_summary(shared: &Shared) {
+    let c = shared.counters.snapshot();
+    let secs = shared.started.elapsed().as_secs_f64();
+    eprintln!(
+        "{}: {} events in {:.2} s ({} events/s) · {} applied · {} duplicates · {} dead letters · {} skipped",
+        shared.name,
+        thousands(c.read),
+        secs,
+        si(c.read as f64 / secs.max(1e-9)),
+        thousands(c.applied),
+        thousands(c.duplicates),
+        thousands(c.dead_letters),
+        thousands(c.skipped),
+    );
+    // Start-up (restore, group join) apart from reading: how soon the first record
+    // came, the rate from there on, and the last checkpoint's size and time.
+    let first = shared
+        .first_read_us
+        .load(std::sync::atomic::Ordering::Relaxed) as f64
+        / 1e6;
+    let checkpoint = shared.checkpoints.get();
+    if first > 0.0 {
+        let reading = (secs - first).max(1e-9);
+        let mut line = format!(
+            "{}: first record after {first:.2} s · {} events/s from there",
+            shared.name,
+            si(c.read as f64 / reading),
+        );
+        if checkpoint.duration_ms > 0 || checkpoint.bytes > 0 {
+            line.push_str(&format!(
+                " · last checkpoint: epoch {}, {} bytes of state, written in {} ms",
+                checkpoint.epoch,
+                thousands(checkpoint.bytes),
+                checkpoint.duration_ms
+            ));
+        }
+        eprintln!("{line}");
+    }
+    if c.dead_letters > 0 {
+        eprintln!(
+            "{}: dead letters are in {}",
+            shared.name,
+            shared.bad.destination()
+        );
+    }
+    tracing::debug!(status = %status_json(shared), "final status");
+}
+
+pub(crate) fn thousands(n: u64) -> String {
+    let s = n.to_string();
+    let mut out = String::with_capacity(s.len() + s.len() / 3);
+    for (i, ch) in s.chars().enumerate() {
+        if i > 0 && (s.len() - i).is_multiple_of(3) {
+            out.push(',');
+        }
+        out.push(ch);
+    }
+    out
+}
