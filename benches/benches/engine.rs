@@ -13,13 +13,12 @@ use criterion::{BatchSize, Criterion, Throughput, criterion_group, criterion_mai
 use projector_connectors::generator::{GeneratorConfig, GeneratorSource, Scenario};
 use projector_connectors::{RawBatch, Resume, Source};
 use projector_engine::config::PipelineConfig;
-use projector_engine::internals::Catalog;
 use projector_engine::internals::Router;
 use projector_engine::internals::WorkerMsg;
 use projector_engine::internals::{
     Published, PublishedView, build_fold_chunk, build_worker_view, view_schema,
 };
-use projector_engine::{QueryLimits, SqlEngine};
+use projector_engine::{Catalog, QueryLimits, SqlEngine};
 use projector_operators::decode::JsonDecoder;
 use projector_operators::envelope::key_text;
 use projector_operators::projection::{PartitionState, Projection, ViewState};

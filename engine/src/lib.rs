@@ -30,7 +30,17 @@ mod state;
 
 pub use error::{Error, Fatal, Result};
 pub use runtime::pipeline::{Pipeline, RunOptions, Shared};
+pub use serve::catalog::Catalog;
 pub use serve::http::{AppState, query_runtime, serve, status_json};
 pub use serve::output::{OutputFormat, render};
 pub use serve::query::{QueryError, QueryErrorKind, QueryLimits, QueryResult, SqlEngine};
 pub use state::checkpoint::{CheckpointError, recovery::PieceError};
+
+/// What a running pipeline reports about itself: the types behind [`Shared`]'s fields,
+/// which the CLI's progress line, `/status` and `projector bench` read.
+pub mod status {
+    pub use crate::runtime::bad_records::BadRecords;
+    pub use crate::runtime::epoch::{Progress, ProgressState};
+    pub use crate::serve::status::{CounterSnapshot, Counters, PartitionPosition, Positions};
+    pub use crate::state::checkpoint::recovery::{CheckpointInfo, CheckpointStatus};
+}

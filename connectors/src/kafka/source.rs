@@ -26,7 +26,8 @@ use std::time::Duration;
 /// empty. Backpressure needs no pause: while the engine is behind it does not poll, and
 /// librdkafka stops fetching once its prefetch queue holds `queued.max.messages.kbytes`
 /// (pausing would be worse: librdkafka drops a paused partition's prefetched messages
-/// and fetches them again on resume, which halved the Kafka read benchmark's throughput).
+/// and fetches them again on resume, which cost the Kafka read benchmark dearly; see
+/// BENCHMARKS.md).
 #[derive(Default)]
 struct Arrivals {
     /// Something arrived since the last [`Arrivals::wait`] (set from librdkafka's
@@ -125,8 +126,8 @@ impl KafkaSource {
         if client.get("fetch.queue.backoff.ms").is_none() {
             // librdkafka waits this long to fetch again once a partition's prefetch
             // queue passed `queued.min.messages`; its 1 s default left the engine idle
-            // for up to a second after draining the queue (500K events/s instead of
-            // 750K in the Kafka read benchmark).
+            // for up to a second after draining the queue (BENCHMARKS.md has the
+            // before and after).
             client.set("fetch.queue.backoff.ms", "50");
         }
         if client.get("statistics.interval.ms").is_none() {

@@ -48,7 +48,7 @@ impl RunOptions {
             .or_else(|| config.state_dir.clone())
             .unwrap_or_else(|| PathBuf::from("state").join(&config.name));
         // The ingest thread (read, decode, route) keeps a core busy: on 2 cores one
-        // worker beat two (measured: 1.45M vs 1.0-1.1M events/s, bank pipeline).
+        // worker beats two (BENCHMARKS.md, "generator input, bank pipeline").
         let workers = config.workers.unwrap_or_else(|| {
             let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
             cores.saturating_sub(1).max(1)
