@@ -242,16 +242,6 @@ impl AssignmentError {
     pub fn new(error: impl Into<Box<dyn std::error::Error + Send + Sync + 'static>>) -> Self {
         AssignmentError(error.into())
     }
-
-    /// The engine's error.
-    pub fn get_ref(&self) -> &(dyn std::error::Error + Send + Sync + 'static) {
-        &*self.0
-    }
-
-    /// The engine's error, unwrapped.
-    pub fn into_inner(self) -> Box<dyn std::error::Error + Send + Sync + 'static> {
-        self.0
-    }
 }
 
 impl std::fmt::Display for AssignmentError {
@@ -337,8 +327,9 @@ mod tests {
             Some("restoring bank/3: checkpoint unreadable")
         );
         let e = AssignmentError::new(std::io::Error::other("disk full"));
-        assert!(e.get_ref().downcast_ref::<std::io::Error>().is_some());
-        assert_eq!(e.into_inner().to_string(), "disk full");
+        let cause = e.source().expect("the engine's error");
+        assert!(cause.downcast_ref::<std::io::Error>().is_some());
+        assert_eq!(cause.to_string(), "disk full");
     }
 
     #[cfg(not(feature = "kafka"))]

@@ -5,7 +5,7 @@ use super::ingest::Ingress;
 use super::pipeline::Shared;
 use crate::runtime::router::{KeyHasher, worker_for};
 use crate::runtime::worker::WorkerMsg;
-use crate::state::checkpoint::recovery::{self};
+use crate::state::checkpoint::recovery;
 use crate::{Error, Result};
 use projector_connectors::{AssignmentError, AssignmentListener, Resume};
 use projector_operators::projection::Projection;
