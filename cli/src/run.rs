@@ -132,12 +132,12 @@ pub(crate) fn run(args: RunArgs) -> Result<ExitCode> {
     }
 }
 
-pub(crate) struct ProgressHandle {
+struct ProgressHandle {
     stop: Arc<std::sync::atomic::AtomicBool>,
     thread: std::thread::JoinHandle<()>,
 }
 
-pub(crate) fn spawn_progress(shared: Arc<Shared>) -> ProgressHandle {
+fn spawn_progress(shared: Arc<Shared>) -> ProgressHandle {
     let stop = Arc::new(std::sync::atomic::AtomicBool::new(false));
     let flag = stop.clone();
     let tty = std::io::stderr().is_terminal();
@@ -180,7 +180,7 @@ pub(crate) fn spawn_progress(shared: Arc<Shared>) -> ProgressHandle {
 
 /// The progress line's tail: the checkpoint's age, and the lag in total and, for a
 /// few partitions, per partition (`-` where the end is not known yet).
-pub(crate) fn partitions_line(shared: &Shared) -> String {
+fn partitions_line(shared: &Shared) -> String {
     let mut out = String::new();
     let checkpoint = shared.checkpoints.get();
     if checkpoint.written_ms > 0 {
@@ -214,7 +214,7 @@ pub(crate) fn partitions_line(shared: &Shared) -> String {
     out
 }
 
-pub(crate) fn stop_progress(p: Option<ProgressHandle>) {
+fn stop_progress(p: Option<ProgressHandle>) {
     if let Some(p) = p {
         p.stop.store(true, std::sync::atomic::Ordering::Relaxed);
         p.thread.thread().unpark();
@@ -222,7 +222,7 @@ pub(crate) fn stop_progress(p: Option<ProgressHandle>) {
     }
 }
 
-pub(crate) fn print_summary(shared: &Shared) {
+fn print_summary(shared: &Shared) {
     let c = shared.counters.snapshot();
     let secs = shared.started.elapsed().as_secs_f64();
     eprintln!(

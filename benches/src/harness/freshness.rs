@@ -9,9 +9,9 @@ use crate::replay::{Recording, ReplaySource, ReplayStart};
 use anyhow::{Context, Result, anyhow, bail};
 use hdrhistogram::Histogram;
 use projector_engine::config::PipelineConfig;
-use projector_engine::{AppState, query_runtime, serve};
-use projector_engine::{QueryLimits, SqlEngine};
-use projector_engine::{RunOptions, Shared};
+use projector_engine::{
+    AppState, QueryLimits, RunOptions, Shared, SqlEngine, query_runtime, serve,
+};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
@@ -82,7 +82,7 @@ pub(super) fn paced_run(
 
 /// Watches publications: each event is visible from the first published epoch whose
 /// offsets cover it, and was due at `t0 + i / rate`.
-pub(super) fn measure_freshness(
+fn measure_freshness(
     shared: &Arc<Shared>,
     recording: &Arc<Recording>,
     rate: f64,

@@ -18,11 +18,11 @@ pub(super) struct QueryKind {
     make: Box<dyn Fn(u64) -> String + Send + Sync>,
 }
 
-pub(super) fn quote_ident(s: &str) -> String {
+fn quote_ident(s: &str) -> String {
     format!("\"{}\"", s.replace('"', "\"\""))
 }
 
-pub(super) fn sql_literal(v: &serde_json::Value) -> String {
+fn sql_literal(v: &serde_json::Value) -> String {
     match v {
         serde_json::Value::String(s) => format!("'{}'", s.replace('\'', "''")),
         other => other.to_string(),
@@ -117,7 +117,7 @@ pub(super) struct Clients {
     kinds: Vec<Arc<QueryKind>>,
 }
 
-pub(super) struct ClientResult {
+struct ClientResult {
     hist: Histogram<u64>,
     errors: u64,
     first_error: Option<String>,

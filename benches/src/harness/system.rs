@@ -69,7 +69,7 @@ pub(super) fn peak_rss() -> u64 {
     proc_status_kb("VmHWM:") * 1024
 }
 
-pub(super) fn proc_status_kb(field: &str) -> u64 {
+fn proc_status_kb(field: &str) -> u64 {
     std::fs::read_to_string("/proc/self/status")
         .ok()
         .and_then(|s| {

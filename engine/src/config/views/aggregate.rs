@@ -36,7 +36,7 @@ pub(super) fn aggregate(
 }
 
 /// Checks a group-by or aggregate column name: an identifier not used before in the view.
-pub(super) fn new_column_name(ctx: &mut Ctx<'_>, e: &Entry<'_>, names: &mut Vec<String>) -> bool {
+fn new_column_name(ctx: &mut Ctx<'_>, e: &Entry<'_>, names: &mut Vec<String>) -> bool {
     if !check_identifier(ctx, e.key, &e.path, "column name", &e.name) {
         return false;
     }
@@ -52,7 +52,7 @@ pub(super) fn new_column_name(ctx: &mut Ctx<'_>, e: &Entry<'_>, names: &mut Vec<
     true
 }
 
-pub(super) fn group_by(
+fn group_by(
     ctx: &mut Ctx<'_>,
     node: &Node,
     path: &str,
@@ -90,7 +90,7 @@ pub(super) fn typed_columns<T>(
     out
 }
 
-pub(super) fn agg_columns(
+fn agg_columns(
     ctx: &mut Ctx<'_>,
     node: &Node,
     path: &str,
@@ -116,11 +116,7 @@ pub(super) fn agg_columns(
     out
 }
 
-pub(super) fn agg_column(
-    ctx: &mut Ctx<'_>,
-    e: &Entry<'_>,
-    fields: &mut FieldRegistry,
-) -> Option<AggColumn> {
+fn agg_column(ctx: &mut Ctx<'_>, e: &Entry<'_>, fields: &mut FieldRegistry) -> Option<AggColumn> {
     const EXPECTED: &str = "an aggregate such as 'count(*)' or 'sum(payload.amount)'";
     let (expr_node, expr_path, ty) = match &e.value.data {
         YamlData::Mapping(_) => {
@@ -179,7 +175,7 @@ pub(super) fn agg_column(
     })
 }
 
-pub(super) fn fn_name(f: AggFn) -> &'static str {
+fn fn_name(f: AggFn) -> &'static str {
     match f {
         AggFn::CountStar => "count(*)",
         AggFn::Count => "count",

@@ -10,7 +10,7 @@ use projector_operators::value::{ColumnType, Value};
 use saphyr::{Scalar, YamlData};
 
 /// A fold column as far as it could be read: its type is `None` if that was wrong.
-pub(super) struct FoldColumn {
+struct FoldColumn {
     name: String,
     ty: Option<ColumnType>,
     default: Option<Value>,
@@ -71,7 +71,7 @@ pub(super) fn fold(
 }
 
 /// `columns:` of a fold; the bool is false if anything was wrong.
-pub(super) fn fold_columns(
+fn fold_columns(
     ctx: &mut Ctx<'_>,
     node: &Node,
     path: &str,
@@ -134,7 +134,7 @@ pub(super) fn fold_columns(
 }
 
 /// A column default coerced to the column type; `Some(None)` for null.
-pub(super) fn default_value(
+fn default_value(
     ctx: &mut Ctx<'_>,
     node: &Node,
     path: &str,
@@ -155,7 +155,7 @@ pub(super) fn default_value(
     }
 }
 
-pub(super) fn handler(
+fn handler(
     ctx: &mut Ctx<'_>,
     entry: &Entry<'_>,
     columns: &[FoldColumn],
@@ -245,7 +245,7 @@ pub(super) fn handler(
 }
 
 /// The index of the column an assignment writes to.
-pub(super) fn target_column(
+fn target_column(
     ctx: &mut Ctx<'_>,
     a: &Entry<'_>,
     columns: &[FoldColumn],

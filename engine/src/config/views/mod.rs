@@ -104,7 +104,7 @@ pub(super) fn view(
 }
 
 /// True for `[A-Za-z_][A-Za-z0-9_]*`.
-pub(super) fn is_sql_identifier(s: &str) -> bool {
+fn is_sql_identifier(s: &str) -> bool {
     let mut chars = s.chars();
     chars
         .next()
