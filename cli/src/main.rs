@@ -64,6 +64,11 @@ enum Command {
         /// No progress lines on stderr.
         #[arg(long, short)]
         quiet: bool,
+        /// When every checkpoint of a partition is damaged, replay it from the start of
+        /// the input instead of refusing to start (history the source no longer retains
+        /// is then missing from the views).
+        #[arg(long)]
+        replay_if_damaged: bool,
     },
     /// Run SQL against a running instance.
     Query {
@@ -143,6 +148,27 @@ enum Command {
         #[arg(long, short)]
         quiet: bool,
     },
+    /// Print each partition's checkpoints in the pipeline's checkpoint store, one JSON
+    /// line per partition: its owner and generation, the epochs kept, where the newest
+    /// resumes.
+    Checkpoints {
+        /// The pipeline file (YAML).
+        pipeline: PathBuf,
+        /// The state directory, for a store that is the default `checkpoints` directory
+        /// in it [default: as for `projector run`].
+        #[arg(long)]
+        state_dir: Option<PathBuf>,
+    },
+    /// Print the dead letters a pipeline keeps in its checkpoint store (with
+    /// `checkpoint.store` set), one JSON line per bad record, partition by partition.
+    DeadLetters {
+        /// The pipeline file (YAML).
+        pipeline: PathBuf,
+        /// The state directory, for a store that is the default `checkpoints` directory
+        /// in it [default: as for `projector run`].
+        #[arg(long)]
+        state_dir: Option<PathBuf>,
+    },
     /// Check a pipeline file and report every problem in it.
     Validate {
         /// The pipeline file (YAML).
@@ -167,6 +193,40 @@ impl From<CliFormat> for OutputFormat {
     }
 }
 
+/// `projector checkpoints`: each partition's head, one JSON line each, to stdout.
+fn checkpoints(pipeline: &std::path::Path, state_dir: Option<PathBuf>) -> Result<ExitCode> {
+    use std::io::Write;
+    let cfg = match load(pipeline) {
+        Ok(c) => c,
+        Err(code) => return Ok(code),
+    };
+    let options = projector_engine::RunOptions::resolve(&cfg, state_dir);
+    let partitions = projector_engine::stored_checkpoints(&cfg.checkpoint, &options.state_dir)
+        .context("reading the checkpoint store")?;
+    let mut out = std::io::stdout().lock();
+    for p in partitions {
+        serde_json::to_writer(&mut out, &p).context("writing to stdout")?;
+        out.write_all(b"\n").context("writing to stdout")?;
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+/// `projector dead-letters`: the letters in the checkpoint store, to stdout.
+fn dead_letters(pipeline: &std::path::Path, state_dir: Option<PathBuf>) -> Result<ExitCode> {
+    use std::io::Write;
+    let cfg = match load(pipeline) {
+        Ok(c) => c,
+        Err(code) => return Ok(code),
+    };
+    let options = projector_engine::RunOptions::resolve(&cfg, state_dir);
+    let letters = projector_engine::stored_dead_letters(&cfg.checkpoint, &options.state_dir)
+        .context("reading dead letters from the checkpoint store")?;
+    std::io::stdout()
+        .write_all(&letters)
+        .context("writing to stdout")?;
+    Ok(ExitCode::SUCCESS)
+}
+
 fn main() -> ExitCode {
     tracing_subscriber::fmt()
         .with_env_filter(
@@ -178,6 +238,14 @@ fn main() -> ExitCode {
     let cli = Cli::parse();
     let result = match cli.command {
         Command::Validate { pipeline } => validate(&pipeline),
+        Command::DeadLetters {
+            pipeline,
+            state_dir,
+        } => dead_letters(&pipeline, state_dir),
+        Command::Checkpoints {
+            pipeline,
+            state_dir,
+        } => checkpoints(&pipeline, state_dir),
         Command::Bench {
             pipeline,
             events,
@@ -230,6 +298,7 @@ fn main() -> ExitCode {
             format,
             workers,
             quiet,
+            replay_if_damaged,
         } => run::run(RunArgs {
             pipeline,
             http,
@@ -239,6 +308,7 @@ fn main() -> ExitCode {
             format: format.into(),
             workers,
             quiet,
+            replay_if_damaged,
         }),
     };
     match result {

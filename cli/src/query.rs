@@ -37,6 +37,20 @@ pub(crate) fn query(url: &str, format: OutputFormat, sql: &str) -> Result<ExitCo
         eprintln!("error: {code}: {message}");
         return Ok(ExitCode::from(1));
     }
+    // An instance sharing a consumer group answers from its own partitions only.
+    let header = |name: &str| {
+        resp.headers()
+            .get(name)
+            .and_then(|v| v.to_str().ok())
+            .map(str::to_string)
+    };
+    let partial = header("x-projector-missing-partitions").map(|missing| {
+        let owned = header("x-projector-partitions").unwrap_or_default();
+        format!(
+            "note: partial answer: the instance at {url} owns {owned} partitions; rows of {missing} \
+             are not included"
+        )
+    });
     let mut stdout = std::io::stdout().lock();
     if format == OutputFormat::Table {
         let reader = arrow::ipc::reader::StreamReader::try_new(std::io::Cursor::new(body), None)?;
@@ -48,6 +62,10 @@ pub(crate) fn query(url: &str, format: OutputFormat, sql: &str) -> Result<ExitCo
         if format == OutputFormat::Json {
             stdout.write_all(b"\n")?;
         }
+    }
+    if let Some(note) = partial {
+        stdout.flush()?;
+        eprintln!("{note}");
     }
     Ok(ExitCode::SUCCESS)
 }

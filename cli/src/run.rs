@@ -24,6 +24,7 @@ pub(crate) struct RunArgs {
     pub(crate) format: OutputFormat,
     pub(crate) workers: Option<usize>,
     pub(crate) quiet: bool,
+    pub(crate) replay_if_damaged: bool,
 }
 
 pub(crate) fn run(args: RunArgs) -> Result<ExitCode> {
@@ -39,6 +40,7 @@ pub(crate) fn run(args: RunArgs) -> Result<ExitCode> {
     if let Some(w) = args.workers {
         options.workers = w.max(1);
     }
+    options.replay_if_damaged = args.replay_if_damaged;
     let runtime = query_runtime().context("starting the query runtime")?;
     let pipeline = Pipeline::start(&cfg, &options).context("starting the pipeline")?;
     let shared = pipeline.shared().clone();

@@ -65,6 +65,8 @@ struct Reply {
     status: u16,
     content_type: String,
     body: Vec<u8>,
+    /// `x-projector-partitions` and `x-projector-missing-partitions`.
+    partitions: (Option<String>, Option<String>),
 }
 
 impl Reply {
@@ -90,6 +92,16 @@ fn reply(r: Result<ureq::http::Response<ureq::Body>, ureq::Error>) -> Reply {
         .and_then(|v| v.to_str().ok())
         .unwrap_or("")
         .to_string();
+    let header = |name: &str| {
+        r.headers()
+            .get(name)
+            .and_then(|v| v.to_str().ok())
+            .map(str::to_string)
+    };
+    let partitions = (
+        header("x-projector-partitions"),
+        header("x-projector-missing-partitions"),
+    );
     let body = r
         .body_mut()
         .with_config()
@@ -100,6 +112,7 @@ fn reply(r: Result<ureq::http::Response<ureq::Body>, ureq::Error>) -> Reply {
         status: r.status().as_u16(),
         content_type,
         body,
+        partitions,
     }
 }
 
@@ -304,6 +317,7 @@ fn http_api_serves_views_status_and_sql() {
             "next_offset": end,
             "published_offset": end,
             "assigned": true,
+            "assignments": 1,
             "high_watermark": null,
             "lag": null,
             "checkpoint_epoch": status["checkpoint"]["epoch"],
@@ -360,6 +374,8 @@ fn http_api_serves_views_status_and_sql() {
     let r = post(&agent, &sql, "text/plain", ACCOUNTS_SQL);
     assert_eq!(r.status, 200, "{}", r.text());
     assert!(r.content_type.starts_with("application/json"));
+    // The instance owns the only partition: the answer covers all of them.
+    assert_eq!(r.partitions, (Some("1/1".to_string()), None));
     assert_rows(
         "accounts (text body)",
         r.json().as_array().expect("array"),

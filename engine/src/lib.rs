@@ -34,7 +34,10 @@ pub use serve::catalog::Catalog;
 pub use serve::http::{AppState, query_runtime, serve, status_json};
 pub use serve::output::{OutputFormat, render};
 pub use serve::query::{QueryError, QueryErrorKind, QueryLimits, QueryResult, SqlEngine};
-pub use state::checkpoint::{CheckpointError, recovery::PieceError};
+pub use state::checkpoint::recovery::{
+    PieceError, StoredPartition, stored_checkpoints, stored_dead_letters,
+};
+pub use state::checkpoint::{BlobError, CheckpointError};
 
 /// What a running pipeline reports about itself: the types behind [`Shared`]'s fields,
 /// which the CLI's progress line, `/status` and `projector bench` read.

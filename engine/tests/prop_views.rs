@@ -496,6 +496,7 @@ fn check(lines: &[Line], workers: usize, publish_ms: u64) -> Result<(), TestCase
     let options = RunOptions {
         state_dir: dir.path().join("state"),
         workers,
+        replay_if_damaged: false,
     };
     let pipeline = Pipeline::start(&config, &options).expect("starts");
     pipeline.wait_until_finished().expect("finishes");

@@ -2,7 +2,7 @@
 
 use super::views;
 use super::yaml::{Ctx, Node, Record, join};
-use super::{CheckpointConfig, DeadLetterTopic, Format, OnError, PipelineConfig};
+use super::{CheckpointConfig, DeadLetterTopic, Format, OnError, PipelineConfig, StoreConfig};
 use projector_connectors::SourceConfig;
 use projector_connectors::file::FileConfig;
 use projector_connectors::generator::{GeneratorConfig, Scenario, scenario_from_name};
@@ -381,9 +381,20 @@ pub(crate) fn resolve_source_path(text: &str, file: &Path) -> PathBuf {
 }
 
 /// A humantime duration of at least 1ms.
-/// `checkpoint: {interval: 1s, keep: 3}`.
+/// `checkpoint: {store: URL, endpoint, region, path_style, interval: 1s, keep: 3}`.
 fn checkpoint(ctx: &mut Ctx<'_>, node: &Node, path: &str) -> Option<CheckpointConfig> {
-    let rec = ctx.record(node, path, &["interval", "keep"])?;
+    let rec = ctx.record(
+        node,
+        path,
+        &[
+            "store",
+            "endpoint",
+            "region",
+            "path_style",
+            "interval",
+            "keep",
+        ],
+    )?;
     let defaults = CheckpointConfig::default();
     let interval = match rec.get("interval") {
         Some(e) => duration(ctx, e.value, &e.path),
@@ -393,10 +404,76 @@ fn checkpoint(ctx: &mut Ctx<'_>, node: &Node, path: &str) -> Option<CheckpointCo
         Some(e) => ctx.integer(e.value, &e.path, 1, 100).map(|k| k as usize),
         None => Some(defaults.keep),
     };
+    let text = |ctx: &mut Ctx<'_>, key: &str| match rec.get(key) {
+        Some(e) => ctx.string(e.value, &e.path).map(Some),
+        None => Some(None),
+    };
+    let (endpoint, region) = (text(ctx, "endpoint"), text(ctx, "region"));
+    let path_style = match rec.get("path_style") {
+        Some(e) => ctx.boolean(e.value, &e.path).map(Some),
+        None => Some(None),
+    };
+    let store = match rec.get("store") {
+        Some(e) => store_url(ctx, e.value, &e.path).map(Some),
+        None => {
+            for key in ["endpoint", "region", "path_style"] {
+                if let Some(e) = rec.get(key) {
+                    let message = format!("'{key}' needs 'store:' (an s3:// URL) beside it");
+                    ctx.error("config.invalid_value", e.value, &e.path, message);
+                }
+            }
+            Some(None)
+        }
+    };
+    let store = store?.map(|url| StoreConfig {
+        url,
+        endpoint: endpoint.clone().flatten(),
+        region: region.clone().flatten(),
+        path_style: path_style.flatten(),
+    });
+    if let (Some(s), Some(e)) = (&store, rec.get("endpoint"))
+        && s.is_file()
+    {
+        let message = "'endpoint' is for object stores, not file:// directories".to_string();
+        ctx.error("config.invalid_value", e.value, &e.path, message);
+    }
     Some(CheckpointConfig {
+        store,
         interval: interval?,
         keep: keep?,
     })
+}
+
+/// The schemes `checkpoint.store` takes.
+const STORE_SCHEMES: &[&str] = &["file", "s3", "s3a", "gs", "az", "azure", "abfs", "abfss"];
+
+/// `checkpoint.store`: a URL with a scheme we can open and a bucket (or a path).
+fn store_url(ctx: &mut Ctx<'_>, node: &Node, path: &str) -> Option<String> {
+    let text = ctx.string(node, path)?;
+    let why = match url::Url::parse(&text) {
+        Err(e) => Some(format!(
+            "'{text}' is not a URL ({e}); examples: s3://bucket/prefix, file:///var/lib/projector"
+        )),
+        Ok(u) if !STORE_SCHEMES.contains(&u.scheme()) => Some(format!(
+            "unsupported scheme '{}' in '{text}'; one of: {}",
+            u.scheme(),
+            STORE_SCHEMES.join(", ")
+        )),
+        Ok(u) if u.scheme() == "file" && (u.path().is_empty() || u.path() == "/") => Some(format!(
+            "'{text}' names no directory; example: file:///var/lib/projector"
+        )),
+        Ok(u) if u.scheme() != "file" && u.host_str().is_none_or(str::is_empty) => Some(format!(
+            "'{text}' names no bucket; example: s3://bucket/prefix"
+        )),
+        Ok(_) => None,
+    };
+    match why {
+        Some(message) => {
+            ctx.error("config.invalid_value", node, path, message);
+            None
+        }
+        None => Some(text),
+    }
 }
 
 pub(super) fn duration(ctx: &mut Ctx<'_>, node: &Node, path: &str) -> Option<Duration> {

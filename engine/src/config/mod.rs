@@ -83,9 +83,11 @@ pub struct DeadLetterTopic {
     pub topic: String,
 }
 
-/// `checkpoint:`: how often state and source offsets are saved together.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+/// `checkpoint:`: how often state and source offsets are saved together, and where.
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub struct CheckpointConfig {
+    /// `store:` (default: the `checkpoints` directory in the state directory).
+    pub store: Option<StoreConfig>,
     /// `interval:` (default 1s): a checkpoint is taken at the first epoch this long
     /// after the previous one, and always at the end of the input and at shutdown.
     pub interval: Duration,
@@ -96,9 +98,35 @@ pub struct CheckpointConfig {
 impl Default for CheckpointConfig {
     fn default() -> Self {
         CheckpointConfig {
+            store: None,
             interval: Duration::from_secs(1),
             keep: 3,
         }
+    }
+}
+
+/// `checkpoint.store`: a URL and how to reach it.
+///
+/// `file:///path` is a directory (local, or mounted by every instance); `s3://bucket/prefix`,
+/// `gs://bucket/prefix` and `az://container/prefix` are object stores, whose credentials
+/// and region come from the environment as the cloud's own tools read them.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct StoreConfig {
+    /// The URL as written.
+    pub url: String,
+    /// `endpoint:`: an S3-compatible store's URL (MinIO, Ceph, R2, a test server).
+    pub endpoint: Option<String>,
+    /// `region:` (otherwise `AWS_REGION` / `AWS_DEFAULT_REGION`).
+    pub region: Option<String>,
+    /// `path_style:`: `https://host/bucket/key` rather than `https://bucket.host/key`;
+    /// defaults to true when an endpoint is given.
+    pub path_style: Option<bool>,
+}
+
+impl StoreConfig {
+    /// Whether the store is a local or mounted directory (`file://`).
+    pub fn is_file(&self) -> bool {
+        self.url.starts_with("file://")
     }
 }
 

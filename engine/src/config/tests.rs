@@ -928,6 +928,7 @@ fn the_documented_example_is_the_tested_one() {
     assert_eq!(
         checkpoint,
         CheckpointConfig {
+            store: None,
             interval: Duration::from_secs(1),
             keep: 3
         }

@@ -5,6 +5,11 @@
 //! The ingest thread reads ahead of the epoch being checkpointed; a letter is written
 //! only once the epoch of its record is committed.
 //!
+//! With a checkpoint store shared by several instances (`checkpoint.store`), letters
+//! stay staged until their partition's checkpoint: the checkpoint writer takes them
+//! ([`BadRecords::letters_until`]) and writes them to the store in the same commit as
+//! the checkpoint, so they move with the partition and a replay never writes one twice.
+//!
 //! A restart replays each partition from its checkpoint, and letters of records after
 //! the checkpoint may be in the file already (their epoch committed, its checkpoint
 //! did not happen). The file is shared by every partition, and by every instance
@@ -31,6 +36,8 @@ pub struct BadRecords {
     sink: Mutex<Option<DeadLetterFile>>,
     /// Letters go to this topic instead of the file.
     topic: Option<DeadLetterTopic>,
+    /// Letters go to the checkpoint store with their partition's checkpoints.
+    in_store: bool,
     #[cfg(feature = "kafka")]
     producer: Mutex<Option<EventProducer>>,
     /// Letters by the epoch their record belongs to, until it commits.
@@ -52,6 +59,18 @@ struct Letter {
     message: String,
     partition: String,
     offset: u64,
+}
+
+impl Letter {
+    fn as_dead_letter(&self) -> DeadLetter<'_> {
+        DeadLetter {
+            raw: &self.raw,
+            code: &self.code,
+            message: &self.message,
+            partition: &self.partition,
+            offset: self.offset,
+        }
+    }
 }
 
 /// A bad record: where it came from and what is wrong.
@@ -80,6 +99,7 @@ impl BadRecords {
             path,
             sink: Mutex::new(None),
             topic,
+            in_store: false,
             #[cfg(feature = "kafka")]
             producer: Mutex::new(None),
             staged: Mutex::new(BTreeMap::new()),
@@ -87,6 +107,48 @@ impl BadRecords {
             fatal: Mutex::new(None),
             failed: AtomicBool::new(false),
         }
+    }
+
+    /// Keeps dead letters in the checkpoint store, per partition, unless they go to a
+    /// topic.
+    pub fn in_checkpoint_store(mut self) -> Self {
+        self.in_store = self.topic.is_none();
+        self
+    }
+
+    /// Whether dead letters are kept in the checkpoint store.
+    pub fn in_store(&self) -> bool {
+        self.in_store
+    }
+
+    /// The dead-letter lines of `partition`'s records up to the cut of `epoch`, for its
+    /// checkpoint of that epoch; they stay staged until [`BadRecords::saved`].
+    pub(crate) fn letters_until(&self, partition: &str, epoch: u64) -> Vec<u8> {
+        let staged = self.staged.lock().expect("dead-letter lock");
+        let mut lines = Vec::new();
+        for l in staged
+            .range(..=epoch)
+            .flat_map(|(_, v)| v)
+            .filter(|l| l.partition == partition)
+        {
+            match DeadLetterFile::line(&l.as_dead_letter()) {
+                Ok(line) => lines.extend(line),
+                // Encoding to JSON in memory does not fail; keep the record rather than
+                // lose it if it ever does.
+                Err(e) => tracing::error!("encoding a dead letter: {e}"),
+            }
+        }
+        lines
+    }
+
+    /// Forgets the staged letters of `partition` up to `epoch`: its checkpoint of that
+    /// epoch, which holds them, is written.
+    pub(crate) fn saved(&self, partition: &str, epoch: u64) {
+        let mut staged = self.staged.lock().expect("dead-letter lock");
+        for (_, letters) in staged.range_mut(..=epoch) {
+            letters.retain(|l| l.partition != partition);
+        }
+        staged.retain(|_, v| !v.is_empty());
     }
 
     /// Handles one bad record according to the policy; `epoch` is the epoch the record
@@ -144,6 +206,10 @@ impl BadRecords {
     /// Writes the staged letters of every epoch up to `epoch`: appended to the file
     /// (made durable by [`BadRecords::sync`]), or produced to the topic.
     pub fn commit(&self, epoch: u64) {
+        if self.in_store {
+            // Written with their partitions' checkpoints instead.
+            return;
+        }
         let letters: Vec<Letter> = {
             let mut staged = self.staged.lock().expect("dead-letter lock");
             let later = match epoch.checked_add(1) {
@@ -170,14 +236,7 @@ impl BadRecords {
     fn append(&self, letters: &[Letter]) -> Result<(), projector_connectors::Error> {
         let mut lines = Vec::new();
         for l in letters {
-            let letter = DeadLetter {
-                raw: &l.raw,
-                code: &l.code,
-                message: &l.message,
-                partition: &l.partition,
-                offset: l.offset,
-            };
-            lines.extend(DeadLetterFile::line(&letter).map_err(|source| {
+            lines.extend(DeadLetterFile::line(&l.as_dead_letter()).map_err(|source| {
                 projector_connectors::Error::Io {
                     context: "encoding a dead letter".into(),
                     source,
@@ -254,6 +313,7 @@ impl BadRecords {
     pub fn destination(&self) -> String {
         match &self.topic {
             Some(t) => format!("topic {} on {}", t.topic, t.brokers),
+            None if self.in_store => "the checkpoint store".to_string(),
             None => self.path.display().to_string(),
         }
     }
@@ -262,7 +322,8 @@ impl BadRecords {
     /// already have a letter in the file or topic, so the replay does not write them
     /// twice. One pass over the destination for all of them.
     pub fn already_written(&self, partitions: &[(&str, u64)]) -> std::io::Result<()> {
-        if self.policy != OnError::DeadLetter || partitions.is_empty() {
+        // Letters in the store are written with their checkpoint: none is after it.
+        if self.policy != OnError::DeadLetter || partitions.is_empty() || self.in_store {
             return Ok(());
         }
         let found = match &self.topic {

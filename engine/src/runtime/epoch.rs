@@ -9,7 +9,7 @@ use crate::runtime::bad_records::BadRecords;
 use crate::runtime::worker::WorkerSnapshot;
 use crate::serve::catalog::Catalog;
 use crate::serve::status::Positions;
-use crate::state::checkpoint::recovery::Checkpointer;
+use crate::state::checkpoint::writer::{self, Writer};
 use crate::state::view::{Published, PublishedView, WorkerViewData};
 use crossbeam_channel::Receiver;
 use projector_connectors::Resume;
@@ -94,7 +94,7 @@ pub(crate) fn run_coordinator(
     positions: Arc<Positions>,
     progress: Arc<Progress>,
     bad: Arc<BadRecords>,
-    checkpointer: Option<Checkpointer>,
+    writer: Option<Arc<Writer>>,
 ) {
     let mut pending: BTreeMap<u64, Pending> = BTreeMap::new();
     while let Ok(msg) = inbox.recv() {
@@ -150,11 +150,15 @@ pub(crate) fn run_coordinator(
                 views,
                 offsets,
             });
-            if checkpoint && let Some(checkpointer) = &checkpointer {
-                // A failed checkpoint stops the pipeline (see Checkpointer::write).
-                checkpointer.write(epoch, &owned, p.pieces);
+            if checkpoint && let Some(writer) = &writer {
+                // Written on the writer's thread: a slow store does not hold back the
+                // next epochs (see writer.rs).
+                writer.submit(epoch, writer::job(epoch, &owned, p.pieces));
+                if last {
+                    // `--once` exits when it sees the final epoch, which must be durable.
+                    writer.wait_for(epoch, || false);
+                }
             }
-            // Last: `--once` exits when it sees the final epoch, which must be durable.
             progress.set(epoch, last);
         }
     }

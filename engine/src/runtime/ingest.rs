@@ -1,6 +1,7 @@
 //! The ingest thread: polls the source, decodes each record, checks its envelope and
 //! routes it by key to its worker; and the epoch-cutting state it shares with the timer.
 
+use super::owner::Owner;
 use super::pipeline::{BATCH, Shared};
 use crate::runtime::bad_records::BadRecord;
 use crate::runtime::epoch::CoordMsg;
@@ -91,6 +92,7 @@ pub(super) fn ingest_loop(
     ingress: &Mutex<Ingress>,
     shared: &Shared,
     names: &[String],
+    owner: &Owner,
 ) {
     let mut raw = RawBatch::default();
     let mut slots = vec![Value::Null; decoder.slots()];
@@ -107,6 +109,12 @@ pub(super) fn ingest_loop(
             return;
         }
         report_checkpointed(shared, source.as_mut());
+        if let Err(e) = owner.drop_fenced() {
+            if let Error::Fatal(f) = e {
+                shared.set_fatal(f);
+            }
+            return;
+        }
         if last_marks.elapsed() >= Duration::from_millis(500) {
             last_marks = Instant::now();
             shared
@@ -147,6 +155,10 @@ pub(super) fn ingest_loop(
             // The epoch these records belong to: its barrier is not cut yet.
             let epoch = ing.epoch + 1;
             for (i, rec) in raw.records.iter().enumerate() {
+                if !ing.owned[rec.partition as usize] {
+                    // Taken over by another instance (see Owner::drop_fenced).
+                    continue;
+                }
                 let bytes = raw.bytes(rec);
                 let key = raw.key(i);
                 ing.offsets[rec.partition as usize] = rec.offset + 1;

@@ -5,11 +5,10 @@ use super::ingest::Ingress;
 use super::pipeline::Shared;
 use crate::runtime::router::{KeyHasher, worker_for};
 use crate::runtime::worker::WorkerMsg;
-use crate::state::checkpoint::recovery;
+use crate::state::checkpoint::recovery::{self, Checkpoints};
 use crate::{Error, Result};
 use projector_connectors::{AssignmentError, AssignmentListener, Resume};
 use projector_operators::projection::Projection;
-use std::path::PathBuf;
 use std::sync::atomic::Ordering;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
@@ -23,8 +22,8 @@ pub(super) struct Owner {
     pub(super) ingress: Arc<Mutex<Ingress>>,
     pub(super) shared: Arc<Shared>,
     pub(super) projection: Arc<Projection>,
-    /// The `checkpoints` directory (`None`: checkpoints are off).
-    pub(super) root: Option<PathBuf>,
+    /// The checkpoint store (`None`: checkpoints are off).
+    pub(super) checkpoints: Option<Arc<Checkpoints>>,
     pub(super) names: Arc<Vec<String>>,
     pub(super) workers: usize,
 }
@@ -40,10 +39,8 @@ impl Owner {
         let mut resume = Resume::new();
         for &id in ids {
             let name = &self.names[id as usize];
-            let r = match &self.root {
-                Some(root) => {
-                    recovery::restore_partition(root, name, &self.projection, self.workers, route)?
-                }
+            let r = match &self.checkpoints {
+                Some(c) => c.restore(id, &self.projection, self.workers, route)?,
                 None => recovery::RestoredPartition {
                     workers: (0..self.workers)
                         .map(|_| self.projection.new_partition_state())
@@ -54,6 +51,7 @@ impl Owner {
             for s in &r.skipped {
                 eprintln!("{}: warning: {s}", self.shared.name);
             }
+            self.shared.checkpoints.add_skipped(&r.skipped);
             if let Some(next) = r.resume {
                 eprintln!(
                     "{}: {name}: resuming from checkpoint {} at offset {next}",
@@ -71,7 +69,7 @@ impl Owner {
             restored.push((id, r));
         }
         // Letters of records after each checkpoint may be written already.
-        if self.root.is_some() {
+        if self.checkpoints.is_some() {
             let from: Vec<(&str, u64)> = restored
                 .iter()
                 .map(|(id, r)| (self.names[*id as usize].as_str(), r.resume.unwrap_or(0)))
@@ -155,7 +153,18 @@ impl Owner {
         }
         if let Some(epoch) = wait_for {
             let started = Instant::now();
-            while self.shared.progress.get().epoch < epoch {
+            // Until each partition's checkpoint of that epoch is durable, or the
+            // partition was taken over (its checkpoint cannot be written by us).
+            let durable = |p: &u32| {
+                !checkpointed.contains_key(p)
+                    || self
+                        .shared
+                        .checkpoints
+                        .partition(*p)
+                        .is_some_and(|(e, _)| e >= epoch)
+                    || self.checkpoints.as_ref().is_some_and(|c| !c.holds(*p))
+            };
+            while !ids.iter().all(durable) {
                 if let Some(e) = self.shared.fatal() {
                     return Err(Error::Fatal(e));
                 }
@@ -167,12 +176,38 @@ impl Owner {
                 }
                 self.shared.progress.wait(Duration::from_millis(20));
             }
-            // The coordinator publishes an epoch whose checkpoint failed, and says why.
-            if let Some(e) = self.shared.fatal() {
-                return Err(Error::Fatal(e));
+        }
+        if let Some(c) = &self.checkpoints {
+            for &p in ids {
+                c.release(p);
             }
         }
         Ok(checkpointed)
+    }
+}
+
+impl Owner {
+    /// Drops the partitions another instance took over in the checkpoint store (this
+    /// one was fenced: paused or cut off past its session): no more checkpoints or
+    /// published rows for them here.
+    pub(super) fn drop_fenced(&self) -> Result<()> {
+        let Some(c) = &self.checkpoints else {
+            return Ok(());
+        };
+        let fenced = c.take_fenced();
+        if fenced.is_empty() {
+            return Ok(());
+        }
+        let names: Vec<&str> = fenced
+            .iter()
+            .map(|&p| self.names[p as usize].as_str())
+            .collect();
+        eprintln!(
+            "{}: error: partition(s) {} taken over by another instance; dropped here",
+            self.shared.name,
+            names.join(", ")
+        );
+        self.revoke(&fenced, true).map(|_| ())
     }
 }
 

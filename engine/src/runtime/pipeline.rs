@@ -15,7 +15,9 @@ use crate::runtime::router::Router;
 use crate::runtime::worker::{Worker, WorkerMsg};
 use crate::serve::catalog::Catalog;
 use crate::serve::status::{Counters, Positions};
-use crate::state::checkpoint::recovery::{self, CheckpointStatus, Checkpointer};
+use crate::state::checkpoint::CheckpointError;
+use crate::state::checkpoint::recovery::{CheckpointStatus, Checkpoints};
+use crate::state::checkpoint::writer::{Writer, WriterThread};
 use crate::{Error, Fatal, Result};
 use crossbeam_channel::{Sender, bounded, unbounded};
 use projector_connectors::{Resume, Source, SourceConfig};
@@ -39,6 +41,9 @@ pub struct RunOptions {
     pub state_dir: PathBuf,
     /// Number of worker threads.
     pub workers: usize,
+    /// Replay a partition from the start of the input when every checkpoint of it is
+    /// damaged, instead of refusing to start (`--replay-if-damaged`).
+    pub replay_if_damaged: bool,
 }
 
 impl RunOptions {
@@ -56,6 +61,7 @@ impl RunOptions {
         RunOptions {
             state_dir,
             workers: workers.max(1),
+            replay_if_damaged: false,
         }
     }
 }
@@ -90,7 +96,7 @@ pub struct Shared {
     pub(super) durable: Arc<Mutex<Option<Resume>>>,
     /// Why the source cannot make progress now (it keeps retrying).
     pub(super) degraded: Mutex<Option<String>>,
-    pub(super) stop: AtomicBool,
+    pub(super) stop: Arc<AtomicBool>,
     source_error: Mutex<Option<Fatal>>,
 }
 
@@ -103,9 +109,14 @@ impl Shared {
             .or_else(|| self.source_error.lock().expect("lock").clone())
     }
 
-    /// Why the source cannot make progress right now (e.g. no broker reachable), if so.
+    /// Why the pipeline cannot make progress right now (no broker reachable, the
+    /// checkpoint store away), if so.
     pub fn degraded(&self) -> Option<String> {
-        self.degraded.lock().expect("lock").clone()
+        self.degraded
+            .lock()
+            .expect("lock")
+            .clone()
+            .or_else(|| self.checkpoints.degraded())
     }
 
     /// Records why the pipeline must stop; the first reason wins.
@@ -134,6 +145,9 @@ pub struct Pipeline {
     coordinator: Option<JoinHandle<()>>,
     timer: Option<JoinHandle<()>>,
     ingest: Option<JoinHandle<()>>,
+    writer: Option<(Arc<Writer>, JoinHandle<()>)>,
+    /// Held while the pipeline runs: one process per state directory.
+    _lock: std::fs::File,
 }
 
 impl Pipeline {
@@ -156,6 +170,7 @@ impl Pipeline {
             context: format!("creating state dir {}", options.state_dir.display()),
             source: e,
         })?;
+        let lock = lock_state_dir(&options.state_dir)?;
         let dlq_path = options.state_dir.join("dead-letters.ndjson");
         let n = options.workers;
         let projection = Arc::new(Projection::new(
@@ -171,15 +186,20 @@ impl Pipeline {
 
         // Stdin cannot be read again, so there is nothing to resume: no checkpoints.
         let replayable = !matches!(&config.source, SourceConfig::File(f) if f.is_stdin());
-        let root = replayable.then(|| options.state_dir.join("checkpoints"));
-        if let Some(root) = &root {
-            recovery::check_layout(root)?;
-        }
+        let checkpoints = match replayable {
+            true => Some(Arc::new(Checkpoints::open(
+                &config.checkpoint,
+                &options.state_dir,
+                partition_names.clone(),
+                options.replay_if_damaged,
+            )?)),
+            false => None,
+        };
         // Stdin is new input every run, so its offsets say nothing about earlier
         // runs' letters: keep those aside. A replayable source's letters stay, and a
         // replay skips the ones already written (also before any checkpoint, and with
         // other instances appending to the same file).
-        if root.is_none() && config.dead_letter.is_none() {
+        if checkpoints.is_none() && config.dead_letter.is_none() {
             rotate_old_dead_letters(&dlq_path)?;
         }
 
@@ -191,11 +211,14 @@ impl Pipeline {
             counters: Arc::new(Counters::default()),
             positions,
             progress: Arc::new(Progress::default()),
-            bad: Arc::new(BadRecords::new(
-                config.on_error,
-                dlq_path,
-                config.dead_letter.clone(),
-            )),
+            bad: Arc::new({
+                let bad = BadRecords::new(config.on_error, dlq_path, config.dead_letter.clone());
+                match (&checkpoints, &config.checkpoint.store) {
+                    // Several instances share the store: letters move with partitions.
+                    (Some(_), Some(_)) => bad.in_checkpoint_store(),
+                    _ => bad,
+                }
+            }),
             catalog,
             workers: n,
             started: Instant::now(),
@@ -204,10 +227,31 @@ impl Pipeline {
             checkpoints: Arc::new(CheckpointStatus::default()),
             durable: Arc::default(),
             degraded: Mutex::new(None),
-            stop: AtomicBool::new(false),
+            stop: Arc::new(AtomicBool::new(false)),
             source_error: Mutex::new(None),
         });
 
+        let writer = match &checkpoints {
+            Some(checkpoints) => {
+                let writer = Arc::new(Writer::default());
+                let fatal = shared.clone();
+                let thread = WriterThread {
+                    writer: writer.clone(),
+                    checkpoints: checkpoints.clone(),
+                    pipeline: config.name.clone(),
+                    bad: shared.bad.clone(),
+                    status: shared.checkpoints.clone(),
+                    on_error: Box::new(move |e| fatal.set_fatal(e)),
+                    durable: shared.durable.clone(),
+                    stop: shared.stop.clone(),
+                };
+                Some((
+                    writer,
+                    spawn("checkpoint-writer", &shared, move || thread.run())?,
+                ))
+            }
+            None => None,
+        };
         let (coord_tx, coord_rx) = unbounded();
         let coordinator = {
             let (catalog, positions, progress, bad) = (
@@ -216,19 +260,9 @@ impl Pipeline {
                 shared.progress.clone(),
                 shared.bad.clone(),
             );
-            let fatal = shared.clone();
-            let checkpointer = root.clone().map(|root| Checkpointer {
-                root,
-                keep: config.checkpoint.keep,
-                pipeline: config.name.clone(),
-                partitions: partition_names.clone(),
-                bad: shared.bad.clone(),
-                status: shared.checkpoints.clone(),
-                on_error: Box::new(move |e| fatal.set_fatal(e)),
-                durable: shared.durable.clone(),
-            });
+            let writer = writer.as_ref().map(|(w, _)| w.clone());
             spawn("coordinator", &shared, move || {
-                run_coordinator(coord_rx, n, catalog, positions, progress, bad, checkpointer)
+                run_coordinator(coord_rx, n, catalog, positions, progress, bad, writer)
             })?
         };
 
@@ -273,7 +307,7 @@ impl Pipeline {
             ingress: ingress.clone(),
             shared: shared.clone(),
             projection: projection.clone(),
-            root,
+            checkpoints,
             names: partition_names.clone(),
             workers: n,
         };
@@ -291,6 +325,7 @@ impl Pipeline {
                 (shared.clone(), ingress.clone(), projection.clone());
             let names = partition_names.clone();
             let kafka = KafkaFields::new(&config.fields, &names);
+            let owner = owner.clone();
             spawn("ingest", &shared.clone(), move || {
                 ingest_loop(
                     source,
@@ -300,6 +335,7 @@ impl Pipeline {
                     &ingress,
                     &shared,
                     &names,
+                    &owner,
                 )
             })?
         };
@@ -319,6 +355,8 @@ impl Pipeline {
             coordinator: Some(coordinator),
             timer: Some(timer),
             ingest: Some(ingest),
+            writer,
+            _lock: lock,
         })
     }
 
@@ -384,6 +422,12 @@ impl Pipeline {
         if let Some(c) = self.coordinator.take() {
             let _ = c.join();
         }
+        // The final checkpoint is written before the process goes (or given up after
+        // a while if the store is away: the next start replays from the previous one).
+        if let Some((writer, thread)) = self.writer.take() {
+            writer.close();
+            let _ = thread.join();
+        }
         // Letters of epochs that never committed (the pipeline failed): write them
         // rather than lose them; a restart from the last checkpoint cuts them off again.
         self.shared.bad.commit(u64::MAX);
@@ -422,6 +466,46 @@ pub(super) fn spawn<F: FnOnce() + Send + 'static>(
             context: format!("starting thread {name}"),
             source: e,
         })
+}
+
+/// Takes `<state_dir>/LOCK` for this process, or says who holds it: two processes on
+/// one state directory would resume from the same checkpoints and write over each
+/// other's. The lock goes with the process, however it ends.
+fn lock_state_dir(dir: &std::path::Path) -> Result<std::fs::File> {
+    use std::io::{Read, Seek, Write};
+    let path = dir.join("LOCK");
+    let io = |e| Error::Io {
+        context: format!("locking {}", path.display()),
+        source: e,
+    };
+    let mut file = std::fs::File::options()
+        .read(true)
+        .write(true)
+        .create(true)
+        .truncate(false)
+        .open(&path)
+        .map_err(io)?;
+    match file.try_lock() {
+        Ok(()) => {}
+        Err(std::fs::TryLockError::WouldBlock) => {
+            let mut holder = String::new();
+            let _ = file.read_to_string(&mut holder);
+            return Err(CheckpointError::Locked {
+                dir: dir.to_path_buf(),
+                holder: match holder.trim() {
+                    "" => "unknown process".to_string(),
+                    h => h.to_string(),
+                },
+            }
+            .into());
+        }
+        Err(std::fs::TryLockError::Error(e)) => return Err(io(e)),
+    }
+    let me = format!("pid {}", std::process::id());
+    file.set_len(0).map_err(io)?;
+    file.rewind().map_err(io)?;
+    file.write_all(me.as_bytes()).map_err(io)?;
+    Ok(file)
 }
 
 /// Keeps earlier runs' dead letters aside when the input cannot be replayed (stdin):

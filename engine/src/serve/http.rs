@@ -172,7 +172,8 @@ async fn sql(
                     OutputFormat::Csv => "text/csv",
                     OutputFormat::Arrow => "application/vnd.apache.arrow.stream",
                 };
-                (
+                let (owned, missing) = ownership(&app.shared);
+                let mut response = (
                     StatusCode::OK,
                     [
                         (header::CONTENT_TYPE, ct.to_string()),
@@ -180,15 +181,41 @@ async fn sql(
                             header::HeaderName::from_static("x-projector-epoch"),
                             r.epoch.to_string(),
                         ),
+                        (
+                            header::HeaderName::from_static("x-projector-partitions"),
+                            owned,
+                        ),
                     ],
                     bytes,
                 )
-                    .into_response()
+                    .into_response();
+                if let Some(missing) = missing.and_then(|m| m.parse().ok()) {
+                    response.headers_mut().insert(
+                        header::HeaderName::from_static("x-projector-missing-partitions"),
+                        missing,
+                    );
+                }
+                response
             }
             Err(e) => SqlRequestError::Render(e).into_response(),
         },
         Err(e) => SqlRequestError::Query(e).into_response(),
     }
+}
+
+/// Which partitions this instance's answers cover: `owned/total`, and the names of
+/// the ones it does not own (comma-separated; `None` when it owns them all). Until
+/// queries span instances, an instance sharing a consumer group answers from its own
+/// partitions only, and says so on every answer.
+pub(crate) fn ownership(shared: &Shared) -> (String, Option<String>) {
+    let positions = shared.positions.snapshot();
+    let missing: Vec<&str> = positions
+        .iter()
+        .filter(|p| !p.assigned)
+        .map(|p| p.partition.as_str())
+        .collect();
+    let owned = format!("{}/{}", positions.len() - missing.len(), positions.len());
+    (owned, (!missing.is_empty()).then(|| missing.join(",")))
 }
 
 #[derive(Serialize)]
@@ -262,6 +289,7 @@ pub fn status_json(shared: &Shared) -> serde_json::Value {
             "pauses": shared.counters.pauses.load(std::sync::atomic::Ordering::Relaxed),
         },
         "checkpoint": shared.checkpoints.get(),
+        "checkpoints_skipped": shared.checkpoints.skipped(),
         "restored_from_epoch": shared.restored_epoch.load(std::sync::atomic::Ordering::Relaxed),
     })
 }
@@ -281,6 +309,7 @@ pub(crate) fn partitions_json(shared: &Shared) -> serde_json::Value {
             json!({
                 "partition": p.partition,
                 "assigned": p.assigned,
+                "assignments": p.assignments,
                 "next_offset": p.next_offset,
                 "published_offset": p.published_offset,
                 "high_watermark": p.high_watermark,

@@ -74,6 +74,9 @@ pub struct PartitionPosition {
     /// Records between the read position and the end (while assigned and the end is
     /// known).
     pub lag: Option<u64>,
+    /// How many times this instance was given the partition (and restored it): a
+    /// partition that stays through a rebalance is not given again.
+    pub assignments: u64,
 }
 
 /// Per-partition positions.
@@ -95,6 +98,7 @@ impl Positions {
                 assigned: false,
                 high_watermark: None,
                 lag: None,
+                assignments: 0,
             })
             .collect();
     }
@@ -106,6 +110,7 @@ impl Positions {
             if let Some(p) = g.get_mut(id as usize) {
                 p.assigned = assigned;
                 if assigned {
+                    p.assignments += 1;
                     p.next_offset = next[id as usize];
                     p.published_offset = next[id as usize];
                 }

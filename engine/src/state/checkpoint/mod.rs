@@ -1,7 +1,11 @@
 //! Checkpoints: the engine's state and the offsets of record, made durable together.
 
+pub(crate) mod blobs;
 pub(crate) mod recovery;
 pub(crate) mod store;
+pub(crate) mod writer;
+
+pub use blobs::BlobError;
 
 use projector_operators::codec::CodecError;
 use std::path::PathBuf;
@@ -28,12 +32,71 @@ pub enum CheckpointError {
         name: String,
     },
     /// A checkpoint of this epoch exists already.
-    #[error("epoch {epoch} already exists in {}", dir.display())]
+    #[error("epoch {epoch} already exists in {at}")]
     EpochExists {
         /// The epoch.
         epoch: u64,
-        /// The store's directory.
+        /// The partition's head.
+        at: String,
+    },
+    /// The checkpoint store failed (away, or refused the request).
+    #[error("checkpoint store: {0}")]
+    Store(BlobError),
+    /// Another instance took the partition over: this one may no longer write it.
+    #[error(
+        "partition {partition}: taken over by {owner} (generation {generation}; this \
+         instance held generation {held}): its checkpoints are no longer written here"
+    )]
+    Fenced {
+        /// The partition.
+        partition: String,
+        /// The generation this instance held.
+        held: u64,
+        /// The generation in the store now.
+        generation: u64,
+        /// Who holds it now.
+        owner: String,
+    },
+    /// A partition's `head.json` that cannot be read.
+    #[error("{at}: {why}")]
+    BadHead {
+        /// Where the head is.
+        at: String,
+        /// What is wrong with it.
+        why: String,
+    },
+    /// Every checkpoint of a partition is damaged: replaying from the start of the
+    /// input could silently lose what the source no longer holds.
+    #[error(
+        "partition {partition}: no checkpoint is usable ({reasons}); refusing to replay it \
+         from the start, which loses whatever the source no longer retains. Run with \
+         --replay-if-damaged to replay it anyway"
+    )]
+    NothingUsable {
+        /// The partition.
+        partition: String,
+        /// Why each checkpoint was skipped.
+        reasons: String,
+    },
+    /// Another process runs on this state directory.
+    #[error(
+        "state directory {} is in use by another projector process ({holder}); \
+         give each instance its own --state-dir",
+        dir.display()
+    )]
+    Locked {
+        /// The state directory.
         dir: PathBuf,
+        /// What the lock file says about its holder.
+        holder: String,
+    },
+    /// The checkpoint store's URL or options are not usable.
+    #[error("checkpoint store {url}: {why}")]
+    BadStore {
+        /// The URL.
+        url: String,
+        /// What is wrong.
+        why: String,
     },
     /// The manifest could not be encoded.
     #[error("epoch {epoch}: encoding manifest: {source}")]
@@ -109,6 +172,14 @@ impl CheckpointError {
             CheckpointError::BadFileName { .. } => "checkpoint.bad_file_name",
             CheckpointError::DuplicateFile { .. } => "checkpoint.duplicate_file",
             CheckpointError::EpochExists { .. } => "checkpoint.epoch_exists",
+            CheckpointError::Store(BlobError::Denied { .. }) => "checkpoint.store_denied",
+            CheckpointError::Store(BlobError::Unsupported { .. }) => "checkpoint.store_unsupported",
+            CheckpointError::Store(_) => "checkpoint.store_unavailable",
+            CheckpointError::Fenced { .. } => "checkpoint.fenced",
+            CheckpointError::BadHead { .. } => "checkpoint.bad_head",
+            CheckpointError::NothingUsable { .. } => "checkpoint.nothing_usable",
+            CheckpointError::Locked { .. } => "checkpoint.state_dir_locked",
+            CheckpointError::BadStore { .. } => "checkpoint.bad_store",
             CheckpointError::EncodeManifest { .. } => "checkpoint.encode_manifest",
             CheckpointError::OldLayout { .. } => "checkpoint.old_layout",
             CheckpointError::PartitionCount { .. } => "checkpoint.partition_count",

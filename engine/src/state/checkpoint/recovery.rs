@@ -2,38 +2,36 @@
 //!
 //! ```text
 //!  barrier(checkpoint) ─▶ every worker encodes its piece of each partition it holds
-//!                       ─▶ coordinator: publish the epoch, then for every partition this
-//!                          instance owns, a checkpoint in checkpoints/<partition>/:
-//!                            state (all workers' pieces) + manifest (next offset)
+//!                       ─▶ coordinator: publish the epoch, hand the pieces to the writer
+//!                       ─▶ writer thread: per partition this instance owns, a checkpoint
+//!                          in the store (state + manifest, then the head), retried while
+//!                          the store is away
 //!  assign (start, or a consumer-group rebalance)
-//!       ─▶ per partition: newest checkpoint whose checksums verify ─▶ pieces merged,
-//!          split by key over this run's workers; the source resumes at its offset
+//!       ─▶ per partition: take it over in the store (raise its generation), then its
+//!          newest checkpoint whose checksums verify ─▶ pieces merged, split by key over
+//!          this run's workers; the source resumes at its offset
 //! ```
 //!
 //! Checkpoints are per source partition because state is: every key's state lives in
 //! the partition its events came from, so each partition's state and offset form a
 //! consistent pair on their own. That is what lets a partition move between instances
-//! sharing a state directory (a consumer-group rebalance) without touching the others,
-//! and lets a crash between two partitions' writes of one epoch lose nothing: each
-//! resumes from its own newest checkpoint. The operators are deterministic, so a replay
-//! from the stored offset rebuilds exactly the state a run without the crash had.
-//!
-//! Checkpoint directories are numbered by epoch. An instance that takes a partition over
-//! first raises its epoch counter above every checkpoint of that partition on disk, so a
-//! partition's checkpoints are numbered in the order they were taken, whoever took them.
+//! sharing a store (a consumer-group rebalance) without touching the others, and lets a
+//! crash between two partitions' writes of one epoch lose nothing: each resumes from
+//! its own newest checkpoint. The operators are deterministic, so a replay from the
+//! stored offset rebuilds exactly the state a run without the crash had.
 
 use super::CheckpointError;
-use super::store::{CheckpointStore, NewCheckpoint, PartitionOffset};
-use crate::runtime::bad_records::BadRecords;
-use crate::{Error, Fatal, Result};
-use projector_connectors::Resume;
+use super::blobs::{Blobs, Local, Object};
+use super::store::{Lease, NewCheckpoint, PartitionLog, PartitionOffset};
+use crate::config::CheckpointConfig;
+use crate::{Error, Result};
 use projector_operators::codec;
 use projector_operators::projection::{PartitionState, Projection};
 use serde::Serialize;
 use std::collections::BTreeMap;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::sync::{Arc, Mutex};
-use std::time::{Instant, SystemTime, UNIX_EPOCH};
+use std::time::{SystemTime, UNIX_EPOCH};
 
 /// The newest checkpoint, for `/status` and the progress line.
 #[derive(Debug, Clone, Default, Serialize, PartialEq, Eq)]
@@ -48,12 +46,17 @@ pub struct CheckpointInfo {
     pub bytes: u64,
 }
 
-/// Shared view of the newest checkpoint, overall and per partition.
+/// Shared view of the checkpoints: the newest overall and per partition, damaged ones
+/// skipped at restore, and whether the store is away.
 #[derive(Debug, Default)]
 pub struct CheckpointStatus {
     newest: Mutex<CheckpointInfo>,
     /// Partition id → (epoch, written at, Unix ms) of its newest checkpoint.
     partitions: Mutex<BTreeMap<u32, (u64, u64)>>,
+    /// Damaged checkpoints skipped when partitions were restored, oldest first.
+    skipped: Mutex<Vec<String>>,
+    /// Why checkpoints cannot be written right now (the store is away), if so.
+    degraded: Mutex<Option<String>>,
 }
 
 impl CheckpointStatus {
@@ -71,6 +74,19 @@ impl CheckpointStatus {
             .copied()
     }
 
+    /// Damaged checkpoints skipped at restore (newest 100), each with its reason.
+    pub fn skipped(&self) -> Vec<String> {
+        self.skipped.lock().expect("checkpoint status lock").clone()
+    }
+
+    /// Why checkpoints cannot be written right now, if so.
+    pub fn degraded(&self) -> Option<String> {
+        self.degraded
+            .lock()
+            .expect("checkpoint status lock")
+            .clone()
+    }
+
     pub(crate) fn set(&self, info: CheckpointInfo) {
         *self.newest.lock().expect("checkpoint status lock") = info;
     }
@@ -81,144 +97,385 @@ impl CheckpointStatus {
             g.insert(*id, (epoch, written_ms));
         }
     }
+
+    pub(crate) fn add_skipped(&self, reasons: &[String]) {
+        let mut g = self.skipped.lock().expect("checkpoint status lock");
+        g.extend_from_slice(reasons);
+        let excess = g.len().saturating_sub(100);
+        g.drain(..excess);
+    }
+
+    pub(crate) fn set_degraded(&self, why: Option<String>) {
+        *self.degraded.lock().expect("checkpoint status lock") = why;
+    }
 }
 
-/// Where each partition's checkpoints live: `<checkpoints>/<partition>/`, the name made
-/// safe for a file system (`bank-events/3` → `bank-events%2F3`).
-pub(crate) fn partition_dir(root: &Path, partition: &str) -> PathBuf {
-    let mut name = String::with_capacity(partition.len());
-    for b in partition.bytes() {
-        if b.is_ascii_alphanumeric() || b"._-".contains(&b) {
-            name.push(b as char);
-        } else {
-            name.push_str(&format!("%{b:02X}"));
-        }
-    }
-    if name.starts_with('.') {
-        // Never a hidden name, nor `.` or `..`.
-        name.replace_range(0..1, "%2E");
-    }
-    root.join(name)
+/// The run's checkpoint store and the partitions this instance holds in it.
+#[derive(Debug)]
+pub(crate) struct Checkpoints {
+    blobs: Arc<dyn Blobs>,
+    /// The store, for messages: a path or a URL.
+    pub(crate) location: String,
+    keep: usize,
+    /// Who this instance is, in the heads it writes.
+    owner: String,
+    /// Partition names, by id.
+    names: Arc<Vec<String>>,
+    /// Replay a partition whose every checkpoint is damaged instead of refusing to.
+    replay_if_damaged: bool,
+    /// The partitions this instance holds, with the head it last wrote.
+    leases: Mutex<BTreeMap<u32, Arc<Mutex<Lease>>>>,
+    /// Partitions another instance took over, for the ingest thread to drop.
+    fenced: Mutex<Vec<u32>>,
 }
 
-/// Refuses a checkpoint directory in the layout before per-partition checkpoints (one
-/// `epoch-*` directory for all partitions), rather than silently starting over.
-pub(crate) fn check_layout(root: &Path) -> Result<()> {
-    let Ok(entries) = std::fs::read_dir(root) else {
-        return Ok(());
-    };
-    for entry in entries.flatten() {
-        if entry.file_name().to_string_lossy().starts_with("epoch-") {
-            return Err(CheckpointError::OldLayout {
-                root: root.to_path_buf(),
+impl Checkpoints {
+    /// The store `config` names, or `<state_dir>/checkpoints`.
+    pub(crate) fn open(
+        config: &CheckpointConfig,
+        state_dir: &Path,
+        names: Arc<Vec<String>>,
+        replay_if_damaged: bool,
+    ) -> Result<Self> {
+        let blobs = open_blobs(config, state_dir)?;
+        Ok(Checkpoints {
+            location: blobs.describe(""),
+            blobs,
+            keep: config.keep,
+            owner: instance_id(),
+            names,
+            replay_if_damaged,
+            leases: Mutex::new(BTreeMap::new()),
+            fenced: Mutex::new(Vec::new()),
+        })
+    }
+
+    /// Partition `id`'s name.
+    pub(crate) fn name(&self, id: u32) -> &str {
+        &self.names[id as usize]
+    }
+
+    fn log(&self, id: u32) -> PartitionLog {
+        PartitionLog::new(self.blobs.clone(), &self.names[id as usize], self.keep)
+    }
+
+    /// Takes partition `id` over in the store and loads its newest valid checkpoint,
+    /// split over `workers` workers by `route`.
+    pub(crate) fn restore(
+        &self,
+        id: u32,
+        projection: &Projection,
+        workers: usize,
+        route: impl Fn(&str) -> usize,
+    ) -> Result<RestoredPartition> {
+        let name = &self.names[id as usize];
+        let log = self.log(id);
+        let lease = log.acquire(&self.owner)?;
+        if !lease.had_head() && !self.replay_if_damaged && log.has_checkpoint_objects()? {
+            // Someone deleted the head: the checkpoints are there, but which is newest
+            // and whose is unknown.
+            return Err(CheckpointError::NothingUsable {
+                partition: name.clone(),
+                reasons: format!(
+                    "{} is missing but checkpoint files are there",
+                    log.describe()
+                ),
             }
             .into());
         }
-    }
-    Ok(())
-}
-
-/// Writes checkpoints; owned by the coordinator thread.
-pub(crate) struct Checkpointer {
-    /// The `checkpoints` directory; each partition has a store below it.
-    pub root: PathBuf,
-    /// Checkpoints kept per partition.
-    pub keep: usize,
-    /// The pipeline's name, recorded in manifests.
-    pub pipeline: String,
-    /// Source partition names, by partition id.
-    pub partitions: Arc<Vec<String>>,
-    /// Dead letters, synced at every checkpoint.
-    pub bad: Arc<BadRecords>,
-    /// Where the newest checkpoint is reported.
-    pub status: Arc<CheckpointStatus>,
-    /// Called with the reason when a checkpoint cannot be written.
-    pub on_error: Box<dyn Fn(Fatal) + Send>,
-    /// The offsets of the newest durable checkpoint, for the source to report.
-    pub durable: Arc<Mutex<Option<Resume>>>,
-}
-
-impl std::fmt::Debug for Checkpointer {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("Checkpointer")
-            .field("root", &self.root)
-            .finish_non_exhaustive()
-    }
-}
-
-impl Checkpointer {
-    /// Writes the checkpoint of `epoch` for every partition in `offsets` (the ones this
-    /// instance owns and knows the position of: partition id → next offset); `pieces`
-    /// are every worker's encoded pieces. A failure is handed to `on_error` (it stops
-    /// the pipeline: running on without checkpoints would make every restart replay
-    /// more and more).
-    pub(crate) fn write(&self, epoch: u64, offsets: &Resume, pieces: Vec<Vec<(u32, Vec<u8>)>>) {
-        let started = Instant::now();
-        if let Err(e) = self.try_write(epoch, offsets, pieces, started) {
-            (self.on_error)(Fatal::Checkpoint {
-                epoch,
-                source: Arc::new(e),
-            });
+        let loaded = log.load(&lease)?;
+        let mut restored = RestoredPartition {
+            epoch_floor: lease.epoch_floor(),
+            workers: (0..workers)
+                .map(|_| projection.new_partition_state())
+                .collect(),
+            skipped: loaded
+                .skipped
+                .iter()
+                .map(|s| format!("partition {name}: {s}"))
+                .collect(),
+            ..RestoredPartition::default()
+        };
+        let checkpoint = match loaded.checkpoint {
+            Some(c) => c,
+            None if lease.checkpoints() > 0 && !self.replay_if_damaged => {
+                return Err(CheckpointError::NothingUsable {
+                    partition: name.clone(),
+                    reasons: loaded.skipped.join("; "),
+                }
+                .into());
+            }
+            None => {
+                self.hold(id, lease);
+                return Ok(restored);
+            }
+        };
+        let (manifest, files) = checkpoint;
+        let at = format!("checkpoint {} of {}", manifest.epoch, log.describe());
+        let [offset] = manifest.partitions.as_slice() else {
+            return Err(CheckpointError::PartitionCount {
+                at,
+                found: manifest.partitions.len(),
+            }
+            .into());
+        };
+        if offset.name != *name {
+            return Err(CheckpointError::WrongPartition {
+                at,
+                found: offset.name.clone(),
+                expected: name.clone(),
+            }
+            .into());
         }
+        let mut state = projection.new_partition_state();
+        for (file, data) in files {
+            if file != STATE_FILE {
+                return Err(CheckpointError::UnexpectedFile { at, file }.into());
+            }
+            let pieces = pieces(&data).map_err(|source| CheckpointError::Pieces {
+                at: at.clone(),
+                file: file.clone(),
+                source,
+            })?;
+            for piece in pieces {
+                let decoded =
+                    codec::decode(projection, piece).map_err(|source| CheckpointError::Decode {
+                        at: at.clone(),
+                        file: file.clone(),
+                        source,
+                    })?;
+                codec::merge(&mut state, decoded);
+            }
+        }
+        restored.workers = codec::split(projection, state, workers, &route);
+        restored.resume = Some(offset.next_offset);
+        restored.epoch = manifest.epoch;
+        restored.written_ms = manifest.created_ms;
+        self.hold(id, lease);
+        Ok(restored)
     }
 
-    fn try_write(
+    fn hold(&self, id: u32, lease: Lease) {
+        self.leases
+            .lock()
+            .expect("leases lock")
+            .insert(id, Arc::new(Mutex::new(lease)));
+    }
+
+    /// Whether this instance holds partition `id` in the store.
+    pub(crate) fn holds(&self, id: u32) -> bool {
+        self.leases.lock().expect("leases lock").contains_key(&id)
+    }
+
+    /// Forgets partition `id` (given up, or taken over by another instance).
+    pub(crate) fn release(&self, id: u32) {
+        self.leases.lock().expect("leases lock").remove(&id);
+    }
+
+    /// Writes partition `id`'s checkpoint of `epoch` (its state file and where it
+    /// resumes), if this instance still holds it. `Ok(false)`: it does not.
+    pub(crate) fn commit(
         &self,
+        id: u32,
         epoch: u64,
-        offsets: &Resume,
-        pieces: Vec<Vec<(u32, Vec<u8>)>>,
-        started: Instant,
-    ) -> Result<()> {
-        // Letters of the records before the cut must be durable before the cut is.
-        self.bad.sync().map_err(|source| Error::Io {
-            context: format!("syncing dead letters to {}", self.bad.destination()),
-            source,
-        })?;
-        // One file per partition: the workers' pieces, each prefixed with its length.
-        let mut files: BTreeMap<u32, Vec<u8>> = BTreeMap::new();
-        for (partition, bytes) in pieces.into_iter().flatten() {
-            let file = files.entry(partition).or_default();
-            file.extend_from_slice(&(bytes.len() as u64).to_le_bytes());
-            file.extend_from_slice(&bytes);
-        }
-        let mut bytes = 0;
-        let mut written = Vec::with_capacity(offsets.len());
-        for (&id, &next) in offsets {
-            let name = &self.partitions[id as usize];
-            let data = files.remove(&id).unwrap_or_default();
-            bytes += data.len() as u64;
-            let store =
-                CheckpointStore::open(&partition_dir(&self.root, name))?.with_keep(self.keep);
-            store.write(NewCheckpoint {
+        pipeline: &str,
+        next_offset: u64,
+        state: &[u8],
+        letters: &[u8],
+    ) -> Result<bool> {
+        let Some(lease) = self.leases.lock().expect("leases lock").get(&id).cloned() else {
+            return Ok(false);
+        };
+        let mut lease = lease.lock().expect("lease lock");
+        let name = &self.names[id as usize];
+        let written = self.log(id).commit(
+            &mut lease,
+            NewCheckpoint {
                 epoch,
-                pipeline: self.pipeline.clone(),
+                pipeline: pipeline.to_string(),
                 partitions: vec![PartitionOffset {
                     name: name.clone(),
-                    next_offset: next,
+                    next_offset,
                 }],
-                files: vec![(STATE_FILE.to_string(), data)],
-                dead_letters_len: None,
+                files: vec![(STATE_FILE.to_string(), state)],
                 extra: serde_json::Value::Null,
-            })?;
-            written.push(id);
+            },
+            letters,
+        );
+        match written {
+            Ok(_) => Ok(true),
+            Err(e @ Error::Checkpoint(CheckpointError::Fenced { .. })) => {
+                drop(lease);
+                self.release(id);
+                self.fenced.lock().expect("fenced lock").push(id);
+                Err(e)
+            }
+            Err(e) => Err(e),
         }
-        *self.durable.lock().expect("durable offsets lock") = Some(offsets.clone());
-        let now = now_ms();
-        self.status.set(CheckpointInfo {
-            epoch,
-            written_ms: now,
-            duration_ms: started.elapsed().as_millis() as u64,
-            bytes,
-        });
-        self.status.set_partitions(&written, epoch, now);
-        Ok(())
     }
+
+    /// Partitions taken over by another instance since the last call.
+    pub(crate) fn take_fenced(&self) -> Vec<u32> {
+        std::mem::take(&mut *self.fenced.lock().expect("fenced lock"))
+    }
+}
+
+/// The store `config` names, or `<state_dir>/checkpoints`.
+fn open_blobs(config: &CheckpointConfig, state_dir: &Path) -> Result<Arc<dyn Blobs>> {
+    let bad = |url: &str, why: String| CheckpointError::BadStore {
+        url: url.to_string(),
+        why,
+    };
+    Ok(match &config.store {
+        None => {
+            let root = state_dir.join("checkpoints");
+            check_layout(&root)?;
+            Arc::new(Local::new(&root))
+        }
+        Some(store) => {
+            let url = url::Url::parse(&store.url).map_err(|e| bad(&store.url, e.to_string()))?;
+            if url.scheme() == "file" {
+                let root = url
+                    .to_file_path()
+                    .map_err(|()| bad(&store.url, "not a local path".into()))?;
+                check_layout(&root)?;
+                Arc::new(Local::new(&root))
+            } else {
+                Arc::new(Object::open(&url, store).map_err(|why| bad(&store.url, why))?)
+            }
+        }
+    })
+}
+
+/// One partition's checkpoints as the store holds them (`projector checkpoints`).
+#[derive(Debug, Clone, Serialize, PartialEq, Eq)]
+pub struct StoredPartition {
+    /// The partition.
+    pub partition: String,
+    /// Its owner's generation: raised by every instance that took it over.
+    pub generation: u64,
+    /// The instance that took it last (host:pid:random).
+    pub owner: String,
+    /// When, milliseconds since the Unix epoch.
+    pub acquired_ms: u64,
+    /// The checkpoints its head names, oldest first: (epoch, generation that wrote it).
+    pub checkpoints: Vec<(u64, u64)>,
+    /// Where the newest checkpoint resumes (`None`: no checkpoint, or it does not
+    /// verify).
+    pub next_offset: Option<u64>,
+    /// Dead-letter segments kept with its checkpoints.
+    pub dead_letter_segments: usize,
+}
+
+/// The partitions in the checkpoint store `config` names (or
+/// `<state_dir>/checkpoints`), in name order, with their heads.
+fn stored_heads(
+    config: &CheckpointConfig,
+    state_dir: &Path,
+) -> Result<(Arc<dyn Blobs>, Vec<super::store::Head>)> {
+    let blobs = open_blobs(config, state_dir)?;
+    let mut keys: Vec<String> = blobs
+        .list("")
+        .map_err(CheckpointError::Store)?
+        .into_iter()
+        .filter(|k| k.ends_with("/head.json") && k.matches('/').count() == 1)
+        .collect();
+    keys.sort();
+    let mut heads = Vec::with_capacity(keys.len());
+    for key in keys {
+        let Some(blob) = blobs.get(&key).map_err(CheckpointError::Store)? else {
+            continue;
+        };
+        heads.push(
+            serde_json::from_slice(&blob.data).map_err(|e| CheckpointError::BadHead {
+                at: blobs.describe(&key),
+                why: e.to_string(),
+            })?,
+        );
+    }
+    Ok((blobs, heads))
+}
+
+/// Every partition's checkpoints in the store `config` names (or
+/// `<state_dir>/checkpoints`).
+pub fn stored_checkpoints(
+    config: &CheckpointConfig,
+    state_dir: &Path,
+) -> Result<Vec<StoredPartition>> {
+    let (blobs, heads) = stored_heads(config, state_dir)?;
+    let mut out = Vec::with_capacity(heads.len());
+    for head in heads {
+        let log = PartitionLog::new(blobs.clone(), &head.partition, config.keep);
+        out.push(StoredPartition {
+            next_offset: log.newest_offset(&head)?,
+            partition: head.partition,
+            generation: head.generation,
+            owner: head.owner,
+            acquired_ms: head.acquired_ms,
+            checkpoints: head
+                .checkpoints
+                .iter()
+                .map(|c| (c.epoch, c.generation))
+                .collect(),
+            dead_letter_segments: head.dead_letters.len(),
+        });
+    }
+    Ok(out)
+}
+
+/// Every dead letter kept in the checkpoint store `config` names (or
+/// `<state_dir>/checkpoints`), partition by partition, oldest first within each: one
+/// JSON line per bad record, as in a dead-letter file.
+pub fn stored_dead_letters(config: &CheckpointConfig, state_dir: &Path) -> Result<Vec<u8>> {
+    let (blobs, heads) = stored_heads(config, state_dir)?;
+    let mut out = Vec::new();
+    for head in heads {
+        out.extend(PartitionLog::new(blobs.clone(), &head.partition, config.keep).dead_letters()?);
+    }
+    Ok(out)
+}
+
+/// This process, as the heads it writes name it: host, process id, a random part.
+fn instance_id() -> String {
+    let host = std::fs::read_to_string("/proc/sys/kernel/hostname")
+        .map(|h| h.trim().to_string())
+        .ok()
+        .filter(|h| !h.is_empty())
+        .unwrap_or_else(|| "localhost".into());
+    format!("{host}:{}:{:08x}", std::process::id(), fastrand::u32(..))
+}
+
+/// Refuses a checkpoint directory in a layout this version does not read (one
+/// `epoch-*` directory per checkpoint, for all partitions or per partition), rather
+/// than silently starting over.
+pub(crate) fn check_layout(root: &Path) -> Result<()> {
+    let old = |dir: &Path| {
+        std::fs::read_dir(dir).is_ok_and(|entries| {
+            entries
+                .flatten()
+                .any(|e| e.file_name().to_string_lossy().starts_with("epoch-"))
+        })
+    };
+    let Ok(entries) = std::fs::read_dir(root) else {
+        return Ok(());
+    };
+    let mut found = old(root);
+    for entry in entries.flatten() {
+        found |= entry.file_type().is_ok_and(|t| t.is_dir()) && old(&entry.path());
+    }
+    if found {
+        return Err(CheckpointError::OldLayout {
+            root: root.to_path_buf(),
+        }
+        .into());
+    }
+    Ok(())
 }
 
 /// The state file in each partition checkpoint.
 const STATE_FILE: &str = "partition.state";
 
-fn now_ms() -> u64 {
+pub(crate) fn now_ms() -> u64 {
     SystemTime::now()
         .duration_since(UNIX_EPOCH)
         .map_or(0, |d| d.as_millis() as u64)
@@ -231,7 +488,7 @@ pub(crate) struct RestoredPartition {
     pub resume: Option<u64>,
     /// The epoch of the checkpoint (0: none).
     pub epoch: u64,
-    /// The highest epoch of this partition on disk, damaged checkpoints included: the
+    /// The highest epoch of this partition's checkpoints, damaged ones included: the
     /// next checkpoint must be numbered above it.
     pub epoch_floor: u64,
     /// When the checkpoint was written, Unix milliseconds (0: none).
@@ -240,80 +497,6 @@ pub(crate) struct RestoredPartition {
     pub workers: Vec<PartitionState>,
     /// Damaged checkpoints that were skipped, for the log.
     pub skipped: Vec<String>,
-}
-
-/// Loads the newest valid checkpoint of partition `name` under `root` and splits its
-/// state over `workers` workers, routing each key with `route`.
-pub(crate) fn restore_partition(
-    root: &Path,
-    name: &str,
-    projection: &Projection,
-    workers: usize,
-    route: impl Fn(&str) -> usize,
-) -> Result<RestoredPartition> {
-    let dir = partition_dir(root, name);
-    let empty = |floor| RestoredPartition {
-        epoch_floor: floor,
-        workers: (0..workers)
-            .map(|_| projection.new_partition_state())
-            .collect(),
-        ..RestoredPartition::default()
-    };
-    if !dir.exists() {
-        return Ok(empty(0));
-    }
-    let store = CheckpointStore::open(&dir)?;
-    let loaded = store.load_latest()?;
-    let mut restored = empty(store.list()?.last().copied().unwrap_or(0));
-    restored.skipped = loaded
-        .skipped
-        .into_iter()
-        .map(|s| format!("partition {name}: {s}"))
-        .collect();
-    let Some((manifest, files)) = loaded.checkpoint else {
-        return Ok(restored);
-    };
-    let at = format!("checkpoint {} in {}", manifest.epoch, dir.display());
-    let [offset] = manifest.partitions.as_slice() else {
-        return Err(CheckpointError::PartitionCount {
-            at,
-            found: manifest.partitions.len(),
-        }
-        .into());
-    };
-    if offset.name != name {
-        return Err(CheckpointError::WrongPartition {
-            at,
-            found: offset.name.clone(),
-            expected: name.to_string(),
-        }
-        .into());
-    }
-    let mut state = projection.new_partition_state();
-    for (file, data) in files {
-        if file != STATE_FILE {
-            return Err(CheckpointError::UnexpectedFile { at, file }.into());
-        }
-        let pieces = pieces(&data).map_err(|source| CheckpointError::Pieces {
-            at: at.clone(),
-            file: file.clone(),
-            source,
-        })?;
-        for piece in pieces {
-            let decoded =
-                codec::decode(projection, piece).map_err(|source| CheckpointError::Decode {
-                    at: at.clone(),
-                    file: file.clone(),
-                    source,
-                })?;
-            codec::merge(&mut state, decoded);
-        }
-    }
-    restored.workers = codec::split(projection, state, workers, &route);
-    restored.resume = Some(offset.next_offset);
-    restored.epoch = manifest.epoch;
-    restored.written_ms = manifest.created_ms;
-    Ok(restored)
 }
 
 /// A state file whose length-prefixed pieces do not add up.
