@@ -6,9 +6,10 @@
 //!   it (with a different worker count), finish with `--once`: the views equal the
 //!   oracle. Then re-produce a share of the events (an at-least-once producer's
 //!   retries): the views do not change and the replays are counted as duplicates.
-//! - A second instance, sharing the state directory and the consumer group, joins and
-//!   leaves while events flow: partitions move over and back, and the views equal the
-//!   oracle with every bad record dead-lettered once.
+//! - A second instance, with its own state directory but the same checkpoint store
+//!   (a shared directory, or S3) and consumer group, joins and leaves while events
+//!   flow: partitions move over and back, and the views equal the oracle with every bad
+//!   record dead-lettered once.
 //! - The broker goes away: degraded, no busy loop, a clean stop.
 //! - Poison pills under every `on_error` policy.
 //!
@@ -17,313 +18,23 @@
 
 mod common;
 
-use common::{
-    Rng, assert_rows, checkpoint_dirs, generator_records, json_lines, oracle, projector, summary,
-};
-use std::path::{Path, PathBuf};
-use std::process::{Command, Stdio};
+use common::cluster::*;
+use common::{Rng, assert_rows, generator_records, json_lines, oracle, projector, summary};
+
 use std::time::{Duration, Instant};
-
-const ACCOUNTS_SQL: &str = "SELECT * FROM accounts ORDER BY account_id";
-const VOLUME_SQL: &str = "SELECT * FROM volume_by_type ORDER BY event_type";
-
-/// A Tansu broker for one test; stopped (by PID, through the script) when dropped.
-struct Broker {
-    address: String,
-}
-
-fn repo() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).join("..")
-}
-
-impl Broker {
-    fn start() -> Broker {
-        Broker::start_on(None)
-    }
-
-    /// A broker on `port` (a free one if `None`).
-    fn start_on(port: Option<&str>) -> Broker {
-        let out = Command::new("bash")
-            .arg(repo().join("scripts/broker.sh"))
-            .arg("start")
-            .args(port)
-            .stderr(Stdio::inherit())
-            .output()
-            .expect("running scripts/broker.sh");
-        let address = String::from_utf8_lossy(&out.stdout).trim().to_string();
-        assert!(
-            out.status.success() && address.starts_with("127.0.0.1:"),
-            "the Kafka tests need a broker: `scripts/broker.sh start` failed ({}); \
-             they do not skip",
-            out.status
-        );
-        Broker { address }
-    }
-
-    fn port(&self) -> &str {
-        self.address.rsplit(':').next().expect("host:port")
-    }
-}
-
-impl Drop for Broker {
-    fn drop(&mut self) {
-        let _ = Command::new("bash")
-            .arg(repo().join("scripts/broker.sh"))
-            .args(["stop", self.port()])
-            .status();
-    }
-}
-
-/// `projector produce TOPIC` of the bank scenario.
-fn produce(broker: &Broker, topic: &str, events: u64, keys: u64, seed: u64) {
-    let out = projector()
-        .args([
-            "produce",
-            topic,
-            "--partitions",
-            "4",
-            "--brokers",
-            &broker.address,
-        ])
-        .args(["--events", &events.to_string(), "--keys", &keys.to_string()])
-        .args(["--seed", &seed.to_string()])
-        .output()
-        .expect("projector produce");
-    assert!(
-        out.status.success(),
-        "produce failed: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-}
-
-/// The shipped Kafka pipeline reading `topic` on `broker`, checkpointing often.
-fn pipeline(dir: &Path, broker: &Broker, topic: &str) -> PathBuf {
-    let text = std::fs::read_to_string(repo().join("pipelines/bank-accounts-kafka.yaml"))
-        .expect("the shipped Kafka pipeline")
-        .replace("${KAFKA_BROKERS:-127.0.0.1:9092}", &broker.address)
-        .replace("topics: [bank-events]", &format!("topics: [{topic}]"))
-        // A killed member leaves the group after its session times out; a short one
-        // keeps the restarts quick.
-        .replace(
-            "session.timeout.ms: \"6000\"",
-            "session.timeout.ms: \"2000\"\n    heartbeat.interval.ms: \"500\"",
-        )
-        .replace(
-            "views:",
-            "publish_interval: 20ms\ncheckpoint:\n  interval: 50ms\nviews:",
-        );
-    let path = dir.join("bank-kafka.yaml");
-    std::fs::write(&path, text).expect("write pipeline");
-    path
-}
-
-/// The bank events of `seed` with a bad record (unparseable, no key, unique bytes)
-/// after every 4,999th: the input of the crash and rebalance tests.
-fn events_with_bad_records(events: u64, keys: u64, seed: u64) -> Vec<(u64, Vec<u8>)> {
-    let mut out = Vec::new();
-    for (_, raw) in generator_records(events, keys, seed) {
-        let i = out.len() as u64;
-        out.push((i, raw));
-        if i % 5_000 == 4_998 {
-            let bad = format!(r#"{{"eventType":"MoneyDeposited","aggregateId":"cut-{i}"#);
-            out.push((i + 1, bad.into_bytes()));
-        }
-    }
-    out
-}
-
-/// Creates `topic` with 4 partitions and streams `records` to it from a thread, about
-/// `per_second` a second, keyed by `aggregateId` (a record without one goes unkeyed).
-fn stream(
-    broker: &Broker,
-    topic: &str,
-    records: &[(u64, Vec<u8>)],
-    per_second: u64,
-) -> std::thread::JoinHandle<()> {
-    use projector_connectors::kafka::{EventProducer, ensure_topic};
-    let props = std::collections::BTreeMap::new();
-    ensure_topic(&broker.address, &props, topic, 4).expect("create topic");
-    let producer = EventProducer::new(&broker.address, &props, topic).expect("producer");
-    let records: Vec<Vec<u8>> = records.iter().map(|(_, r)| r.clone()).collect();
-    std::thread::spawn(move || {
-        let started = Instant::now();
-        for (i, raw) in records.iter().enumerate() {
-            let key = serde_json::from_slice::<serde_json::Value>(raw)
-                .ok()
-                .and_then(|v| v["aggregateId"].as_str().map(String::from))
-                .unwrap_or_default();
-            producer.send(key.as_bytes(), raw).expect("send");
-            if i % 250 == 249 {
-                let due = Duration::from_secs_f64((i + 1) as f64 / per_second as f64);
-                if let Some(wait) = due.checked_sub(started.elapsed()) {
-                    std::thread::sleep(wait);
-                }
-            }
-        }
-        producer.flush(Duration::from_secs(60)).expect("flush");
-    })
-}
-
-/// Every bad record of `input` is in the dead-letter file exactly once, each at its own
-/// partition and offset.
-fn assert_each_bad_record_dead_lettered_once(state: &Path, exp: &oracle::Expected) {
-    let letters =
-        projector_connectors::dead_letter::read_dead_letters(&state.join("dead-letters.ndjson"))
-            .expect("dead letters");
-    let mut got: Vec<&[u8]> = letters.iter().map(|l| l.raw.as_slice()).collect();
-    let mut want: Vec<&[u8]> = exp.bad.iter().map(|b| b.raw.as_slice()).collect();
-    got.sort_unstable();
-    want.sort_unstable();
-    assert_eq!(
-        got.len(),
-        want.len(),
-        "dead letters: {} written, {} bad records",
-        got.len(),
-        want.len()
-    );
-    assert!(got == want, "the dead letters are exactly the bad records");
-    let mut places: Vec<(&str, u64)> = letters
-        .iter()
-        .map(|l| (l.partition.as_str(), l.offset))
-        .collect();
-    places.sort_unstable();
-    places.dedup();
-    assert_eq!(places.len(), letters.len(), "one letter per record");
-}
-
-/// A running `projector run`, killed when dropped (a test failing half way).
-struct Running(std::process::Child);
-
-impl Drop for Running {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
-}
-
-impl Running {
-    /// `projector run PIPELINE` on `state`, serving HTTP on `port`.
-    fn start(pipeline: &Path, state: &Path, port: u16, workers: u64) -> Running {
-        Running(
-            projector()
-                .arg("run")
-                .arg(pipeline)
-                .args(["--quiet", "--http", &format!("127.0.0.1:{port}")])
-                .args(["--workers", &workers.to_string()])
-                .arg("--state-dir")
-                .arg(state)
-                .stdout(Stdio::null())
-                .stderr(Stdio::null())
-                .spawn()
-                .expect("start projector"),
-        )
-    }
-
-    /// SIGTERM, then the exit code (within `secs`).
-    fn terminate(&mut self, secs: u64) -> Option<i32> {
-        let pid = self.0.id().to_string();
-        let sent = Command::new("kill").args(["-TERM", &pid]).status();
-        assert!(sent.is_ok_and(|s| s.success()), "kill -TERM {pid}");
-        let mut code = None;
-        let exited = wait_for(secs, || {
-            code = self.0.try_wait().ok().flatten().map(|s| s.code());
-            code.is_some()
-        });
-        assert!(exited, "SIGTERM stops the engine within {secs} s");
-        code.flatten()
-    }
-}
-
-/// The sum of the offsets `group` has committed on the 4 partitions of `topic`.
-fn committed_offsets(broker: &Broker, group: &str, topic: &str) -> u64 {
-    use rdkafka::consumer::{BaseConsumer, Consumer};
-    let props = std::collections::BTreeMap::new();
-    let consumer: BaseConsumer =
-        projector_connectors::kafka::client_config(&broker.address, &props)
-            .set("group.id", group)
-            .create()
-            .expect("consumer");
-    let mut tpl = rdkafka::TopicPartitionList::new();
-    for p in 0..4 {
-        tpl.add_partition(topic, p);
-    }
-    let committed = consumer
-        .committed_offsets(tpl, Duration::from_secs(10))
-        .expect("committed offsets");
-    committed
-        .elements()
-        .iter()
-        .map(|e| match e.offset() {
-            rdkafka::Offset::Offset(o) => o as u64,
-            _ => 0,
-        })
-        .sum()
-}
-
-/// A port that was free a moment ago.
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .and_then(|l| l.local_addr())
-        .expect("free port")
-        .port()
-}
-
-/// The partitions an instance owns now, from its `/status`.
-fn assigned(port: u16) -> Option<Vec<String>> {
-    let status = get_json(port, "/status")?;
-    Some(
-        status["partitions"]
-            .as_array()?
-            .iter()
-            .filter(|p| p["assigned"] == true)
-            .filter_map(|p| p["partition"].as_str().map(String::from))
-            .collect(),
-    )
-}
-
-/// `--once` with both view queries: (stderr, accounts, volume).
-fn run_once(
-    pipeline: &Path,
-    state: &Path,
-) -> (String, Vec<serde_json::Value>, Vec<serde_json::Value>) {
-    let out = projector()
-        .arg("run")
-        .arg(pipeline)
-        .args([
-            "--once",
-            "--format",
-            "json",
-            "--sql",
-            ACCOUNTS_SQL,
-            "--sql",
-            VOLUME_SQL,
-        ])
-        .arg("--state-dir")
-        .arg(state)
-        .output()
-        .expect("projector run --once");
-    let stderr = String::from_utf8_lossy(&out.stderr).into_owned();
-    assert!(out.status.success(), "run --once failed: {stderr}");
-    let mut results = json_lines(&out.stdout);
-    assert_eq!(results.len(), 2, "{stderr}");
-    let volume = results.pop().expect("volume");
-    (stderr, results.pop().expect("accounts"), volume)
-}
-
-/// The sum over partitions of the next offset in each one's newest checkpoint (the
-/// records the checkpoints cover).
-fn newest_checkpoint_offsets(state: &Path) -> Option<u64> {
-    let mut newest: std::collections::BTreeMap<String, u64> = Default::default();
-    for dir in checkpoint_dirs(state) {
-        let manifest = common::manifest(&dir)?;
-        let p = &manifest["partitions"][0];
-        newest.insert(p["name"].as_str()?.to_string(), p["next_offset"].as_u64()?);
-    }
-    (!newest.is_empty()).then(|| newest.values().sum())
-}
 
 #[test]
 fn kill_9_and_redelivery_on_a_4_partition_topic() {
+    kill_9_and_redelivery(&Store::Local);
+}
+
+/// The same with checkpoints and dead letters in an S3 store.
+#[test]
+fn kill_9_and_redelivery_with_checkpoints_in_s3() {
+    kill_9_and_redelivery(&Store::s3());
+}
+
+fn kill_9_and_redelivery(store: &Store) {
     let broker = Broker::start();
     let dir = tempfile::tempdir().expect("tempdir");
     let (events, keys, seed) = (300_000, 2_000, 5);
@@ -331,7 +42,7 @@ fn kill_9_and_redelivery_on_a_4_partition_topic() {
     let total = input.len() as u64;
     // About 40 s of events, while the engine is killed and restarted.
     let producer = stream(&broker, "bank-t1", &input, total / 40);
-    let pipeline = pipeline(dir.path(), &broker, "bank-t1");
+    let pipeline = pipeline_on(dir.path(), &broker, "bank-t1", store);
     let state = dir.path().join("state");
 
     let mut rng = Rng(0x9e37_79b9);
@@ -343,7 +54,7 @@ fn kill_9_and_redelivery_on_a_4_partition_topic() {
         std::thread::sleep(Duration::from_millis(2_500 + rng.below(3_000)));
         child.0.kill().expect("kill -9");
         child.0.wait().expect("reap");
-        if newest_checkpoint_offsets(&state).is_some_and(|n| n > 0 && n < total) {
+        if newest_checkpoint_offsets(&pipeline, &state).is_some_and(|n| n > 0 && n < total) {
             mid_stream += 1;
         }
     }
@@ -357,7 +68,7 @@ fn kill_9_and_redelivery_on_a_4_partition_topic() {
     let (_, accounts, volume) = run_once(&pipeline, &state);
     assert_rows("accounts", &accounts, &exp.accounts_json());
     assert_rows("volume_by_type", &volume, &exp.volume_json());
-    assert_each_bad_record_dead_lettered_once(&state, &exp);
+    assert_each_bad_record_dead_lettered_once(store, &pipeline, &state, &exp);
 
     // Redelivery: the first 30,000 events are delivered again (same seed: the same bytes, keys
     // and versions). Nothing changes but the duplicate count.
@@ -379,20 +90,31 @@ fn kill_9_and_redelivery_on_a_4_partition_topic() {
     );
 }
 
-/// Instance A reads a 4-partition topic; B joins the group with the same state
-/// directory while events flow, takes some partitions over, and leaves (SIGTERM), and A
-/// takes them back. Every handover goes through a checkpoint, so the views equal the
-/// oracle and every bad record is dead-lettered once.
+/// Instance A reads a 4-partition topic; B joins the group with its own state
+/// directory and the same checkpoint store while events flow, takes some partitions
+/// over, and leaves (SIGTERM), and A takes them back. Every handover goes through a
+/// checkpoint, so the views equal the oracle and every bad record is dead-lettered once.
 #[test]
-fn a_second_instance_joins_and_leaves_while_events_flow() {
+fn a_second_instance_joins_and_leaves_with_a_shared_directory_store() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    a_second_instance_joins_and_leaves(&Store::file(&dir.path().join("store")));
+}
+
+/// The same with the store in S3.
+#[test]
+fn a_second_instance_joins_and_leaves_with_an_s3_store() {
+    a_second_instance_joins_and_leaves(&Store::s3());
+}
+
+fn a_second_instance_joins_and_leaves(store: &Store) {
     let broker = Broker::start();
     let dir = tempfile::tempdir().expect("tempdir");
     let input = events_with_bad_records(120_000, 2_000, 13);
     let total = input.len() as u64;
     // About 30 s of events.
     let producer = stream(&broker, "bank-t3", &input, total / 30);
-    let pipeline = pipeline(dir.path(), &broker, "bank-t3");
-    let state = dir.path().join("state");
+    let pipeline = pipeline_on(dir.path(), &broker, "bank-t3", store);
+    let (state, state_b) = (dir.path().join("state-a"), dir.path().join("state-b"));
 
     let (port_a, port_b) = (free_port(), free_port());
     let mut a = Running::start(&pipeline, &state, port_a, 1);
@@ -400,12 +122,19 @@ fn a_second_instance_joins_and_leaves_while_events_flow() {
     assert!(wait_for(30, a_has_all), "A owns the 4 partitions");
     std::thread::sleep(Duration::from_secs(3));
 
-    let mut b = Running::start(&pipeline, &state, port_b, 2);
+    let mut b = Running::start(&pipeline, &state_b, port_b, 2);
     let shared = wait_for(30, || {
         let (pa, pb) = (assigned(port_a), assigned(port_b));
         matches!((pa, pb), (Some(pa), Some(pb)) if !pa.is_empty() && !pb.is_empty() && pa.len() + pb.len() == 4)
     });
     assert!(shared, "A and B share the partitions after B joined");
+    // Cooperative rebalancing: the partitions A kept were not revoked and restored.
+    let a_status = get_json(port_a, "/status").expect("A's status");
+    for p in a_status["partitions"].as_array().expect("partitions") {
+        if p["assigned"] == true {
+            assert_eq!(p["assignments"], 1, "A kept {p} through B's join");
+        }
+    }
     let read = |port| get_json(port, "/status").and_then(|s| s["events"]["read"].as_u64());
     let b_read_before = read(port_b).unwrap_or(0);
     assert!(
@@ -422,7 +151,8 @@ fn a_second_instance_joins_and_leaves_while_events_flow() {
     producer.join().expect("producer");
     // Let A catch up, then stop it.
     assert!(
-        wait_for(60, || newest_checkpoint_offsets(&state) == Some(total)),
+        wait_for(60, || newest_checkpoint_offsets(&pipeline, &state)
+            == Some(total)),
         "A checkpoints the whole topic"
     );
     // /status per partition: the end as the fetches saw it, no lag, a checkpoint.
@@ -458,7 +188,7 @@ fn a_second_instance_joins_and_leaves_while_events_flow() {
     let (stderr, accounts, volume) = run_once(&pipeline, &state);
     assert_rows("accounts", &accounts, &exp.accounts_json());
     assert_rows("volume_by_type", &volume, &exp.volume_json());
-    assert_each_bad_record_dead_lettered_once(&state, &exp);
+    assert_each_bad_record_dead_lettered_once(store, &pipeline, &state, &exp);
     assert_eq!(
         summary(&stderr).read,
         0,
@@ -506,7 +236,7 @@ fn backpressure_stops_reading_and_loses_nothing() {
         "still mid-stream"
     );
     assert_eq!(run.terminate(30), Some(0));
-    let newest = newest_checkpoint_offsets(&state).expect("a checkpoint");
+    let newest = newest_checkpoint_offsets(&pipeline, &state).expect("a checkpoint");
     assert!(newest < events, "stopped mid-stream ({newest} of {events})");
     assert_eq!(
         committed_offsets(&broker, "bank-accounts", "bank-bp"),
@@ -524,6 +254,23 @@ fn backpressure_stops_reading_and_loses_nothing() {
 /// lines, so a record's Kafka offset is its line number in the produced file.
 #[test]
 fn poison_pills_follow_each_policy() {
+    poison_pills(&Store::Local);
+}
+
+/// The same with each policy's checkpoints (and dead letters) in a shared directory.
+#[test]
+fn poison_pills_follow_each_policy_with_a_directory_store() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    poison_pills(&Store::file(dir.path()));
+}
+
+/// The same with each policy's checkpoints (and dead letters) in S3.
+#[test]
+fn poison_pills_follow_each_policy_with_an_s3_store() {
+    poison_pills(&Store::s3());
+}
+
+fn poison_pills(store: &Store) {
     let broker = Broker::start();
     let dir = tempfile::tempdir().expect("tempdir");
     let bad: [&[u8]; 5] = [
@@ -570,13 +317,14 @@ fn poison_pills_follow_each_policy() {
         5,
         "every kind of poison pill is in the topic once"
     );
-    let base = pipeline(dir.path(), &broker, "poison");
+    let base = pipeline_on(dir.path(), &broker, "poison", store);
     let text = std::fs::read_to_string(&base).expect("pipeline");
     for policy in ["dead_letter", "skip", "fail"] {
         let path = dir.path().join(format!("{policy}.yaml"));
         std::fs::write(
             &path,
-            text.replace("on_error: dead_letter", &format!("on_error: {policy}")),
+            text.replace("on_error: dead_letter", &format!("on_error: {policy}"))
+                .replace(&store.yaml(), &store.yaml_for(policy)),
         )
         .expect("write pipeline");
         let state = dir.path().join(format!("state-{policy}"));
@@ -602,7 +350,7 @@ fn poison_pills_follow_each_policy() {
         assert_rows("accounts", &accounts, &exp.accounts_json());
         assert_rows("volume_by_type", &volume, &exp.volume_json());
         let counts = summary(&stderr);
-        let dlq = state.join("dead-letters.ndjson");
+        let dlq = store.dead_letter_file(&path, &state);
         if policy == "dead_letter" {
             assert_eq!(counts.dead_letters, 5, "{stderr}");
             common::assert_dead_letters(&dlq, &exp.bad, Some("poison/0"));
@@ -614,39 +362,6 @@ fn poison_pills_follow_each_policy() {
             );
         }
     }
-}
-
-/// A GET against the instance, as JSON.
-fn get_json(port: u16, path: &str) -> Option<serde_json::Value> {
-    let agent: ureq::Agent = ureq::Agent::config_builder()
-        .http_status_as_error(false)
-        .build()
-        .into();
-    let mut resp = agent
-        .get(format!("http://127.0.0.1:{port}{path}"))
-        .call()
-        .ok()?;
-    serde_json::from_str(&resp.body_mut().read_to_string().ok()?).ok()
-}
-
-/// CPU time (user + system, in clock ticks) a process has used (Linux).
-fn cpu_ticks(pid: u32) -> u64 {
-    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).expect("/proc stat");
-    let after_name = &stat[stat.rfind(')').expect("comm") + 2..];
-    let fields: Vec<&str> = after_name.split_whitespace().collect();
-    fields[11].parse::<u64>().expect("utime") + fields[12].parse::<u64>().expect("stime")
-}
-
-/// Waits up to `secs` for `check` to hold.
-fn wait_for(secs: u64, mut check: impl FnMut() -> bool) -> bool {
-    let deadline = std::time::Instant::now() + Duration::from_secs(secs);
-    while std::time::Instant::now() < deadline {
-        if check() {
-            return true;
-        }
-        std::thread::sleep(Duration::from_millis(100));
-    }
-    false
 }
 
 /// The broker goes away: the engine keeps running without spinning, `/health` says

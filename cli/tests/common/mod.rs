@@ -4,6 +4,7 @@
 // Each test crate uses a different subset of these helpers.
 #![allow(dead_code)]
 
+pub(crate) mod cluster;
 pub(crate) mod oracle;
 
 use projector_connectors::generator::{GeneratorConfig, GeneratorSource, Scenario};
@@ -18,6 +19,12 @@ use std::time::{Duration, Instant};
 pub(crate) fn projector() -> Command {
     let mut cmd = Command::new(env!("CARGO_BIN_EXE_projector"));
     cmd.env_remove("PROJECTOR_LOG").env_remove("PROJECTOR_URL");
+    // The tests' S3 server takes any credentials; never a developer's real ones.
+    cmd.env("AWS_ACCESS_KEY_ID", "projector-test")
+        .env("AWS_SECRET_ACCESS_KEY", "projector-test")
+        .env_remove("AWS_SESSION_TOKEN")
+        .env_remove("AWS_ENDPOINT")
+        .env_remove("AWS_PROFILE");
     cmd
 }
 
@@ -803,25 +810,34 @@ impl Rng {
     }
 }
 
-/// The complete checkpoint directories under `<state>/checkpoints`, oldest first
-/// (none when there are none yet).
+/// The checkpoint directories under `<state>/checkpoints` that the partitions' heads
+/// name (the complete ones), oldest first (none when there are none yet).
 pub(crate) fn checkpoint_dirs(state: &Path) -> Vec<PathBuf> {
-    let mut dirs: Vec<PathBuf> = Vec::new();
-    let Ok(partitions) = std::fs::read_dir(state.join("checkpoints")) else {
-        return dirs;
+    store_checkpoint_dirs(&state.join("checkpoints"))
+}
+
+/// [`checkpoint_dirs`] of a `file://` checkpoint store's directory.
+pub(crate) fn store_checkpoint_dirs(root: &Path) -> Vec<PathBuf> {
+    let mut dirs: Vec<(u64, PathBuf)> = Vec::new();
+    let Ok(partitions) = std::fs::read_dir(root) else {
+        return Vec::new();
     };
     for partition in partitions.flatten() {
-        let Ok(entries) = std::fs::read_dir(partition.path()) else {
+        let Ok(head) = std::fs::read(partition.path().join("head.json")) else {
             continue;
         };
-        dirs.extend(entries.flatten().map(|d| d.path()).filter(|p| {
-            p.file_name()
-                .is_some_and(|n| n.to_string_lossy().starts_with("epoch-"))
-        }));
+        let head: Value = serde_json::from_slice(&head).expect("head.json is JSON");
+        for c in head["checkpoints"].as_array().expect("checkpoints") {
+            let name = c["name"].as_str().expect("name");
+            dirs.push((
+                c["epoch"].as_u64().expect("epoch"),
+                partition.path().join(name),
+            ));
+        }
     }
     // By epoch, then partition.
-    dirs.sort_by(|a, b| (a.file_name(), a).cmp(&(b.file_name(), b)));
-    dirs
+    dirs.sort();
+    dirs.into_iter().map(|(_, d)| d).collect()
 }
 
 /// The manifest of a checkpoint directory.
