@@ -84,16 +84,20 @@ impl Ingress {
     }
 }
 
+/// Polls `source` until it is exhausted or the pipeline stops; `owner` has the
+/// ingress, the shared state, the projection and the partition names.
 pub(super) fn ingest_loop(
     mut source: Box<dyn Source>,
     decoder: JsonDecoder,
     kafka: KafkaFields,
-    projection: &Projection,
-    ingress: &Mutex<Ingress>,
-    shared: &Shared,
-    names: &[String],
     owner: &Owner,
 ) {
+    let (projection, ingress, shared, names): (&Projection, &Mutex<Ingress>, &Shared, &[String]) = (
+        &owner.projection,
+        &owner.ingress,
+        &owner.shared,
+        &owner.names,
+    );
     let mut raw = RawBatch::default();
     let mut slots = vec![Value::Null; decoder.slots()];
     let mut last_marks = Instant::now();

@@ -321,22 +321,10 @@ impl Pipeline {
         }
 
         let ingest = {
-            let (shared, ingress, projection) =
-                (shared.clone(), ingress.clone(), projection.clone());
-            let names = partition_names.clone();
-            let kafka = KafkaFields::new(&config.fields, &names);
+            let kafka = KafkaFields::new(&config.fields, &partition_names);
             let owner = owner.clone();
-            spawn("ingest", &shared.clone(), move || {
-                ingest_loop(
-                    source,
-                    decoder,
-                    kafka,
-                    &projection,
-                    &ingress,
-                    &shared,
-                    &names,
-                    &owner,
-                )
+            spawn("ingest", &shared, move || {
+                ingest_loop(source, decoder, kafka, &owner)
             })?
         };
         let timer = {
