@@ -25,6 +25,11 @@ step "Kafka-compatible test broker (Tansu)"
 # failed install the first, clear error rather than a test failure.
 scripts/broker.sh install >&2
 
+step "S3-compatible test store (moto)"
+# The scale-out tests and the S3 variants of the Kafka tests start their own servers
+# through this script, like the broker.
+scripts/s3.sh install >&2
+
 step "cargo fmt --check"
 cargo fmt --all --check
 

@@ -168,6 +168,99 @@ fn a_damaged_newest_checkpoint_is_detected_and_the_previous_one_used() {
         json_lines(&first.stdout),
         "same views as before"
     );
+
+    // Every checkpoint damaged: replaying from the start could lose what the source no
+    // longer holds, so the run refuses, and says how to replay anyway.
+    for dir in checkpoint_dirs(&state) {
+        std::fs::write(dir.join("partition.state"), b"damaged").expect("damage");
+    }
+    let refused = run();
+    let stderr = String::from_utf8_lossy(&refused.stderr);
+    assert_eq!(refused.status.code(), Some(1), "{stderr}");
+    assert!(
+        stderr.contains("no checkpoint is usable") && stderr.contains("--replay-if-damaged"),
+        "the refusal says why and what to do: {stderr}"
+    );
+    assert!(refused.stdout.is_empty(), "no views printed");
+    let replayed = projector()
+        .current_dir(dir.path())
+        .args(["run", "bank.yaml", "--once", "--format", "json"])
+        .arg("--state-dir")
+        .arg(&state)
+        .args([
+            "--sql",
+            ACCOUNTS_SQL,
+            "--sql",
+            VOLUME_SQL,
+            "--replay-if-damaged",
+        ])
+        .output()
+        .expect("run");
+    let stderr = String::from_utf8_lossy(&replayed.stderr);
+    assert!(replayed.status.success(), "{stderr}");
+    assert_eq!(
+        json_lines(&replayed.stdout),
+        json_lines(&first.stdout),
+        "the replay from the start gives the same views"
+    );
+}
+
+/// Two processes on one state directory would resume from the same checkpoints and
+/// write over each other's: the second is refused, with who holds it.
+#[test]
+fn a_second_process_on_the_same_state_directory_is_refused() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let state = dir.path().join("state");
+    let pipeline = dir.path().join("gen.yaml");
+    std::fs::write(&pipeline, common::generator_pipeline(50_000_000)).expect("write pipeline");
+    let mut first = projector()
+        .arg("run")
+        .arg(&pipeline)
+        .args(["--quiet", "--http", "127.0.0.1:0"])
+        .arg("--state-dir")
+        .arg(&state)
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("start the first");
+    let deadline = std::time::Instant::now() + Duration::from_secs(20);
+    while !state.join("LOCK").exists() && std::time::Instant::now() < deadline {
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    std::thread::sleep(Duration::from_millis(300));
+    let second = projector()
+        .arg("run")
+        .arg(&pipeline)
+        .args(["--once", "--quiet"])
+        .arg("--state-dir")
+        .arg(&state)
+        .output()
+        .expect("run the second");
+    let _ = first.kill();
+    let _ = first.wait();
+    let stderr = String::from_utf8_lossy(&second.stderr);
+    assert_eq!(second.status.code(), Some(1), "{stderr}");
+    assert!(
+        stderr.contains("is in use by another projector process (pid ")
+            && stderr.contains(&format!("pid {}", first.id())),
+        "{stderr}"
+    );
+    // Once the first is gone (even killed), the directory is free again.
+    let small = dir.path().join("small.yaml");
+    std::fs::write(&small, common::generator_pipeline(1_000)).expect("write pipeline");
+    let third = projector()
+        .arg("run")
+        .arg(&small)
+        .args(["--once", "--quiet"])
+        .arg("--state-dir")
+        .arg(&state)
+        .output()
+        .expect("run the third");
+    assert!(
+        third.status.success(),
+        "the lock went with the killed process: {}",
+        String::from_utf8_lossy(&third.stderr)
+    );
 }
 
 /// Checkpoints deleted, the input is replayed from its start: the bad records are bad

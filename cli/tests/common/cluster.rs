@@ -4,6 +4,7 @@
 //! instances of `projector run`, a producer thread, and the checks on what they leave.
 
 use super::{generator_records, json_lines, oracle, projector};
+use std::collections::BTreeMap;
 use std::io::{Read, Write};
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
@@ -125,6 +126,65 @@ impl S3Server {
 
     fn port(&self) -> &str {
         self.endpoint.rsplit(':').next().expect("host:port")
+    }
+
+    /// Runs a Python script with boto3 (moto's dependency, in the server's venv); the
+    /// script finds a client for this server in `s3`. Returns its stdout.
+    fn boto(&self, script: &str, args: &[&str]) -> String {
+        let prelude = format!(
+            "import boto3, json, sys\ns3 = boto3.client('s3', endpoint_url='{}', \
+             aws_access_key_id='t', aws_secret_access_key='t', region_name='us-east-1')\n",
+            self.endpoint
+        );
+        let out = Command::new(repo().join(".tools/s3-venv/bin/python"))
+            .arg("-c")
+            .arg(format!("{prelude}{script}"))
+            .args(args)
+            .output()
+            .expect("running boto3");
+        assert!(
+            out.status.success(),
+            "boto3: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        String::from_utf8_lossy(&out.stdout).into_owned()
+    }
+
+    /// Keeps every version of every object from now on, so that a test can see each
+    /// head write, also ones overwritten since.
+    pub(crate) fn keep_versions(&self) {
+        self.boto(
+            "s3.put_bucket_versioning(Bucket='projector', \
+             VersioningConfiguration={'Status': 'Enabled'})",
+            &[],
+        );
+    }
+
+    /// Every version of every partition's head below `prefix` written since `since`
+    /// (Unix seconds), oldest first: partition → [(generation, owner)].
+    pub(crate) fn head_history(
+        &self,
+        prefix: &str,
+        since: u64,
+    ) -> BTreeMap<String, Vec<(u64, String)>> {
+        let script = r#"
+prefix, since = sys.argv[1], float(sys.argv[2])
+out = {}
+kw = dict(Bucket='projector', Prefix=prefix)
+while True:
+    r = s3.list_object_versions(**kw)
+    for v in r.get('Versions', []):
+        if v['Key'].endswith('/head.json') and v['LastModified'].timestamp() >= since:
+            body = s3.get_object(Bucket='projector', Key=v['Key'], VersionId=v['VersionId'])['Body'].read()
+            h = json.loads(body)
+            # Versions of a key come newest first.
+            out.setdefault(h['partition'], []).insert(0, (h['generation'], h['owner']))
+    if not r.get('IsTruncated'):
+        break
+    kw['KeyMarker'], kw['VersionIdMarker'] = r['NextKeyMarker'], r['NextVersionIdMarker']
+print(json.dumps(out))
+"#;
+        serde_json::from_str(&self.boto(script, &[prefix, &since.to_string()])).expect("history")
     }
 }
 
@@ -413,6 +473,21 @@ impl Drop for Running {
 impl Running {
     /// `projector run PIPELINE` on `state`, serving HTTP on `port`.
     pub(crate) fn start(pipeline: &Path, state: &Path, port: u16, workers: u64) -> Running {
+        Running::start_logged(pipeline, state, port, workers, None)
+    }
+
+    /// [`Running::start`] with its stderr going to `log`.
+    pub(crate) fn start_logged(
+        pipeline: &Path,
+        state: &Path,
+        port: u16,
+        workers: u64,
+        log: Option<&Path>,
+    ) -> Running {
+        let stderr = match log {
+            Some(path) => Stdio::from(std::fs::File::create(path).expect("log file")),
+            None => Stdio::null(),
+        };
         Running(
             projector()
                 .arg("run")
@@ -422,7 +497,7 @@ impl Running {
                 .arg("--state-dir")
                 .arg(state)
                 .stdout(Stdio::null())
-                .stderr(Stdio::null())
+                .stderr(stderr)
                 .spawn()
                 .expect("start projector"),
         )

@@ -1409,3 +1409,58 @@ fn tumble_groups_an_aggregate_by_window() {
     );
     assert!(e.message.contains("bad window size"), "{}", e.message);
 }
+
+fn with_checkpoint(section: &str) -> String {
+    let head = HEAD.replace("views:\n", &format!("checkpoint:\n{section}views:\n"));
+    format!("{head}  - name: v\n    fold:\n      on: {{ A: delete }}\n")
+}
+
+#[test]
+fn checkpoint_stores_are_checked() {
+    let c = load_ok(&with_checkpoint(
+        "  store: s3://bucket/bank\n  endpoint: http://127.0.0.1:9000\n  region: eu-west-1\n  keep: 5\n",
+    ));
+    assert_eq!(
+        c.checkpoint.store,
+        Some(crate::config::StoreConfig {
+            url: "s3://bucket/bank".into(),
+            endpoint: Some("http://127.0.0.1:9000".into()),
+            region: Some("eu-west-1".into()),
+            path_style: None,
+        })
+    );
+    assert_eq!(c.checkpoint.keep, 5);
+    let c = load_ok(&with_checkpoint("  store: file:///var/lib/projector\n"));
+    assert!(c.checkpoint.store.as_ref().is_some_and(|s| s.is_file()));
+    assert_eq!(
+        load_ok(&with_checkpoint("  interval: 2s\n"))
+            .checkpoint
+            .store,
+        None
+    );
+
+    let e = one_error(&with_checkpoint("  store: ftp://host/x\n"));
+    assert_eq!(
+        (e.code, e.line, e.column, e.path.as_str()),
+        ("config.invalid_value", 5, 10, "checkpoint.store")
+    );
+    assert!(
+        e.message.contains("unsupported scheme 'ftp'"),
+        "{}",
+        e.message
+    );
+    let e = one_error(&with_checkpoint("  store: bucket/prefix\n"));
+    assert!(e.message.contains("is not a URL"), "{}", e.message);
+    let e = one_error(&with_checkpoint("  store: s3:///prefix\n"));
+    assert!(e.message.contains("names no bucket"), "{}", e.message);
+    let e = one_error(&with_checkpoint("  endpoint: http://x:9000\n"));
+    assert_eq!(e.path, "checkpoint.endpoint");
+    assert!(e.message.contains("needs 'store:'"), "{}", e.message);
+    let e = one_error(&with_checkpoint(
+        "  store: file:///d\n  endpoint: http://x\n",
+    ));
+    assert_eq!(e.path, "checkpoint.endpoint");
+    let e = one_error(&with_checkpoint("  stor: s3://b/p\n"));
+    assert_eq!(e.code, "config.unknown_field");
+    assert!(e.message.contains("did you mean 'store'"), "{}", e.message);
+}
