@@ -1,11 +1,13 @@
 //! Crash exactness on a replayable source: kill -9 the engine at random moments (also
 //! during checkpoint writes: checkpoints every 50 ms), restart it, each time with a
 //! different worker count, then finish with `--once`. The views must equal the oracle
-//! row for row, and the dead-letter file must hold every bad record exactly once: every
-//! event counted once, whatever the crashes.
+//! row for row, and the dead letters must hold every bad record exactly once: every
+//! event counted once, whatever the crashes. With the checkpoints in the state
+//! directory, in a directory store, and in S3 (`scripts/s3.sh`).
 
 mod common;
 
+use common::cluster::{Store, heads};
 use common::oracle;
 use common::{
     Rng, assert_dead_letters, assert_rows, checkpoint_dirs, file_pipeline, generator_records,
@@ -28,6 +30,23 @@ fn checkpointed_offsets(state: &Path) -> Vec<u64> {
 
 #[test]
 fn kill_9_at_random_moments_then_views_equal_the_oracle() {
+    kill_9_at_random_moments(&Store::Local);
+}
+
+/// The same with the checkpoints and dead letters in a directory store.
+#[test]
+fn kill_9_at_random_moments_with_a_directory_store() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    kill_9_at_random_moments(&Store::file(dir.path()));
+}
+
+/// The same with the checkpoints and dead letters in S3.
+#[test]
+fn kill_9_at_random_moments_with_an_s3_store() {
+    kill_9_at_random_moments(&Store::s3());
+}
+
+fn kill_9_at_random_moments(store: &Store) {
     let dir = tempfile::tempdir().expect("tempdir");
     let mut input = Vec::new();
     for (i, (_, raw)) in generator_records(300_000, 5_000, 11)
@@ -49,7 +68,8 @@ fn kill_9_at_random_moments_then_views_equal_the_oracle() {
     let total_lines = records.last().expect("records").0 + 1;
 
     let pipeline = file_pipeline("events.ndjson", "dead_letter")
-        + "publish_interval: 20ms\ncheckpoint:\n  interval: 50ms\n";
+        + "publish_interval: 20ms\ncheckpoint:\n  interval: 50ms\n"
+        + &store.yaml();
     let pipeline_path = dir.path().join("bank.yaml");
     std::fs::write(&pipeline_path, pipeline).expect("write pipeline");
     let state = dir.path().join("state");
@@ -77,7 +97,13 @@ fn kill_9_at_random_moments_then_views_equal_the_oracle() {
         std::thread::sleep(Duration::from_millis(ms));
         child.kill().expect("kill -9");
         child.wait().expect("reap");
-        let offsets = checkpointed_offsets(&state);
+        let offsets: Vec<u64> = match store {
+            Store::Local => checkpointed_offsets(&state),
+            _ => heads(&pipeline_path, &state)
+                .iter()
+                .filter_map(|h| h["next_offset"].as_u64())
+                .collect(),
+        };
         if offsets.iter().any(|o| *o > 0 && *o < total_lines) {
             resumed_mid_stream += 1;
         }
@@ -112,7 +138,11 @@ fn kill_9_at_random_moments_then_views_equal_the_oracle() {
     );
     assert_rows("accounts", &accounts, &exp.accounts_json());
     assert_rows("volume_by_type", &volume, &exp.volume_json());
-    assert_dead_letters(&state.join("dead-letters.ndjson"), &exp.bad, None);
+    assert_dead_letters(
+        &store.dead_letter_file(&pipeline_path, &state),
+        &exp.bad,
+        None,
+    );
 }
 
 #[test]
