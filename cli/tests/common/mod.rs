@@ -813,13 +813,8 @@ impl Rng {
 /// The checkpoint directories under `<state>/checkpoints` that the partitions' heads
 /// name (the complete ones), oldest first (none when there are none yet).
 pub(crate) fn checkpoint_dirs(state: &Path) -> Vec<PathBuf> {
-    store_checkpoint_dirs(&state.join("checkpoints"))
-}
-
-/// [`checkpoint_dirs`] of a `file://` checkpoint store's directory.
-pub(crate) fn store_checkpoint_dirs(root: &Path) -> Vec<PathBuf> {
     let mut dirs: Vec<(u64, PathBuf)> = Vec::new();
-    let Ok(partitions) = std::fs::read_dir(root) else {
+    let Ok(partitions) = std::fs::read_dir(state.join("checkpoints")) else {
         return Vec::new();
     };
     for partition in partitions.flatten() {

@@ -156,7 +156,7 @@ pub(crate) fn run_coordinator(
                 writer.submit(epoch, writer::job(epoch, &owned, p.pieces));
                 if last {
                     // `--once` exits when it sees the final epoch, which must be durable.
-                    writer.wait_for(epoch, || false);
+                    writer.wait_for(epoch);
                 }
             }
             progress.set(epoch, last);

@@ -386,12 +386,10 @@ fn stored_heads(
         let Some(blob) = blobs.get(&key).map_err(CheckpointError::Store)? else {
             continue;
         };
-        heads.push(
-            serde_json::from_slice(&blob.data).map_err(|e| CheckpointError::BadHead {
-                at: blobs.describe(&key),
-                why: e.to_string(),
-            })?,
-        );
+        heads.push(super::store::Head::parse(
+            &blob.data,
+            &blobs.describe(&key),
+        )?);
     }
     Ok((blobs, heads))
 }

@@ -137,6 +137,25 @@ pub(crate) struct Head {
     pub dead_letters: Vec<String>,
 }
 
+impl Head {
+    /// A head read from the store at `at` (for messages), in a format this build reads.
+    pub(crate) fn parse(data: &[u8], at: &str) -> Result<Head> {
+        let bad = |why: String| CheckpointError::BadHead {
+            at: at.to_string(),
+            why,
+        };
+        let head: Head = serde_json::from_slice(data).map_err(|e| bad(e.to_string()))?;
+        if head.format_version != HEAD_VERSION {
+            return Err(bad(format!(
+                "format version {} is not supported (this build reads {HEAD_VERSION})",
+                head.format_version
+            ))
+            .into());
+        }
+        Ok(head)
+    }
+}
+
 /// This instance's ownership of a partition: the head as it last wrote it.
 #[derive(Debug, Clone)]
 pub(crate) struct Lease {
@@ -229,21 +248,7 @@ impl PartitionLog {
         let Some(blob) = self.blobs.get(&self.key(HEAD)).map_err(store)? else {
             return Ok(None);
         };
-        let head: Head =
-            serde_json::from_slice(&blob.data).map_err(|e| CheckpointError::BadHead {
-                at: self.describe(),
-                why: e.to_string(),
-            })?;
-        if head.format_version != HEAD_VERSION {
-            return Err(CheckpointError::BadHead {
-                at: self.describe(),
-                why: format!(
-                    "format version {} is not supported (this build reads {HEAD_VERSION})",
-                    head.format_version
-                ),
-            }
-            .into());
-        }
+        let head = Head::parse(&blob.data, &self.describe())?;
         if head.partition != self.partition {
             return Err(CheckpointError::BadHead {
                 at: self.describe(),

@@ -74,11 +74,11 @@ impl Writer {
         self.changed.notify_all();
     }
 
-    /// Waits until every checkpoint up to `epoch` is written (or given up), or until
-    /// `give_up` says to stop waiting.
-    pub(crate) fn wait_for(&self, epoch: u64, give_up: impl Fn() -> bool) {
+    /// Waits until every checkpoint up to `epoch` is written or given up (a writer
+    /// that stops for good, even by a panic, gives up everything).
+    pub(crate) fn wait_for(&self, epoch: u64) {
         let mut slot = self.slot.lock().expect("writer lock");
-        while slot.done < epoch && !give_up() {
+        while slot.done < epoch {
             slot = self
                 .changed
                 .wait_timeout(slot, Duration::from_millis(20))
@@ -204,7 +204,7 @@ impl WriterThread {
                 Ok(written) => {
                     let part = job.remove(&id).expect("just seen");
                     if written {
-                        self.bad.saved(self.checkpoints.name(id), part.epoch);
+                        self.bad.saved(name, part.epoch);
                         bytes += part.state.len() as u64;
                         newest = newest.max(part.epoch);
                         durable.insert(id, part.next_offset);
