@@ -145,7 +145,7 @@ fn snapshot(c: &mut Criterion) {
     };
     let schema = view_schema(spec);
     group.bench_function("fold_one_chunk", |b| {
-        b.iter(|| black_box(build_fold_chunk(spec, &schema, rows.chunk(7))))
+        b.iter(|| black_box(build_fold_chunk(spec, &schema, 0, rows.chunk(7))))
     });
     group.finish();
 }
@@ -156,7 +156,11 @@ fn sql(c: &mut Criterion) {
     let config = pipeline();
     let projection = projection(&config);
     let partitions = BTreeMap::from([(0u32, big_state(&projection))]);
-    let catalog = Arc::new(Catalog::new(config.views.clone(), 1, 1));
+    let catalog = Arc::new(Catalog::new(
+        config.views.clone(),
+        vec!["generator".into()],
+        1,
+    ));
     catalog.publish(Published {
         epoch: 1,
         views: config
@@ -166,6 +170,7 @@ fn sql(c: &mut Criterion) {
             .map(|(v, spec)| PublishedView::new(vec![build_worker_view(spec, v, &partitions)]))
             .collect(),
         offsets: vec![ROWS as u64],
+        present: [0].into(),
     });
     let engine = SqlEngine::new(catalog, QueryLimits::default()).expect("engine");
     let rt = tokio::runtime::Builder::new_multi_thread()

@@ -38,38 +38,7 @@ struct Cli {
 enum Command {
     /// Run a pipeline and serve its views over HTTP (or, with --once, run to the end of
     /// the input, print --sql results and exit).
-    Run {
-        /// The pipeline file (YAML).
-        pipeline: PathBuf,
-        /// Address for the HTTP API [default: 127.0.0.1:8080; off with --once unless given].
-        #[arg(long)]
-        http: Option<String>,
-        /// Directory for checkpoints and dead letters [default: the file's state_dir,
-        /// else state/NAME].
-        #[arg(long)]
-        state_dir: Option<PathBuf>,
-        /// Stop when the source is exhausted, run each --sql, print, exit.
-        #[arg(long)]
-        once: bool,
-        /// A query to run after --once (repeatable; run in order).
-        #[arg(long = "sql", requires = "once")]
-        sql: Vec<String>,
-        /// How --sql results are printed.
-        #[arg(long, value_enum, default_value = "table")]
-        format: CliFormat,
-        /// Worker threads [default: the file's workers, else the number of cores minus
-        /// one (the ingest thread needs one), at least 1].
-        #[arg(long)]
-        workers: Option<usize>,
-        /// No progress lines on stderr.
-        #[arg(long, short)]
-        quiet: bool,
-        /// When every checkpoint of a partition is damaged, replay it from the start of
-        /// the input instead of refusing to start (history the source no longer retains
-        /// is then missing from the views).
-        #[arg(long)]
-        replay_if_damaged: bool,
-    },
+    Run(RunArgs),
     /// Run SQL against a running instance.
     Query {
         /// Base URL of the instance.
@@ -78,6 +47,10 @@ enum Command {
         /// Output format.
         #[arg(long, value_enum, default_value = "table")]
         format: CliFormat,
+        /// Accept an answer without the partitions no instance can answer for now (the
+        /// missing ones are named on stderr) instead of an error.
+        #[arg(long)]
+        partial: bool,
         /// The SQL query.
         sql: String,
     },
@@ -177,7 +150,7 @@ enum Command {
 }
 
 #[derive(Clone, Copy, clap::ValueEnum)]
-enum CliFormat {
+pub(crate) enum CliFormat {
     Table,
     Json,
     Csv,
@@ -288,28 +261,13 @@ fn main() -> ExitCode {
             (events, keys, seed),
             from_file.as_deref(),
         ),
-        Command::Query { url, format, sql } => query::query(&url, format.into(), &sql),
-        Command::Run {
-            pipeline,
-            http,
-            state_dir,
-            once,
-            sql,
+        Command::Query {
+            url,
             format,
-            workers,
-            quiet,
-            replay_if_damaged,
-        } => run::run(RunArgs {
-            pipeline,
-            http,
-            state_dir,
-            once,
+            partial,
             sql,
-            format: format.into(),
-            workers,
-            quiet,
-            replay_if_damaged,
-        }),
+        } => query::query(&url, format.into(), partial, &sql),
+        Command::Run(args) => run::run(args),
     };
     match result {
         Ok(code) => code,

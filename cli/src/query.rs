@@ -5,7 +5,7 @@ use projector_engine::{OutputFormat, render};
 use std::io::{Read, Write};
 use std::process::ExitCode;
 
-pub(crate) fn query(url: &str, format: OutputFormat, sql: &str) -> Result<ExitCode> {
+pub(crate) fn query(url: &str, format: OutputFormat, partial: bool, sql: &str) -> Result<ExitCode> {
     let wire = match format {
         OutputFormat::Table | OutputFormat::Arrow => "arrow",
         OutputFormat::Json => "json",
@@ -15,7 +15,11 @@ pub(crate) fn query(url: &str, format: OutputFormat, sql: &str) -> Result<ExitCo
         .http_status_as_error(false)
         .build()
         .into();
-    let endpoint = format!("{}/sql?format={wire}", url.trim_end_matches('/'));
+    let endpoint = format!(
+        "{}/sql?format={wire}{}",
+        url.trim_end_matches('/'),
+        if partial { "&partial=true" } else { "" }
+    );
     let mut resp = agent
         .post(&endpoint)
         .header("content-type", "text/plain")
@@ -37,7 +41,7 @@ pub(crate) fn query(url: &str, format: OutputFormat, sql: &str) -> Result<ExitCo
         eprintln!("error: {code}: {message}");
         return Ok(ExitCode::from(1));
     }
-    // An instance sharing a consumer group answers from its own partitions only.
+    // Only with --partial: the partitions no instance answered for.
     let header = |name: &str| {
         resp.headers()
             .get(name)
@@ -45,10 +49,10 @@ pub(crate) fn query(url: &str, format: OutputFormat, sql: &str) -> Result<ExitCo
             .map(str::to_string)
     };
     let partial = header("x-projector-missing-partitions").map(|missing| {
-        let owned = header("x-projector-partitions").unwrap_or_default();
+        let covered = header("x-projector-partitions").unwrap_or_default();
         format!(
-            "note: partial answer: the instance at {url} owns {owned} partitions; rows of {missing} \
-             are not included"
+            "note: partial answer covering {covered} partitions: no instance answered for \
+             {missing}, whose rows are not included"
         )
     });
     let mut stdout = std::io::stdout().lock();

@@ -1,13 +1,14 @@
 //! `projector run`: start a pipeline, serve its views over HTTP or answer `--sql` after
 //! `--once`, with a progress line on stderr and a summary at the end.
 
+use crate::CliFormat;
 use crate::load;
 use anyhow::{Context, Result};
 use projector_benches::harness::si;
 use projector_connectors::SourceConfig;
 use projector_engine::{
-    AppState, OutputFormat, Pipeline, QueryLimits, RunOptions, Shared, SqlEngine, query_runtime,
-    render, serve, status_json,
+    AppState, ClusterOptions, OutputFormat, Pipeline, QueryLimits, RunOptions, Shared, SqlEngine,
+    bind, query_runtime, render, serve_on, status_json,
 };
 use std::io::{IsTerminal, Write};
 use std::path::PathBuf;
@@ -15,16 +16,49 @@ use std::process::ExitCode;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+/// Run a pipeline and serve its views over HTTP (or, with --once, run to the end of
+/// the input, print --sql results and exit).
+#[derive(clap::Args)]
 pub(crate) struct RunArgs {
-    pub(crate) pipeline: PathBuf,
-    pub(crate) http: Option<String>,
-    pub(crate) state_dir: Option<PathBuf>,
-    pub(crate) once: bool,
-    pub(crate) sql: Vec<String>,
-    pub(crate) format: OutputFormat,
-    pub(crate) workers: Option<usize>,
-    pub(crate) quiet: bool,
-    pub(crate) replay_if_damaged: bool,
+    /// The pipeline file (YAML).
+    pipeline: PathBuf,
+    /// Address for the HTTP API [default: 127.0.0.1:8080; off with --once unless given].
+    #[arg(long)]
+    http: Option<String>,
+    /// Where the other instances of the pipeline reach this one's HTTP API, as
+    /// host:port or a URL [default: the --http address; with 0.0.0.0, this host's
+    /// name and the port].
+    #[arg(long)]
+    advertise: Option<String>,
+    /// How long another instance may take to answer for its partitions before they
+    /// count as unavailable.
+    #[arg(long, default_value = "5s", value_parser = humantime::parse_duration)]
+    peer_timeout: Duration,
+    /// Directory for checkpoints and dead letters [default: the file's state_dir,
+    /// else state/NAME].
+    #[arg(long)]
+    state_dir: Option<PathBuf>,
+    /// Stop when the source is exhausted, run each --sql, print, exit.
+    #[arg(long)]
+    once: bool,
+    /// A query to run after --once (repeatable; run in order).
+    #[arg(long = "sql", requires = "once")]
+    sql: Vec<String>,
+    /// How --sql results are printed.
+    #[arg(long, value_enum, default_value = "table")]
+    format: CliFormat,
+    /// Worker threads [default: the file's workers, else the number of cores minus
+    /// one (the ingest thread needs one), at least 1].
+    #[arg(long)]
+    workers: Option<usize>,
+    /// No progress lines on stderr.
+    #[arg(long, short)]
+    quiet: bool,
+    /// When every checkpoint of a partition is damaged, replay it from the start of
+    /// the input instead of refusing to start (history the source no longer retains
+    /// is then missing from the views).
+    #[arg(long)]
+    replay_if_damaged: bool,
 }
 
 pub(crate) fn run(args: RunArgs) -> Result<ExitCode> {
@@ -41,7 +75,27 @@ pub(crate) fn run(args: RunArgs) -> Result<ExitCode> {
         options.workers = w.max(1);
     }
     options.replay_if_damaged = args.replay_if_damaged;
+    let format = OutputFormat::from(args.format);
     let runtime = query_runtime().context("starting the query runtime")?;
+    let http_addr = match (&args.http, args.once) {
+        (Some(a), _) => Some(a.clone()),
+        (None, false) => Some("127.0.0.1:8080".to_string()),
+        (None, true) => None,
+    };
+    // Bound before the pipeline starts, so the address other instances reach this
+    // one at is known when it joins them.
+    let listener = match &http_addr {
+        Some(addr) => {
+            Some(bind(&runtime, addr).with_context(|| format!("binding the HTTP API to {addr}"))?)
+        }
+        None => None,
+    };
+    if let Some(listener) = &listener {
+        let bound = listener.local_addr()?;
+        let mut cluster = ClusterOptions::new(advertised(args.advertise.as_deref(), bound));
+        cluster.peer_timeout = args.peer_timeout;
+        options.cluster = Some(cluster);
+    }
     let pipeline = Pipeline::start(&cfg, &options).context("starting the pipeline")?;
     let shared = pipeline.shared().clone();
     let sql = Arc::new(SqlEngine::new(
@@ -50,18 +104,12 @@ pub(crate) fn run(args: RunArgs) -> Result<ExitCode> {
     )?);
     let progress = (!args.quiet).then(|| spawn_progress(shared.clone()));
 
-    let http_addr = match (&args.http, args.once) {
-        (Some(a), _) => Some(a.clone()),
-        (None, false) => Some("127.0.0.1:8080".to_string()),
-        (None, true) => None,
-    };
-    if let Some(addr) = &http_addr {
+    if let Some(listener) = listener {
         let state = AppState {
             shared: shared.clone(),
             sql: sql.clone(),
         };
-        let bound = serve(&runtime, addr, state)
-            .with_context(|| format!("binding the HTTP API to {addr}"))?;
+        let bound = serve_on(&runtime, listener, state)?;
         eprintln!(
             "{}: serving SQL on http://{bound} (POST /sql, GET /views, /status, /health)",
             cfg.name
@@ -86,8 +134,8 @@ pub(crate) fn run(args: RunArgs) -> Result<ExitCode> {
         for q in &args.sql {
             match runtime.block_on(sql.query(q)) {
                 Ok(r) => {
-                    let mut bytes = render(&r.schema, &r.batches, args.format)?;
-                    if args.format == OutputFormat::Json {
+                    let mut bytes = render(&r.schema, &r.batches, format)?;
+                    if format == OutputFormat::Json {
                         bytes.push(b'\n');
                     }
                     stdout.write_all(&bytes)?;
@@ -282,4 +330,23 @@ pub(crate) fn thousands(n: u64) -> String {
         out.push(ch);
     }
     out
+}
+
+/// The base URL other instances reach this one at: `--advertise` (`http://` added to
+/// a bare host:port), else the bound address, with this host's name in place of an
+/// unspecified IP (`0.0.0.0`).
+fn advertised(flag: Option<&str>, bound: std::net::SocketAddr) -> String {
+    match flag {
+        Some(a) if a.contains("://") => a.trim_end_matches('/').to_string(),
+        Some(a) => format!("http://{a}"),
+        None if bound.ip().is_unspecified() => {
+            let host = std::fs::read_to_string("/proc/sys/kernel/hostname")
+                .map(|h| h.trim().to_string())
+                .ok()
+                .filter(|h| !h.is_empty())
+                .unwrap_or_else(|| "localhost".into());
+            format!("http://{host}:{}", bound.port())
+        }
+        None => format!("http://{bound}"),
+    }
 }

@@ -316,6 +316,7 @@ fn http_api_serves_views_status_and_sql() {
             "partition": partition,
             "next_offset": end,
             "published_offset": end,
+            "published_epoch": status["epoch"],
             "assigned": true,
             "assignments": 1,
             "high_watermark": null,

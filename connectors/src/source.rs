@@ -341,6 +341,7 @@ mod tests {
             group_id: "projector".into(),
             start_from: crate::kafka::StartFrom::Earliest,
             properties: BTreeMap::new(),
+            partitioner: Default::default(),
             stop_at_end: false,
             with_metadata: false,
         });

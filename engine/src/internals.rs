@@ -5,5 +5,6 @@
 pub use crate::runtime::router::Router;
 pub use crate::runtime::worker::WorkerMsg;
 pub use crate::state::view::{
-    Published, PublishedView, WorkerViewData, build_fold_chunk, build_worker_view, view_schema,
+    Only, Published, PublishedView, WorkerViewData, build_fold_chunk, build_worker_view,
+    view_schema,
 };

@@ -31,9 +31,12 @@ mod state;
 pub use error::{Error, Fatal, Result};
 pub use runtime::pipeline::{Pipeline, RunOptions, Shared};
 pub use serve::catalog::Catalog;
-pub use serve::http::{AppState, query_runtime, serve, status_json};
+pub use serve::cluster::ClusterOptions;
+pub use serve::http::{AppState, bind, query_runtime, serve, serve_on, status_json};
 pub use serve::output::{OutputFormat, render};
-pub use serve::query::{QueryError, QueryErrorKind, QueryLimits, QueryResult, SqlEngine};
+pub use serve::query::{
+    Contribution, QueryError, QueryErrorKind, QueryLimits, QueryOptions, QueryResult, SqlEngine,
+};
 pub use state::checkpoint::recovery::{
     PieceError, StoredPartition, stored_checkpoints, stored_dead_letters,
 };

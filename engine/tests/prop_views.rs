@@ -497,6 +497,7 @@ fn check(lines: &[Line], workers: usize, publish_ms: u64) -> Result<(), TestCase
         state_dir: dir.path().join("state"),
         workers,
         replay_if_damaged: false,
+        cluster: None,
     };
     let pipeline = Pipeline::start(&config, &options).expect("starts");
     pipeline.wait_until_finished().expect("finishes");

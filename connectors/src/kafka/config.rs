@@ -18,6 +18,18 @@ pub enum StartFrom {
     Latest,
 }
 
+/// How the producers of a topic chose each record's partition from its key.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum Partitioner {
+    /// Not declared: a record with any key may be in any partition.
+    #[default]
+    Unknown,
+    /// Kafka's default for keyed records: murmur2 of the key's bytes, made positive,
+    /// modulo the partition count (the Java clients' default, librdkafka's
+    /// `murmur2_random`).
+    Murmur2,
+}
+
 /// `source: {type: kafka, ...}`.
 #[derive(Debug, Clone, PartialEq)]
 pub struct KafkaConfig {
@@ -31,6 +43,9 @@ pub struct KafkaConfig {
     pub start_from: StartFrom,
     /// Passthrough librdkafka settings (checked against the known keys by the config).
     pub properties: BTreeMap<String, String>,
+    /// How the topics' producers partition by key (`partitioner:`): when known, a
+    /// query for one key asks only the instance that owns the key's partition.
+    pub partitioner: Partitioner,
     /// Stop when every partition has been read to its end (`--once`); set by the engine.
     pub stop_at_end: bool,
     /// Fill [`RawBatch::meta`](crate::RawBatch::meta) (key, timestamp, headers); set by

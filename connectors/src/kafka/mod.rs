@@ -18,7 +18,7 @@
 //! event: Tansu, our test broker, reports a wrong high watermark through ListOffsets,
 //! while the end seen by a fetch is right.
 //!
-//! * `config`: [`KafkaConfig`], [`StartFrom`] (plain data, in every build) and
+//! * `config`: [`KafkaConfig`], [`StartFrom`], [`Partitioner`] (plain data, in every build) and
 //!   `client_config`, which builds every client.
 //! * `group`: the consumer's context: consumer-group rebalances, broker state, high
 //!   watermarks.
@@ -40,7 +40,7 @@ mod producer;
 #[cfg(feature = "kafka")]
 mod source;
 
-pub use config::{KafkaConfig, StartFrom};
+pub use config::{KafkaConfig, Partitioner, StartFrom};
 
 #[cfg(feature = "kafka")]
 pub use admin::{ensure_topic, letters_in_topic};

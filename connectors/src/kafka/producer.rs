@@ -81,7 +81,10 @@ impl EventProducer {
     /// A producer to `topic` on `brokers` (consumer-only `properties` are left out).
     pub fn new(brokers: &str, properties: &BTreeMap<String, String>, topic: &str) -> Result<Self> {
         let mut config = client_config(brokers, &producer_properties(properties));
+        // Keys are placed as Kafka's Java clients place them (murmur2), so a pipeline
+        // reading these topics may declare `partitioner: murmur2`.
         config
+            .set("partitioner", "murmur2_random")
             .set("enable.idempotence", "true")
             .set("linger.ms", "20")
             .set("batch.num.messages", "10000");

@@ -2,7 +2,7 @@
 //! passthrough librdkafka properties checked against the keys librdkafka knows.
 
 use super::yaml::{Ctx, Record, suggest};
-use projector_connectors::kafka::{KafkaConfig, StartFrom};
+use projector_connectors::kafka::{KafkaConfig, Partitioner, StartFrom};
 use saphyr::YamlData;
 use std::collections::BTreeMap;
 
@@ -14,6 +14,7 @@ pub(crate) const KEYS: &[&str] = &[
     "group_id",
     "start_from",
     "properties",
+    "partitioner",
 ];
 
 /// Properties Projector sets itself: overriding them would break exactly-once.
@@ -184,6 +185,10 @@ pub(crate) fn source(ctx: &mut Ctx<'_>, rec: &Record<'_>, pipeline: &str) -> Opt
         ),
         None => Some(StartFrom::Earliest),
     };
+    let partitioner = match rec.get("partitioner") {
+        Some(e) => ctx.choice(e.value, &e.path, &[("murmur2", Partitioner::Murmur2)]),
+        None => Some(Partitioner::Unknown),
+    };
     let properties = match rec.get("properties") {
         None => Some(BTreeMap::new()),
         Some(e) => {
@@ -226,6 +231,7 @@ pub(crate) fn source(ctx: &mut Ctx<'_>, rec: &Record<'_>, pipeline: &str) -> Opt
         group_id: group_id?,
         start_from: start_from?,
         properties: properties?,
+        partitioner: partitioner?,
         stop_at_end: false,
         with_metadata: false,
     })

@@ -13,7 +13,7 @@ use crate::state::checkpoint::writer::{self, Writer};
 use crate::state::view::{Published, PublishedView, WorkerViewData};
 use crossbeam_channel::Receiver;
 use projector_connectors::Resume;
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 use std::sync::{Arc, Condvar, Mutex};
 
 /// Messages to the coordinator.
@@ -28,6 +28,9 @@ pub(crate) enum CoordMsg {
         /// The partitions a checkpoint of this epoch covers (owned by this instance,
         /// position known), with their next offsets.
         owned: Resume,
+        /// The partitions this instance owns when the epoch is cut (also those whose
+        /// position is not known yet): the ones whose rows the epoch holds.
+        present: BTreeSet<u32>,
         /// True for the epoch cut at the end of the input.
         last: bool,
         /// Whether the epoch is checkpointed.
@@ -79,8 +82,11 @@ impl Progress {
     }
 }
 
+/// What the ingest side said of an epoch: offsets, owned, present, last, checkpoint.
+type EpochInfo = (Vec<u64>, Resume, BTreeSet<u32>, bool, bool);
+
 struct Pending {
-    info: Option<(Vec<u64>, Resume, bool, bool)>,
+    info: Option<EpochInfo>,
     parts: Vec<Option<Vec<WorkerViewData>>>,
     pieces: Vec<Vec<(u32, Vec<u8>)>>,
     answered: usize,
@@ -104,10 +110,12 @@ pub(crate) fn run_coordinator(
                 epoch,
                 offsets,
                 owned,
+                present,
                 last,
                 checkpoint,
             } => {
-                entry(&mut pending, epoch, workers).info = Some((offsets, owned, last, checkpoint));
+                entry(&mut pending, epoch, workers).info =
+                    Some((offsets, owned, present, last, checkpoint));
                 epoch
             }
             CoordMsg::Snapshot(s) => {
@@ -123,7 +131,7 @@ pub(crate) fn run_coordinator(
             .is_some_and(|p| p.info.is_some() && p.answered == workers);
         if complete {
             let p = pending.remove(&epoch).expect("checked above");
-            let (offsets, owned, last, checkpoint) = p.info.expect("checked above");
+            let (offsets, owned, present, last, checkpoint) = p.info.expect("checked above");
             let mut per_worker: Vec<std::vec::IntoIter<WorkerViewData>> = p
                 .parts
                 .into_iter()
@@ -149,6 +157,7 @@ pub(crate) fn run_coordinator(
                 epoch,
                 views,
                 offsets,
+                present,
             });
             if checkpoint && let Some(writer) = &writer {
                 // Written on the writer's thread: a slow store does not hold back the

@@ -65,11 +65,16 @@ impl Ingress {
             .filter(|&p| self.owned[p] && self.known[p])
             .map(|p| (p as u32, self.offsets[p]))
             .collect();
+        let present = (0..self.offsets.len())
+            .filter(|&p| self.owned[p])
+            .map(|p| p as u32)
+            .collect();
         self.coord
             .send(CoordMsg::Epoch {
                 epoch,
                 offsets: self.offsets.clone(),
                 owned,
+                present,
                 last,
                 checkpoint,
             })

@@ -109,6 +109,8 @@ impl Owner {
         ing.epoch = ing.epoch.max(floor);
         ing.force = true;
         self.shared.positions.set_owned(ids, true, &ing.offsets);
+        drop(ing);
+        self.tell_the_cluster();
         Ok(resume)
     }
 
@@ -143,6 +145,7 @@ impl Owner {
             self.shared.positions.set_owned(ids, false, &ing.offsets);
             checkpoint.then_some(ing.epoch)
         };
+        self.tell_the_cluster();
         for &p in ids {
             let name = &self.names[p as usize];
             self.shared.bad.forget(name);
@@ -187,6 +190,13 @@ impl Owner {
 }
 
 impl Owner {
+    /// Other instances learn at once that this instance's partitions changed.
+    fn tell_the_cluster(&self) {
+        if let Some(cluster) = self.shared.catalog.cluster() {
+            cluster.nudge();
+        }
+    }
+
     /// Drops the partitions another instance took over in the checkpoint store (this
     /// one was fenced: paused or cut off past its session): no more checkpoints or
     /// published rows for them here.

@@ -14,12 +14,15 @@ use crate::runtime::epoch::{CoordMsg, Progress, run_coordinator};
 use crate::runtime::router::Router;
 use crate::runtime::worker::{Worker, WorkerMsg};
 use crate::serve::catalog::Catalog;
+use crate::serve::cluster::members::heartbeat_loop;
+use crate::serve::cluster::{Cluster, ClusterOptions, KeyPartitions};
 use crate::serve::status::{Counters, Positions};
 use crate::state::checkpoint::CheckpointError;
 use crate::state::checkpoint::recovery::{CheckpointStatus, Checkpoints};
 use crate::state::checkpoint::writer::{Writer, WriterThread};
 use crate::{Error, Fatal, Result};
 use crossbeam_channel::{Sender, bounded, unbounded};
+use projector_connectors::kafka::Partitioner;
 use projector_connectors::{Resume, Source, SourceConfig};
 use projector_operators::decode::JsonDecoder;
 use projector_operators::projection::Projection;
@@ -44,6 +47,10 @@ pub struct RunOptions {
     /// Replay a partition from the start of the input when every checkpoint of it is
     /// damaged, instead of refusing to start (`--replay-if-damaged`).
     pub replay_if_damaged: bool,
+    /// Answer queries for the partitions other instances own (`--advertise`): only
+    /// for a source shared by several instances (a Kafka consumer group), through
+    /// their common checkpoint store.
+    pub cluster: Option<ClusterOptions>,
 }
 
 impl RunOptions {
@@ -62,6 +69,7 @@ impl RunOptions {
             state_dir,
             workers: workers.max(1),
             replay_if_damaged: false,
+            cluster: None,
         }
     }
 }
@@ -146,6 +154,7 @@ pub struct Pipeline {
     timer: Option<JoinHandle<()>>,
     ingest: Option<JoinHandle<()>>,
     writer: Option<(Arc<Writer>, JoinHandle<()>)>,
+    heartbeat: Option<(Arc<Cluster>, Arc<AtomicBool>, JoinHandle<()>)>,
     /// Held while the pipeline runs: one process per state directory.
     _lock: std::fs::File,
 }
@@ -203,7 +212,11 @@ impl Pipeline {
             rotate_old_dead_letters(&dlq_path)?;
         }
 
-        let catalog = Arc::new(Catalog::new(config.views.clone(), partitions.len(), n));
+        let catalog = Arc::new(Catalog::new(
+            config.views.clone(),
+            partition_names.to_vec(),
+            n,
+        ));
         let positions = Arc::new(Positions::default());
         positions.init(partitions.iter().map(|p| p.name.clone()).collect());
         let shared = Arc::new(Shared {
@@ -307,12 +320,41 @@ impl Pipeline {
             ingress: ingress.clone(),
             shared: shared.clone(),
             projection: projection.clone(),
-            checkpoints,
+            checkpoints: checkpoints.clone(),
             names: partition_names.clone(),
             workers: n,
         };
-        if !source.set_assignment_listener(Box::new(owner.clone())) {
+        let shared_source = source.set_assignment_listener(Box::new(owner.clone()));
+        let heartbeat = match (shared_source, checkpoints, &options.cluster) {
+            (true, Some(checkpoints), Some(cluster_options)) => {
+                let keys = match &config.source {
+                    SourceConfig::Kafka(k) if k.partitioner == Partitioner::Murmur2 => {
+                        KeyPartitions::from_names(&partition_names)
+                    }
+                    _ => None,
+                };
+                let cluster = Arc::new(Cluster::new(
+                    checkpoints.owner().to_string(),
+                    config.name.clone(),
+                    cluster_options.clone(),
+                    partition_names.clone(),
+                    keys,
+                ));
+                shared.catalog.join(cluster.clone());
+                let stop = Arc::new(AtomicBool::new(false));
+                let thread = {
+                    let (cluster, stop) = (cluster.clone(), stop.clone());
+                    spawn("cluster-heartbeat", &shared, move || {
+                        heartbeat_loop(cluster, checkpoints, stop)
+                    })?
+                };
+                Some((cluster, stop, thread))
+            }
+            _ => None,
+        };
+        if !shared_source {
             // Not shared with other instances: every partition is ours from the start.
+            shared.catalog.hold_everything();
             let all: Vec<u32> = partitions.iter().map(|p| p.id).collect();
             let resume = owner.assign(&all)?;
             if !resume.is_empty() {
@@ -344,6 +386,7 @@ impl Pipeline {
             timer: Some(timer),
             ingest: Some(ingest),
             writer,
+            heartbeat,
             _lock: lock,
         })
     }
@@ -409,6 +452,12 @@ impl Pipeline {
         let _ = self.coord.send(CoordMsg::Stop);
         if let Some(c) = self.coordinator.take() {
             let _ = c.join();
+        }
+        // Other instances stop asking this one.
+        if let Some((cluster, stop, thread)) = self.heartbeat.take() {
+            stop.store(true, Ordering::SeqCst);
+            cluster.nudge();
+            let _ = thread.join();
         }
         // The final checkpoint is written before the process goes (or given up after
         // a while if the store is away: the next start replays from the previous one).

@@ -299,7 +299,7 @@ fn refresh_chunks(
         };
         for c in rebuild {
             if c < batches.len() {
-                batches[c] = build_fold_chunk(spec, &schema, rows.chunk(c));
+                batches[c] = build_fold_chunk(spec, &schema, *p, rows.chunk(c));
             }
         }
     }

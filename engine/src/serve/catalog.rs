@@ -1,13 +1,15 @@
-//! The catalog: every view's spec and schema, and the newest published epoch.
+//! The catalog: every view's spec and schema, the newest published epoch, and the
+//! other instances that hold the rest of the partitions.
 
+use crate::serve::cluster::Cluster;
 use crate::state::view::{
     Published, PublishedView, WorkerViewData, build_worker_view, view_schema,
 };
 use arc_swap::ArcSwap;
 use arrow::datatypes::SchemaRef;
 use projector_operators::view::ViewSpec;
-use std::collections::BTreeMap;
-use std::sync::Arc;
+use std::collections::{BTreeMap, BTreeSet};
+use std::sync::{Arc, OnceLock};
 
 /// What SQL can see. Publishing swaps one `Arc`, so readers never block ingestion and
 /// a query that pins [`Catalog::current`] sees one consistent epoch across views.
@@ -17,12 +19,17 @@ pub struct Catalog {
     pub views: Vec<ViewSpec>,
     /// Their Arrow schemas.
     pub schemas: Vec<SchemaRef>,
+    /// The source partitions' names, by id.
+    names: Vec<String>,
     published: ArcSwap<Published>,
+    cluster: OnceLock<Arc<Cluster>>,
 }
 
 impl Catalog {
-    /// A catalog with empty views (epoch 0) for `workers` workers.
-    pub fn new(views: Vec<ViewSpec>, partitions: usize, workers: usize) -> Self {
+    /// A catalog with empty views (epoch 0) for `workers` workers, over the source
+    /// partitions `names` (none of them held yet).
+    pub fn new(views: Vec<ViewSpec>, names: Vec<String>, workers: usize) -> Self {
+        let partitions = names.len();
         let schemas = views.iter().map(view_schema).collect();
         let empty = BTreeMap::new();
         let published = Published {
@@ -38,12 +45,50 @@ impl Catalog {
                 })
                 .collect(),
             offsets: vec![0; partitions],
+            present: BTreeSet::new(),
         };
         Catalog {
             views,
             schemas,
+            names,
             published: ArcSwap::from_pointee(published),
+            cluster: OnceLock::new(),
         }
+    }
+
+    /// Marks every partition held in the empty epoch 0: for a pipeline whose source is
+    /// not shared with other instances, whose views are simply empty until the first
+    /// epoch.
+    pub fn hold_everything(&self) {
+        let current = self.current();
+        if current.epoch == 0 {
+            let p = Published {
+                epoch: 0,
+                views: current
+                    .views
+                    .iter()
+                    .map(|v| PublishedView::new(v.parts.clone()))
+                    .collect(),
+                offsets: current.offsets.clone(),
+                present: (0..self.names.len() as u32).collect(),
+            };
+            self.publish(p);
+        }
+    }
+
+    /// The source partitions' names, by id.
+    pub fn partition_names(&self) -> &[String] {
+        &self.names
+    }
+
+    /// The cluster this instance answers queries with, if it is part of one.
+    pub(crate) fn cluster(&self) -> Option<&Arc<Cluster>> {
+        self.cluster.get()
+    }
+
+    /// Makes queries span the instances of `cluster`.
+    pub(crate) fn join(&self, cluster: Arc<Cluster>) {
+        let _ = self.cluster.set(cluster);
     }
 
     /// The newest published epoch.

@@ -1,8 +1,11 @@
-//! The HTTP face: `POST /sql`, `GET /views`, `GET /status`, `GET /health`.
+//! The HTTP face: `POST /sql`, `GET /views`, `GET /status`, `GET /health`, and
+//! `POST /cluster/scan`, which other instances of the pipeline send (see
+//! `serve/cluster`).
 
 use crate::runtime::pipeline::Shared;
+use crate::serve::cluster::wire::{ABSENT, COVERED, Contribution, ScanRequest, scan_sql};
 use crate::serve::output::{OutputFormat, render};
-use crate::serve::query::{QueryError, QueryErrorKind, SqlEngine};
+use crate::serve::query::{QueryError, QueryErrorKind, QueryOptions, QueryResult, SqlEngine};
 use axum::Router;
 use axum::body::Bytes;
 use axum::extract::{Query, State};
@@ -11,6 +14,7 @@ use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use serde::{Deserialize, Serialize};
 use serde_json::json;
+use std::collections::BTreeSet;
 use std::sync::Arc;
 
 /// What the handlers share.
@@ -38,7 +42,23 @@ pub fn serve(
     addr: &str,
     state: AppState,
 ) -> std::io::Result<std::net::SocketAddr> {
-    let listener = runtime.block_on(tokio::net::TcpListener::bind(addr))?;
+    serve_on(runtime, bind(runtime, addr)?, state)
+}
+
+/// Binds `addr` for [`serve_on`] (with port 0 the system picks one).
+pub fn bind(
+    runtime: &tokio::runtime::Runtime,
+    addr: &str,
+) -> std::io::Result<tokio::net::TcpListener> {
+    runtime.block_on(tokio::net::TcpListener::bind(addr))
+}
+
+/// Serves the HTTP API on `listener`, on `runtime`; returns the bound address.
+pub fn serve_on(
+    runtime: &tokio::runtime::Runtime,
+    listener: tokio::net::TcpListener,
+    state: AppState,
+) -> std::io::Result<std::net::SocketAddr> {
     let bound = listener.local_addr()?;
     let app = router(state);
     runtime.spawn(async move { axum::serve(listener, app).await });
@@ -52,12 +72,16 @@ pub(crate) fn router(state: AppState) -> Router {
         .route("/views", get(views))
         .route("/status", get(status))
         .route("/health", get(health))
+        .route("/cluster/scan", post(cluster_scan))
         .with_state(state)
 }
 
 #[derive(Deserialize)]
 struct SqlParams {
     format: Option<String>,
+    /// Accept an answer without the partitions no instance answers for.
+    #[serde(default)]
+    partial: bool,
 }
 
 #[derive(Deserialize)]
@@ -107,7 +131,9 @@ impl SqlRequestError {
             | SqlRequestError::BadJson(_)
             | SqlRequestError::Empty => StatusCode::BAD_REQUEST,
             SqlRequestError::Query(e) => match e.kind {
-                QueryErrorKind::Unavailable => StatusCode::SERVICE_UNAVAILABLE,
+                QueryErrorKind::Unavailable | QueryErrorKind::PartitionUnavailable => {
+                    StatusCode::SERVICE_UNAVAILABLE
+                }
                 QueryErrorKind::Internal => StatusCode::INTERNAL_SERVER_ERROR,
                 QueryErrorKind::Parse
                 | QueryErrorKind::Plan
@@ -164,37 +190,20 @@ async fn sql(
     if sql_text.trim().is_empty() {
         return SqlRequestError::Empty.into_response();
     }
-    match app.sql.query(&sql_text).await {
+    let options = QueryOptions {
+        partial: params.partial,
+        ..QueryOptions::default()
+    };
+    match app.sql.query_with(&sql_text, &options).await {
         Ok(r) => match render(&r.schema, &r.batches, format) {
             Ok(bytes) => {
-                let ct = match format {
-                    OutputFormat::Json | OutputFormat::Table => "application/json",
-                    OutputFormat::Csv => "text/csv",
-                    OutputFormat::Arrow => "application/vnd.apache.arrow.stream",
-                };
-                let (owned, missing) = ownership(&app.shared);
                 let mut response = (
                     StatusCode::OK,
-                    [
-                        (header::CONTENT_TYPE, ct.to_string()),
-                        (
-                            header::HeaderName::from_static("x-projector-epoch"),
-                            r.epoch.to_string(),
-                        ),
-                        (
-                            header::HeaderName::from_static("x-projector-partitions"),
-                            owned,
-                        ),
-                    ],
+                    [(header::CONTENT_TYPE, format.content_type())],
                     bytes,
                 )
                     .into_response();
-                if let Some(missing) = missing.and_then(|m| m.parse().ok()) {
-                    response.headers_mut().insert(
-                        header::HeaderName::from_static("x-projector-missing-partitions"),
-                        missing,
-                    );
-                }
+                answer_headers(response.headers_mut(), &app.shared, &r);
                 response
             }
             Err(e) => SqlRequestError::Render(e).into_response(),
@@ -203,19 +212,141 @@ async fn sql(
     }
 }
 
-/// Which partitions this instance's answers cover: `owned/total`, and the names of
-/// the ones it does not own (comma-separated; `None` when it owns them all). Until
-/// queries span instances, an instance sharing a consumer group answers from its own
-/// partitions only, and says so on every answer.
-pub(crate) fn ownership(shared: &Shared) -> (String, Option<String>) {
-    let positions = shared.positions.snapshot();
-    let missing: Vec<&str> = positions
-        .iter()
-        .filter(|p| !p.assigned)
-        .map(|p| p.partition.as_str())
-        .collect();
-    let owned = format!("{}/{}", positions.len() - missing.len(), positions.len());
-    (owned, (!missing.is_empty()).then(|| missing.join(",")))
+/// Says where an answer's rows came from:
+/// * `x-projector-epoch`: this instance's epoch the query read;
+/// * `x-projector-partitions`: how many of the pipeline's partitions it covers
+///   (`8/8`);
+/// * `x-projector-partition-epochs`: each partition's owner epoch and offset,
+///   `name=epoch@offset` separated by commas;
+/// * `x-projector-missing-partitions`: the partitions a partial answer lacks.
+fn answer_headers(headers: &mut HeaderMap, shared: &Shared, r: &QueryResult) {
+    let mut set = |name: &'static str, value: String| {
+        if let Ok(v) = value.parse() {
+            headers.insert(header::HeaderName::from_static(name), v);
+        }
+    };
+    set("x-projector-epoch", r.epoch.to_string());
+    let total = shared.catalog.partition_names().len();
+    set(
+        "x-projector-partitions",
+        format!("{}/{total}", total - r.missing.len().min(total)),
+    );
+    if !r.partitions.is_empty() {
+        let epochs: Vec<String> = r
+            .partitions
+            .iter()
+            .map(|c| format!("{}={}@{}", c.partition, c.epoch, c.offset))
+            .collect();
+        set("x-projector-partition-epochs", epochs.join(","));
+    }
+    if !r.missing.is_empty() {
+        let names: Vec<&str> = r.missing.iter().map(|(p, _)| p.as_str()).collect();
+        set("x-projector-missing-partitions", names.join(","));
+    }
+}
+
+/// `POST /cluster/scan`: another instance asks for this instance's rows (or aggregate
+/// partials) of some partitions of a view. Answers from its pinned epoch only, and
+/// says which of the partitions it holds (see `serve/cluster/wire.rs`).
+async fn cluster_scan(State(app): State<AppState>, body: Bytes) -> Response {
+    let bad = |status: StatusCode, code: &str, message: String| {
+        (
+            status,
+            axum::Json(json!({"error": {"code": code, "message": message}})),
+        )
+            .into_response()
+    };
+    let req: ScanRequest = match serde_json::from_slice(&body) {
+        Ok(r) => r,
+        Err(e) => return bad(StatusCode::BAD_REQUEST, "http.bad_body", e.to_string()),
+    };
+    let catalog = &app.shared.catalog;
+    if req.pipeline != app.shared.name {
+        return bad(
+            StatusCode::CONFLICT,
+            "cluster.other_pipeline",
+            format!(
+                "this instance runs pipeline '{}', not '{}'",
+                app.shared.name, req.pipeline
+            ),
+        );
+    }
+    let names = catalog.partition_names();
+    let mut ids = BTreeSet::new();
+    let mut absent = Vec::new();
+    for p in &req.partitions {
+        match names.iter().position(|n| n == p) {
+            Some(i) => {
+                ids.insert(i as u32);
+            }
+            None => absent.push(p.clone()),
+        }
+    }
+    let headers_of = |covered: &[Contribution], absent: &[String]| {
+        let mut h = HeaderMap::new();
+        if let Ok(v) = serde_json::to_string(covered)
+            .expect("contributions serialise")
+            .parse()
+        {
+            h.insert(COVERED, v);
+        }
+        if let Ok(v) = serde_json::to_string(absent)
+            .expect("names serialise")
+            .parse()
+        {
+            h.insert(ABSENT, v);
+        }
+        h
+    };
+    if req.partials {
+        let Some(v) = catalog.index_of(&req.view) else {
+            return bad(
+                StatusCode::BAD_REQUEST,
+                "sql.plan",
+                format!("no view '{}'", req.view),
+            );
+        };
+        let projector_operators::view::ViewKind::Aggregate(spec) = &catalog.views[v].kind else {
+            return bad(
+                StatusCode::BAD_REQUEST,
+                "sql.plan",
+                format!("view '{}' is not an aggregate view", req.view),
+            );
+        };
+        let pinned = catalog.current();
+        let held: BTreeSet<u32> = ids.intersection(&pinned.present).copied().collect();
+        absent.extend(ids.difference(&held).map(|&p| names[p as usize].clone()));
+        let covered: Vec<Contribution> = held
+            .iter()
+            .map(|&p| Contribution {
+                partition: names[p as usize].clone(),
+                epoch: pinned.epoch,
+                offset: pinned.offsets[p as usize],
+                instance: String::new(),
+            })
+            .collect();
+        let mut bytes = Vec::new();
+        projector_operators::codec::encode_partials(
+            spec,
+            &pinned.views[v].partials(Some(&held)),
+            &mut bytes,
+        );
+        return (StatusCode::OK, headers_of(&covered, &absent), bytes).into_response();
+    }
+    let options = QueryOptions {
+        local_only: Some(ids),
+        ..QueryOptions::default()
+    };
+    match app.sql.query_with(&scan_sql(&req), &options).await {
+        Ok(r) => match render(&r.schema, &r.batches, OutputFormat::Arrow) {
+            Ok(bytes) => {
+                absent.extend(r.missing.into_iter().map(|(p, _)| p));
+                (StatusCode::OK, headers_of(&r.partitions, &absent), bytes).into_response()
+            }
+            Err(e) => SqlRequestError::Render(e).into_response(),
+        },
+        Err(e) => SqlRequestError::Query(e).into_response(),
+    }
 }
 
 #[derive(Serialize)]
@@ -291,6 +422,7 @@ pub fn status_json(shared: &Shared) -> serde_json::Value {
         "checkpoint": shared.checkpoints.get(),
         "checkpoints_skipped": shared.checkpoints.skipped(),
         "restored_from_epoch": shared.restored_epoch.load(std::sync::atomic::Ordering::Relaxed),
+        "cluster": shared.catalog.cluster().map(|c| c.status_json()),
     })
 }
 
@@ -299,6 +431,7 @@ pub(crate) fn partitions_json(shared: &Shared) -> serde_json::Value {
     let now = std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
         .map_or(0, |d| d.as_millis() as u64);
+    let published = shared.catalog.current();
     let list = shared
         .positions
         .snapshot()
@@ -312,6 +445,11 @@ pub(crate) fn partitions_json(shared: &Shared) -> serde_json::Value {
                 "assignments": p.assignments,
                 "next_offset": p.next_offset,
                 "published_offset": p.published_offset,
+                // The epoch queries read this partition's rows from (when held here).
+                "published_epoch": published
+                    .present
+                    .contains(&(id as u32))
+                    .then_some(published.epoch),
                 "high_watermark": p.high_watermark,
                 "lag": p.lag,
                 "checkpoint_epoch": checkpoint.map(|c| c.0),

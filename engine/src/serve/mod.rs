@@ -1,8 +1,10 @@
 //! The query side: the published views ([`catalog`]), SQL over them with DataFusion
-//! ([`query`]), the HTTP API ([`http`]) with its status document ([`status`]), and
-//! result rendering for the CLI and HTTP ([`output`]).
+//! ([`query`]), the other instances' partitions ([`cluster`]), the HTTP API ([`http`])
+//! with its status document ([`status`]), and result rendering for the CLI and HTTP
+//! ([`output`]).
 
 pub(crate) mod catalog;
+pub(crate) mod cluster;
 pub(crate) mod http;
 pub(crate) mod output;
 pub(crate) mod query;

@@ -30,6 +30,15 @@ impl OutputFormat {
             _ => None,
         }
     }
+
+    /// The media type of a response in this format (a table is sent as JSON).
+    pub fn content_type(self) -> &'static str {
+        match self {
+            OutputFormat::Json | OutputFormat::Table => "application/json",
+            OutputFormat::Csv => "text/csv",
+            OutputFormat::Arrow => "application/vnd.apache.arrow.stream",
+        }
+    }
 }
 
 /// Renders batches in `format`. JSON is one array on one line (no trailing newline);

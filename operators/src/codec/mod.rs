@@ -17,8 +17,8 @@
 //! UTF-8. Maps are written in their iteration order; equal states may encode to
 //! different bytes, which nothing depends on.
 
-use crate::aggregate::Acc;
-use crate::projection::{PartitionState, Projection, ViewState};
+use crate::aggregate::{Acc, AggregateSpec};
+use crate::projection::{AggState, PartitionState, Projection, ViewState};
 use crate::table::{TableRow, TableState};
 use crate::value::Value;
 use crate::view::ViewKind;
@@ -202,6 +202,49 @@ pub fn decode(projection: &Projection, bytes: &[u8]) -> Result<PartitionState, C
             }
             _ => unreachable!("new_partition_state follows the views"),
         }
+    }
+    if r.at != bytes.len() {
+        return Err(CodecError::TrailingBytes {
+            count: bytes.len() - r.at,
+        });
+    }
+    Ok(state)
+}
+
+/// First bytes of encoded aggregate partials (format version 1).
+const PARTIALS_MAGIC: &[u8; 4] = b"PJA1";
+
+/// Appends the encoding of one aggregate view's partials to `out`: what an instance
+/// sends another that merges the partials of every partition (see [`decode_partials`]).
+pub fn encode_partials(spec: &AggregateSpec, state: &AggState, out: &mut Vec<u8>) {
+    out.extend_from_slice(PARTIALS_MAGIC);
+    put_u64(out, spec.group_by.len() as u64);
+    put_u64(out, spec.columns.len() as u64);
+    put_u64(out, state.groups.len() as u64);
+    for (group, accs) in &state.groups {
+        group.iter().for_each(|v| put_value(out, v));
+        accs.iter().for_each(|acc| put_acc(out, acc));
+    }
+}
+
+/// Reads partials written by [`encode_partials`] for a view of the same shape.
+pub fn decode_partials(spec: &AggregateSpec, bytes: &[u8]) -> Result<AggState, CodecError> {
+    let mut r = Reader { bytes, at: 0 };
+    if r.take(4)? != PARTIALS_MAGIC {
+        return Err(CodecError::BadMagic);
+    }
+    if r.u64()? != spec.group_by.len() as u64 || r.u64()? != spec.columns.len() as u64 {
+        return Err(CodecError::OtherViews);
+    }
+    let mut state = AggState::default();
+    for _ in 0..r.u64()? {
+        let group = (0..spec.group_by.len())
+            .map(|_| r.value())
+            .collect::<Result<_, _>>()?;
+        let accs = (0..spec.columns.len())
+            .map(|_| r.acc())
+            .collect::<Result<_, _>>()?;
+        state.groups.insert(group, accs);
     }
     if r.at != bytes.len() {
         return Err(CodecError::TrailingBytes {

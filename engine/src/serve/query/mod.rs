@@ -9,6 +9,8 @@
 mod plans;
 pub(crate) mod provider;
 
+pub use crate::serve::cluster::wire::Contribution;
+
 use crate::serve::catalog::Catalog;
 use arrow::array::RecordBatch;
 use arrow::datatypes::SchemaRef;
@@ -20,8 +22,9 @@ use datafusion::execution::runtime_env::RuntimeEnvBuilder;
 use datafusion::logical_expr::LogicalPlan;
 use futures::StreamExt;
 use plans::{Cached, PlanCache, parameterise};
-use provider::{PinnedEpoch, ViewTable};
-use std::sync::Arc;
+use provider::{PartitionsUnavailable, QueryScope, ViewTable};
+use std::collections::BTreeSet;
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 use tokio::sync::Semaphore;
 
@@ -56,8 +59,25 @@ pub struct QueryResult {
     pub schema: SchemaRef,
     /// Result rows.
     pub batches: Vec<RecordBatch>,
-    /// The epoch the query read.
+    /// The epoch of this instance the query read.
     pub epoch: u64,
+    /// The partitions whose rows the views read came from, each with the published
+    /// epoch and offset of its owner (in partition-name order).
+    pub partitions: Vec<Contribution>,
+    /// The partitions a partial answer is missing, each with why (empty unless
+    /// [`QueryOptions::partial`] was set).
+    pub missing: Vec<(String, String)>,
+}
+
+/// How one query runs.
+#[derive(Debug, Clone, Default)]
+pub struct QueryOptions {
+    /// Answer without the partitions no instance answers for (and say which), instead
+    /// of failing with `query.partition_unavailable`.
+    pub partial: bool,
+    /// Read only these partitions, and only this instance's (a scan sent by another
+    /// instance).
+    pub(crate) local_only: Option<BTreeSet<u32>>,
 }
 
 /// What went wrong with a query. Each kind has a stable code ([`QueryErrorKind::code`]),
@@ -85,6 +105,9 @@ pub enum QueryErrorKind {
     Unavailable,
     /// The engine could not be set up (`sql.internal`).
     Internal,
+    /// Partitions the query needs have no live owner, or their owner did not answer
+    /// in time (`query.partition_unavailable`).
+    PartitionUnavailable,
 }
 
 impl QueryErrorKind {
@@ -101,6 +124,7 @@ impl QueryErrorKind {
             QueryErrorKind::Timeout => "sql.timeout",
             QueryErrorKind::Unavailable => "sql.unavailable",
             QueryErrorKind::Internal => "sql.internal",
+            QueryErrorKind::PartitionUnavailable => "query.partition_unavailable",
         }
     }
 }
@@ -181,8 +205,18 @@ impl SqlEngine {
         })
     }
 
-    /// Runs one read-only SQL statement against the newest published epoch.
+    /// Runs one read-only SQL statement against the newest published epoch, over
+    /// every partition of the pipeline.
     pub async fn query(&self, sql: &str) -> Result<QueryResult, QueryError> {
+        self.query_with(sql, &QueryOptions::default()).await
+    }
+
+    /// Runs one read-only SQL statement with `options`.
+    pub async fn query_with(
+        &self,
+        sql: &str,
+        options: &QueryOptions,
+    ) -> Result<QueryResult, QueryError> {
         let _permit = self.permits.acquire().await.map_err(|_| {
             QueryError::new(
                 QueryErrorKind::Unavailable,
@@ -192,9 +226,13 @@ impl SqlEngine {
         let pinned = self.catalog.current();
         let epoch = pinned.epoch;
         let mut state = self.state.clone();
-        state
-            .config_mut()
-            .set_extension(Arc::new(PinnedEpoch(pinned)));
+        let scope = Arc::new(QueryScope {
+            pinned,
+            local_only: options.local_only.clone(),
+            partial: options.partial,
+            answer: Mutex::default(),
+        });
+        state.config_mut().set_extension(scope.clone());
         let limits = self.limits.clone();
         let plans = &self.plans;
         let work = async move {
@@ -234,10 +272,13 @@ impl SqlEngine {
                 }
                 batches.push(batch);
             }
+            let answer = std::mem::take(&mut *scope.answer.lock().expect("answer lock"));
             Ok(QueryResult {
                 schema,
                 batches,
                 epoch,
+                partitions: answer.covered.into_values().collect(),
+                missing: answer.missing.into_iter().collect(),
             })
         };
         match tokio::time::timeout(self.limits.timeout, work).await {
@@ -297,6 +338,11 @@ fn strip(e: &DataFusionError) -> String {
 }
 
 fn classify(e: DataFusionError) -> QueryError {
+    if let DataFusionError::External(inner) = e.find_root()
+        && let Some(u) = inner.downcast_ref::<PartitionsUnavailable>()
+    {
+        return QueryError::new(QueryErrorKind::PartitionUnavailable, u.to_string());
+    }
     let kind = match e.find_root() {
         DataFusionError::SQL(..) => QueryErrorKind::Parse,
         DataFusionError::Plan(_) | DataFusionError::SchemaError(..) => QueryErrorKind::Plan,

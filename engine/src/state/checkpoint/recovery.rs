@@ -125,6 +125,8 @@ pub(crate) struct Checkpoints {
     replay_if_damaged: bool,
     /// The partitions this instance holds, with the head it last wrote.
     leases: Mutex<BTreeMap<u32, Arc<Mutex<Lease>>>>,
+    /// The generation each lease was taken at (read without waiting for a commit).
+    generations: Mutex<BTreeMap<u32, u64>>,
     /// Partitions another instance took over, for the ingest thread to drop.
     fenced: Mutex<Vec<u32>>,
 }
@@ -146,6 +148,7 @@ impl Checkpoints {
             names,
             replay_if_damaged,
             leases: Mutex::new(BTreeMap::new()),
+            generations: Mutex::new(BTreeMap::new()),
             fenced: Mutex::new(Vec::new()),
         })
     }
@@ -256,6 +259,10 @@ impl Checkpoints {
     }
 
     fn hold(&self, id: u32, lease: Lease) {
+        self.generations
+            .lock()
+            .expect("generations lock")
+            .insert(id, lease.generation());
         self.leases
             .lock()
             .expect("leases lock")
@@ -267,9 +274,29 @@ impl Checkpoints {
         self.leases.lock().expect("leases lock").contains_key(&id)
     }
 
+    /// The partitions this instance holds, with the generation it holds each at.
+    pub(crate) fn held(&self) -> Vec<(u32, u64)> {
+        let generations = self.generations.lock().expect("generations lock");
+        generations.iter().map(|(id, g)| (*id, *g)).collect()
+    }
+
+    /// The store itself, for other records than checkpoints (the cluster's members).
+    pub(crate) fn blobs(&self) -> Arc<dyn Blobs> {
+        self.blobs.clone()
+    }
+
+    /// Who this instance is in the heads it writes.
+    pub(crate) fn owner(&self) -> &str {
+        &self.owner
+    }
+
     /// Forgets partition `id` (given up, or taken over by another instance).
     pub(crate) fn release(&self, id: u32) {
         self.leases.lock().expect("leases lock").remove(&id);
+        self.generations
+            .lock()
+            .expect("generations lock")
+            .remove(&id);
     }
 
     /// Writes partition `id`'s checkpoint of `epoch` (its state file and where it

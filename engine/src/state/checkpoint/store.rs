@@ -167,7 +167,6 @@ pub(crate) struct Lease {
 
 impl Lease {
     /// The generation this instance holds.
-    #[cfg(test)]
     pub(crate) fn generation(&self) -> u64 {
         self.head.generation
     }

@@ -17,7 +17,7 @@ use projector_operators::projection::{AggState, PartitionState, ViewState};
 use projector_operators::rows::Row;
 use projector_operators::value::{ColumnType, Value};
 use projector_operators::view::{ViewKind, ViewSpec};
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 use std::sync::{Arc, OnceLock};
 
 /// The Arrow schema of a view.
@@ -62,8 +62,8 @@ pub enum WorkerViewData {
     /// The rows of the keys this worker owns, one batch per chunk of rows (see
     /// [`projector_operators::rows`]): unchanged chunks are shared between epochs.
     Fold(Vec<FoldChunk>),
-    /// This worker's partial aggregates, all its partitions merged.
-    Aggregate(Arc<AggState>),
+    /// This worker's partial aggregates, per source partition.
+    Aggregate(Vec<(u32, Arc<AggState>)>),
     /// This worker's table rows, in chunks.
     Table(Arc<table::TablePart>),
 }
@@ -104,26 +104,28 @@ pub(crate) fn build_worker_view_from(
             let schema = view_schema(spec);
             WorkerViewData::Fold(
                 partitions
-                    .values()
-                    .filter_map(|p| match &p.views[v] {
-                        ViewState::Fold(s) => Some(s),
+                    .iter()
+                    .filter_map(|(id, p)| match &p.views[v] {
+                        ViewState::Fold(s) => Some((*id, s)),
                         _ => None,
                     })
-                    .flat_map(|s| {
-                        (0..s.chunks()).filter_map(|c| build_fold_chunk(spec, &schema, s.chunk(c)))
+                    .flat_map(|(id, s)| {
+                        let schema = &schema;
+                        (0..s.chunks())
+                            .filter_map(move |c| build_fold_chunk(spec, schema, id, s.chunk(c)))
                     })
                     .collect(),
             )
         }
-        ViewKind::Aggregate(_) => {
-            let mut merged = AggState::default();
-            for p in partitions.values() {
-                if let ViewState::Aggregate(s) = &p.views[v] {
-                    merged.merge(s);
-                }
-            }
-            WorkerViewData::Aggregate(Arc::new(merged))
-        }
+        ViewKind::Aggregate(_) => WorkerViewData::Aggregate(
+            partitions
+                .iter()
+                .filter_map(|(id, p)| match &p.views[v] {
+                    ViewState::Aggregate(s) => Some((*id, Arc::new(s.clone()))),
+                    _ => None,
+                })
+                .collect(),
+        ),
     }
 }
 
@@ -131,6 +133,8 @@ pub(crate) fn build_worker_view_from(
 /// key does not scan the view.
 #[derive(Debug, Clone)]
 pub struct FoldChunk {
+    /// The source partition the rows' keys belong to.
+    pub partition: u32,
     /// The rows; column 0 is the key.
     pub batch: RecordBatch,
     index: Arc<hashbrown::HashTable<u32>>,
@@ -143,7 +147,7 @@ fn key_hash(key: &str) -> u64 {
 }
 
 impl FoldChunk {
-    fn new(batch: RecordBatch) -> Self {
+    fn new(partition: u32, batch: RecordBatch) -> Self {
         let keys = batch
             .column(0)
             .as_string_opt::<i32>()
@@ -156,6 +160,7 @@ impl FoldChunk {
             });
         }
         FoldChunk {
+            partition,
             batch,
             index: Arc::new(index),
         }
@@ -170,11 +175,13 @@ impl FoldChunk {
     }
 }
 
-/// One chunk of a fold view's rows (`None` when the chunk has no rows); `schema` is
-/// the view's ([`view_schema`]), made once by the caller for all its chunks.
+/// One chunk of a fold view's rows of source partition `partition` (`None` when the
+/// chunk has no rows); `schema` is the view's ([`view_schema`]), made once by the
+/// caller for all its chunks.
 pub fn build_fold_chunk<'a>(
     spec: &ViewSpec,
     schema: &SchemaRef,
+    partition: u32,
     rows: impl Iterator<Item = &'a Row> + Clone,
 ) -> Option<FoldChunk> {
     let ViewKind::Fold(f) = &spec.kind else {
@@ -212,7 +219,7 @@ pub fn build_fold_chunk<'a>(
         .chain(cols.into_iter().map(ColumnBuilder::finish))
         .collect();
     let batch = RecordBatch::try_new(schema.clone(), arrays).expect("columns match the schema");
-    Some(FoldChunk::new(batch))
+    Some(FoldChunk::new(partition, batch))
 }
 
 /// Finishes merged partials into the rows of an aggregate view.
@@ -275,8 +282,16 @@ pub struct PublishedView {
     /// Per worker, that worker's part.
     pub parts: Vec<WorkerViewData>,
     merged: OnceLock<Result<RecordBatch, String>>,
-    /// A table view's rows, retention applied across workers (built on first use).
-    retained: OnceLock<Vec<Vec<RecordBatch>>>,
+    /// A table view's rows with their source partitions, retention applied across
+    /// workers (built on first use).
+    retained: OnceLock<Vec<Vec<(u32, RecordBatch)>>>,
+}
+
+/// Which source partitions a read takes rows from: `None` for all of them.
+pub type Only<'a> = Option<&'a BTreeSet<u32>>;
+
+fn wanted(only: Only<'_>, partition: u32) -> bool {
+    only.is_none_or(|o| o.contains(&partition))
 }
 
 impl PublishedView {
@@ -289,17 +304,27 @@ impl PublishedView {
         }
     }
 
-    /// The view's rows as partitions for a scan: one per worker for folds, a single
-    /// merged partition for aggregates (merged on first use, then cached).
+    /// The view's rows of the source partitions `only` names (all when `None`) as
+    /// partitions for a scan: one per worker for folds and tables, a single merged
+    /// partition for aggregates (merged on first use and cached when all partitions
+    /// are read).
     ///
     /// Fails when merged aggregates do not fit their columns (see `finish_aggregate`).
-    pub fn partitions(&self, spec: &ViewSpec) -> Result<Vec<Vec<RecordBatch>>, String> {
+    pub fn partitions(
+        &self,
+        spec: &ViewSpec,
+        only: Only<'_>,
+    ) -> Result<Vec<Vec<RecordBatch>>, String> {
         Ok(match &spec.kind {
             ViewKind::Fold(_) => self
                 .parts
                 .iter()
                 .map(|p| match p {
-                    WorkerViewData::Fold(b) => b.iter().map(|c| c.batch.clone()).collect(),
+                    WorkerViewData::Fold(b) => b
+                        .iter()
+                        .filter(|c| wanted(only, c.partition))
+                        .map(|c| c.batch.clone())
+                        .collect(),
                     _ => vec![],
                 })
                 .collect(),
@@ -316,33 +341,57 @@ impl PublishedView {
                         .collect();
                     table::publish(t, &parts)
                 })
-                .clone(),
+                .iter()
+                .map(|worker| {
+                    worker
+                        .iter()
+                        .filter(|(p, _)| wanted(only, *p))
+                        .map(|(_, b)| b.clone())
+                        .collect()
+                })
+                .collect(),
             ViewKind::Aggregate(a) => {
-                let batch = self.merged.get_or_init(|| {
-                    let mut all = AggState::default();
-                    for p in &self.parts {
-                        if let WorkerViewData::Aggregate(s) = p {
-                            all.merge(s);
-                        }
-                    }
-                    finish_aggregate(spec, a, &all)
-                });
-                vec![vec![batch.clone()?]]
+                let batch = match only {
+                    None => self
+                        .merged
+                        .get_or_init(|| finish_aggregate(spec, a, &self.partials(None)))
+                        .clone()?,
+                    Some(_) => finish_aggregate(spec, a, &self.partials(only))?,
+                };
+                vec![vec![batch]]
             }
         })
     }
 
-    /// The rows whose key (column 0) is `key`, for a fold view: found through the
-    /// chunk indexes, without a scan. `None` for an aggregate view.
-    pub fn lookup(&self, key: &str) -> Option<Vec<RecordBatch>> {
+    /// An aggregate view's partials of the partitions `only` names, merged (empty for
+    /// other views).
+    pub fn partials(&self, only: Only<'_>) -> AggState {
+        let mut all = AggState::default();
+        for p in &self.parts {
+            if let WorkerViewData::Aggregate(parts) = p {
+                for (_, s) in parts.iter().filter(|(id, _)| wanted(only, *id)) {
+                    all.merge(s);
+                }
+            }
+        }
+        all
+    }
+
+    /// The rows whose key (column 0) is `key` among the partitions `only` names, for
+    /// a fold view: found through the chunk indexes, without a scan. `None` for an
+    /// aggregate view.
+    pub fn lookup(&self, key: &str, only: Only<'_>) -> Option<Vec<RecordBatch>> {
         let mut out = Vec::new();
         // Hashed once for every chunk's index.
         let hash = key_hash(key);
         for p in &self.parts {
             match p {
-                WorkerViewData::Fold(chunks) => {
-                    out.extend(chunks.iter().filter_map(|c| c.lookup(key, hash)))
-                }
+                WorkerViewData::Fold(chunks) => out.extend(
+                    chunks
+                        .iter()
+                        .filter(|c| wanted(only, c.partition))
+                        .filter_map(|c| c.lookup(key, hash)),
+                ),
                 _ => return None,
             }
         }
@@ -351,7 +400,7 @@ impl PublishedView {
 
     /// Number of rows (`None` when the view cannot be built, see [`Self::partitions`]).
     pub fn row_count(&self, spec: &ViewSpec) -> Option<usize> {
-        let parts = self.partitions(spec).ok()?;
+        let parts = self.partitions(spec, None).ok()?;
         Some(parts.iter().flatten().map(|b| b.num_rows()).sum())
     }
 }
@@ -365,4 +414,8 @@ pub struct Published {
     pub views: Vec<PublishedView>,
     /// Next offset per source partition covered by this epoch.
     pub offsets: Vec<u64>,
+    /// The source partitions whose rows this epoch holds: the ones this instance owned
+    /// when the epoch was cut. A query needs the others from the instances that own
+    /// them.
+    pub present: BTreeSet<u32>,
 }

@@ -190,14 +190,19 @@ fn compact(chunks: &mut Vec<TableChunk>) {
     }
 }
 
-/// The rows of the view as scan partitions (one per worker), retention applied across
-/// workers per source partition.
-pub(crate) fn publish(spec: &TableSpec, parts: &[&TablePart]) -> Vec<Vec<RecordBatch>> {
+/// The rows of the view as scan partitions (one per worker), each batch with its source
+/// partition, retention applied across workers per source partition.
+pub(crate) fn publish(spec: &TableSpec, parts: &[&TablePart]) -> Vec<Vec<(u32, RecordBatch)>> {
     let retain = spec.retain;
     if !retain.is_bounded() {
         return parts
             .iter()
-            .map(|p| p.chunks.iter().map(|c| c.batch.clone()).collect())
+            .map(|p| {
+                p.chunks
+                    .iter()
+                    .map(|c| (c.partition, c.batch.clone()))
+                    .collect()
+            })
             .collect();
     }
     // Per source partition: the oldest event time kept.
@@ -247,10 +252,10 @@ pub(crate) fn publish(spec: &TableSpec, parts: &[&TablePart]) -> Vec<Vec<RecordB
                         .map(|i| Some(c.offsets.value(i) >= min_offset && time_ok(c, i)))
                         .collect();
                     if keep.true_count() == keep.len() {
-                        return Some(c.batch.clone());
+                        return Some((c.partition, c.batch.clone()));
                     }
                     let batch = filter_record_batch(&c.batch, &keep).expect("mask fits the batch");
-                    (batch.num_rows() > 0).then_some(batch)
+                    (batch.num_rows() > 0).then_some((c.partition, batch))
                 })
                 .collect()
         })
@@ -324,6 +329,14 @@ mod tests {
     }
 
     /// The `x` values of a list of batches, in order.
+    /// Published rows without their partitions.
+    fn batches(published: Vec<Vec<(u32, RecordBatch)>>) -> Vec<Vec<RecordBatch>> {
+        published
+            .into_iter()
+            .map(|w| w.into_iter().map(|(_, b)| b).collect())
+            .collect()
+    }
+
     fn xs<'a>(batches: impl IntoIterator<Item = &'a RecordBatch>) -> Vec<i64> {
         batches
             .into_iter()
@@ -430,7 +443,7 @@ mod tests {
             xs(part_a.chunks.iter().map(|c| &c.batch)),
             [100, 120, 140, 160, 180]
         );
-        let published = publish(&spec, &[&part_a, &part_b]);
+        let published = batches(publish(&spec, &[&part_a, &part_b]));
         let mut all: Vec<i64> = published.iter().flat_map(xs).collect();
         all.sort_unstable();
         // The newest 5 by offset (15..=19), all within 6 ms of the newest time (19).
@@ -441,7 +454,7 @@ mod tests {
             age_ms: Some(3),
         };
         let (spec, _) = super::tests::spec(tighter);
-        let published = publish(&spec, &[&part_a, &part_b]);
+        let published = batches(publish(&spec, &[&part_a, &part_b]));
         let mut all: Vec<i64> = published.iter().flat_map(xs).collect();
         all.sort_unstable();
         assert_eq!(all, [160, 170, 180, 190]);
@@ -460,7 +473,7 @@ mod tests {
         }
         let part_a = build(&spec, &schema, 0, &partitions(vec![(0, a)]), None);
         let part_b = build(&spec, &schema, 0, &partitions(vec![(0, b)]), None);
-        let published = publish(&spec, &[&part_a, &part_b]);
+        let published = batches(publish(&spec, &[&part_a, &part_b]));
         assert_eq!(xs(part_a.chunks.iter().map(|c| &c.batch)), [60, 80]);
         assert_eq!(xs(&published[0]), [80], "A kept 6, the publish drops it");
         assert_eq!(xs(&published[1]), [70, 90]);
