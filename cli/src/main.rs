@@ -39,6 +39,9 @@ enum Command {
     /// Run a pipeline and serve its views over HTTP (or, with --once, run to the end of
     /// the input, print --sql results and exit).
     Run(RunArgs),
+    /// Make a new random bearer token, and print it with the SHA-256 to put in the
+    /// pipeline's `auth.tokens` (the token itself goes to the client only).
+    Token,
     /// Run SQL against a running instance.
     Query {
         /// Base URL of the instance.
@@ -51,6 +54,12 @@ enum Command {
         /// missing ones are named on stderr) instead of an error.
         #[arg(long)]
         partial: bool,
+        /// Bearer token, when the pipeline has `auth:`.
+        #[arg(long, env = "PROJECTOR_TOKEN", hide_env_values = true)]
+        token: Option<String>,
+        /// Certificate authorities (PEM) for an HTTPS instance, besides the system's.
+        #[arg(long, env = "PROJECTOR_CA_CERT")]
+        ca_cert: Option<PathBuf>,
         /// The SQL query.
         sql: String,
     },
@@ -265,8 +274,20 @@ fn main() -> ExitCode {
             url,
             format,
             partial,
+            token,
+            ca_cert,
             sql,
-        } => query::query(&url, format.into(), partial, &sql),
+        } => query::query(
+            &query::Connection {
+                url: &url,
+                token: token.as_deref(),
+                ca: ca_cert.as_deref(),
+            },
+            format.into(),
+            partial,
+            &sql,
+        ),
+        Command::Token => token(),
         Command::Run(args) => run::run(args),
     };
     match result {
@@ -294,6 +315,24 @@ fn chain(e: &anyhow::Error) -> String {
         line.push_str(&text);
     }
     line
+}
+
+fn token() -> Result<ExitCode> {
+    use std::io::Read;
+    let mut bytes = [0u8; 32];
+    std::fs::File::open("/dev/urandom")
+        .and_then(|mut f| f.read_exact(&mut bytes))
+        .context("reading /dev/urandom")?;
+    let token = format!("pj_{}", config::hex(&bytes));
+    println!("token:  {token}");
+    println!("sha256: {}", config::hex(&config::hash_token(&token)));
+    eprintln!(
+        "Give the token to the client (PROJECTOR_TOKEN, or Authorization: Bearer ...) and put \
+         the sha256 in the pipeline:\n  auth:\n    tokens:\n      - name: NAME\n        sha256: \
+         {}\n        views: [\"*\"]",
+        config::hex(&config::hash_token(&token))
+    );
+    Ok(ExitCode::SUCCESS)
 }
 
 fn load(path: &std::path::Path) -> Result<config::PipelineConfig, ExitCode> {

@@ -5,24 +5,57 @@ use projector_engine::{OutputFormat, render};
 use std::io::{Read, Write};
 use std::process::ExitCode;
 
-pub(crate) fn query(url: &str, format: OutputFormat, partial: bool, sql: &str) -> Result<ExitCode> {
+/// How `projector query` reaches the instance.
+pub(crate) struct Connection<'a> {
+    /// Its base URL.
+    pub(crate) url: &'a str,
+    /// A bearer token, when the pipeline has `auth:`.
+    pub(crate) token: Option<&'a str>,
+    /// Certificate authorities (PEM file) for an HTTPS instance, besides the system's.
+    pub(crate) ca: Option<&'a std::path::Path>,
+}
+
+pub(crate) fn query(
+    conn: &Connection<'_>,
+    format: OutputFormat,
+    partial: bool,
+    sql: &str,
+) -> Result<ExitCode> {
+    let url = conn.url;
     let wire = match format {
         OutputFormat::Table | OutputFormat::Arrow => "arrow",
         OutputFormat::Json => "json",
         OutputFormat::Csv => "csv",
     };
-    let agent: ureq::Agent = ureq::Agent::config_builder()
-        .http_status_as_error(false)
-        .build()
-        .into();
+    let mut config = ureq::Agent::config_builder().http_status_as_error(false);
+    if let Some(ca) = conn.ca {
+        let pem = std::fs::read(ca).with_context(|| format!("reading {}", ca.display()))?;
+        let certs: Vec<ureq::tls::Certificate<'static>> = ureq::tls::parse_pem(&pem)
+            .filter_map(|item| match item {
+                Ok(ureq::tls::PemItem::Certificate(c)) => Some(c),
+                _ => None,
+            })
+            .collect();
+        if certs.is_empty() {
+            return Err(anyhow!("{} holds no PEM certificate", ca.display()));
+        }
+        config = config.tls_config(
+            ureq::tls::TlsConfig::builder()
+                .root_certs(ureq::tls::RootCerts::new_with_certs(&certs))
+                .build(),
+        );
+    }
+    let agent: ureq::Agent = config.build().into();
     let endpoint = format!(
         "{}/sql?format={wire}{}",
         url.trim_end_matches('/'),
         if partial { "&partial=true" } else { "" }
     );
-    let mut resp = agent
-        .post(&endpoint)
-        .header("content-type", "text/plain")
+    let mut request = agent.post(&endpoint).header("content-type", "text/plain");
+    if let Some(token) = conn.token {
+        request = request.header("authorization", format!("Bearer {token}"));
+    }
+    let mut resp = request
         .send(sql)
         .map_err(|e| anyhow!("cannot reach {url}: {e} (is `projector run` serving there?)"))?;
     let status = resp.status();

@@ -7,8 +7,8 @@ use anyhow::{Context, Result};
 use projector_benches::harness::si;
 use projector_connectors::SourceConfig;
 use projector_engine::{
-    AppState, ClusterOptions, OutputFormat, Pipeline, QueryLimits, RunOptions, Shared, SqlEngine,
-    bind, query_runtime, render, serve_on, status_json,
+    AppState, Auth, ClusterOptions, OutputFormat, Pipeline, QueryLimits, RunOptions, Shared,
+    SqlEngine, TlsFiles, bind, query_runtime, render, serve_on, status_json,
 };
 use std::io::{IsTerminal, Write};
 use std::path::PathBuf;
@@ -30,6 +30,20 @@ pub(crate) struct RunArgs {
     /// name and the port].
     #[arg(long)]
     advertise: Option<String>,
+    /// Serve HTTPS with this certificate chain (PEM); needs --tls-key.
+    #[arg(long, requires = "tls_key")]
+    tls_cert: Option<PathBuf>,
+    /// The private key (PEM) of --tls-cert.
+    #[arg(long, requires = "tls_cert")]
+    tls_key: Option<PathBuf>,
+    /// Certificate authorities (PEM) that vouch for the other instances' HTTPS
+    /// certificates, besides the system's.
+    #[arg(long)]
+    tls_ca: Option<PathBuf>,
+    /// Serve a non-loopback address although the pipeline has no `auth:` (anyone
+    /// who reaches the port reads every view).
+    #[arg(long)]
+    insecure: bool,
     /// How long another instance may take to answer for its partitions before they
     /// count as unavailable.
     #[arg(long, default_value = "5s", value_parser = humantime::parse_duration)]
@@ -90,10 +104,40 @@ pub(crate) fn run(args: RunArgs) -> Result<ExitCode> {
         }
         None => None,
     };
+    let tls = match (&args.tls_cert, &args.tls_key) {
+        (Some(cert), Some(key)) => Some(TlsFiles {
+            cert: cert.clone(),
+            key: key.clone(),
+        }),
+        _ => None,
+    };
     if let Some(listener) = &listener {
         let bound = listener.local_addr()?;
-        let mut cluster = ClusterOptions::new(advertised(args.advertise.as_deref(), bound));
+        if !bound.ip().is_loopback() && cfg.auth.is_none() {
+            if !args.insecure {
+                eprintln!(
+                    "error: refusing to serve {bound} without authentication: anyone who reaches \
+                     it could read every view. Add `auth:` with tokens to {} (see \
+                     docs/pipeline-reference.md), or pass --insecure if a network policy \
+                     guards the port.",
+                    args.pipeline.display()
+                );
+                return Ok(ExitCode::from(2));
+            }
+            eprintln!(
+                "{}: warning: serving {bound} without authentication (--insecure): anyone who \
+                 reaches it reads every view",
+                cfg.name
+            );
+        }
+        let scheme = if tls.is_some() { "https" } else { "http" };
+        let mut cluster = ClusterOptions::new(advertised(args.advertise.as_deref(), bound, scheme));
         cluster.peer_timeout = args.peer_timeout;
+        if let Some(ca) = &args.tls_ca {
+            cluster.ca = Some(
+                std::fs::read(ca).with_context(|| format!("reading --tls-ca {}", ca.display()))?,
+            );
+        }
         options.cluster = Some(cluster);
     }
     let pipeline = Pipeline::start(&cfg, &options).context("starting the pipeline")?;
@@ -108,11 +152,19 @@ pub(crate) fn run(args: RunArgs) -> Result<ExitCode> {
         let state = AppState {
             shared: shared.clone(),
             sql: sql.clone(),
+            auth: Arc::new(Auth::new(cfg.auth.as_ref())),
         };
-        let bound = serve_on(&runtime, listener, state)?;
+        let bound =
+            serve_on(&runtime, listener, state, tls.as_ref()).context("serving the HTTP API")?;
         eprintln!(
-            "{}: serving SQL on http://{bound} (POST /sql, GET /views, /status, /health)",
-            cfg.name
+            "{}: serving SQL on {}://{bound} (POST /sql, GET /views, /status, /health){}",
+            cfg.name,
+            if tls.is_some() { "https" } else { "http" },
+            if cfg.auth.is_some() {
+                ", tokens required"
+            } else {
+                ""
+            }
         );
     }
 
@@ -332,21 +384,21 @@ pub(crate) fn thousands(n: u64) -> String {
     out
 }
 
-/// The base URL other instances reach this one at: `--advertise` (`http://` added to
-/// a bare host:port), else the bound address, with this host's name in place of an
+/// The base URL other instances reach this one at: `--advertise` (`scheme://` added
+/// to a bare host:port), else the bound address, with this host's name in place of an
 /// unspecified IP (`0.0.0.0`).
-fn advertised(flag: Option<&str>, bound: std::net::SocketAddr) -> String {
+fn advertised(flag: Option<&str>, bound: std::net::SocketAddr, scheme: &str) -> String {
     match flag {
         Some(a) if a.contains("://") => a.trim_end_matches('/').to_string(),
-        Some(a) => format!("http://{a}"),
+        Some(a) => format!("{scheme}://{a}"),
         None if bound.ip().is_unspecified() => {
             let host = std::fs::read_to_string("/proc/sys/kernel/hostname")
                 .map(|h| h.trim().to_string())
                 .ok()
                 .filter(|h| !h.is_empty())
                 .unwrap_or_else(|| "localhost".into());
-            format!("http://{host}:{}", bound.port())
+            format!("{scheme}://{host}:{}", bound.port())
         }
-        None => format!("http://{bound}"),
+        None => format!("{scheme}://{bound}"),
     }
 }

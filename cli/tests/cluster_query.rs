@@ -296,3 +296,160 @@ fn every_instance_answers_for_every_partition() {
         }
     }
 }
+
+/// An HTTPS agent that trusts `ca`.
+fn tls_agent(ca: &std::path::Path) -> ureq::Agent {
+    let pem = std::fs::read(ca).expect("CA file");
+    let certs: Vec<ureq::tls::Certificate<'static>> = ureq::tls::parse_pem(&pem)
+        .filter_map(|i| match i {
+            Ok(ureq::tls::PemItem::Certificate(c)) => Some(c),
+            _ => None,
+        })
+        .collect();
+    ureq::Agent::config_builder()
+        .http_status_as_error(false)
+        .tls_config(
+            ureq::tls::TlsConfig::builder()
+                .root_certs(ureq::tls::RootCerts::new_with_certs(&certs))
+                .build(),
+        )
+        .build()
+        .into()
+}
+
+#[test]
+fn instances_talk_over_tls_with_the_cluster_token() {
+    const TOKEN: &str = "a-reader-token-for-the-test";
+    const CLUSTER: &str = "the-cluster-token-of-the-test";
+    let broker = Broker::start();
+    let store = Store::s3();
+    let dir = tempfile::tempdir().expect("tempdir");
+    let key = rcgen::KeyPair::generate().expect("key");
+    let cert = rcgen::CertificateParams::new(vec!["localhost".into(), "127.0.0.1".into()])
+        .expect("params")
+        .self_signed(&key)
+        .expect("certificate");
+    let (cert_path, key_path) = (dir.path().join("cert.pem"), dir.path().join("key.pem"));
+    std::fs::write(&cert_path, cert.pem()).expect("cert");
+    std::fs::write(&key_path, key.serialize_pem()).expect("key");
+
+    let input = events_with_bad_records(20_000, 500, 53);
+    let total = input.len() as u64;
+    stream_to(&broker, "bank-tls", 4, &input, total)
+        .join()
+        .expect("producer");
+    let pipeline = pipeline_on(dir.path(), &broker, "bank-tls", &store);
+    let text = std::fs::read_to_string(&pipeline).expect("pipeline");
+    let text = text.replacen(
+        "\nviews:",
+        &format!(
+            "\nauth:\n  tokens:\n    - {{name: test, token: {TOKEN}, views: [\"*\"]}}\n  \
+             cluster_token: {CLUSTER}\nviews:"
+        ),
+        1,
+    );
+    std::fs::write(&pipeline, text).expect("pipeline with auth");
+    let flags: Vec<&std::ffi::OsStr> = vec![
+        "--tls-cert".as_ref(),
+        cert_path.as_os_str(),
+        "--tls-key".as_ref(),
+        key_path.as_os_str(),
+        "--tls-ca".as_ref(),
+        cert_path.as_os_str(),
+    ];
+    let ports = [free_port(), free_port()];
+    let mut instances: Vec<Running> = (0..2)
+        .map(|i| {
+            let state = dir.path().join(format!("state-{i}"));
+            let log = dir.path().join(format!("instance-{i}.log"));
+            Running::start_with(&pipeline, &state, ports[i], 1, Some(&log), &flags)
+        })
+        .collect();
+    let agent = tls_agent(&cert_path);
+    let ask = |port: u16, token: Option<&str>, path: &str, body: &str| {
+        let mut req = agent
+            .post(format!("https://127.0.0.1:{port}{path}"))
+            .header("content-type", "text/plain");
+        if let Some(t) = token {
+            req = req.header("authorization", format!("Bearer {t}"));
+        }
+        match req.send(body) {
+            Ok(mut r) => {
+                let epochs = r
+                    .headers()
+                    .get("x-projector-partition-epochs")
+                    .and_then(|v| v.to_str().ok())
+                    .unwrap_or("")
+                    .to_string();
+                let text = r.body_mut().read_to_string().unwrap_or_default();
+                (r.status().as_u16(), epochs, text)
+            }
+            Err(e) => (0, String::new(), e.to_string()),
+        }
+    };
+    let whole = |port: u16| {
+        let (status, epochs, _) = ask(port, Some(TOKEN), "/sql", "SELECT count(*) FROM accounts");
+        let sum: u64 = epochs
+            .split(',')
+            .filter_map(|p| p.rsplit_once('@').and_then(|(_, o)| o.parse::<u64>().ok()))
+            .sum();
+        let owners = ports
+            .iter()
+            .filter(|&&p| assigned_https(&agent, p, TOKEN) > 0)
+            .count();
+        status == 200 && sum == total && owners == 2
+    };
+    let logs = || {
+        (0..2)
+            .map(|i| {
+                std::fs::read_to_string(dir.path().join(format!("instance-{i}.log")))
+                    .unwrap_or_default()
+            })
+            .collect::<Vec<_>>()
+            .join("\n---\n")
+    };
+    assert!(
+        wait_for(60, || ports.iter().all(|&p| whole(p))),
+        "both instances answer for all 4 partitions over HTTPS: {}",
+        logs()
+    );
+    let exp = oracle::expected(&input);
+    for &port in &ports {
+        let (status, _, body) = ask(port, Some(TOKEN), "/sql", ACCOUNTS_SQL);
+        assert_eq!(status, 200, "{body}");
+        let rows: Vec<Value> = serde_json::from_str(&body).expect("rows");
+        assert_rows("accounts over TLS", &rows, &exp.accounts_json());
+    }
+    // The route between instances refuses a caller without the cluster's token, a
+    // user's token included.
+    let scan = r#"{"pipeline":"bank-accounts-kafka","view":"accounts","partitions":["bank-tls/0"],"columns":["account_id"],"filters":[],"partials":false}"#;
+    for token in [None, Some(TOKEN), Some("not-the-cluster-token-at-all")] {
+        let (status, _, body) = ask(ports[0], token, "/cluster/scan", scan);
+        assert_eq!(status, 401, "{token:?}: {body}");
+    }
+    let (status, _, body) = ask(ports[0], Some(CLUSTER), "/cluster/scan", scan);
+    assert_eq!(status, 200, "{body}");
+    for (i, instance) in instances.iter_mut().enumerate() {
+        assert_eq!(
+            instance.terminate(30),
+            Some(0),
+            "instance {i} stops cleanly"
+        );
+    }
+}
+
+/// How many partitions the instance at `port` owns (HTTPS, with `token`).
+fn assigned_https(agent: &ureq::Agent, port: u16, token: &str) -> usize {
+    let Ok(mut r) = agent
+        .get(format!("https://127.0.0.1:{port}/status"))
+        .header("authorization", format!("Bearer {token}"))
+        .call()
+    else {
+        return 0;
+    };
+    let status: Value = serde_json::from_str(&r.body_mut().read_to_string().unwrap_or_default())
+        .unwrap_or_default();
+    status["partitions"]
+        .as_array()
+        .map_or(0, |ps| ps.iter().filter(|p| p["assigned"] == true).count())
+}

@@ -35,6 +35,7 @@ pub(super) fn paced_run(
     let state = AppState {
         shared: shared.clone(),
         sql: sql.clone(),
+        auth: Default::default(),
     };
     let addr = serve(&runtime, "127.0.0.1:0", state).context("binding the HTTP API")?;
 

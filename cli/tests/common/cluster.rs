@@ -484,6 +484,18 @@ impl Running {
         workers: u64,
         log: Option<&Path>,
     ) -> Running {
+        Running::start_with(pipeline, state, port, workers, log, &[])
+    }
+
+    /// [`Running::start_logged`] with more flags.
+    pub(crate) fn start_with(
+        pipeline: &Path,
+        state: &Path,
+        port: u16,
+        workers: u64,
+        log: Option<&Path>,
+        extra: &[&std::ffi::OsStr],
+    ) -> Running {
         let stderr = match log {
             Some(path) => Stdio::from(std::fs::File::create(path).expect("log file")),
             None => Stdio::null(),
@@ -496,6 +508,7 @@ impl Running {
                 .args(["--workers", &workers.to_string()])
                 .arg("--state-dir")
                 .arg(state)
+                .args(extra)
                 .stdout(Stdio::null())
                 .stderr(stderr)
                 .spawn()

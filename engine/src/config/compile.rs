@@ -25,6 +25,7 @@ const TOP_KEYS: &[&str] = &[
     "dead_letter",
     "envelope",
     "views",
+    "auth",
 ];
 
 /// Most keys a generator may simulate (it holds 9 bytes of state per key).
@@ -118,6 +119,15 @@ pub(crate) fn pipeline(ctx: &mut Ctx<'_>, root: &Node, file: &Path) -> Option<Pi
         env.id = fields.get(&id_path);
         env
     });
+    let auth = match (top.get("auth"), &views) {
+        (None, _) => Some(None),
+        (Some(e), Some(views)) => {
+            let names: Vec<String> = views.iter().map(|v| v.name.clone()).collect();
+            let dir = file.parent().unwrap_or(Path::new("."));
+            super::auth::auth(ctx, e.value, &e.path, &names, dir).map(Some)
+        }
+        (Some(_), None) => None,
+    };
     let dead_letter = match top.get("dead_letter") {
         None => Some(None),
         Some(e) => dead_letter(ctx, e.value, &e.path, source.as_ref(), on_error).map(Some),
@@ -152,6 +162,7 @@ pub(crate) fn pipeline(ctx: &mut Ctx<'_>, root: &Node, file: &Path) -> Option<Pi
         checkpoint: checkpoint?,
         state_dir: state_dir?,
         dead_letter: dead_letter?,
+        auth: auth?,
     })
 }
 

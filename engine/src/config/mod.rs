@@ -3,12 +3,14 @@
 //! Every error is collected (not just the first), each with file, line, column and key
 //! path, so a user fixes a file in one pass.
 
+mod auth;
 mod compile;
 mod env;
 mod kafka;
 mod views;
 mod yaml;
 
+pub use auth::{AuthConfig, TokenGrant, ViewGrant, hash_token, hex};
 use projector_connectors::SourceConfig;
 use projector_operators::envelope::Envelope;
 use projector_operators::fields::FieldRegistry;
@@ -68,6 +70,8 @@ pub struct PipelineConfig {
     /// `dead_letter: {topic: ...}`: dead letters go to this Kafka topic instead of
     /// `<state_dir>/dead-letters.ndjson`.
     pub dead_letter: Option<DeadLetterTopic>,
+    /// `auth:`: who may query which views; `None`: anyone who reaches the port.
+    pub auth: Option<AuthConfig>,
 }
 
 /// A Kafka topic for dead letters: value = the record's bytes, key = its key, headers

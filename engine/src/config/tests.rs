@@ -907,7 +907,11 @@ fn the_documented_example_is_the_tested_one() {
         state_dir,
         checkpoint,
         dead_letter,
+        auth,
     } = load_ok(&documented_example());
+    // The reference's first example runs on loopback without tokens; `auth:` has its
+    // own section and tests (`auth_*`).
+    assert_eq!(auth, None);
 
     assert_eq!(file, PathBuf::from("pipelines/x.yaml"));
     assert_eq!(name, "bank-accounts");
@@ -1463,4 +1467,80 @@ fn checkpoint_stores_are_checked() {
     let e = one_error(&with_checkpoint("  stor: s3://b/p\n"));
     assert_eq!(e.code, "config.unknown_field");
     assert!(e.message.contains("did you mean 'store'"), "{}", e.message);
+}
+
+/// The bank example with `auth:` before its views.
+fn with_auth(auth: &str) -> String {
+    documented_example().replacen("views:", &format!("{auth}views:"), 1)
+}
+
+#[test]
+fn auth_tokens_are_kept_hashed_with_their_grants() {
+    let sha = crate::config::hex(&crate::config::hash_token("a-long-enough-token-1"));
+    let c = load_ok(&with_auth(&format!(
+        "auth:\n  tokens:\n    - {{name: app, sha256: {sha}, views: [accounts]}}\n    \
+         - {{name: ops, token: another-long-token-2, views: [\"*\"]}}\n  \
+         cluster_token: the-cluster-token-3\n"
+    )));
+    let auth = c.auth.expect("auth");
+    assert_eq!(auth.tokens.len(), 2);
+    assert_eq!(
+        auth.tokens[0].sha256,
+        crate::config::hash_token("a-long-enough-token-1")
+    );
+    assert!(auth.tokens[0].views.allows("accounts"));
+    assert!(!auth.tokens[0].views.allows("volume_by_type"));
+    assert_eq!(
+        auth.tokens[1].sha256,
+        crate::config::hash_token("another-long-token-2")
+    );
+    assert!(auth.tokens[1].views.allows("volume_by_type"));
+    assert_eq!(auth.cluster_token.as_deref(), Some("the-cluster-token-3"));
+    assert!(
+        !format!("{auth:?}").contains("the-cluster-token-3"),
+        "no secret in Debug"
+    );
+}
+
+#[test]
+fn auth_errors_name_the_key() {
+    let e = one_error(&with_auth(
+        "auth:\n  tokens:\n    - {name: app, token: a-long-enough-token, views: [acounts]}\n",
+    ));
+    assert_eq!(e.path, "auth.tokens[0].views[0]");
+    assert!(
+        e.message.contains("did you mean 'accounts'"),
+        "{}",
+        e.message
+    );
+    let e = one_error(&with_auth(
+        "auth:\n  tokens:\n    - {name: app, token: short, views: [accounts]}\n",
+    ));
+    assert_eq!(e.path, "auth.tokens[0].token");
+    assert!(e.message.contains("too short"), "{}", e.message);
+    let e = one_error(&with_auth(
+        "auth:\n  tokens:\n    - {name: app, sha256: abc, token: a-long-enough-token, views: [accounts]}\n",
+    ));
+    assert!(e.message.contains("give the token once"), "{}", e.message);
+    let e = one_error(&with_auth(
+        "auth:\n  tokens:\n    - {name: app, sha256: xyz, views: [accounts]}\n",
+    ));
+    assert_eq!(e.path, "auth.tokens[0].sha256");
+    let e = one_error(&with_auth(
+        "auth:\n  tokens:\n    - {name: a, token: a-long-enough-token, views: [accounts]}\n    \
+         - {name: a, token: b-long-enough-token, views: [accounts]}\n",
+    ));
+    assert!(
+        e.message.contains("a second token named 'a'"),
+        "{}",
+        e.message
+    );
+    let e = one_error(&with_auth(
+        "auth:\n  tokens:\n    - {name: a, token_file: no/such/file, views: [accounts]}\n",
+    ));
+    assert!(
+        e.message.contains("cannot read the token file"),
+        "{}",
+        e.message
+    );
 }

@@ -333,13 +333,20 @@ impl Pipeline {
                     }
                     _ => None,
                 };
-                let cluster = Arc::new(Cluster::new(
+                let mut cluster_options = cluster_options.clone();
+                cluster_options.token = config.auth.as_ref().and_then(|a| a.cluster_token.clone());
+                let cluster = Cluster::new(
                     checkpoints.owner().to_string(),
                     config.name.clone(),
-                    cluster_options.clone(),
+                    cluster_options,
                     partition_names.clone(),
                     keys,
-                ));
+                )
+                .map_err(|why| Error::Io {
+                    context: "setting up queries across instances".into(),
+                    source: std::io::Error::other(why),
+                })?;
+                let cluster = Arc::new(cluster);
                 shared.catalog.join(cluster.clone());
                 let stop = Arc::new(AtomicBool::new(false));
                 let thread = {

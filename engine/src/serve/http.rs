@@ -3,12 +3,13 @@
 //! `serve/cluster`).
 
 use crate::runtime::pipeline::Shared;
+use crate::serve::auth::{Auth, Caller, guard};
 use crate::serve::cluster::wire::{ABSENT, COVERED, Contribution, ScanRequest, scan_sql};
 use crate::serve::output::{OutputFormat, render};
 use crate::serve::query::{QueryError, QueryErrorKind, QueryOptions, QueryResult, SqlEngine};
 use axum::Router;
 use axum::body::Bytes;
-use axum::extract::{Query, State};
+use axum::extract::{Extension, Query, State};
 use axum::http::{HeaderMap, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
@@ -24,6 +25,8 @@ pub struct AppState {
     pub shared: Arc<Shared>,
     /// Its SQL engine.
     pub sql: Arc<SqlEngine>,
+    /// Who may ask what ([`Auth::default`]: anyone, anything).
+    pub auth: Arc<Auth>,
 }
 
 /// The runtime SQL and HTTP run on: two threads of their own, never the pipeline's.
@@ -42,7 +45,7 @@ pub fn serve(
     addr: &str,
     state: AppState,
 ) -> std::io::Result<std::net::SocketAddr> {
-    serve_on(runtime, bind(runtime, addr)?, state)
+    serve_on(runtime, bind(runtime, addr)?, state, None)
 }
 
 /// Binds `addr` for [`serve_on`] (with port 0 the system picks one).
@@ -53,20 +56,55 @@ pub fn bind(
     runtime.block_on(tokio::net::TcpListener::bind(addr))
 }
 
-/// Serves the HTTP API on `listener`, on `runtime`; returns the bound address.
+/// A certificate chain and its private key, PEM files, for HTTPS.
+#[derive(Debug, Clone)]
+pub struct TlsFiles {
+    /// The certificate chain, leaf first.
+    pub cert: std::path::PathBuf,
+    /// The private key (PKCS#8, PKCS#1 or SEC1).
+    pub key: std::path::PathBuf,
+}
+
+/// Serves the HTTP API on `listener`, on `runtime`, over HTTPS when `tls` is given;
+/// returns the bound address.
 pub fn serve_on(
     runtime: &tokio::runtime::Runtime,
     listener: tokio::net::TcpListener,
     state: AppState,
+    tls: Option<&TlsFiles>,
 ) -> std::io::Result<std::net::SocketAddr> {
     let bound = listener.local_addr()?;
     let app = router(state);
-    runtime.spawn(async move { axum::serve(listener, app).await });
+    match tls {
+        None => {
+            runtime.spawn(async move { axum::serve(listener, app).await });
+        }
+        Some(files) => {
+            let config = runtime
+                .block_on(axum_server::tls_rustls::RustlsConfig::from_pem_file(
+                    &files.cert,
+                    &files.key,
+                ))
+                .map_err(|e| {
+                    std::io::Error::other(format!(
+                        "TLS certificate {} and key {}: {e}",
+                        files.cert.display(),
+                        files.key.display()
+                    ))
+                })?;
+            let listener = listener.into_std()?;
+            // Registering the socket again needs the runtime's reactor.
+            let _entered = runtime.enter();
+            let server = axum_server::from_tcp_rustls(listener, config)?;
+            runtime.spawn(async move { server.serve(app.into_make_service()).await });
+        }
+    }
     Ok(bound)
 }
 
-/// The HTTP routes.
+/// The HTTP routes, behind the token guard.
 pub(crate) fn router(state: AppState) -> Router {
+    let auth = state.auth.clone();
     Router::new()
         .route("/sql", post(sql))
         .route("/views", get(views))
@@ -74,6 +112,7 @@ pub(crate) fn router(state: AppState) -> Router {
         .route("/health", get(health))
         .route("/cluster/scan", post(cluster_scan))
         .with_state(state)
+        .layer(axum::middleware::from_fn_with_state(auth, guard))
 }
 
 #[derive(Deserialize)]
@@ -134,6 +173,7 @@ impl SqlRequestError {
                 QueryErrorKind::Unavailable | QueryErrorKind::PartitionUnavailable => {
                     StatusCode::SERVICE_UNAVAILABLE
                 }
+                QueryErrorKind::Forbidden => StatusCode::FORBIDDEN,
                 QueryErrorKind::Internal => StatusCode::INTERNAL_SERVER_ERROR,
                 QueryErrorKind::Parse
                 | QueryErrorKind::Plan
@@ -158,6 +198,7 @@ impl IntoResponse for SqlRequestError {
 
 async fn sql(
     State(app): State<AppState>,
+    caller: Option<Extension<Caller>>,
     Query(params): Query<SqlParams>,
     headers: HeaderMap,
     body: Bytes,
@@ -192,6 +233,7 @@ async fn sql(
     }
     let options = QueryOptions {
         partial: params.partial,
+        grant: caller.and_then(|Extension(c)| c.grant().cloned()),
         ..QueryOptions::default()
     };
     match app.sql.query_with(&sql_text, &options).await {
@@ -365,13 +407,15 @@ struct ColumnInfo {
     nullable: bool,
 }
 
-async fn views(State(app): State<AppState>) -> Response {
+async fn views(State(app): State<AppState>, caller: Option<Extension<Caller>>) -> Response {
     let catalog = &app.shared.catalog;
     let published = catalog.current();
+    let grant = caller.and_then(|Extension(c)| c.grant().cloned());
     let infos: Vec<ViewInfo> = catalog
         .views
         .iter()
         .enumerate()
+        .filter(|(_, v)| grant.as_ref().is_none_or(|g| g.allows(&v.name)))
         .map(|(i, v)| ViewInfo {
             name: v.name.clone(),
             kind: match v.kind {

@@ -49,6 +49,12 @@ pub struct ClusterOptions {
     pub peer_timeout: Duration,
     /// How often this instance writes its member record and reads the others'.
     pub heartbeat: Duration,
+    /// The certificate authorities (PEM) that vouch for the other instances' HTTPS
+    /// certificates, besides the system's.
+    pub ca: Option<Vec<u8>>,
+    /// The token this instance presents to the others (the pipeline's
+    /// `auth.cluster_token`).
+    pub token: Option<String>,
 }
 
 impl ClusterOptions {
@@ -58,6 +64,8 @@ impl ClusterOptions {
             advertise: advertise.into(),
             peer_timeout: Duration::from_secs(5),
             heartbeat: Duration::from_secs(1),
+            ca: None,
+            token: None,
         }
     }
 }
@@ -200,13 +208,30 @@ impl Cluster {
         options: ClusterOptions,
         names: Arc<Vec<String>>,
         keys: Option<KeyPartitions>,
-    ) -> Self {
-        let client = reqwest::Client::builder()
+    ) -> Result<Self, String> {
+        let mut client = reqwest::Client::builder()
             .timeout(options.peer_timeout)
-            .connect_timeout(options.peer_timeout.min(Duration::from_secs(2)))
+            .connect_timeout(options.peer_timeout.min(Duration::from_secs(2)));
+        if let Some(pem) = &options.ca {
+            for cert in reqwest::Certificate::from_pem_bundle(pem)
+                .map_err(|e| format!("the CA certificates: {e}"))?
+            {
+                client = client.add_root_certificate(cert);
+            }
+        }
+        if let Some(token) = &options.token {
+            let mut headers = reqwest::header::HeaderMap::new();
+            let mut value: reqwest::header::HeaderValue = format!("Bearer {token}")
+                .parse()
+                .map_err(|_| "the cluster token is not a valid header value".to_string())?;
+            value.set_sensitive(true);
+            headers.insert(reqwest::header::AUTHORIZATION, value);
+            client = client.default_headers(headers);
+        }
+        let client = client
             .build()
-            .expect("a reqwest client without custom TLS builds");
-        Cluster {
+            .map_err(|e| format!("the client for other instances: {e}"))?;
+        Ok(Cluster {
             me,
             pipeline,
             options,
@@ -216,7 +241,7 @@ impl Cluster {
             client,
             nudged: Mutex::new(false),
             nudge: Condvar::new(),
-        }
+        })
     }
 
     /// Makes the heartbeat thread write this instance's record and read the others'

@@ -11,9 +11,11 @@ pub(crate) mod provider;
 
 pub use crate::serve::cluster::wire::Contribution;
 
+use crate::config::ViewGrant;
 use crate::serve::catalog::Catalog;
 use arrow::array::RecordBatch;
 use arrow::datatypes::SchemaRef;
+use datafusion::common::tree_node::TreeNodeRecursion;
 use datafusion::dataframe::DataFrame;
 use datafusion::error::DataFusionError;
 use datafusion::execution::SessionState;
@@ -75,6 +77,9 @@ pub struct QueryOptions {
     /// Answer without the partitions no instance answers for (and say which), instead
     /// of failing with `query.partition_unavailable`.
     pub partial: bool,
+    /// The views the caller may read (`None`: all). A query that reads another one,
+    /// directly, through a join or in a subquery, is refused (`auth.forbidden`).
+    pub grant: Option<ViewGrant>,
     /// Read only these partitions, and only this instance's (a scan sent by another
     /// instance).
     pub(crate) local_only: Option<BTreeSet<u32>>,
@@ -108,6 +113,8 @@ pub enum QueryErrorKind {
     /// Partitions the query needs have no live owner, or their owner did not answer
     /// in time (`query.partition_unavailable`).
     PartitionUnavailable,
+    /// The caller's token may not read a view the query reads (`auth.forbidden`).
+    Forbidden,
 }
 
 impl QueryErrorKind {
@@ -125,6 +132,7 @@ impl QueryErrorKind {
             QueryErrorKind::Unavailable => "sql.unavailable",
             QueryErrorKind::Internal => "sql.internal",
             QueryErrorKind::PartitionUnavailable => "query.partition_unavailable",
+            QueryErrorKind::Forbidden => "auth.forbidden",
         }
     }
 }
@@ -235,8 +243,12 @@ impl SqlEngine {
         state.config_mut().set_extension(scope.clone());
         let limits = self.limits.clone();
         let plans = &self.plans;
+        let catalog = &self.catalog;
         let work = async move {
             let plan = logical_plan(&state, plans, sql).await?;
+            if let Some(grant) = &options.grant {
+                check_grant(catalog, &plan, grant)?;
+            }
             SQLOptions::new()
                 .with_allow_ddl(false)
                 .with_allow_dml(false)
@@ -292,6 +304,34 @@ impl SqlEngine {
             )),
         }
     }
+}
+
+/// Refuses a plan that reads a view `grant` does not cover, wherever in the plan
+/// (joins, subqueries, `EXPLAIN`).
+fn check_grant(catalog: &Catalog, plan: &LogicalPlan, grant: &ViewGrant) -> Result<(), QueryError> {
+    let mut denied = BTreeSet::new();
+    let _ = plan.apply_with_subqueries(|node| {
+        if let LogicalPlan::TableScan(scan) = node {
+            let name = &scan.table_name;
+            let ours = matches!(name.schema(), None | Some("public"));
+            if ours && catalog.index_of(name.table()).is_some() && !grant.allows(name.table()) {
+                denied.insert(name.table().to_string());
+            }
+        }
+        Ok(TreeNodeRecursion::Continue)
+    });
+    if denied.is_empty() {
+        return Ok(());
+    }
+    let names: Vec<String> = denied.into_iter().collect();
+    Err(QueryError::new(
+        QueryErrorKind::Forbidden,
+        format!(
+            "this token may not read {} '{}'",
+            if names.len() == 1 { "view" } else { "views" },
+            names.join("', '")
+        ),
+    ))
 }
 
 /// The logical plan of `sql`: from the plan cache where it has one (binding the key

@@ -1,0 +1,151 @@
+//! Who is asking: bearer tokens on every route but `/health`, and the cluster's token
+//! on `/cluster/scan`.
+//!
+//! ```text
+//!  request ─▶ guard ─┬─ /health ................................. open (probes)
+//!                    ├─ /cluster/scan: cluster_token ............ else 401
+//!                    └─ the rest: a token of `auth.tokens` ...... else 401
+//!                         └─▶ Caller::User(grant) ─▶ /sql checks every view the plan
+//!                                                    reads (joins, subqueries) ─▶ 403
+//! ```
+//!
+//! Without `auth:` every route is open, which `projector run` allows on a loopback
+//! address only (or with `--insecure`). Tokens are compared as SHA-256 digests.
+
+use crate::config::{AuthConfig, ViewGrant, hash_token};
+use axum::extract::{Request, State};
+use axum::http::{StatusCode, header};
+use axum::middleware::Next;
+use axum::response::{IntoResponse, Response};
+use serde_json::json;
+use std::sync::Arc;
+
+/// The checks of one instance.
+#[derive(Debug, Default)]
+pub struct Auth {
+    /// `auth:` of the pipeline, if it has one.
+    config: Option<AuthConfig>,
+    /// SHA-256 of the cluster token.
+    cluster: Option<[u8; 32]>,
+}
+
+/// Who a request comes from, as the guard found (a request extension).
+#[derive(Debug, Clone)]
+pub(crate) enum Caller {
+    /// A token of `auth.tokens`: may read the views of its grant.
+    User {
+        /// What it may read.
+        grant: ViewGrant,
+    },
+    /// Anyone: the pipeline has no `auth:`.
+    Anyone,
+}
+
+impl Caller {
+    /// The views the caller may read (`None`: all).
+    pub(crate) fn grant(&self) -> Option<&ViewGrant> {
+        match self {
+            Caller::User { grant, .. } => Some(grant),
+            Caller::Anyone => None,
+        }
+    }
+}
+
+impl Auth {
+    /// The checks `config` asks for (`None`: everything open).
+    pub fn new(config: Option<&AuthConfig>) -> Self {
+        Auth {
+            cluster: config
+                .and_then(|c| c.cluster_token.as_deref())
+                .map(hash_token),
+            config: config.cloned(),
+        }
+    }
+
+    /// Whether requests need a token.
+    pub fn enabled(&self) -> bool {
+        self.config.is_some()
+    }
+
+    fn user(&self, token: &str) -> Option<Caller> {
+        let config = self.config.as_ref()?;
+        let digest = hash_token(token);
+        config.tokens.iter().find(|t| t.sha256 == digest).map(|t| {
+            tracing::debug!(token = %t.name, "authenticated");
+            Caller::User {
+                grant: t.views.clone(),
+            }
+        })
+    }
+}
+
+/// The `{"error": ...}` answer of a refused request.
+pub(crate) fn refuse(status: StatusCode, code: &str, message: &str) -> Response {
+    let mut r = (
+        status,
+        axum::Json(json!({"error": {"code": code, "message": message}})),
+    )
+        .into_response();
+    if status == StatusCode::UNAUTHORIZED
+        && let Ok(v) = "Bearer realm=\"projector\"".parse()
+    {
+        r.headers_mut().insert(header::WWW_AUTHENTICATE, v);
+    }
+    r
+}
+
+fn bearer(req: &Request) -> Option<&str> {
+    let value = req.headers().get(header::AUTHORIZATION)?.to_str().ok()?;
+    let (scheme, token) = value.split_once(' ')?;
+    scheme.eq_ignore_ascii_case("bearer").then(|| token.trim())
+}
+
+/// The guard in front of every route (axum middleware).
+pub(crate) async fn guard(State(auth): State<Arc<Auth>>, mut req: Request, next: Next) -> Response {
+    let path = req.uri().path();
+    if path == "/health" {
+        return next.run(req).await;
+    }
+    if path.starts_with("/cluster/") {
+        return match (&auth.cluster, bearer(&req)) {
+            (None, _) if !auth.enabled() => next.run(req).await,
+            (None, _) => refuse(
+                StatusCode::UNAUTHORIZED,
+                "auth.no_cluster_token",
+                "this instance takes no requests from other instances: the pipeline's \
+                 auth has no cluster_token",
+            ),
+            (Some(expected), Some(token)) if hash_token(token) == *expected => next.run(req).await,
+            (Some(_), _) => refuse(
+                StatusCode::UNAUTHORIZED,
+                "auth.bad_cluster_token",
+                "requests between instances need the pipeline's cluster_token",
+            ),
+        };
+    }
+    let caller = if !auth.enabled() {
+        Caller::Anyone
+    } else {
+        match bearer(&req) {
+            None => {
+                return refuse(
+                    StatusCode::UNAUTHORIZED,
+                    "auth.missing_token",
+                    "send a token: Authorization: Bearer <token>",
+                );
+            }
+            Some(token) => match auth.user(token) {
+                Some(c) => c,
+                None => {
+                    return refuse(
+                        StatusCode::UNAUTHORIZED,
+                        "auth.bad_token",
+                        "the token is not one of this pipeline's",
+                    );
+                }
+            },
+        }
+    };
+    req.extensions_mut().insert(caller);
+    next.run(req).await
+}
