@@ -65,4 +65,7 @@ else
     cargo test --workspace --locked --no-fail-fast
 fi
 
+step "deploy/ (Kubernetes and Compose schemas, flags, ports and probes against the binary)"
+scripts/deploy-check.sh "$target_dir/debug/projector"
+
 step "ok"
