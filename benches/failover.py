@@ -30,11 +30,8 @@ import threading
 import time
 import urllib.request
 
-ROOT = os.path.abspath(os.path.join(os.path.dirname(__file__), ".."))
-
-
-def sh(*args, **kw):
-    return subprocess.run(args, check=True, capture_output=True, text=True, **kw).stdout.strip()
+from servers import ROOT, broker_and_store, free_port, projector_binary, sh
+from servers import wait as wait_until
 
 
 def status(port):
@@ -52,20 +49,8 @@ def owned(port):
     return {p["partition"]: p["next_offset"] for p in s["partitions"] if p["assigned"]}
 
 
-def free_port():
-    import socket
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
 def wait(cond, secs, what):
-    deadline = time.time() + secs
-    while time.time() < deadline:
-        if cond():
-            return
-        time.sleep(0.05)
-    sys.exit(f"failover.py: timed out waiting for {what}")
+    wait_until(cond, secs, what, "failover.py")
 
 
 def main():
@@ -81,20 +66,9 @@ def main():
     ap.add_argument("--partitions", type=int, default=4)
     ap.add_argument("--rate", type=int, default=20000)
     a = ap.parse_args()
-    if not os.access(a.projector, os.X_OK):
-        sys.exit(f"failover.py: no projector binary at {a.projector} (build it with "
-                 "`cargo build --release --bin projector`, or pass --projector)")
-    broker = sh("bash", os.path.join(ROOT, "scripts/broker.sh"), "start")
-    try:
-        s3 = sh("bash", os.path.join(ROOT, "scripts/s3.sh"), "start")
-    except subprocess.CalledProcessError:
-        sh("bash", os.path.join(ROOT, "scripts/broker.sh"), "stop", broker.rsplit(":", 1)[1])
-        raise
-    try:
+    projector_binary(a.projector, "failover.py")
+    with broker_and_store() as (broker, s3):
         results = run(a, broker, s3)
-    finally:
-        sh("bash", os.path.join(ROOT, "scripts/broker.sh"), "stop", broker.rsplit(":", 1)[1])
-        sh("bash", os.path.join(ROOT, "scripts/s3.sh"), "stop", s3.rsplit(":", 1)[1])
     print(f"session.timeout.ms {a.session_timeout_ms}, heartbeat.interval.ms "
           f"{a.heartbeat_interval_ms or 'default'}: median {statistics.median(results) * 1000:.0f} ms, "
           f"min {min(results) * 1000:.0f}, max {max(results) * 1000:.0f} over {len(results)} runs")
@@ -102,7 +76,6 @@ def main():
 
 def run(a, broker, s3):
     """The runs, against the broker and the S3 server; returns the failover times (s)."""
-    sh("bash", os.path.join(ROOT, "scripts/s3.sh"), "bucket", s3, "projector")
     env = dict(os.environ, AWS_ACCESS_KEY_ID="bench", AWS_SECRET_ACCESS_KEY="bench")
     work = tempfile.mkdtemp(prefix="failover.")
     topic = "failover"

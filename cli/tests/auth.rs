@@ -96,22 +96,7 @@ fn start(pipeline: &Path, dir: &Path, scheme: &str, extra: &[&str], ca: Option<&
 }
 
 fn agent(ca: Option<&Path>) -> ureq::Agent {
-    let mut config = ureq::Agent::config_builder().http_status_as_error(false);
-    if let Some(ca) = ca {
-        let pem = std::fs::read(ca).expect("CA file");
-        let certs: Vec<ureq::tls::Certificate<'static>> = ureq::tls::parse_pem(&pem)
-            .filter_map(|i| match i {
-                Ok(ureq::tls::PemItem::Certificate(c)) => Some(c),
-                _ => None,
-            })
-            .collect();
-        config = config.tls_config(
-            ureq::tls::TlsConfig::builder()
-                .root_certs(ureq::tls::RootCerts::new_with_certs(&certs))
-                .build(),
-        );
-    }
-    config.build().into()
+    common::agent_trusting(ca)
 }
 
 /// (status, JSON body) of `POST /sql` with `token`.

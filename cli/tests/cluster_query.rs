@@ -297,26 +297,6 @@ fn every_instance_answers_for_every_partition() {
     }
 }
 
-/// An HTTPS agent that trusts `ca`.
-fn tls_agent(ca: &std::path::Path) -> ureq::Agent {
-    let pem = std::fs::read(ca).expect("CA file");
-    let certs: Vec<ureq::tls::Certificate<'static>> = ureq::tls::parse_pem(&pem)
-        .filter_map(|i| match i {
-            Ok(ureq::tls::PemItem::Certificate(c)) => Some(c),
-            _ => None,
-        })
-        .collect();
-    ureq::Agent::config_builder()
-        .http_status_as_error(false)
-        .tls_config(
-            ureq::tls::TlsConfig::builder()
-                .root_certs(ureq::tls::RootCerts::new_with_certs(&certs))
-                .build(),
-        )
-        .build()
-        .into()
-}
-
 #[test]
 fn instances_talk_over_tls_with_the_cluster_token() {
     const TOKEN: &str = "a-reader-token-for-the-test";
@@ -365,7 +345,7 @@ fn instances_talk_over_tls_with_the_cluster_token() {
             Running::start_with(&pipeline, &state, ports[i], 1, Some(&log), &flags)
         })
         .collect();
-    let agent = tls_agent(&cert_path);
+    let agent = common::agent_trusting(Some(&cert_path));
     let ask = |port: u16, token: Option<&str>, path: &str, body: &str| {
         let mut req = agent
             .post(format!("https://127.0.0.1:{port}{path}"))

@@ -839,3 +839,24 @@ pub(crate) fn checkpoint_dirs(state: &Path) -> Vec<PathBuf> {
 pub(crate) fn manifest(dir: &Path) -> Option<Value> {
     serde_json::from_slice(&std::fs::read(dir.join("manifest.json")).ok()?).ok()
 }
+
+/// An HTTP agent that reports error statuses as responses, trusting the certificate
+/// authorities in the PEM file `ca` (besides the system's) when given.
+pub(crate) fn agent_trusting(ca: Option<&Path>) -> ureq::Agent {
+    let mut config = ureq::Agent::config_builder().http_status_as_error(false);
+    if let Some(ca) = ca {
+        let pem = std::fs::read(ca).expect("CA file");
+        let certs: Vec<ureq::tls::Certificate<'static>> = ureq::tls::parse_pem(&pem)
+            .filter_map(|i| match i {
+                Ok(ureq::tls::PemItem::Certificate(c)) => Some(c),
+                _ => None,
+            })
+            .collect();
+        config = config.tls_config(
+            ureq::tls::TlsConfig::builder()
+                .root_certs(ureq::tls::RootCerts::new_with_certs(&certs))
+                .build(),
+        );
+    }
+    config.build().into()
+}

@@ -82,6 +82,10 @@ pub fn render(
             }
         }
         OutputFormat::Arrow => {
+            // Sized up front: growing a buffer of megabytes by doubling copies it over
+            // and over (a scan between instances is all Arrow).
+            let size: usize = batches.iter().map(|b| b.get_array_memory_size()).sum();
+            out.reserve(size + 4096);
             let mut w = arrow::ipc::writer::StreamWriter::try_new(&mut out, schema)?;
             for b in batches {
                 w.write(b)?;

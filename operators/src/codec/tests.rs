@@ -222,6 +222,26 @@ proptest! {
     }
 
     #[test]
+    fn aggregate_partials_round_trip(s in state(&projection())) {
+        let p = projection();
+        let (ViewKind::Aggregate(spec), ViewState::Aggregate(agg)) = (&p.views()[2].kind, &s.views[2])
+        else {
+            unreachable!("view 2 is the aggregate")
+        };
+        let mut bytes = Vec::new();
+        encode_partials(spec, agg, &mut bytes);
+        let back = decode_partials(spec, &bytes).unwrap();
+        let mut again = p.new_partition_state();
+        again.views[2] = ViewState::Aggregate(back);
+        let mut only = p.new_partition_state();
+        only.views[2] = ViewState::Aggregate(agg.clone());
+        prop_assert_eq!(canonical(&again), canonical(&only));
+        for cut in 0..bytes.len() {
+            prop_assert!(decode_partials(spec, &bytes[..cut]).is_err());
+        }
+    }
+
+    #[test]
     fn split_then_merge_is_identity(s in state(&projection()), n in 1usize..5) {
         let p = projection();
         let route = |k: &str| k.len() % n;

@@ -125,13 +125,23 @@ async fn ask(cluster: &Cluster, address: &str, req: &ScanRequest) -> Result<Answ
     if req.partials {
         answer.partials.push(body);
     } else {
-        let reader = arrow::ipc::reader::StreamReader::try_new(std::io::Cursor::new(body), None)
-            .map_err(|e| format!("bad Arrow stream: {e}"))?;
-        answer.batches = reader
-            .collect::<Result<Vec<_>, _>>()
-            .map_err(|e| format!("bad Arrow stream: {e}"))?;
+        answer.batches = decode_ipc(body).map_err(|e| format!("bad Arrow stream: {e}"))?;
     }
     Ok(Answer::Data(answer))
+}
+
+/// The batches of an Arrow IPC stream, their buffers pointing into `body` (no copy).
+fn decode_ipc(body: Bytes) -> Result<Vec<RecordBatch>, arrow::error::ArrowError> {
+    let mut buffer = arrow::buffer::Buffer::from(body);
+    let mut decoder = arrow::ipc::reader::StreamDecoder::new();
+    let mut out = Vec::new();
+    while !buffer.is_empty() {
+        if let Some(batch) = decoder.decode(&mut buffer)? {
+            out.push(batch);
+        }
+    }
+    decoder.finish()?;
+    Ok(out)
 }
 
 fn describe(e: &reqwest::Error) -> String {

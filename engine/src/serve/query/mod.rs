@@ -270,10 +270,15 @@ impl SqlEngine {
             // stops as early as a LIMIT would.
             let mut stream = df.execute_stream().await.map_err(classify)?;
             let (mut batches, mut rows) = (Vec::new(), 0usize);
+            // Another instance's scan feeds a query that is capped where it runs.
+            let max_rows = match options.local_only {
+                Some(_) => usize::MAX,
+                None => limits.max_rows,
+            };
             while let Some(batch) = stream.next().await {
                 let batch = batch.map_err(classify)?;
                 rows += batch.num_rows();
-                if rows > limits.max_rows {
+                if rows > max_rows {
                     return Err(QueryError::new(
                         QueryErrorKind::TooManyRows,
                         format!(

@@ -168,9 +168,16 @@ impl TableProvider for ViewTable {
         };
         let local: BTreeSet<u32> = needed.intersection(&published.present).copied().collect();
         let remote: Vec<u32> = needed.difference(&local).copied().collect();
-        // The columns to read: the projection's (at least one, so rows are counted).
+        // The columns to read: the projection's, or for none (`count(*)`) one column
+        // to count rows by, a fixed-width one where there is one (less to send).
         let want: Vec<usize> = match projection {
-            Some(p) if p.is_empty() => vec![0],
+            Some(p) if p.is_empty() => vec![
+                schema
+                    .fields()
+                    .iter()
+                    .position(|f| f.data_type().is_primitive())
+                    .unwrap_or(0),
+            ],
             Some(p) => p.clone(),
             None => (0..schema.fields().len()).collect(),
         };
@@ -210,7 +217,11 @@ impl TableProvider for ViewTable {
                     let name = names[p as usize].clone();
                     match roster.owners.get(&p) {
                         Some(o) => by_owner.entry(o.address.clone()).or_default().push(name),
-                        None => missing.push((name, "no live instance owns it".to_string())),
+                        None => missing.push((
+                            name,
+                            "no live instance owns it in the checkpoint store's member records"
+                                .to_string(),
+                        )),
                     }
                 }
                 if !by_owner.is_empty() && (missing.is_empty() || scope.partial) {
