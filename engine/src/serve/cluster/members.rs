@@ -4,18 +4,19 @@
 //! with the generation it holds them at (see `state/checkpoint/store.rs`: taking a
 //! partition over raises its generation). Every instance rewrites its own record each
 //! heartbeat, and at once when its partitions change, then reads everyone's. A record
-//! not rewritten for [`STALE_AFTER`] heartbeats is ignored, and an instance that stops
-//! cleanly deletes its own. When two records claim a partition (one instance has
+//! this instance has not seen rewritten for [`STALE_AFTER`] of its writer's heartbeats
+//! is ignored (timed by the reader's clock, so instances need not agree on the time),
+//! and an instance that stops cleanly deletes its own. When two records claim a partition (one instance has
 //! taken it, the other has not noticed yet), the higher generation wins.
 
 use super::{Cluster, Member, Owner, Roster};
 use crate::state::checkpoint::blobs::{BlobError, Blobs};
 use crate::state::checkpoint::recovery::Checkpoints;
 use serde::{Deserialize, Serialize};
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, HashMap};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 /// Where member records live in the store (a name no partition has: partition
 /// names are `topic/number`, and topics cannot start with `_members/`).
@@ -69,8 +70,9 @@ pub(crate) fn heartbeat_loop(
     let blobs = checkpoints.blobs();
     let mine = key_of(&cluster.me);
     let mut warned = false;
+    let mut seen = HashMap::new();
     while !stop.load(Ordering::SeqCst) {
-        let result = beat(&cluster, &checkpoints, &*blobs, &mine);
+        let result = beat(&cluster, &checkpoints, &*blobs, &mine, &mut seen);
         match result {
             Ok(()) => warned = false,
             Err(e) if !warned => {
@@ -86,11 +88,16 @@ pub(crate) fn heartbeat_loop(
     }
 }
 
+/// Per member: the `written_ms` of its record as last read, and when this instance
+/// first read that one.
+type Seen = HashMap<String, (u64, Instant)>;
+
 fn beat(
     cluster: &Cluster,
     checkpoints: &Checkpoints,
     blobs: &dyn Blobs,
     mine: &str,
+    seen: &mut Seen,
 ) -> Result<(), BlobError> {
     let record = Record {
         id: cluster.me.clone(),
@@ -109,7 +116,7 @@ fn beat(
         &serde_json::to_vec(&record).expect("a record serialises"),
     )?;
     let mut roster = Roster::default();
-    let now = now_ms();
+    let mut listed = Vec::new();
     for key in blobs.list(PREFIX)? {
         if key == mine || !key.ends_with(".json") {
             continue;
@@ -121,11 +128,20 @@ fn beat(
             tracing::debug!("cluster: ignoring unreadable member record {key}");
             continue;
         };
-        let age = now.saturating_sub(r.written_ms);
+        listed.push(r.id.clone());
+        let (written, since) = seen
+            .entry(r.id.clone())
+            .or_insert((r.written_ms, Instant::now()));
+        if *written != r.written_ms {
+            *written = r.written_ms;
+            *since = Instant::now();
+        }
+        let age = since.elapsed();
         let stale = Duration::from_millis(r.heartbeat_ms.max(100)) * STALE_AFTER;
-        if r.pipeline != cluster.pipeline || r.id == cluster.me || age > stale.as_millis() as u64 {
+        if r.pipeline != cluster.pipeline || r.id == cluster.me || age > stale {
             continue;
         }
+        let age = age.as_millis() as u64;
         for (name, generation) in &r.partitions {
             let Some(id) = cluster.id_of(name) else {
                 continue;
@@ -149,6 +165,7 @@ fn beat(
             age_ms: age,
         });
     }
+    seen.retain(|id, _| listed.contains(id));
     // This instance's own claims outrank older ones from others.
     for (id, generation) in checkpoints.held() {
         if roster

@@ -90,7 +90,7 @@ pub(crate) struct Member {
     pub address: String,
     /// The partitions it holds.
     pub partitions: Vec<String>,
-    /// How old its record was when read, in milliseconds.
+    /// How long ago, by this instance's clock, its record last changed, in milliseconds.
     pub age_ms: u64,
 }
 
