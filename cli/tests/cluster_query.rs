@@ -273,12 +273,13 @@ fn every_instance_answers_for_every_partition() {
         .collect();
     assert_eq!(missing, victim_owns, "a partial answer names what it lacks");
     assert_eq!(a.coverage(), (8 - victim_owns.len(), 8));
-    // The group moves them (session timeout 2 s); then answers are whole again.
+    // The group moves them (session timeout 2 s); then answers are whole again, on
+    // each instance once its roster has the new owners (within a heartbeat).
     assert!(
-        wait_for(60, || {
-            let a = sql(ports[0], ACCOUNTS_SQL, false);
+        wait_for(60, || ports[..2].iter().all(|&port| {
+            let a = sql(port, ACCOUNTS_SQL, false);
             a.status == 200 && a.epochs().values().map(|(_, o)| o).sum::<u64>() == total
-        }),
+        })),
         "whole again once the others own every partition"
     );
     for &port in &ports[..2] {
