@@ -34,7 +34,7 @@ pub use serve::auth::Auth;
 pub use serve::catalog::Catalog;
 pub use serve::cluster::ClusterOptions;
 pub use serve::http::{AppState, TlsFiles, bind, query_runtime, serve, serve_on, status_json};
-pub use serve::output::{OutputFormat, render};
+pub use serve::output::{OutputFormat, read_arrow, render};
 pub use serve::query::{
     Contribution, QueryError, QueryErrorKind, QueryLimits, QueryOptions, QueryResult, SqlEngine,
 };

@@ -162,20 +162,6 @@ impl FlightService for Data {
     }
 }
 
-/// Decodes an IPC stream without copying its buffers (they point into `body`).
-fn decode_ipc(body: bytes::Bytes) -> Result<Vec<RecordBatch>> {
-    let mut buffer = arrow::buffer::Buffer::from(body);
-    let mut decoder = arrow::ipc::reader::StreamDecoder::new();
-    let mut out = Vec::new();
-    while !buffer.is_empty() {
-        if let Some(b) = decoder.decode(&mut buffer)? {
-            out.push(b);
-        }
-    }
-    decoder.finish()?;
-    Ok(out)
-}
-
 fn percentile(sorted: &[f64], p: f64) -> f64 {
     sorted[((sorted.len() - 1) as f64 * p).round() as usize]
 }
@@ -240,7 +226,7 @@ fn main() -> Result<()> {
         ) -> Result<usize> {
             let body = client.post(url).body(which).send().await?.bytes().await?;
             let mut n = 0;
-            for b in decode_ipc(body)? {
+            for b in projector_engine::read_arrow(body)? {
                 n += b.num_rows();
             }
             Ok(n)

@@ -95,3 +95,18 @@ pub fn render(
     }
     Ok(out)
 }
+
+/// The batches of an Arrow IPC stream (what [`render`] writes for
+/// [`OutputFormat::Arrow`]), their buffers pointing into `body` rather than copied.
+pub fn read_arrow(body: bytes::Bytes) -> Result<Vec<RecordBatch>, ArrowError> {
+    let mut buffer = arrow::buffer::Buffer::from(body);
+    let mut decoder = arrow::ipc::reader::StreamDecoder::new();
+    let mut out = Vec::new();
+    while !buffer.is_empty() {
+        if let Some(batch) = decoder.decode(&mut buffer)? {
+            out.push(batch);
+        }
+    }
+    decoder.finish()?;
+    Ok(out)
+}

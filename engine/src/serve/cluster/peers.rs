@@ -2,6 +2,7 @@
 
 use super::Cluster;
 use super::wire::{ABSENT, COVERED, Contribution, ScanRequest};
+use crate::serve::output::read_arrow;
 use arrow::array::RecordBatch;
 use bytes::Bytes;
 use futures::future::join_all;
@@ -125,23 +126,9 @@ async fn ask(cluster: &Cluster, address: &str, req: &ScanRequest) -> Result<Answ
     if req.partials {
         answer.partials.push(body);
     } else {
-        answer.batches = decode_ipc(body).map_err(|e| format!("bad Arrow stream: {e}"))?;
+        answer.batches = read_arrow(body).map_err(|e| format!("bad Arrow stream: {e}"))?;
     }
     Ok(Answer::Data(answer))
-}
-
-/// The batches of an Arrow IPC stream, their buffers pointing into `body` (no copy).
-fn decode_ipc(body: Bytes) -> Result<Vec<RecordBatch>, arrow::error::ArrowError> {
-    let mut buffer = arrow::buffer::Buffer::from(body);
-    let mut decoder = arrow::ipc::reader::StreamDecoder::new();
-    let mut out = Vec::new();
-    while !buffer.is_empty() {
-        if let Some(batch) = decoder.decode(&mut buffer)? {
-            out.push(batch);
-        }
-    }
-    decoder.finish()?;
-    Ok(out)
 }
 
 fn describe(e: &reqwest::Error) -> String {
