@@ -13,11 +13,11 @@
 //! address only (or with `--insecure`). Tokens are compared as SHA-256 digests.
 
 use crate::config::{AuthConfig, ViewGrant, hash_token};
+use crate::serve::http::error_response;
 use axum::extract::{Request, State};
 use axum::http::{StatusCode, header};
 use axum::middleware::Next;
-use axum::response::{IntoResponse, Response};
-use serde_json::json;
+use axum::response::Response;
 use std::sync::Arc;
 
 /// The checks of one instance.
@@ -79,13 +79,9 @@ impl Auth {
     }
 }
 
-/// The `{"error": ...}` answer of a refused request.
+/// The error answer of a refused request (401s also say how to authenticate).
 pub(crate) fn refuse(status: StatusCode, code: &str, message: &str) -> Response {
-    let mut r = (
-        status,
-        axum::Json(json!({"error": {"code": code, "message": message}})),
-    )
-        .into_response();
+    let mut r = error_response(status, code, message);
     if status == StatusCode::UNAUTHORIZED
         && let Ok(v) = "Bearer realm=\"projector\"".parse()
     {

@@ -191,9 +191,17 @@ impl SqlRequestError {
 
 impl IntoResponse for SqlRequestError {
     fn into_response(self) -> Response {
-        let body = json!({"error": {"code": self.code(), "message": self.to_string()}});
-        (self.status(), axum::Json(body)).into_response()
+        error_response(self.status(), self.code(), &self.to_string())
     }
+}
+
+/// The usual error answer: `status` with `{"error": {"code": ..., "message": ...}}`.
+pub(crate) fn error_response(status: StatusCode, code: &str, message: &str) -> Response {
+    (
+        status,
+        axum::Json(json!({"error": {"code": code, "message": message}})),
+    )
+        .into_response()
 }
 
 async fn sql(
@@ -291,13 +299,7 @@ fn answer_headers(headers: &mut HeaderMap, shared: &Shared, r: &QueryResult) {
 /// partials) of some partitions of a view. Answers from its pinned epoch only, and
 /// says which of the partitions it holds (see `serve/cluster/wire.rs`).
 async fn cluster_scan(State(app): State<AppState>, body: Bytes) -> Response {
-    let bad = |status: StatusCode, code: &str, message: String| {
-        (
-            status,
-            axum::Json(json!({"error": {"code": code, "message": message}})),
-        )
-            .into_response()
-    };
+    let bad = |status, code, message: String| error_response(status, code, &message);
     let req: ScanRequest = match serde_json::from_slice(&body) {
         Ok(r) => r,
         Err(e) => return bad(StatusCode::BAD_REQUEST, "http.bad_body", e.to_string()),

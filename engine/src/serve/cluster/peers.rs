@@ -92,21 +92,19 @@ async fn ask(cluster: &Cluster, address: &str, req: &ScanRequest) -> Result<Answ
         None => Vec::new(),
     };
     let body = response.bytes().await.map_err(|e| describe(&e))?;
-    if status.as_u16() == 400 {
-        let v: serde_json::Value = serde_json::from_slice(&body).unwrap_or_default();
-        let message = v["error"]["message"].as_str().map_or_else(
-            || String::from_utf8_lossy(&body).into_owned(),
-            str::to_string,
-        );
-        return Ok(Answer::QueryFailed(message));
-    }
     if !status.is_success() {
         let v: serde_json::Value = serde_json::from_slice(&body).unwrap_or_default();
-        let message = v["error"]["message"].as_str().map_or_else(
-            || format!("HTTP {status}"),
-            |m| format!("HTTP {status}: {m}"),
-        );
-        return Err(message);
+        let message = v["error"]["message"].as_str();
+        return match status.as_u16() {
+            400 => Ok(Answer::QueryFailed(message.map_or_else(
+                || String::from_utf8_lossy(&body).into_owned(),
+                str::to_string,
+            ))),
+            _ => Err(message.map_or_else(
+                || format!("HTTP {status}"),
+                |m| format!("HTTP {status}: {m}"),
+            )),
+        };
     }
     let missing = absent
         .into_iter()
