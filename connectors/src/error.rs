@@ -30,6 +30,19 @@ pub enum Error {
         /// The client's error.
         source: rdkafka::error::KafkaError,
     },
+    /// The brokers refused this client: authentication failed, or their certificate
+    /// is not trusted. Retrying cannot help, so the source stops with the reason.
+    #[cfg(feature = "kafka")]
+    #[error(
+        "kafka: {brokers} refused the connection: {reason} (check security.protocol, \
+         sasl.* and ssl.* in the source's properties)"
+    )]
+    Refused {
+        /// The bootstrap servers.
+        brokers: String,
+        /// librdkafka's reason.
+        reason: String,
+    },
     /// The brokers refused to create a topic.
     #[cfg(feature = "kafka")]
     #[error("kafka: creating topic '{topic}' on {brokers}: {source}")]
@@ -104,6 +117,8 @@ impl Error {
             Error::Io { .. } => "source.io",
             #[cfg(feature = "kafka")]
             Error::Kafka { .. } => "source.kafka",
+            #[cfg(feature = "kafka")]
+            Error::Refused { .. } => "source.kafka.refused",
             #[cfg(feature = "kafka")]
             Error::CreateTopic { .. } => "source.kafka.create_topic",
             #[cfg(feature = "kafka")]

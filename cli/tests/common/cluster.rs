@@ -303,9 +303,67 @@ impl Broker {
         Broker { address }
     }
 
+    /// A broker that speaks only TLS (with `cert` and `key`, PEM) and requires SASL
+    /// SCRAM-SHA-256 or -512 as `user`/`password` (`scripts/broker.sh start-secure`,
+    /// which builds the TLS- and SCRAM-capable Tansu on first use).
+    pub(crate) fn start_secure(cert: &Path, key: &Path, user: &str, password: &str) -> Broker {
+        let out = Command::new("bash")
+            .arg(repo().join("scripts/broker.sh"))
+            .arg("start-secure")
+            .args([cert, key])
+            .args([user, password])
+            .stderr(Stdio::inherit())
+            .output()
+            .expect("running scripts/broker.sh");
+        let address = String::from_utf8_lossy(&out.stdout).trim().to_string();
+        assert!(
+            out.status.success() && address.starts_with("127.0.0.1:"),
+            "the security tests need a TLS and SCRAM broker: `scripts/broker.sh \
+             start-secure` failed ({}); they do not skip",
+            out.status
+        );
+        Broker { address }
+    }
+
     pub(crate) fn port(&self) -> &str {
         self.address.rsplit(':').next().expect("host:port")
     }
+}
+
+/// Produces `records` (one value per entry; the key is the value's `aggregateId`) to
+/// `topic` with confluent-kafka, an independent client (`scripts/produce.py`), with
+/// more of its arguments in `args` (`-X compression.type=zstd`, `--wrapped`, ...).
+pub(crate) fn produce_with_confluent(
+    brokers: &str,
+    topic: &str,
+    records: &[Vec<u8>],
+    args: &[&str],
+) {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let input = dir.path().join("records.ndjson");
+    let mut text = Vec::new();
+    for r in records {
+        assert!(!r.contains(&b'\n'), "one record per line");
+        text.extend_from_slice(r);
+        text.push(b'\n');
+    }
+    std::fs::write(&input, text).expect("write records");
+    let out = Command::new("bash")
+        .arg(repo().join("scripts/clients.sh"))
+        .args([
+            "python",
+            repo().join("scripts/produce.py").to_str().expect("utf-8"),
+        ])
+        .args(["--brokers", brokers, "--topic", topic, "--input"])
+        .arg(&input)
+        .args(args)
+        .output()
+        .expect("running scripts/clients.sh");
+    assert!(
+        out.status.success(),
+        "producing with confluent-kafka failed: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
 }
 
 impl Drop for Broker {

@@ -72,6 +72,28 @@ pub fn client_config(
     c
 }
 
+/// Asks librdkafka, as built into this binary, whether it can honour `properties`:
+/// it makes a client from them (which opens no connection) and returns librdkafka's
+/// own reason when it refuses, e.g. a SASL mechanism this build has no provider for
+/// (GSSAPI needs libsasl2, which is not built in), an unknown `security.protocol`, or a
+/// certificate file that cannot be read.
+#[cfg(feature = "kafka")]
+pub fn check_properties(properties: &BTreeMap<String, String>) -> Result<(), String> {
+    use rdkafka::consumer::BaseConsumer;
+    use rdkafka::error::KafkaError;
+    let mut c = rdkafka::config::ClientConfig::new();
+    for (k, v) in properties {
+        c.set(k, v);
+    }
+    // No bootstrap servers: librdkafka starts no broker thread, so nothing connects.
+    c.set("group.id", "projector-validate");
+    match c.create::<BaseConsumer>() {
+        Ok(_) => Ok(()),
+        Err(KafkaError::ClientCreation(reason)) => Err(reason),
+        Err(e) => Err(e.to_string()),
+    }
+}
+
 #[cfg(all(test, feature = "kafka"))]
 mod tests {
     use super::*;
@@ -82,5 +104,46 @@ mod tests {
         let c = client_config("b1:9092,b2:9092", &properties);
         assert_eq!(c.get("bootstrap.servers"), Some("b1:9092,b2:9092"));
         assert_eq!(c.get("client.id"), Some("p1"));
+    }
+
+    fn props(kv: &[(&str, &str)]) -> BTreeMap<String, String> {
+        kv.iter()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect()
+    }
+
+    #[test]
+    fn this_build_has_tls_scram_oauthbearer_and_every_codec() {
+        for mechanism in ["PLAIN", "SCRAM-SHA-256", "SCRAM-SHA-512", "OAUTHBEARER"] {
+            let p = props(&[
+                ("security.protocol", "SASL_SSL"),
+                ("sasl.mechanism", mechanism),
+                ("sasl.username", "u"),
+                ("sasl.password", "p"),
+            ]);
+            assert_eq!(check_properties(&p), Ok(()), "{mechanism}");
+        }
+        for codec in ["gzip", "snappy", "lz4", "zstd"] {
+            let p = props(&[("compression.codec", codec)]);
+            assert_eq!(check_properties(&p), Ok(()), "{codec}");
+        }
+    }
+
+    #[test]
+    fn what_this_build_cannot_honour_is_refused_with_librdkafkas_reason() {
+        let gssapi = props(&[
+            ("security.protocol", "SASL_PLAINTEXT"),
+            ("sasl.mechanism", "GSSAPI"),
+        ]);
+        let err = check_properties(&gssapi).unwrap_err();
+        assert!(err.contains("GSSAPI"), "{err}");
+        let missing_ca = props(&[
+            ("security.protocol", "SSL"),
+            ("ssl.ca.location", "/nonexistent/ca.pem"),
+        ]);
+        let err = check_properties(&missing_ca).unwrap_err();
+        assert!(err.contains("ssl.ca.location"), "{err}");
+        let protocol = props(&[("security.protocol", "TLS")]);
+        assert!(check_properties(&protocol).is_err());
     }
 }

@@ -14,6 +14,7 @@ use crate::{Error, Result};
 use rdkafka::consumer::base_consumer::PartitionQueue;
 use rdkafka::consumer::{BaseConsumer, Consumer, RebalanceProtocol};
 use rdkafka::error::KafkaError;
+use rdkafka::types::RDKafkaErrorCode;
 use rdkafka::types::RDKafkaRespErr;
 use rdkafka::{Offset, TopicPartitionList};
 use std::collections::{BTreeSet, HashMap};
@@ -35,6 +36,8 @@ pub(crate) struct SourceContext {
     /// Source partition id → high watermark, from librdkafka's statistics (the fetch
     /// responses' high watermarks: Tansu answers ListOffsets wrongly).
     pub(super) watermarks: Mutex<Resume>,
+    /// The bootstrap servers, for errors.
+    pub(super) brokers: OnceLock<String>,
 }
 
 impl std::fmt::Debug for SourceContext {
@@ -168,6 +171,24 @@ impl Group {
     }
 }
 
+/// Whether librdkafka's reason says the brokers refused this client: a failed SASL
+/// authentication or an untrusted certificate, which are configuration errors, not
+/// outages (retrying would only hide them).
+fn refusal(reason: &str) -> bool {
+    reason.contains("SASL authentication error") || reason.contains("certificate verify failed")
+}
+
+impl SourceContext {
+    /// Records a refusal for the next poll (or the metadata read) to report.
+    fn refused(&self, reason: &str) {
+        let brokers = self.brokers.get().cloned().unwrap_or_default();
+        self.group.fail(Error::Refused {
+            brokers,
+            reason: reason.to_string(),
+        });
+    }
+}
+
 impl rdkafka::ClientContext for SourceContext {
     fn error(&self, error: KafkaError, reason: &str) {
         if matches!(error, KafkaError::PartitionEOF(_))
@@ -175,10 +196,36 @@ impl rdkafka::ClientContext for SourceContext {
         {
             return;
         }
-        if error.rdkafka_error_code() == Some(rdkafka::types::RDKafkaErrorCode::AllBrokersDown) {
+        let code = error.rdkafka_error_code();
+        if code == Some(RDKafkaErrorCode::AllBrokersDown) {
             *self.all_brokers_down.lock().expect("broker state lock") = Some(reason.to_string());
         }
+        if code == Some(RDKafkaErrorCode::Authentication)
+            || (code == Some(RDKafkaErrorCode::SSL) && refusal(reason))
+        {
+            self.refused(reason);
+        }
         tracing::warn!(%error, reason, "kafka");
+    }
+
+    /// librdkafka logs a broker connection's failure (`FAIL`) at once, while the error
+    /// event for it may wait for the next retry (seconds later): a refusal is caught
+    /// here first.
+    fn log(&self, level: rdkafka::config::RDKafkaLogLevel, fac: &str, log_message: &str) {
+        use rdkafka::config::RDKafkaLogLevel as L;
+        if fac == "FAIL" && refusal(log_message) {
+            self.refused(log_message);
+        }
+        match level {
+            L::Emerg | L::Alert | L::Critical | L::Error => {
+                tracing::error!(target: "librdkafka", "librdkafka: {fac} {log_message}")
+            }
+            L::Warning => tracing::warn!(target: "librdkafka", "librdkafka: {fac} {log_message}"),
+            L::Notice | L::Info => {
+                tracing::info!(target: "librdkafka", "librdkafka: {fac} {log_message}")
+            }
+            L::Debug => tracing::debug!(target: "librdkafka", "librdkafka: {fac} {log_message}"),
+        }
     }
 
     fn stats(&self, statistics: rdkafka::Statistics) {

@@ -45,7 +45,7 @@ pub use config::{KafkaConfig, Partitioner, StartFrom};
 #[cfg(feature = "kafka")]
 pub use admin::{ensure_topic, letters_in_topic};
 #[cfg(feature = "kafka")]
-pub use config::client_config;
+pub use config::{check_properties, client_config};
 #[cfg(feature = "kafka")]
 pub use producer::EventProducer;
 #[cfg(feature = "kafka")]

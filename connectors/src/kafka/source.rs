@@ -101,6 +101,51 @@ pub(crate) struct KafkaSource {
     last_check: std::time::Instant,
 }
 
+/// Why the metadata of a topic could not be read.
+enum Fetch {
+    /// The brokers refused the client (authentication, certificate): no retry helps.
+    Refused(Error),
+    /// The last attempt's error.
+    Failed(KafkaError),
+}
+
+/// Reads `topic`'s metadata, trying for up to [`METADATA_TIMEOUT`] in one-second
+/// attempts, and serving the client's events in between: a broker that refuses the
+/// client is reported at once, with librdkafka's reason, not after the timeout as a
+/// transport failure.
+fn fetch_metadata(
+    consumer: &BaseConsumer<SourceContext>,
+    topic: &str,
+) -> std::result::Result<rdkafka::metadata::Metadata, Fetch> {
+    let attempt = Duration::from_secs(1);
+    let started = std::time::Instant::now();
+    loop {
+        let e = match consumer.fetch_metadata(Some(topic), attempt) {
+            Ok(m) => return Ok(m),
+            Err(e) => e,
+        };
+        // Log and error events (a failed authentication) arrive through the main
+        // queue; a poll with a timeout serves every one that arrives within it (one
+        // without a timeout stops after the first).
+        if let Some(Ok(m)) = consumer.poll(Duration::from_millis(50)) {
+            tracing::warn!(topic = m.topic(), "kafka: a message before any assignment");
+        }
+        let refused = consumer
+            .context()
+            .group
+            .error
+            .lock()
+            .expect("group lock")
+            .take();
+        if let Some(refused) = refused {
+            return Err(Fetch::Refused(refused));
+        }
+        if started.elapsed() + attempt > METADATA_TIMEOUT {
+            return Err(Fetch::Failed(e));
+        }
+    }
+}
+
 impl std::fmt::Debug for KafkaSource {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("KafkaSource")
@@ -160,21 +205,21 @@ impl KafkaSource {
             .consumer
             .set(Arc::downgrade(&consumer));
         let _ = consumer.context().group.start_from.set(config.start_from);
+        let _ = consumer.context().brokers.set(config.brokers.clone());
 
         let mut partitions = Vec::new();
         let mut ids: Vec<(String, i32)> = Vec::new();
         for topic in &config.topics {
-            let metadata = consumer
-                .fetch_metadata(Some(topic), METADATA_TIMEOUT)
-                .map_err(|e| {
-                    Error::kafka(
-                        format!(
-                            "reading the metadata of topic '{topic}' from {}",
-                            config.brokers
-                        ),
-                        e,
-                    )
-                })?;
+            let metadata = fetch_metadata(&consumer, topic).map_err(|e| match e {
+                Fetch::Refused(refused) => refused,
+                Fetch::Failed(e) => Error::kafka(
+                    format!(
+                        "reading the metadata of topic '{topic}' from {}",
+                        config.brokers
+                    ),
+                    e,
+                ),
+            })?;
             let Some(t) = metadata.topics().iter().find(|t| t.name() == topic) else {
                 return Err(Error::TopicNotFound {
                     topic: topic.clone(),

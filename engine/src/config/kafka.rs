@@ -222,6 +222,18 @@ pub(crate) fn source(ctx: &mut Ctx<'_>, rec: &Record<'_>, pipeline: &str) -> Opt
                     m
                 });
             }
+            #[cfg(feature = "kafka")]
+            if let Some(props) = &out
+                && let Err(reason) = projector_connectors::kafka::check_properties(props)
+            {
+                let message = format!(
+                    "librdkafka, as built into Projector (TLS, SASL PLAIN, SCRAM-SHA-256/512 \
+                     and OAUTHBEARER; gzip, snappy, lz4 and zstd; no GSSAPI), refuses these \
+                     properties: {reason}"
+                );
+                ctx.error("config.unsupported", e.value, &e.path, message);
+                out = None;
+            }
             out
         }
     };
