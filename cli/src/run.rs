@@ -328,7 +328,7 @@ fn print_summary(shared: &Shared) {
     let c = shared.counters.snapshot();
     let secs = shared.started.elapsed().as_secs_f64();
     eprintln!(
-        "{}: {} events in {:.2} s ({} events/s) · {} applied · {} duplicates · {} dead letters · {} skipped",
+        "{}: {} events in {:.2} s ({} events/s) · {} applied · {} duplicates · {} dead letters · {} skipped{}",
         shared.name,
         thousands(c.read),
         secs,
@@ -337,6 +337,12 @@ fn print_summary(shared: &Shared) {
         thousands(c.duplicates),
         thousands(c.dead_letters),
         thousands(c.skipped),
+        // Only pipelines that meet tombstones have any.
+        if c.ignored > 0 {
+            format!(" · {} ignored", thousands(c.ignored))
+        } else {
+            String::new()
+        },
     );
     // Start-up (restore, group join) apart from reading: how soon the first record
     // came, the rate from there on, and the last checkpoint's size and time.

@@ -95,6 +95,7 @@ fn assert_matches_oracle(
             0
         },
         skipped: if bad_records_are == "skip" { bad } else { 0 },
+        ignored: 0,
     };
     assert_eq!(summary(&out.stderr), want, "counters\n{}", out.stderr);
 }

@@ -306,6 +306,7 @@ fn http_api_serves_views_status_and_sql() {
             "duplicates": exp.duplicates,
             "dead_letters": exp.bad.len(),
             "skipped": 0,
+            "ignored": 0,
         }),
         "{status}"
     );

@@ -30,6 +30,31 @@ pub struct DeadLetter<'a> {
     pub partition: &'a str,
     /// Offset within the partition.
     pub offset: u64,
+    /// The event's ids, when the record decoded far enough to read them.
+    pub ids: &'a EventIds,
+}
+
+/// An event's ids as the envelope maps them, for a dead letter: its own id, the
+/// correlation id (the request or conversation) and the causation id (the message
+/// that caused it).
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct EventIds {
+    /// The event id.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub id: Option<String>,
+    /// The correlation id.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub correlation_id: Option<String>,
+    /// The causation id.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub causation_id: Option<String>,
+}
+
+impl EventIds {
+    /// True when no id is known.
+    pub fn is_empty(&self) -> bool {
+        self.id.is_none() && self.correlation_id.is_none() && self.causation_id.is_none()
+    }
 }
 
 /// The JSON line of one dead letter.
@@ -43,6 +68,9 @@ struct Line<'a> {
     error: LineError<'a>,
     #[serde(borrow)]
     source: LineSource<'a>,
+    /// The event's ids (`event: {id, correlation_id, causation_id}`), when known.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    event: Option<EventIds>,
     #[serde(borrow)]
     time: std::borrow::Cow<'a, str>,
 }
@@ -146,6 +174,7 @@ impl DeadLetterFile {
                 partition: letter.partition.into(),
                 offset: letter.offset,
             },
+            event: (!letter.ids.is_empty()).then(|| letter.ids.clone()),
             time: time.into(),
         };
         // Serialize to a line first so a failure never leaves half a line behind.
@@ -311,7 +340,34 @@ mod tests {
             message: "expected value at line 1 column 1 \"here\"",
             partition: "file:events.ndjson",
             offset,
+            ids: &NO_IDS,
         }
+    }
+
+    static NO_IDS: EventIds = EventIds {
+        id: None,
+        correlation_id: None,
+        causation_id: None,
+    };
+
+    #[test]
+    fn a_letter_carries_the_event_ids_it_knows() {
+        let ids = EventIds {
+            id: Some("e-7".into()),
+            correlation_id: Some("c-1".into()),
+            causation_id: None,
+        };
+        let mut l = letter(b"{}", 3);
+        let line = DeadLetterFile::line(&l).unwrap();
+        let v: serde_json::Value = serde_json::from_slice(&line).unwrap();
+        assert!(v.get("event").is_none(), "no ids, no event: {v}");
+        l.ids = &ids;
+        let v: serde_json::Value =
+            serde_json::from_slice(&DeadLetterFile::line(&l).unwrap()).unwrap();
+        assert_eq!(
+            v["event"],
+            serde_json::json!({"id": "e-7", "correlation_id": "c-1"})
+        );
     }
 
     #[test]

@@ -147,6 +147,7 @@ impl Source for FileSource {
                 offset,
                 start,
                 end: out.data.len(),
+                tombstone: false,
             });
             appended += 1;
         }

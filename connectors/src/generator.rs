@@ -231,6 +231,7 @@ impl Source for GeneratorSource {
                 offset,
                 start,
                 end: out.data.len(),
+                tombstone: false,
             });
             self.next += 1;
         }

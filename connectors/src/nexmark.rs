@@ -148,6 +148,7 @@ impl Source for NexmarkSource {
                     offset: self.next,
                     start: base + from - start,
                     end: base + p.ends[i] - start,
+                    tombstone: false,
                 });
                 from = p.ends[i];
                 self.next += 1;
@@ -169,6 +170,7 @@ impl Source for NexmarkSource {
                 offset,
                 start,
                 end: out.data.len(),
+                tombstone: false,
             });
             self.next += 1;
         }

@@ -18,6 +18,9 @@ pub struct RawRecord {
     pub start: usize,
     /// End (exclusive) of the record's bytes in [`RawBatch::data`].
     pub end: usize,
+    /// The record has no value at all (Kafka: a null value, a tombstone), which is
+    /// not the same as an empty one.
+    pub tombstone: bool,
 }
 
 /// A batch of raw records sharing one byte buffer (one allocation per batch, not per record).
@@ -64,6 +67,7 @@ impl RawBatch {
             offset,
             start,
             end: self.data.len(),
+            tombstone: false,
         });
     }
 
@@ -121,6 +125,16 @@ impl RawBatch {
             .rev()
             .find(|h| &self.data[h.name.0..h.name.1] == name.as_bytes())
             .and_then(|h| h.value.map(|(a, b)| &self.data[a..b]))
+    }
+
+    /// Record `i`'s headers, in order (name, value); none when the source provides no
+    /// metadata.
+    pub fn headers_of(&self, i: usize) -> impl Iterator<Item = (&str, Option<&[u8]>)> {
+        let (first, end) = self.meta.get(i).map_or((0, 0), |m| m.headers);
+        self.headers[first..end].iter().map(|h| {
+            let name = std::str::from_utf8(&self.data[h.name.0..h.name.1]).unwrap_or("");
+            (name, h.value.map(|(a, b)| &self.data[a..b]))
+        })
     }
 
     /// Number of records.

@@ -3,12 +3,17 @@
 use crate::fields::FieldId;
 use crate::value::{Value, parse_timestamp_millis};
 
+/// The event type the engine gives a tombstone (a Kafka record with a null value)
+/// when the pipeline deletes on tombstones (`on_tombstone: delete`): it deletes the
+/// key's row in every fold view and is not seen by aggregate and table views. A
+/// decoded event never has it (a record whose type field says `$tombstone` is a bad
+/// record), so it cannot be forged.
+pub const TOMBSTONE_TYPE: &str = "$tombstone";
+
 /// Where the envelope fields live in a decoded event.
 #[derive(Debug, Clone, PartialEq)]
 pub struct Envelope {
-    /// The event id's field, when something reads it. Nothing in the engine does yet
-    /// (dedup windows will), so a pipeline compiles it to `None` unless a view reads the
-    /// id's path: a field nobody reads is not decoded.
+    /// The event id's field (pipelines always map one; dead letters carry it).
     pub id: Option<FieldId>,
     /// The event type, which selects fold handlers.
     pub event_type: FieldId,
@@ -18,6 +23,12 @@ pub struct Envelope {
     pub version: Option<FieldId>,
     /// The event time: epoch milliseconds or RFC 3339.
     pub timestamp: Option<FieldId>,
+    /// The id of the request or conversation the event belongs to, if mapped: views
+    /// may read it, dead letters carry it.
+    pub correlation_id: Option<FieldId>,
+    /// The id of the message that caused the event, if mapped: views may read it,
+    /// dead letters carry it.
+    pub causation_id: Option<FieldId>,
 }
 
 /// An envelope field that is missing or of the wrong kind.

@@ -4,6 +4,7 @@
 //! [`FieldRegistry`]; the decoder fills one slot per path, and expressions read slots by
 //! [`FieldId`]. So a decoded event is a flat `&[Value]`, not a tree.
 
+use crate::value::ColumnType;
 use std::collections::HashMap;
 
 /// Paths that start with this name record metadata, not the event's JSON: `$kafka.key`,
@@ -71,11 +72,14 @@ impl FieldId {
     }
 }
 
-/// Interns dotted field paths (`payload.amount`) into slot numbers.
+/// Interns dotted field paths (`payload.amount`) into slot numbers, and keeps the types
+/// a pipeline declares for event fields (`fields:`).
 #[derive(Debug, Clone, Default)]
 pub struct FieldRegistry {
     paths: Vec<String>,
     index: HashMap<String, FieldId>,
+    /// Declared types by path, whether or not the path is read.
+    declared: HashMap<String, ColumnType>,
 }
 
 impl FieldRegistry {
@@ -117,6 +121,25 @@ impl FieldRegistry {
             .iter()
             .enumerate()
             .filter_map(|(slot, p)| Some((slot, KafkaField::parse(p)?.ok()?)))
+            .collect()
+    }
+
+    /// Declares that the event field at `path` holds values of type `ty`: decoding
+    /// converts it to that type (or the record is bad), and aggregates over it infer
+    /// their column types from it.
+    pub fn declare(&mut self, path: &str, ty: ColumnType) {
+        self.declared.insert(path.to_string(), ty);
+    }
+
+    /// The declared type of a slot's field, if any.
+    pub fn declared_type(&self, id: FieldId) -> Option<ColumnType> {
+        self.declared.get(self.path(id)).copied()
+    }
+
+    /// The slots whose fields have a declared type, with it, in slot order.
+    pub fn declared_slots(&self) -> Vec<(usize, ColumnType)> {
+        (0..self.paths.len())
+            .filter_map(|i| Some((i, self.declared_type(FieldId(i as u32))?)))
             .collect()
     }
 

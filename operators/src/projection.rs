@@ -6,7 +6,7 @@
 //! view at all, and goes to the dead-letter destination instead.
 
 use crate::aggregate::{Acc, AccError, AggregateSpec};
-use crate::envelope::{Envelope, EnvelopeError, key_text, timestamp_millis};
+use crate::envelope::{Envelope, EnvelopeError, TOMBSTONE_TYPE, key_text, timestamp_millis};
 use crate::expr::{AggFn, EvalError, Expr};
 use crate::fields::{FieldId, FieldRegistry};
 use crate::fold::{FoldSpec, Handler};
@@ -286,7 +286,10 @@ impl Projection {
             Value::Str(s) => s,
             _ => return Err(EnvelopeError::BadType(self.names.event_type.clone()).into()),
         };
+        // A tombstone carries only its key: no version to guard, no time.
+        let tombstone = event_type == TOMBSTONE_TYPE;
         let version = match self.envelope.version {
+            _ if tombstone => None,
             None => None,
             Some(f) => match &event[f.index()] {
                 Value::Int(v) => Some(*v),
@@ -339,6 +342,12 @@ impl Projection {
                         event,
                         &mut scratch.fold[i],
                     )?;
+                }
+                (ViewKind::Aggregate(_), ViewState::Aggregate(_)) if tombstone => {
+                    scratch.agg[i].matched = false;
+                }
+                (ViewKind::Table(_), ViewState::Table(_)) if tombstone => {
+                    scratch.table[i].matched = false;
                 }
                 (ViewKind::Aggregate(spec), ViewState::Aggregate(st)) => {
                     plan_aggregate(&view.name, spec, st, event, &mut scratch.agg[i])?;
@@ -438,6 +447,11 @@ fn plan_fold(
     plan.touched = false;
     plan.delete = false;
     plan.writes.clear();
+    if event_type == TOMBSTONE_TYPE {
+        // Only `on_tombstone: delete` routes tombstones here; no handler runs.
+        plan.delete = true;
+        return Ok(());
+    }
     let handler = spec.handlers.get(event_type);
     if let Some(h) = handler {
         if h.delete {

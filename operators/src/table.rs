@@ -315,6 +315,8 @@ mod tests {
             key: k,
             version: None,
             timestamp: Some(ts),
+            correlation_id: None,
+            causation_id: None,
         };
         let views = vec![
             ViewSpec {

@@ -87,6 +87,35 @@ impl Value {
             _ => return Err(err()),
         })
     }
+
+    /// Converts an event field's value to the type the pipeline declares for it
+    /// (`fields:`): as [`Value::coerce`], and text that spells a value of the type is
+    /// that value (`"42"` is 42 for int64, `"true"` true for bool, `"1700000000000"`
+    /// epoch milliseconds for timestamp), since headers and CloudEvents binary
+    /// attributes carry nothing but text.
+    pub fn coerce_declared(&self, ty: ColumnType) -> Result<Value, TypeError> {
+        if let Value::Str(s) = self {
+            let t = s.trim();
+            let parsed = match ty {
+                ColumnType::Int64 | ColumnType::Timestamp => t.parse::<i64>().ok().map(Value::Int),
+                ColumnType::Float64 => t
+                    .parse::<f64>()
+                    .ok()
+                    .filter(|f| f.is_finite())
+                    .map(Value::Float),
+                ColumnType::Bool => match t {
+                    "true" => Some(Value::Bool(true)),
+                    "false" => Some(Value::Bool(false)),
+                    _ => None,
+                },
+                ColumnType::String => None,
+            };
+            if let Some(v) = parsed {
+                return Ok(v);
+            }
+        }
+        self.coerce(ty)
+    }
 }
 
 /// 2^63 as a float: the first integer above `i64::MAX`.
@@ -244,5 +273,46 @@ mod tests {
         for (_, ty) in ColumnType::ALL {
             assert!(object.coerce(ty).is_err(), "an object is no {ty}");
         }
+    }
+
+    #[test]
+    fn declared_fields_also_take_text_that_spells_the_type() {
+        let text = |s: &str| Value::Str(s.into());
+        assert_eq!(
+            text(" 42 ").coerce_declared(ColumnType::Int64),
+            Ok(Value::Int(42))
+        );
+        assert_eq!(
+            text("2.5").coerce_declared(ColumnType::Float64),
+            Ok(Value::Float(2.5))
+        );
+        assert_eq!(
+            text("true").coerce_declared(ColumnType::Bool),
+            Ok(Value::Bool(true))
+        );
+        assert_eq!(
+            text("1000").coerce_declared(ColumnType::Timestamp),
+            Ok(Value::Int(1000))
+        );
+        assert_eq!(
+            text("1970-01-01T00:00:01Z").coerce_declared(ColumnType::Timestamp),
+            Ok(Value::Int(1000))
+        );
+        assert_eq!(
+            text("42").coerce_declared(ColumnType::String),
+            Ok(text("42"))
+        );
+        assert_eq!(
+            Value::Int(7).coerce_declared(ColumnType::Int64),
+            Ok(Value::Int(7))
+        );
+        assert!(text("4.5").coerce_declared(ColumnType::Int64).is_err());
+        assert!(text("NaN").coerce_declared(ColumnType::Float64).is_err());
+        assert!(text("yes").coerce_declared(ColumnType::Bool).is_err());
+        assert!(
+            Value::Float(2.5)
+                .coerce_declared(ColumnType::Int64)
+                .is_err()
+        );
     }
 }

@@ -603,6 +603,8 @@ pub(crate) struct Counts {
     pub(crate) dead_letters: u64,
     /// Bad records skipped.
     pub(crate) skipped: u64,
+    /// Tombstones and deletes left alone (shown only when some were).
+    pub(crate) ignored: u64,
 }
 
 /// Parses `<name>: N events in S s (R events/s) · N applied · N duplicates · N dead
@@ -622,7 +624,10 @@ pub(crate) fn summary(stderr: &str) -> Counts {
             .unwrap_or_else(|_| panic!("bad number in summary line {line:?}"))
     };
     let parts: Vec<&str> = line.split(" · ").collect();
-    assert_eq!(parts.len(), 5, "summary line {line:?}");
+    assert!(
+        parts.len() == 5 || (parts.len() == 6 && parts[5].ends_with("ignored")),
+        "summary line {line:?}"
+    );
     let read = parts[0]
         .split(": ")
         .nth(1)
@@ -637,6 +642,7 @@ pub(crate) fn summary(stderr: &str) -> Counts {
         duplicates: field(parts[2], "duplicates"),
         dead_letters: field(parts[3], "dead letters"),
         skipped: field(parts[4], "skipped"),
+        ignored: parts.get(5).map_or(0, |p| field(p, "ignored")),
     }
 }
 

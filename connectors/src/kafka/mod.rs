@@ -66,4 +66,10 @@ pub mod dead_letter_headers {
     pub const PARTITION: &str = "projector.source.partition";
     /// The record's offset in its partition.
     pub const OFFSET: &str = "projector.source.offset";
+    /// The event id, when the record decoded far enough to read it.
+    pub const EVENT_ID: &str = "projector.event.id";
+    /// The event's correlation id, when the envelope maps one.
+    pub const CORRELATION_ID: &str = "projector.event.correlation_id";
+    /// The event's causation id, when the envelope maps one.
+    pub const CAUSATION_ID: &str = "projector.event.causation_id";
 }

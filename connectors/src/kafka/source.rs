@@ -489,6 +489,7 @@ impl Source for KafkaSource {
                                 offset: m.offset() as u64,
                                 start,
                                 end: out.data.len(),
+                                tombstone: m.payload().is_none(),
                             });
                             if self.with_metadata {
                                 push_meta(out, &m);

@@ -2,13 +2,17 @@
 
 use super::views;
 use super::yaml::{Ctx, Node, Record, join};
-use super::{CheckpointConfig, DeadLetterTopic, Format, OnError, PipelineConfig, StoreConfig};
+use super::{
+    CheckpointConfig, DeadLetterTopic, Format, IdPaths, OnError, OnTombstone, PipelineConfig,
+    StoreConfig,
+};
 use projector_connectors::SourceConfig;
 use projector_connectors::file::FileConfig;
 use projector_connectors::generator::{GeneratorConfig, Scenario, scenario_from_name};
 use projector_connectors::nexmark::NexmarkConfig;
+use projector_operators::decode::Preset;
 use projector_operators::envelope::Envelope;
-use projector_operators::fields::FieldRegistry;
+use projector_operators::fields::{FieldRegistry, KafkaField};
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
@@ -18,11 +22,13 @@ const TOP_KEYS: &[&str] = &[
     "source",
     "format",
     "on_error",
+    "on_tombstone",
     "workers",
     "publish_interval",
     "state_dir",
     "checkpoint",
     "dead_letter",
+    "fields",
     "envelope",
     "views",
     "auth",
@@ -76,6 +82,17 @@ pub(crate) fn pipeline(ctx: &mut Ctx<'_>, root: &Node, file: &Path) -> Option<Pi
         ),
         None => Some(OnError::DeadLetter),
     };
+    let on_tombstone = match top.get("on_tombstone") {
+        Some(e) => ctx.choice(
+            e.value,
+            &e.path,
+            &[
+                ("ignore", OnTombstone::Ignore),
+                ("delete", OnTombstone::Delete),
+            ],
+        ),
+        None => Some(OnTombstone::Ignore),
+    };
     let workers = match top.get("workers") {
         Some(e) => ctx
             .integer(e.value, &e.path, 1, 256)
@@ -107,18 +124,37 @@ pub(crate) fn pipeline(ctx: &mut Ctx<'_>, root: &Node, file: &Path) -> Option<Pi
         None => Some(CheckpointConfig::default()),
     };
     let mut fields = FieldRegistry::new();
+    let declared = match top.get("fields") {
+        Some(e) => declared_fields(ctx, e.value, &e.path, &mut fields),
+        None => Some(()),
+    };
     let envelope = top
         .require(ctx, "envelope")
         .and_then(|e| envelope(ctx, e.value, &e.path, &mut fields));
     let views = top.require(ctx, "views").and_then(|e| {
-        let has_time = envelope.as_ref().map(|(env, _)| env.timestamp.is_some());
+        let has_time = envelope.as_ref().map(|(env, _, _)| env.timestamp.is_some());
         views::views(ctx, e.value, &e.path, &mut fields, has_time)
     });
-    // The id is decoded only when a view reads it (nothing else does yet).
-    let envelope = envelope.map(|(mut env, id_path)| {
-        env.id = fields.get(&id_path);
-        env
-    });
+    // An id is decoded for every event when a view reads it, when it is record
+    // metadata (a header), or with a preset (which reads the whole record anyway);
+    // otherwise only a dead letter reads it, from the record's bytes.
+    let (envelope, preset, id_paths) = match envelope {
+        Some((mut env, preset, ids)) => {
+            let mut slot = |path: &Option<String>| {
+                let path = path.as_deref()?;
+                if preset.is_some() || KafkaField::parse(path).is_some() {
+                    Some(fields.intern(path))
+                } else {
+                    fields.get(path)
+                }
+            };
+            env.id = slot(&Some(ids.id.clone()));
+            env.correlation_id = slot(&ids.correlation_id);
+            env.causation_id = slot(&ids.causation_id);
+            (Some(env), Some(preset), Some(ids))
+        }
+        None => (None, None, None),
+    };
     let auth = match (top.get("auth"), &views) {
         (None, _) => Some(None),
         (Some(e), Some(views)) => {
@@ -137,7 +173,11 @@ pub(crate) fn pipeline(ctx: &mut Ctx<'_>, root: &Node, file: &Path) -> Option<Pi
     let reads_metadata = !fields.kafka_fields().is_empty();
     match &mut source {
         Some(SourceConfig::Kafka(k)) => {
-            k.with_metadata = reads_metadata || matches!(dead_letter, Some(Some(_)));
+            // Presets read headers and the key; a tombstone's key is the message key.
+            k.with_metadata = reads_metadata
+                || matches!(dead_letter, Some(Some(_)))
+                || matches!(preset, Some(Some(_)))
+                || on_tombstone == Some(OnTombstone::Delete);
         }
         Some(_) if reads_metadata => {
             let e = top.require(ctx, "source")?;
@@ -148,13 +188,17 @@ pub(crate) fn pipeline(ctx: &mut Ctx<'_>, root: &Node, file: &Path) -> Option<Pi
         }
         _ => {}
     }
+    declared?;
     Some(PipelineConfig {
         file: file.to_path_buf(),
         name: name?,
         source: source?,
         format: format?,
         on_error: on_error?,
+        on_tombstone: on_tombstone?,
         envelope: envelope?,
+        preset: preset?,
+        id_paths: id_paths?,
         views: views?,
         fields,
         workers: workers?,
@@ -510,24 +554,90 @@ pub(super) fn duration(ctx: &mut Ctx<'_>, node: &Node, path: &str) -> Option<Dur
     }
 }
 
-/// `envelope:`: the five paths, interned key, type, version, timestamp; and the id's
-/// path, which gets a field only if a view reads it (the caller sets `id` after the
-/// views are compiled).
+/// `fields: {path: type}`: the types of event fields, declared once for every view.
+fn declared_fields(
+    ctx: &mut Ctx<'_>,
+    node: &Node,
+    path: &str,
+    fields: &mut FieldRegistry,
+) -> Option<()> {
+    let entries = ctx.entries(node, path, true)?;
+    let mut ok = true;
+    for e in entries {
+        let path_ok = match KafkaField::parse(&e.name) {
+            Some(Err(message)) => {
+                ctx.error("config.invalid_value", e.key, &e.path, message);
+                false
+            }
+            _ if e.name.is_empty() || e.name.split('.').any(|s| s.trim() != s || s.is_empty()) => {
+                let message = format!(
+                    "invalid field path '{}': use a dotted path such as 'payload.amount'",
+                    e.name
+                );
+                ctx.error("config.invalid_value", e.key, &e.path, message);
+                false
+            }
+            _ => true,
+        };
+        match super::views::column_type(ctx, e.value, &e.path) {
+            Some(ty) if path_ok => fields.declare(&e.name, ty),
+            _ => ok = false,
+        }
+    }
+    ok.then_some(())
+}
+
+/// The keys of `envelope:`.
+const ENVELOPE_KEYS: &[&str] = &[
+    "preset",
+    "id",
+    "type",
+    "key",
+    "version",
+    "timestamp",
+    "correlation_id",
+    "causation_id",
+];
+
+/// `envelope:`: an optional preset, whose defaults fill the paths not given; the key,
+/// type, version and timestamp paths, interned; and the paths of the ids, which the
+/// caller interns only where needed (after the views, see [`pipeline`]).
 fn envelope(
     ctx: &mut Ctx<'_>,
     node: &Node,
     path: &str,
     fields: &mut FieldRegistry,
-) -> Option<(Envelope, String)> {
-    let rec = ctx.record(node, path, &["id", "type", "key", "version", "timestamp"])?;
+) -> Option<(Envelope, Option<Preset>, IdPaths)> {
+    let rec = ctx.record(node, path, ENVELOPE_KEYS)?;
+    let preset = match rec.get("preset") {
+        None => Some(None),
+        Some(e) => ctx
+            .choice(
+                e.value,
+                &e.path,
+                &[
+                    ("debezium", Preset::Debezium),
+                    ("cloudevents", Preset::CloudEvents),
+                ],
+            )
+            .map(Some),
+    };
+    let preset = preset?;
+    let default = |key: &str| -> Option<&'static str> {
+        preset?
+            .defaults()
+            .iter()
+            .find(|(k, _)| *k == key)
+            .and_then(|(_, d)| *d)
+    };
     let mut read = |key: &str, required: bool| -> Option<Option<String>> {
-        let e = if required {
-            rec.require(ctx, key)?
-        } else {
-            match rec.get(key) {
-                Some(e) => e,
+        let e = match rec.get(key) {
+            Some(e) => e,
+            None => match default(key) {
+                Some(d) => return Some(Some(d.to_string())),
+                None if required => rec.require(ctx, key)?,
                 None => return Some(None),
-            }
+            },
         };
         field_path(ctx, e.value, &e.path).map(Some)
     };
@@ -536,7 +646,11 @@ fn envelope(
     let key = read("key", true);
     let version = read("version", false);
     let timestamp = read("timestamp", false);
+    let correlation = read("correlation_id", false);
+    let causation = read("causation_id", false);
     let (id, ty, key, version, timestamp) = (id??, ty??, key??, version?, timestamp?);
+    let (correlation, causation) = (correlation?, causation?);
+    // Slot order: key first (the router reads it for every event), then the rest.
     let key = fields.intern(&key);
     let event_type = fields.intern(&ty);
     let version = version.map(|v| fields.intern(&v));
@@ -547,8 +661,15 @@ fn envelope(
         key,
         version,
         timestamp,
+        correlation_id: None,
+        causation_id: None,
     };
-    Some((envelope, id))
+    let ids = IdPaths {
+        id,
+        correlation_id: correlation,
+        causation_id: causation,
+    };
+    Some((envelope, preset, ids))
 }
 
 /// A dotted field path such as `payload.amount`.

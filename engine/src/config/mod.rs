@@ -12,6 +12,7 @@ mod yaml;
 
 pub use auth::{AuthConfig, TokenGrant, ViewGrant, hash_token, hex};
 use projector_connectors::SourceConfig;
+use projector_operators::decode::Preset;
 use projector_operators::envelope::Envelope;
 use projector_operators::fields::FieldRegistry;
 use projector_operators::view::ViewSpec;
@@ -30,6 +31,28 @@ pub enum OnError {
     Skip,
     /// Stop the pipeline with a non-zero exit naming the position.
     Fail,
+}
+
+/// The paths of an event's ids, as the envelope maps them.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct IdPaths {
+    /// `envelope.id`.
+    pub id: String,
+    /// `envelope.correlation_id`.
+    pub correlation_id: Option<String>,
+    /// `envelope.causation_id`.
+    pub causation_id: Option<String>,
+}
+
+/// What a tombstone (a Kafka record with a null value, or a Debezium delete) does.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum OnTombstone {
+    /// Count it and go on (default).
+    #[default]
+    Ignore,
+    /// Delete the key's row in every fold view (aggregate and table views keep what
+    /// they have).
+    Delete,
 }
 
 /// The record format.
@@ -53,8 +76,16 @@ pub struct PipelineConfig {
     pub format: Format,
     /// `on_error:` (default dead_letter).
     pub on_error: OnError,
+    /// `on_tombstone:` (default ignore).
+    pub on_tombstone: OnTombstone,
     /// `envelope:`.
     pub envelope: Envelope,
+    /// `envelope.preset:`, the shape records come in, if one is named.
+    pub preset: Option<Preset>,
+    /// The paths of the event's ids (`envelope.id`, `correlation_id`, `causation_id`),
+    /// for dead letters: an id no view reads is not decoded for every event, only read
+    /// from a bad record's bytes.
+    pub id_paths: IdPaths,
     /// `views:`, in file order.
     pub views: Vec<ViewSpec>,
     /// Every field path the envelope and expressions read.

@@ -899,7 +899,10 @@ fn the_documented_example_is_the_tested_one() {
         source,
         format,
         on_error,
+        on_tombstone,
         envelope,
+        preset,
+        id_paths,
         views,
         fields,
         workers,
@@ -926,6 +929,16 @@ fn the_documented_example_is_the_tested_one() {
     );
     assert_eq!(format, Format::Json);
     assert_eq!(on_error, OnError::DeadLetter);
+    assert_eq!(on_tombstone, OnTombstone::Ignore);
+    assert_eq!(preset, None);
+    assert_eq!(
+        id_paths,
+        IdPaths {
+            id: "eventId".into(),
+            correlation_id: None,
+            causation_id: None
+        }
+    );
     assert_eq!(workers, Some(2));
     assert_eq!(publish_interval, Duration::from_millis(50));
     assert_eq!(state_dir, Some(PathBuf::from("state/bank")));
@@ -940,7 +953,8 @@ fn the_documented_example_is_the_tested_one() {
     assert_eq!(dead_letter, None);
 
     // Every path read, in slot order: the envelope's (key, type, version, timestamp),
-    // then the views' in file order. No view reads the id, so it has no slot.
+    // then the views' in file order. No view reads the id, so it has no slot (a dead
+    // letter reads it from the record's bytes).
     let paths = [
         "aggregateId",
         "eventType",
@@ -963,6 +977,8 @@ fn the_documented_example_is_the_tested_one() {
             key,
             version: Some(version),
             timestamp: Some(timestamp),
+            correlation_id: None,
+            causation_id: None,
         }
     );
 
@@ -1543,4 +1559,127 @@ fn auth_errors_name_the_key() {
         "{}",
         e.message
     );
+}
+
+fn aggregate_types(c: &PipelineConfig) -> Vec<(String, ColumnType)> {
+    c.views
+        .iter()
+        .flat_map(|v| match &v.kind {
+            ViewKind::Aggregate(a) => a
+                .columns
+                .iter()
+                .map(|c| (c.name.clone(), c.ty))
+                .collect::<Vec<_>>(),
+            _ => Vec::new(),
+        })
+        .collect()
+}
+
+const TYPED: &str = "name: t
+source: { type: generator, scenario: bank }
+fields:
+  payload.amount: int64
+  payload.rate: float64
+  payload.note: string
+envelope: { id: eventId, type: eventType, key: aggregateId }
+views:
+  - name: v
+    aggregate:
+      columns:
+        total: 'sum(payload.amount)'
+        scaled: 'sum(payload.amount * 2 - 1)'
+        weighted: 'sum(payload.amount * payload.rate)'
+        largest: 'max(payload.amount)'
+        first_note: 'min(payload.note)'
+        average: 'avg(payload.amount)'
+        untyped: 'sum(payload.other)'
+        forced: { expr: 'sum(payload.amount)', type: float64 }
+";
+
+#[test]
+fn declared_field_types_decide_the_aggregate_types() {
+    use ColumnType::*;
+    let c = load_ok(TYPED);
+    let want = [
+        ("total", Int64),
+        ("scaled", Int64),
+        ("weighted", Float64),
+        ("largest", Int64),
+        ("first_note", String),
+        ("average", Float64),
+        ("untyped", Float64),
+        ("forced", Float64),
+    ];
+    let got = aggregate_types(&c);
+    let want: Vec<(std::string::String, ColumnType)> =
+        want.iter().map(|(n, t)| (n.to_string(), *t)).collect();
+    assert_eq!(got, want);
+    // Declared and read: converted when decoded.
+    let amount = c.fields.get("payload.amount").expect("read");
+    assert_eq!(c.fields.declared_type(amount), Some(Int64));
+    let slots: Vec<usize> = c.fields.declared_slots().iter().map(|(s, _)| *s).collect();
+    assert_eq!(
+        slots.len(),
+        3,
+        "amount, rate and note are read and declared"
+    );
+    // Without the declaration, sums are float64 as before.
+    let untyped = TYPED.replace("  payload.amount: int64\n", "");
+    assert_eq!(aggregate_types(&load_ok(&untyped))[0].1, Float64);
+}
+
+#[test]
+fn a_declared_type_is_checked_with_its_position() {
+    let e = one_error(&TYPED.replace("payload.amount: int64", "payload.amount: integer"));
+    assert_eq!(
+        (e.code, e.line, e.path.as_str()),
+        ("config.invalid_value", 4, "fields.\"payload.amount\"")
+    );
+    assert!(e.message.contains("int64"), "{}", e.message);
+    let e = one_error(&TYPED.replace("payload.amount: int64", "$kafka.nope: int64"));
+    assert!(e.message.contains("unknown Kafka field"), "{}", e.message);
+}
+
+#[test]
+fn presets_fill_the_envelope_and_on_tombstone_is_read() {
+    let text = "name: t
+source: { type: generator, scenario: bank }
+on_tombstone: delete
+envelope: { preset: debezium, version: version, correlation_id: payload.correlationId }
+views:
+  - name: v
+    fold:
+      columns: { amount: int64 }
+      on: { MoneyDeposited: { set: { amount: payload.amount } } }
+";
+    let c = load_ok(text);
+    assert_eq!(
+        c.preset,
+        Some(projector_operators::decode::Preset::Debezium)
+    );
+    assert_eq!(c.on_tombstone, OnTombstone::Delete);
+    assert_eq!(c.fields.path(c.envelope.key), "aggregateid");
+    assert_eq!(c.fields.path(c.envelope.event_type), "type");
+    assert_eq!(c.id_paths.id, "id");
+    assert_eq!(
+        c.id_paths.correlation_id.as_deref(),
+        Some("payload.correlationId")
+    );
+    // With a preset the ids are decoded for every event (the preset reads the whole
+    // record anyway, and headers are gone by the time a dead letter is written).
+    assert!(c.envelope.id.is_some() && c.envelope.correlation_id.is_some());
+    // A path the pipeline gives wins over the preset's.
+    let own = load_ok(&text.replace(
+        "preset: debezium,",
+        "preset: debezium, key: payload.accountId,",
+    ));
+    assert_eq!(own.fields.path(own.envelope.key), "payload.accountId");
+    // Without a preset, the three are required as before.
+    let e = errors(&text.replace("preset: debezium, ", ""));
+    let missing: Vec<&str> = e.iter().map(|e| e.message.as_str()).collect();
+    assert_eq!(e.len(), 3, "{missing:?}");
+    let e = one_error(&text.replace("preset: debezium", "preset: avro"));
+    assert!(e.message.contains("cloudevents"), "{}", e.message);
+    let e = one_error(&text.replace("on_tombstone: delete", "on_tombstone: drop"));
+    assert_eq!(e.path, "on_tombstone");
 }

@@ -18,11 +18,16 @@
 //! ([`BadRecords::already_written`]) and the replay does not write them again.
 
 use crate::Fatal;
+use crate::config::IdPaths;
 use crate::config::{DeadLetterTopic, OnError};
 use crate::serve::status::Counters;
-use projector_connectors::dead_letter::{DeadLetter, DeadLetterFile};
+use projector_connectors::dead_letter::{DeadLetter, DeadLetterFile, EventIds};
 #[cfg(feature = "kafka")]
 use projector_connectors::kafka::EventProducer;
+use projector_operators::decode::JsonDecoder;
+use projector_operators::envelope::{Envelope, key_text};
+use projector_operators::fields::FieldRegistry;
+use projector_operators::value::Value;
 use std::collections::{BTreeMap, BTreeSet};
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -46,6 +51,8 @@ pub struct BadRecords {
     written: Mutex<BTreeMap<String, BTreeSet<u64>>>,
     fatal: Mutex<Option<Fatal>>,
     failed: AtomicBool,
+    /// Reads the ids of a bad record.
+    ids: IdReader,
 }
 
 /// A staged dead letter.
@@ -59,6 +66,7 @@ struct Letter {
     message: String,
     partition: String,
     offset: u64,
+    ids: EventIds,
 }
 
 impl Letter {
@@ -69,6 +77,7 @@ impl Letter {
             message: &self.message,
             partition: &self.partition,
             offset: self.offset,
+            ids: &self.ids,
         }
     }
 }
@@ -88,6 +97,74 @@ pub struct BadRecord<'a> {
     pub offset: u64,
     /// The record's key (Kafka), for a dead-letter topic.
     pub key: Option<&'a [u8]>,
+    /// The decoded event, when it decoded (`None`: it did not): the ids come from it,
+    /// or from the raw bytes where the event has no slot for them.
+    pub event: Option<&'a [Value]>,
+}
+
+/// Reads an event's ids for its dead letter: from the decoded event where it has a
+/// slot for them (a view reads the path, or it is a header), else from the record's
+/// bytes, decoded again for these paths only (so an id nobody reads costs nothing on
+/// the events that are not bad).
+#[derive(Debug, Clone, Default)]
+pub struct IdReader {
+    /// Per id (id, correlation, causation): where it is.
+    from: [IdFrom; 3],
+    /// The paths read from the bytes, and their decoder.
+    lazy: Option<(JsonDecoder, usize)>,
+}
+
+#[derive(Debug, Clone, Copy, Default)]
+enum IdFrom {
+    #[default]
+    Unmapped,
+    Slot(usize),
+    Bytes(usize),
+}
+
+impl IdReader {
+    /// The reader for `envelope`'s ids, whose paths are `paths`.
+    pub fn new(envelope: &Envelope, paths: &IdPaths) -> Self {
+        let mut lazy = FieldRegistry::new();
+        let mut from = [IdFrom::Unmapped; 3];
+        let mapped = [
+            (envelope.id, Some(&paths.id)),
+            (envelope.correlation_id, paths.correlation_id.as_ref()),
+            (envelope.causation_id, paths.causation_id.as_ref()),
+        ];
+        for (i, (slot, path)) in mapped.into_iter().enumerate() {
+            from[i] = match (slot, path) {
+                (Some(f), _) => IdFrom::Slot(f.index()),
+                (None, Some(p)) => IdFrom::Bytes(lazy.intern(p).index()),
+                (None, None) => IdFrom::Unmapped,
+            };
+        }
+        let lazy = (!lazy.is_empty()).then(|| (JsonDecoder::new(&lazy), lazy.len()));
+        IdReader { from, lazy }
+    }
+
+    /// The ids of a bad record: `event` is its decoded slots, `raw` its bytes.
+    pub fn read(&self, event: &[Value], raw: &[u8]) -> EventIds {
+        let decoded = self.lazy.as_ref().map(|(decoder, n)| {
+            let mut out = vec![Value::Null; *n];
+            // A record that decoded once decodes again; if not, no ids from it.
+            let _ = decoder.decode(raw, &mut out);
+            out
+        });
+        let text = |from: IdFrom| {
+            let v = match from {
+                IdFrom::Unmapped => return None,
+                IdFrom::Slot(s) => event.get(s)?,
+                IdFrom::Bytes(s) => decoded.as_ref()?.get(s)?,
+            };
+            key_text(v).map(|t| t.into_owned())
+        };
+        EventIds {
+            id: text(self.from[0]),
+            correlation_id: text(self.from[1]),
+            causation_id: text(self.from[2]),
+        }
+    }
 }
 
 impl BadRecords {
@@ -106,7 +183,14 @@ impl BadRecords {
             written: Mutex::new(BTreeMap::new()),
             fatal: Mutex::new(None),
             failed: AtomicBool::new(false),
+            ids: IdReader::default(),
         }
+    }
+
+    /// Dead letters carry the ids `reader` reads.
+    pub fn with_ids(mut self, reader: IdReader) -> Self {
+        self.ids = reader;
+        self
     }
 
     /// Keeps dead letters in the checkpoint store, per partition, unless they go to a
@@ -196,6 +280,10 @@ impl BadRecords {
                     message: r.message.to_string(),
                     partition: r.partition.to_string(),
                     offset: r.offset,
+                    ids: r
+                        .event
+                        .map(|event| self.ids.read(event, r.raw))
+                        .unwrap_or_default(),
                 };
                 let mut staged = self.staged.lock().expect("dead-letter lock");
                 staged.entry(epoch).or_default().push(letter);
@@ -281,6 +369,15 @@ impl BadRecords {
             {
                 headers.push((h::TOPIC, t.as_bytes()));
                 headers.push((h::PARTITION, n.as_bytes()));
+            }
+            for (name, id) in [
+                (h::EVENT_ID, &l.ids.id),
+                (h::CORRELATION_ID, &l.ids.correlation_id),
+                (h::CAUSATION_ID, &l.ids.causation_id),
+            ] {
+                if let Some(id) = id {
+                    headers.push((name, id.as_bytes()));
+                }
             }
             producer.send_with(l.key.as_deref(), &l.raw, &headers)?;
         }

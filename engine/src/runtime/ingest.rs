@@ -3,6 +3,7 @@
 
 use super::owner::Owner;
 use super::pipeline::{BATCH, Shared};
+use crate::config::OnTombstone;
 use crate::runtime::bad_records::BadRecord;
 use crate::runtime::epoch::CoordMsg;
 use crate::runtime::router::Router;
@@ -11,11 +12,11 @@ use crate::serve::status::Counters;
 use crate::{Error, Fatal, Result};
 use crossbeam_channel::Sender;
 use projector_connectors::{Poll, RawBatch, Source};
-use projector_operators::decode::JsonDecoder;
-use projector_operators::envelope::key_text;
+use projector_operators::decode::{Decoded, RecordDecoder, RecordParts};
+use projector_operators::envelope::{TOMBSTONE_TYPE, key_text};
 use projector_operators::fields::{FieldRegistry, KafkaField};
 use projector_operators::projection::Projection;
-use projector_operators::value::Value;
+use projector_operators::value::{ColumnType, Value};
 use std::sync::Mutex;
 use std::sync::atomic::Ordering;
 use std::time::{Duration, Instant};
@@ -89,14 +90,25 @@ impl Ingress {
     }
 }
 
+/// How the ingest thread turns records into events.
+pub(super) struct Decoding {
+    pub(super) decoder: RecordDecoder,
+    pub(super) on_tombstone: OnTombstone,
+    pub(super) kafka: KafkaFields,
+    /// The slots whose fields have a declared type (`fields:`), with it and the path.
+    pub(super) declared: Vec<(usize, ColumnType, String)>,
+}
+
 /// Polls `source` until it is exhausted or the pipeline stops; `owner` has the
 /// ingress, the shared state, the projection and the partition names.
-pub(super) fn ingest_loop(
-    mut source: Box<dyn Source>,
-    decoder: JsonDecoder,
-    kafka: KafkaFields,
-    owner: &Owner,
-) {
+pub(super) fn ingest_loop(mut source: Box<dyn Source>, decoding: Decoding, owner: &Owner) {
+    let Decoding {
+        decoder,
+        on_tombstone,
+        kafka,
+        declared,
+    } = decoding;
+    let envelope = owner.projection.envelope().clone();
     let (projection, ingress, shared, names): (&Projection, &Mutex<Ingress>, &Shared, &[String]) = (
         &owner.projection,
         &owner.ingress,
@@ -163,6 +175,7 @@ pub(super) fn ingest_loop(
             Counters::add(&shared.counters.read, raw.len() as u64);
             // The epoch these records belong to: its barrier is not cut yet.
             let epoch = ing.epoch + 1;
+            let mut headers: Vec<(&str, Option<&[u8]>)> = Vec::new();
             for (i, rec) in raw.records.iter().enumerate() {
                 if !ing.owned[rec.partition as usize] {
                     // Taken over by another instance (see Owner::drop_fenced).
@@ -173,7 +186,7 @@ pub(super) fn ingest_loop(
                 ing.offsets[rec.partition as usize] = rec.offset + 1;
                 ing.known[rec.partition as usize] = true;
                 let partition = names[rec.partition as usize].as_str();
-                let report = |code: &'static str, message: &str| {
+                let report = |code: &'static str, message: &str, event: Option<&[Value]>| {
                     let r = BadRecord {
                         raw: bytes,
                         code,
@@ -181,22 +194,74 @@ pub(super) fn ingest_loop(
                         partition,
                         offset: rec.offset,
                         key,
+                        event,
                     };
                     shared.bad.report(&shared.counters, r, epoch);
                 };
-                if let Err(e) = decoder.decode(bytes, &mut slots) {
-                    report(e.code(), &e.to_string());
-                    continue;
+                if decoder.reads_headers() {
+                    headers.clear();
+                    headers.extend(raw.headers_of(i));
                 }
+                let parts = RecordParts {
+                    value: (!rec.tombstone).then_some(bytes),
+                    key,
+                    headers: &headers,
+                };
+                let decoded = match decoder.decode(&parts, &mut slots) {
+                    Ok(d) => d,
+                    Err(e) => {
+                        report(e.code(), &e.to_string(), None);
+                        continue;
+                    }
+                };
                 if !kafka.fields.is_empty() {
                     kafka.fill(&mut slots, &raw, i);
+                }
+                if let Some(message) = coerce_declared(&declared, &mut slots) {
+                    report("apply.type_mismatch", &message, Some(&slots));
+                    continue;
+                }
+                let type_slot = envelope.event_type.index();
+                match decoded {
+                    Decoded::Event => {
+                        if matches!(&slots[type_slot], Value::Str(t) if &**t == TOMBSTONE_TYPE) {
+                            let message = format!(
+                                "the event type '{TOMBSTONE_TYPE}' is reserved for tombstones"
+                            );
+                            report("apply.bad_event_type", &message, Some(&slots));
+                            continue;
+                        }
+                    }
+                    Decoded::Ignore => {
+                        Counters::add(&shared.counters.ignored, 1);
+                        continue;
+                    }
+                    Decoded::Tombstone | Decoded::Delete if on_tombstone == OnTombstone::Ignore => {
+                        Counters::add(&shared.counters.ignored, 1);
+                        continue;
+                    }
+                    Decoded::Tombstone => {
+                        // No value: the key is the message key.
+                        let text = key.and_then(|k| std::str::from_utf8(k).ok());
+                        let Some(text) = text else {
+                            let message = "a tombstone (null value) needs a UTF-8 message key \
+                                           to know which row to delete";
+                            report("apply.missing_key", message, None);
+                            continue;
+                        };
+                        slots[envelope.key.index()] = Value::Str(text.into());
+                        slots[type_slot] = Value::Str(TOMBSTONE_TYPE.into());
+                    }
+                    Decoded::Delete => {
+                        slots[type_slot] = Value::Str(TOMBSTONE_TYPE.into());
+                    }
                 }
                 let w = match projection.key(&slots) {
                     Ok(k) => ing
                         .router
                         .worker_of(&key_text(k).expect("key() checked it")),
                     Err(e) => {
-                        report(e.code(), &e.to_string());
+                        report(e.code(), &e.to_string(), Some(&slots));
                         continue;
                     }
                 };
@@ -240,6 +305,21 @@ pub(super) fn ingest_loop(
             }
         }
     }
+}
+
+/// Converts the fields with a declared type; the error message of the first that does
+/// not convert.
+fn coerce_declared(
+    declared: &[(usize, ColumnType, String)],
+    slots: &mut [Value],
+) -> Option<String> {
+    for (slot, ty, path) in declared {
+        match slots[*slot].coerce_declared(*ty) {
+            Ok(v) => slots[*slot] = v,
+            Err(e) => return Some(format!("field '{path}' is declared {ty}: {e}")),
+        }
+    }
+    None
 }
 
 /// Fills the slots of `$kafka.*` fields from a record's metadata.

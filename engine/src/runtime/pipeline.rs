@@ -5,11 +5,11 @@
 //! behind a mutex shared by the ingest thread and the timer, so an epoch barrier always
 //! falls between two polled batches: every worker's snapshot covers the same offsets.
 
-use super::ingest::{Ingress, KafkaFields, ingest_loop};
+use super::ingest::{Decoding, Ingress, KafkaFields, ingest_loop};
 use super::owner::Owner;
 use super::timer::timer_loop;
 use crate::config::PipelineConfig;
-use crate::runtime::bad_records::BadRecords;
+use crate::runtime::bad_records::{BadRecords, IdReader};
 use crate::runtime::epoch::{CoordMsg, Progress, run_coordinator};
 use crate::runtime::router::Router;
 use crate::runtime::worker::{Worker, WorkerMsg};
@@ -24,7 +24,7 @@ use crate::{Error, Fatal, Result};
 use crossbeam_channel::{Sender, bounded, unbounded};
 use projector_connectors::kafka::Partitioner;
 use projector_connectors::{Resume, Source, SourceConfig};
-use projector_operators::decode::JsonDecoder;
+use projector_operators::decode::RecordDecoder;
 use projector_operators::projection::Projection;
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
@@ -225,7 +225,8 @@ impl Pipeline {
             positions,
             progress: Arc::new(Progress::default()),
             bad: Arc::new({
-                let bad = BadRecords::new(config.on_error, dlq_path, config.dead_letter.clone());
+                let bad = BadRecords::new(config.on_error, dlq_path, config.dead_letter.clone())
+                    .with_ids(IdReader::new(&config.envelope, &config.id_paths));
                 match (&checkpoints, &config.checkpoint.store) {
                     // Several instances share the store: letters move with partitions.
                     (Some(_), Some(_)) => bad.in_checkpoint_store(),
@@ -299,7 +300,7 @@ impl Pipeline {
             })?);
         }
 
-        let decoder = JsonDecoder::new(&config.fields);
+        let decoder = RecordDecoder::new(&config.fields, config.preset);
         let count = partitions.len();
         let ingress = Arc::new(Mutex::new(Ingress {
             router: Router::new(senders, decoder.slots(), BATCH),
@@ -370,10 +371,20 @@ impl Pipeline {
         }
 
         let ingest = {
-            let kafka = KafkaFields::new(&config.fields, &partition_names);
+            let decoding = Decoding {
+                decoder,
+                on_tombstone: config.on_tombstone,
+                kafka: KafkaFields::new(&config.fields, &partition_names),
+                declared: config
+                    .fields
+                    .declared_slots()
+                    .into_iter()
+                    .map(|(slot, ty)| (slot, ty, config.fields.paths()[slot].clone()))
+                    .collect(),
+            };
             let owner = owner.clone();
             spawn("ingest", &shared, move || {
-                ingest_loop(source, decoder, kafka, &owner)
+                ingest_loop(source, decoding, &owner)
             })?
         };
         let timer = {

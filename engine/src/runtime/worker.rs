@@ -192,6 +192,7 @@ impl Worker {
                                         partition,
                                         offset: m.offset,
                                         key: m.key.map(|(a, b)| &batch.raw[a..b]),
+                                        event: Some(event),
                                     },
                                     current_epoch,
                                 );

@@ -17,6 +17,9 @@ pub struct Counters {
     pub dead_letters: AtomicU64,
     /// Bad records skipped (`on_error: skip`).
     pub skipped: AtomicU64,
+    /// Records left alone by design: tombstones and Debezium deletes under
+    /// `on_tombstone: ignore`, and Debezium's tombstones after its deletes.
+    pub ignored: AtomicU64,
     /// Times the source was paused because a worker's channel was full.
     pub pauses: AtomicU64,
     /// 1 while the source is paused (backpressure), else 0.
@@ -39,6 +42,7 @@ impl Counters {
             duplicates: self.duplicates.load(Ordering::Relaxed),
             dead_letters: self.dead_letters.load(Ordering::Relaxed),
             skipped: self.skipped.load(Ordering::Relaxed),
+            ignored: self.ignored.load(Ordering::Relaxed),
         }
     }
 }
@@ -56,6 +60,8 @@ pub struct CounterSnapshot {
     pub dead_letters: u64,
     /// Bad records skipped.
     pub skipped: u64,
+    /// Records left alone by design (tombstones under `on_tombstone: ignore`).
+    pub ignored: u64,
 }
 
 /// Where one source partition stands.

@@ -62,6 +62,8 @@ fn projection() -> Projection {
         key: k,
         version: Some(v),
         timestamp: None,
+        correlation_id: None,
+        causation_id: None,
     };
     let columns = ColumnType::ALL
         .iter()

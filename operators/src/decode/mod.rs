@@ -13,12 +13,17 @@
 //! - `trie`: the wanted paths as a trie of keys, and the lookup of a key,
 //! - `scanner`: the byte scanner, the fast path,
 //! - `walk`: the walk by serde_json's deserializer, the reference,
-//! - `error`: [`DecodeError`], what a record that does not decode is.
+//! - `error`: [`DecodeError`], what a record that does not decode is,
+//! - `preset`: envelope presets (Debezium, CloudEvents), whose records are shaped into
+//!   one document before the paths are read; [`RecordDecoder`] picks the way.
 
 mod error;
+mod preset;
 mod scanner;
 mod trie;
 mod walk;
+
+pub use self::preset::{Preset, RecordParts, Shaped};
 
 use self::scanner::Scan;
 use self::trie::Trie;
@@ -97,6 +102,76 @@ impl JsonDecoder {
             out.fill(Value::Null);
             DecodeError::invalid_json(e)
         })
+    }
+}
+
+/// What a record decoded to.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Decoded {
+    /// An event: the slots hold its fields.
+    Event,
+    /// A record without a value (a Kafka tombstone): no slot is filled.
+    Tombstone,
+    /// A change event that deletes its row (Debezium `op: d`): the slots hold the
+    /// row as it was, so the key can be read.
+    Delete,
+    /// A record the preset skips by design (Debezium's tombstone after a delete).
+    Ignore,
+}
+
+/// Decodes a record's value, or the document an envelope preset makes of the whole
+/// record (value, key and headers).
+#[derive(Debug, Clone)]
+pub struct RecordDecoder {
+    json: JsonDecoder,
+    preset: Option<Preset>,
+}
+
+impl RecordDecoder {
+    /// A decoder for every path in `fields`, through `preset` if there is one.
+    pub fn new(fields: &FieldRegistry, preset: Option<Preset>) -> Self {
+        RecordDecoder {
+            json: JsonDecoder::new(fields),
+            preset,
+        }
+    }
+
+    /// Number of slots [`RecordDecoder::decode`] fills.
+    pub fn slots(&self) -> usize {
+        self.json.slots
+    }
+
+    /// True when [`RecordDecoder::decode`] reads the record's headers (a preset does);
+    /// otherwise [`RecordParts::headers`] may be left empty.
+    pub fn reads_headers(&self) -> bool {
+        self.preset.is_some()
+    }
+
+    /// Decodes one record into `out` (see [`JsonDecoder::decode`]; on error every slot
+    /// is Null).
+    pub fn decode(
+        &self,
+        record: &RecordParts<'_>,
+        out: &mut [Value],
+    ) -> Result<Decoded, DecodeError> {
+        let Some(preset) = self.preset else {
+            return match record.value {
+                None => {
+                    out.fill(Value::Null);
+                    Ok(Decoded::Tombstone)
+                }
+                Some(raw) => self.json.decode(raw, out).map(|()| Decoded::Event),
+            };
+        };
+        out.fill(Value::Null);
+        let shaped = preset.shape(record)?;
+        let (doc, decoded) = match &shaped {
+            Shaped::Event(doc) => (doc, Decoded::Event),
+            Shaped::Delete(doc) => (doc, Decoded::Delete),
+            Shaped::Ignore => return Ok(Decoded::Ignore),
+        };
+        preset::fill(&self.json.trie, doc, out);
+        Ok(decoded)
     }
 }
 

@@ -26,7 +26,7 @@ mod eval;
 use std::borrow::Cow;
 
 use crate::fields::{FieldId, FieldRegistry};
-use crate::value::Value;
+use crate::value::{ColumnType, Value};
 
 pub use self::aggregate::{AggFn, parse_aggregate};
 pub use self::error::{AggregateIssue, EvalError, ExprError};
@@ -150,6 +150,21 @@ impl Expr {
         }
     }
 
+    /// The type the expression's values have when the fields it reads have the types
+    /// `field_type` gives, as far as that can be told before running it: field
+    /// references, literals, unary `-`/`+`, `+ - * %` (int64 with int64 is int64, a
+    /// float64 operand makes float64), `||` (string) and `CASE` whose branches agree.
+    /// `None` when it cannot be told, or when no field it reads has a known type (an
+    /// expression of literals alone keeps the column's default).
+    pub fn static_type(
+        &self,
+        field_type: &dyn Fn(FieldId) -> Option<ColumnType>,
+    ) -> Option<ColumnType> {
+        let mut typed_field = false;
+        let ty = node_type(&self.node, field_type, &mut typed_field)?;
+        typed_field.then_some(ty)
+    }
+
     /// Evaluates the expression against one decoded event.
     ///
     /// `event` must have a slot for every field of the registry the expression was
@@ -168,6 +183,54 @@ impl Expr {
                 found: other.clone(),
             }),
         }
+    }
+}
+
+fn node_type(
+    node: &Node,
+    field_type: &dyn Fn(FieldId) -> Option<ColumnType>,
+    typed_field: &mut bool,
+) -> Option<ColumnType> {
+    use ColumnType::{Float64, Int64};
+    let mut ty = |n: &Node| node_type(n, field_type, typed_field);
+    match node {
+        Node::Field(id) => {
+            let t = field_type(*id)?;
+            *typed_field = true;
+            Some(t)
+        }
+        Node::Literal(v) => match v {
+            Value::Int(_) => Some(Int64),
+            Value::Float(_) => Some(Float64),
+            Value::Str(_) => Some(ColumnType::String),
+            Value::Bool(_) => Some(ColumnType::Bool),
+            _ => None,
+        },
+        Node::Unary(UnOp::Neg | UnOp::Plus, x) => ty(x).filter(|t| t.is_numeric()),
+        Node::Unary(UnOp::Not, _) => Some(ColumnType::Bool),
+        Node::Binary(op @ (BinOp::Add | BinOp::Sub | BinOp::Mul | BinOp::Mod), a, b) => {
+            let (a, b) = (ty(a)?, ty(b)?);
+            match (a, b) {
+                (Int64, Int64) => Some(Int64),
+                (Int64 | Float64, Int64 | Float64) if *op != BinOp::Mod => Some(Float64),
+                _ => None,
+            }
+        }
+        Node::Binary(BinOp::Concat, _, _) => Some(ColumnType::String),
+        Node::Case {
+            whens, otherwise, ..
+        } => {
+            let mut out: Option<ColumnType> = None;
+            for then in whens.iter().map(|(_, t)| t).chain(otherwise.as_deref()) {
+                let t = ty(then)?;
+                if out.is_some_and(|o| o != t) {
+                    return None;
+                }
+                out = Some(t);
+            }
+            out
+        }
+        _ => None,
     }
 }
 

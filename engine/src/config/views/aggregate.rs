@@ -144,14 +144,22 @@ fn agg_column(ctx: &mut Ctx<'_>, e: &Entry<'_>, fields: &mut FieldRegistry) -> O
             return None;
         }
     };
+    // The argument's type, when the fields it reads are declared (`fields:`): an
+    // integer sum stays an integer, a min of strings is a string.
+    let inferred = arg
+        .as_ref()
+        .and_then(|a| a.static_type(&|id| fields.declared_type(id)));
     let (allowed, default): (&[ColumnType], ColumnType) = match func {
         AggFn::CountStar | AggFn::Count => (&[ColumnType::Int64], ColumnType::Int64),
         AggFn::Avg => (&[ColumnType::Float64], ColumnType::Float64),
         AggFn::Sum => (
             &[ColumnType::Int64, ColumnType::Float64],
-            ColumnType::Float64,
+            match inferred {
+                Some(ColumnType::Int64) => ColumnType::Int64,
+                _ => ColumnType::Float64,
+            },
         ),
-        AggFn::Min | AggFn::Max => (&[], ColumnType::Float64),
+        AggFn::Min | AggFn::Max => (&[], inferred.unwrap_or(ColumnType::Float64)),
     };
     let ty = match ty? {
         None => default,

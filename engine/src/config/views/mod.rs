@@ -136,7 +136,7 @@ pub(super) fn check_identifier(
 }
 
 /// A column type name.
-pub(super) fn column_type(ctx: &mut Ctx<'_>, node: &Node, path: &str) -> Option<ColumnType> {
+pub(crate) fn column_type(ctx: &mut Ctx<'_>, node: &Node, path: &str) -> Option<ColumnType> {
     ctx.choice(node, path, &ColumnType::ALL)
 }
 
