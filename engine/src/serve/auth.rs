@@ -87,6 +87,13 @@ pub(crate) fn refuse(status: StatusCode, code: &str, message: &str) -> Response 
     {
         r.headers_mut().insert(header::WWW_AUTHENTICATE, v);
     }
+    // The refused request's body is never read, so the connection cannot carry another
+    // request: say so, or a client that pools connections sends its next request on
+    // one the server is closing ("peer disconnected").
+    r.headers_mut().insert(
+        header::CONNECTION,
+        header::HeaderValue::from_static("close"),
+    );
     r
 }
 
