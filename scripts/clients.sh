@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # Independent Kafka clients for tests: confluent-kafka (librdkafka's Python binding,
-# with Confluent's Avro and Protobuf serializers and schema-registry client) in a venv.
+# with Confluent's Avro and Protobuf serializers and schema-registry client) in a venv,
+# and grpcio-tools, whose protoc compiles the tests' .proto files for the serializer.
 #
 # Usage:
 #   scripts/clients.sh install     install into .tools/clients-venv (idempotent); prints its python
@@ -18,13 +19,14 @@ set -euo pipefail
 ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 VENV="$ROOT/.tools/clients-venv"
 VERSION="${CONFLUENT_KAFKA_VERSION:-2.12.1}"
+GRPCIO_TOOLS_VERSION="${GRPCIO_TOOLS_VERSION:-1.85.4}"
 PYTHON="${PYTHON:-python3}"
 
 die() { printf 'clients.sh: error: %s\n' "$*" >&2; exit 1; }
 
 installed() {
     [[ -x "$VENV/bin/python" ]] && "$VENV/bin/python" -c "
-import confluent_kafka, fastavro, google.protobuf, httpx
+import confluent_kafka, fastavro, google.protobuf, httpx, grpc_tools.protoc
 assert confluent_kafka.version() == '$VERSION'" >/dev/null 2>&1
 }
 
@@ -40,7 +42,8 @@ do_install() {
     [[ -x "$VENV/bin/python" ]] || "$PYTHON" -m venv "$VENV" >&2 \
         || die "could not create a venv with $PYTHON (Debian: apt-get install python3-venv)"
     "$VENV/bin/python" -m pip install --disable-pip-version-check -q \
-        "confluent-kafka[avro,protobuf,schemaregistry]==$VERSION" >&2 \
+        "confluent-kafka[avro,protobuf,schemaregistry]==$VERSION" \
+        "grpcio-tools==$GRPCIO_TOOLS_VERSION" >&2 \
         || die "pip install confluent-kafka==$VERSION failed (needs PyPI)"
     exec 9>&-
     installed || die "installed confluent-kafka but it does not import"

@@ -7,10 +7,13 @@ Input: one record per line of --input (NDJSON).
 - Plain: the line is the value, byte for byte; the key is the value's --key-field
   (records that are not JSON objects, or lack the field, go without a key).
 - --wrapped: each line is {"key": str|null, "value": ..., "headers": {name: str}}.
-  A null value is a tombstone; a string value is sent as its UTF-8 bytes; anything
-  else is serialized: as JSON by default, or by Confluent's Avro or Protobuf
-  serializer (--format avro|protobuf), which registers the schema with --registry
-  and frames the record (magic byte, schema id).
+  A null value is a tombstone; a string value is sent as its UTF-8 bytes, and
+  "value_base64" as the bytes it encodes (a corrupt record); anything else is
+  serialized: as JSON by default, or by Confluent's Avro or Protobuf serializer
+  (--format avro|protobuf), which registers the schema with --registry and frames
+  the record (magic byte, schema id).
+- With --format avro|protobuf, a plain line is the JSON form of the record to
+  serialize.
 
 The topic is created with --partitions when it does not exist. Records are keyed
 with librdkafka's murmur2_random partitioner (the Java clients' default), and the
@@ -36,7 +39,8 @@ def parse_args():
     p.add_argument("--wrapped", action="store_true")
     p.add_argument("--format", choices=["json", "avro", "protobuf"], default="json")
     p.add_argument("--registry", help="schema registry URL (avro, protobuf)")
-    p.add_argument("--schema", help="Avro schema (.avsc) or Protobuf module (.py) file")
+    p.add_argument("--registry-auth", help="USER:PASSWORD for the registry")
+    p.add_argument("--schema", help="Avro schema (.avsc) or Protobuf (.proto) file")
     p.add_argument("--message", help="Protobuf message name in --schema")
     p.add_argument(
         "-X", dest="props", action="append", default=[], metavar="KEY=VALUE",
@@ -77,7 +81,10 @@ def serializer(args):
     from confluent_kafka.schema_registry import SchemaRegistryClient
     from confluent_kafka.serialization import MessageField, SerializationContext
 
-    registry = SchemaRegistryClient({"url": args.registry})
+    conf = {"url": args.registry}
+    if args.registry_auth:
+        conf["basic.auth.user.info"] = args.registry_auth
+    registry = SchemaRegistryClient(conf)
     if args.format == "avro":
         from confluent_kafka.schema_registry.avro import AvroSerializer
 
@@ -86,14 +93,21 @@ def serializer(args):
         return lambda value, topic: ser(
             value, SerializationContext(topic, MessageField.VALUE)
         )
-    import importlib.util
+    import importlib
+    import os
+    import tempfile
 
     from confluent_kafka.schema_registry.protobuf import ProtobufSerializer
     from google.protobuf.json_format import ParseDict
+    from grpc_tools import protoc
 
-    spec = importlib.util.spec_from_file_location("schema_pb2", args.schema)
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
+    # Compile the .proto to Python (grpcio-tools' protoc), as a user's build would.
+    out = tempfile.mkdtemp()
+    folder, name = os.path.split(os.path.abspath(args.schema))
+    if protoc.main(["protoc", f"-I{folder}", f"--python_out={out}", name]) != 0:
+        sys.exit(f"produce.py: protoc failed on {args.schema}")
+    sys.path.insert(0, out)
+    module = importlib.import_module(name[: -len(".proto")] + "_pb2")
     cls = getattr(module, args.message)
     ser = ProtobufSerializer(cls, registry, {"use.deprecated.format": False})
     return lambda value, topic: ser(
@@ -111,13 +125,17 @@ def records(args):
                 yield json.loads(raw)
                 continue
             key = None
+            obj = None
             try:
                 obj = json.loads(raw)
                 if isinstance(obj, dict) and isinstance(obj.get(args.key_field), str):
                     key = obj[args.key_field]
             except ValueError:
                 pass
-            yield {"key": key, "value": raw}
+            if args.format != "json":
+                yield {"key": key, "value": obj}
+            else:
+                yield {"key": key, "value": raw}
 
 
 def main():
@@ -137,7 +155,10 @@ def main():
     n = 0
     for rec in records(args):
         value = rec.get("value")
-        if isinstance(value, str):
+        if "value_base64" in rec:
+            import base64
+            value = base64.b64decode(rec["value_base64"])
+        elif isinstance(value, str):
             value = value.encode()
         elif value is not None and not isinstance(value, bytes):
             value = serialize(value, args.topic)

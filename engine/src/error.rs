@@ -87,6 +87,11 @@ pub enum Fatal {
         /// The panic's message.
         message: String,
     },
+    /// The schema registry cannot be reached (or refuses the pipeline's credentials):
+    /// the records waiting for their schema are not the records' fault, so the run
+    /// stops and a restart resumes from the checkpoint.
+    #[error("schema registry: {0}")]
+    Registry(String),
     /// A pipeline thread went away while others still had work for it.
     #[error("internal error: a pipeline thread stopped unexpectedly")]
     LostThread,
@@ -101,6 +106,7 @@ impl Fatal {
             Fatal::Source(_) => "pipeline.source_failed",
             Fatal::Checkpoint { .. } => "pipeline.checkpoint_failed",
             Fatal::Panicked { .. } => "pipeline.panicked",
+            Fatal::Registry(_) => "pipeline.registry_unavailable",
             Fatal::LostThread => "pipeline.lost_thread",
         }
     }

@@ -131,6 +131,12 @@ impl FieldRegistry {
         self.declared.insert(path.to_string(), ty);
     }
 
+    /// Declares `path`'s type unless it was declared already (a `fields:` block wins
+    /// over the types a schema file gives).
+    pub fn declare_default(&mut self, path: &str, ty: ColumnType) {
+        self.declared.entry(path.to_string()).or_insert(ty);
+    }
+
     /// The declared type of a slot's field, if any.
     pub fn declared_type(&self, id: FieldId) -> Option<ColumnType> {
         self.declared.get(self.path(id)).copied()

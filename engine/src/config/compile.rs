@@ -21,6 +21,7 @@ const TOP_KEYS: &[&str] = &[
     "name",
     "source",
     "format",
+    "registry",
     "on_error",
     "on_tombstone",
     "workers",
@@ -66,10 +67,17 @@ pub(crate) fn pipeline(ctx: &mut Ctx<'_>, root: &Node, file: &Path) -> Option<Pi
             name.as_deref().unwrap_or("pipeline"),
         )
     });
-    let format = match top.get("format") {
-        Some(e) => ctx.choice(e.value, &e.path, &[("json", Format::Json)]),
-        None => Some(Format::Json),
+    let registry = match top.get("registry") {
+        Some(e) => super::format::registry(ctx, e.value, &e.path).map(Some),
+        None => Some(None),
     };
+    let format_options = match top.get("format") {
+        Some(e) => {
+            super::format::format(ctx, e.value, &e.path, file, top.get("registry").is_some())
+        }
+        None => Some(super::FormatConfig::default()),
+    };
+    let format = format_options.as_ref().map(|f| f.format);
     let on_error = match top.get("on_error") {
         Some(e) => ctx.choice(
             e.value,
@@ -128,6 +136,20 @@ pub(crate) fn pipeline(ctx: &mut Ctx<'_>, root: &Node, file: &Path) -> Option<Pi
         Some(e) => declared_fields(ctx, e.value, &e.path, &mut fields),
         None => Some(()),
     };
+    // A schema file types the fields it has (after `fields:`, which wins).
+    match format_options.as_ref().and_then(|f| f.schema.as_ref()) {
+        Some(super::ReaderSchema::Avro(s)) => {
+            for (path, ty) in projector_operators::decode::avro_schema_fields(s) {
+                fields.declare_default(&path, ty);
+            }
+        }
+        Some(super::ReaderSchema::Protobuf(m)) => {
+            for (path, ty) in projector_operators::decode::protobuf_message_fields(m) {
+                fields.declare_default(&path, ty);
+            }
+        }
+        None => {}
+    }
     let envelope = top
         .require(ctx, "envelope")
         .and_then(|e| envelope(ctx, e.value, &e.path, &mut fields));
@@ -189,11 +211,25 @@ pub(crate) fn pipeline(ctx: &mut Ctx<'_>, root: &Node, file: &Path) -> Option<Pi
         _ => {}
     }
     declared?;
+    if let (Some(Some(p)), Some(f)) = (&preset, format)
+        && f != Format::Json
+    {
+        let e = top.require(ctx, "envelope")?;
+        let message = format!(
+            "preset: {} reads JSON records; this pipeline's format is {}",
+            p.name(),
+            f.name()
+        );
+        ctx.error("config.invalid_value", e.value, &e.path, message);
+        return None;
+    }
     Some(PipelineConfig {
         file: file.to_path_buf(),
         name: name?,
         source: source?,
         format: format?,
+        format_options: format_options?,
+        registry: registry?,
         on_error: on_error?,
         on_tombstone: on_tombstone?,
         envelope: envelope?,

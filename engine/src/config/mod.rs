@@ -6,13 +6,14 @@
 mod auth;
 mod compile;
 mod env;
+mod format;
 mod kafka;
 mod views;
 mod yaml;
 
 pub use auth::{AuthConfig, TokenGrant, ViewGrant, hash_token, hex};
 use projector_connectors::SourceConfig;
-use projector_operators::decode::Preset;
+use projector_operators::decode::{AvroSchema, Framing, MessageDescriptor, Preset};
 use projector_operators::envelope::Envelope;
 use projector_operators::fields::FieldRegistry;
 use projector_operators::view::ViewSpec;
@@ -61,6 +62,76 @@ pub enum Format {
     /// One JSON object per record.
     #[default]
     Json,
+    /// Avro (the Confluent wire format, or plain bodies).
+    Avro,
+    /// Protobuf (the Confluent wire format, or plain bodies).
+    Protobuf,
+    /// The value as UTF-8 text, in the field `value`.
+    Raw,
+}
+
+impl Format {
+    /// The name in a pipeline file.
+    pub fn name(self) -> &'static str {
+        match self {
+            Format::Json => "json",
+            Format::Avro => "avro",
+            Format::Protobuf => "protobuf",
+            Format::Raw => "raw",
+        }
+    }
+}
+
+/// `format:` with its options.
+#[derive(Debug, Clone, Default)]
+pub struct FormatConfig {
+    /// The format.
+    pub format: Format,
+    /// The reader's schema (`format.schema`), compiled.
+    pub schema: Option<ReaderSchema>,
+    /// How binary bodies are framed (`format.framing`).
+    pub framing: Framing,
+}
+
+/// A reader's schema from a file in the pipeline.
+#[derive(Debug, Clone)]
+pub enum ReaderSchema {
+    /// An Avro schema (`.avsc`).
+    Avro(std::sync::Arc<AvroSchema>),
+    /// A Protobuf message, from a `.proto` file or a descriptor set.
+    Protobuf(MessageDescriptor),
+}
+
+/// `registry:`: a Confluent-compatible schema registry.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RegistryConfig {
+    /// Its base URL.
+    pub url: String,
+    /// How to authenticate, if it asks.
+    pub auth: Option<RegistryAuth>,
+}
+
+/// How to authenticate to a schema registry.
+#[derive(Clone, PartialEq, Eq)]
+pub enum RegistryAuth {
+    /// HTTP basic authentication (Confluent Cloud: an API key and secret).
+    Basic {
+        /// The user name (API key).
+        username: String,
+        /// The password (API secret).
+        password: String,
+    },
+    /// A bearer token.
+    Bearer(String),
+}
+
+impl fmt::Debug for RegistryAuth {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            RegistryAuth::Basic { username, .. } => write!(f, "Basic({username}, ***)"),
+            RegistryAuth::Bearer(_) => f.write_str("Bearer(***)"),
+        }
+    }
 }
 
 /// A validated pipeline.
@@ -74,6 +145,10 @@ pub struct PipelineConfig {
     pub source: SourceConfig,
     /// `format:` (default json).
     pub format: Format,
+    /// `format:`'s schema file and framing.
+    pub format_options: FormatConfig,
+    /// `registry:`, where writer schemas come from.
+    pub registry: Option<RegistryConfig>,
     /// `on_error:` (default dead_letter).
     pub on_error: OnError,
     /// `on_tombstone:` (default ignore).

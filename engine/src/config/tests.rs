@@ -898,6 +898,8 @@ fn the_documented_example_is_the_tested_one() {
         name,
         source,
         format,
+        format_options,
+        registry,
         on_error,
         on_tombstone,
         envelope,
@@ -928,6 +930,7 @@ fn the_documented_example_is_the_tested_one() {
         })
     );
     assert_eq!(format, Format::Json);
+    assert!(format_options.schema.is_none() && registry.is_none());
     assert_eq!(on_error, OnError::DeadLetter);
     assert_eq!(on_tombstone, OnTombstone::Ignore);
     assert_eq!(preset, None);
@@ -1682,4 +1685,122 @@ views:
     assert!(e.message.contains("cloudevents"), "{}", e.message);
     let e = one_error(&text.replace("on_tombstone: delete", "on_tombstone: drop"));
     assert_eq!(e.path, "on_tombstone");
+}
+
+/// A pipeline of `format` (a YAML value) with `top` more top-level lines.
+fn formatted(format: &str, top: &str) -> String {
+    format!(
+        "name: t
+source: {{ type: kafka, brokers: 'b:9092', topics: [t] }}
+format: {format}
+{top}envelope: {{ id: eventId, type: eventType, key: aggregateId }}
+views:
+  - name: v
+    aggregate:
+      columns: {{ total: 'sum(payload.amount)', last: 'max(timestamp)' }}
+"
+    )
+}
+
+fn schema_file(name: &str) -> String {
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("../pipelines/schemas")
+        .join(name)
+        .display()
+        .to_string()
+}
+
+#[test]
+fn binary_formats_need_a_schema_and_a_schema_file_types_the_fields() {
+    // Without a registry or a schema file there is nothing to read the bodies with.
+    let e = one_error(&formatted("avro", ""));
+    assert_eq!(
+        (e.code, e.line, e.path.as_str()),
+        ("config.invalid_value", 3, "format")
+    );
+    assert!(e.message.contains("registry"), "{}", e.message);
+    // A registry is enough (the writers' schemas come from it).
+    let c = load_ok(&formatted(
+        "protobuf",
+        "registry: { url: 'http://sr:8081/' }\n",
+    ));
+    assert_eq!(c.format, Format::Protobuf);
+    assert_eq!(
+        c.registry.as_ref().map(|r| r.url.as_str()),
+        Some("http://sr:8081")
+    );
+    // The shipped Avro schema types payload.amount (long) and timestamp.
+    let avsc = schema_file("bank-event.avsc");
+    let c = load_ok(&formatted(
+        &format!("{{ type: avro, schema: '{avsc}' }}"),
+        "",
+    ));
+    let types = aggregate_types(&c);
+    assert_eq!(types[0].1, ColumnType::Int64, "sum of a long");
+    assert_eq!(
+        types[1].1,
+        ColumnType::Timestamp,
+        "max of a timestamp-millis"
+    );
+    // The same from the .proto (its first message), and a message named.
+    let proto = schema_file("bank_event.proto");
+    let c = load_ok(&formatted(
+        &format!("{{ type: protobuf, schema: '{proto}' }}"),
+        "",
+    ));
+    assert_eq!(aggregate_types(&c)[0].1, ColumnType::Int64);
+    let named = format!("{{ type: protobuf, schema: '{proto}', message: bank.Payload }}");
+    assert!(matches!(
+        load_ok(&formatted(&named, "")).format_options.schema,
+        Some(ReaderSchema::Protobuf(m)) if m.full_name() == "bank.Payload"
+    ));
+}
+
+#[test]
+fn format_mistakes_name_the_key() {
+    let proto = schema_file("bank_event.proto");
+    let e = one_error(&formatted(
+        &format!("{{ type: protobuf, schema: '{proto}', message: Nope }}"),
+        "",
+    ));
+    assert_eq!(e.path, "format.schema");
+    assert!(
+        e.message.contains("bank.BankEvent, bank.Payload"),
+        "{}",
+        e.message
+    );
+    let e = one_error(&formatted("{ type: avro, schema: /nonexistent.avsc }", ""));
+    assert_eq!((e.line, e.path.as_str()), (3, "format.schema"));
+    assert!(e.message.contains("/nonexistent.avsc"), "{}", e.message);
+    let avsc = schema_file("bank-event.avsc");
+    let e = one_error(&formatted(
+        &format!("{{ type: protobuf, schema: '{avsc}' }}"),
+        "",
+    ));
+    assert_eq!(e.path, "format.schema");
+    let e = one_error(&formatted(
+        "{ type: avro, framing: none }",
+        "registry: { url: 'http://sr' }\n",
+    ));
+    assert!(e.message.contains("framing: none"), "{}", e.message);
+    let e = one_error(&formatted("xml", ""));
+    assert!(e.message.contains("protobuf"), "{}", e.message);
+    let e = one_error(&formatted("raw", "registry: { url: 'ftp://x' }\n"));
+    assert_eq!(e.path, "registry.url");
+    let e = one_error(&formatted(
+        "raw",
+        "registry: { url: 'http://x', auth: { username: u } }\n",
+    ));
+    assert_eq!(e.path, "registry.auth");
+    // A preset reads JSON records.
+    let text = formatted("{ type: avro, schema: 'x' }", "").replace(
+        "envelope: { id: eventId,",
+        "envelope: { preset: debezium, id: eventId,",
+    );
+    let errs = errors(&text);
+    assert!(errs.iter().any(|e| e.path == "format.schema"), "{errs:?}");
+    let text =
+        formatted("raw", "").replace("envelope: { id", "envelope: { preset: cloudevents, id");
+    let e = one_error(&text);
+    assert!(e.message.contains("reads JSON records"), "{}", e.message);
 }

@@ -12,7 +12,7 @@ use crate::serve::status::Counters;
 use crate::{Error, Fatal, Result};
 use crossbeam_channel::Sender;
 use projector_connectors::{Poll, RawBatch, Source};
-use projector_operators::decode::{Decoded, RecordDecoder, RecordParts};
+use projector_operators::decode::{DecodeError, Decoded, RecordDecoder, RecordParts};
 use projector_operators::envelope::{TOMBSTONE_TYPE, key_text};
 use projector_operators::fields::{FieldRegistry, KafkaField};
 use projector_operators::projection::Projection;
@@ -209,6 +209,12 @@ pub(super) fn ingest_loop(mut source: Box<dyn Source>, decoding: Decoding, owner
                 };
                 let decoded = match decoder.decode(&parts, &mut slots) {
                     Ok(d) => d,
+                    Err(DecodeError::RegistryUnavailable(why)) => {
+                        // Not the record's fault: stop before it, resume from the
+                        // checkpoint once the registry is back.
+                        shared.set_fatal(Fatal::Registry(why));
+                        return;
+                    }
                     Err(e) => {
                         report(e.code(), &e.to_string(), None);
                         continue;

@@ -12,6 +12,7 @@ pub(crate) mod epoch;
 mod ingest;
 mod owner;
 pub(crate) mod pipeline;
+mod registry;
 pub(crate) mod router;
 mod timer;
 pub(crate) mod worker;

@@ -7,8 +7,9 @@
 
 use super::ingest::{Decoding, Ingress, KafkaFields, ingest_loop};
 use super::owner::Owner;
+use super::registry;
 use super::timer::timer_loop;
-use crate::config::PipelineConfig;
+use crate::config::{Format, PipelineConfig, ReaderSchema};
 use crate::runtime::bad_records::{BadRecords, IdReader};
 use crate::runtime::epoch::{CoordMsg, Progress, run_coordinator};
 use crate::runtime::router::Router;
@@ -24,7 +25,7 @@ use crate::{Error, Fatal, Result};
 use crossbeam_channel::{Sender, bounded, unbounded};
 use projector_connectors::kafka::Partitioner;
 use projector_connectors::{Resume, Source, SourceConfig};
-use projector_operators::decode::RecordDecoder;
+use projector_operators::decode::{BodyFormat, RecordDecoder, Registry};
 use projector_operators::projection::Projection;
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
@@ -157,6 +158,74 @@ pub struct Pipeline {
     heartbeat: Option<(Arc<Cluster>, Arc<AtomicBool>, JoinHandle<()>)>,
     /// Held while the pipeline runs: one process per state directory.
     _lock: std::fs::File,
+}
+
+/// How the records' bodies are decoded: the format, the reader's schema (the
+/// pipeline's file, or else the latest version of the topic's `<topic>-value` subject,
+/// fetched now) and the registry writer schemas come from.
+fn body_format(config: &PipelineConfig) -> Result<BodyFormat> {
+    let options = &config.format_options;
+    let registry = config
+        .registry
+        .as_ref()
+        .map(|r| Arc::new(registry::HttpRegistry::new(r)));
+    let shared: Option<Registry> = registry.clone().map(|r| r as Registry);
+    // Without a schema file, the reader's schema is the subject's latest version, so
+    // older and newer records read alike (one topic: its subject is known).
+    let latest = |kind: &str| -> Result<Option<projector_operators::decode::RegisteredSchema>> {
+        let (Some(r), SourceConfig::Kafka(k)) = (&registry, &config.source) else {
+            return Ok(None);
+        };
+        let [topic] = k.topics.as_slice() else {
+            return Ok(None);
+        };
+        let subject = format!("{topic}-value");
+        let latest = r.latest(&subject).map_err(|e| {
+            Error::Fatal(Fatal::Registry(format!(
+                "reading the latest {kind} schema of subject '{subject}': {e}"
+            )))
+        })?;
+        Ok(latest)
+    };
+    let bad = |e: String| Error::Fatal(Fatal::Registry(e));
+    Ok(match config.format {
+        Format::Json => BodyFormat::Json,
+        Format::Raw => BodyFormat::Raw,
+        Format::Avro => {
+            let reader = match &options.schema {
+                Some(ReaderSchema::Avro(s)) => Some(s.clone()),
+                _ => match latest("Avro")? {
+                    Some(s) => Some(Arc::new(
+                        projector_operators::decode::AvroSchema::parse_str(&s.text)
+                            .map_err(|e| bad(format!("the latest schema is not Avro: {e}")))?,
+                    )),
+                    None => None,
+                },
+            };
+            BodyFormat::Avro {
+                reader,
+                framing: options.framing,
+                registry: shared,
+            }
+        }
+        Format::Protobuf => {
+            let reader = match &options.schema {
+                Some(ReaderSchema::Protobuf(m)) => Some(m.clone()),
+                _ => match latest("Protobuf")? {
+                    Some(s) => Some(
+                        projector_operators::decode::registered_message(&s.text, None)
+                            .map_err(|e| bad(format!("the latest schema: {e}")))?,
+                    ),
+                    None => None,
+                },
+            };
+            BodyFormat::Protobuf {
+                reader,
+                framing: options.framing,
+                registry: shared,
+            }
+        }
+    })
 }
 
 impl Pipeline {
@@ -300,7 +369,8 @@ impl Pipeline {
             })?);
         }
 
-        let decoder = RecordDecoder::new(&config.fields, config.preset);
+        let decoder =
+            RecordDecoder::with_format(&config.fields, config.preset, body_format(config)?);
         let count = partitions.len();
         let ingress = Arc::new(Mutex::new(Ingress {
             router: Router::new(senders, decoder.slots(), BATCH),

@@ -25,6 +25,41 @@ pub enum DecodeError {
     /// clone).
     #[error("{0}")]
     InvalidJson(#[source] Arc<serde_json::Error>),
+    /// A binary record without the Confluent wire format's magic byte and schema id.
+    #[error(
+        "expected the Confluent wire format (magic byte 0, then a 4-byte schema id), found {found}"
+    )]
+    NotFramed {
+        /// What the record starts with.
+        found: String,
+    },
+    /// The writer's schema cannot be had: the registry does not know the id, or it is
+    /// not a schema of the pipeline's format.
+    #[error("schema id {id}: {reason}")]
+    UnknownSchema {
+        /// The schema id in the record.
+        id: u32,
+        /// Why.
+        reason: String,
+    },
+    /// The body does not decode by its schema.
+    #[error("invalid {format} record: {reason}")]
+    Body {
+        /// `avro` or `protobuf`.
+        format: &'static str,
+        /// The decoder's reason.
+        reason: String,
+    },
+    /// The schema registry cannot be reached: not the record's fault (the engine
+    /// stops rather than dead-letter it).
+    #[error("schema registry unavailable: {0}")]
+    RegistryUnavailable(String),
+    /// No schema to read the record with (no registry and no schema file).
+    #[error("no schema to read the record with")]
+    NoSchema,
+    /// A `raw` record that is not UTF-8 text.
+    #[error("not UTF-8 text (invalid byte at {})", .0.valid_up_to())]
+    NotText(#[source] Utf8Error),
 }
 
 impl DecodeError {
@@ -35,7 +70,43 @@ impl DecodeError {
             DecodeError::Empty => "decode.empty",
             DecodeError::NotAnObject { .. } => "decode.not_an_object",
             DecodeError::InvalidUtf8(_) | DecodeError::InvalidJson(_) => "decode.invalid_json",
+            DecodeError::NotFramed { .. } => "decode.not_framed",
+            DecodeError::UnknownSchema { .. } | DecodeError::NoSchema => "decode.unknown_schema",
+            DecodeError::Body { format: "avro", .. } => "decode.invalid_avro",
+            DecodeError::Body { .. } => "decode.invalid_protobuf",
+            DecodeError::NotText(_) => "decode.not_text",
+            DecodeError::RegistryUnavailable(_) => "decode.registry_unavailable",
         }
+    }
+
+    #[cold]
+    pub(super) fn not_framed(raw: &[u8]) -> Self {
+        let found = match raw.first() {
+            None => "an empty record".to_string(),
+            Some(b) if raw.len() < 5 => format!("{} bytes starting with 0x{b:02x}", raw.len()),
+            Some(b) => format!("first byte 0x{b:02x}"),
+        };
+        DecodeError::NotFramed { found }
+    }
+
+    #[cold]
+    pub(super) fn unknown_schema(id: u32, reason: String) -> Self {
+        DecodeError::UnknownSchema { id, reason }
+    }
+
+    #[cold]
+    pub(super) fn schema(id: u32, e: super::schema::SchemaError) -> Self {
+        match e {
+            super::schema::SchemaError::NotFound(why) => {
+                DecodeError::UnknownSchema { id, reason: why }
+            }
+            super::schema::SchemaError::Unavailable(why) => DecodeError::RegistryUnavailable(why),
+        }
+    }
+
+    #[cold]
+    pub(super) fn body(format: &'static str, reason: String) -> Self {
+        DecodeError::Body { format, reason }
     }
 
     #[cold]
@@ -55,6 +126,9 @@ impl PartialEq for DecodeError {
             }
             (DecodeError::InvalidUtf8(a), DecodeError::InvalidUtf8(b)) => a == b,
             (DecodeError::InvalidJson(a), DecodeError::InvalidJson(b)) => {
+                a.to_string() == b.to_string()
+            }
+            (a, b) if std::mem::discriminant(a) == std::mem::discriminant(b) => {
                 a.to_string() == b.to_string()
             }
             _ => false,

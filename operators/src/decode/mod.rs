@@ -17,13 +17,25 @@
 //! - `preset`: envelope presets (Debezium, CloudEvents), whose records are shaped into
 //!   one document before the paths are read; [`RecordDecoder`] picks the way.
 
+mod avro;
 mod error;
 mod preset;
+mod protobuf;
 mod scanner;
+mod schema;
 mod trie;
 mod walk;
 
+pub use self::avro::schema_fields as avro_schema_fields;
 pub use self::preset::{Preset, RecordParts, Shaped};
+pub use self::protobuf::{
+    compile_proto, descriptor_set, message_fields as protobuf_message_fields, registered_message,
+};
+pub use self::schema::{
+    Framing, RegisteredSchema, Registry, SchemaError, SchemaKind, SchemaSource,
+};
+pub use apache_avro::Schema as AvroSchema;
+pub use prost_reflect::MessageDescriptor;
 
 use self::scanner::Scan;
 use self::trie::Trie;
@@ -119,20 +131,118 @@ pub enum Decoded {
     Ignore,
 }
 
+/// How record values are encoded (`format:`).
+#[derive(Debug, Clone, Default)]
+pub enum BodyFormat {
+    /// One JSON object per record.
+    #[default]
+    Json,
+    /// Avro, read by `reader` (the pipeline's schema) where there is one.
+    Avro {
+        /// The reader's schema.
+        reader: Option<std::sync::Arc<AvroSchema>>,
+        /// How bodies are framed.
+        framing: Framing,
+        /// Where writer schemas come from.
+        registry: Option<Registry>,
+    },
+    /// Protobuf, read by `reader` (the pipeline's message) where there is one.
+    Protobuf {
+        /// The reader's message.
+        reader: Option<MessageDescriptor>,
+        /// How bodies are framed.
+        framing: Framing,
+        /// Where writer schemas come from.
+        registry: Option<Registry>,
+    },
+    /// The value as UTF-8 text, in the field `value`.
+    Raw,
+}
+
+/// The body decoder a [`BodyFormat`] makes.
+#[derive(Debug, Clone)]
+enum Body {
+    Json,
+    Avro(avro::AvroDecoder),
+    Protobuf(protobuf::ProtobufDecoder),
+    /// The slot of `value`, if read.
+    Raw(Option<usize>),
+}
+
+/// Writer schemas by id, fetched once (a failed fetch is not kept: the next record
+/// with that id asks again).
+#[derive(Debug)]
+pub(crate) struct SchemaCache<T>(
+    std::sync::Arc<std::sync::Mutex<std::collections::HashMap<u32, std::sync::Arc<T>>>>,
+);
+
+impl<T> Clone for SchemaCache<T> {
+    fn clone(&self) -> Self {
+        SchemaCache(self.0.clone())
+    }
+}
+
+impl<T> Default for SchemaCache<T> {
+    fn default() -> Self {
+        SchemaCache(Default::default())
+    }
+}
+
+impl<T> SchemaCache<T> {
+    fn get(
+        &self,
+        id: u32,
+        make: impl FnOnce() -> Result<T, DecodeError>,
+    ) -> Result<std::sync::Arc<T>, DecodeError> {
+        if let Some(t) = self.0.lock().expect("schema cache lock").get(&id) {
+            return Ok(t.clone());
+        }
+        let t = std::sync::Arc::new(make()?);
+        self.0
+            .lock()
+            .expect("schema cache lock")
+            .insert(id, t.clone());
+        Ok(t)
+    }
+}
+
 /// Decodes a record's value, or the document an envelope preset makes of the whole
 /// record (value, key and headers).
 #[derive(Debug, Clone)]
 pub struct RecordDecoder {
     json: JsonDecoder,
     preset: Option<Preset>,
+    body: Body,
 }
 
 impl RecordDecoder {
-    /// A decoder for every path in `fields`, through `preset` if there is one.
+    /// A decoder of JSON records for every path in `fields`, through `preset` if there
+    /// is one.
     pub fn new(fields: &FieldRegistry, preset: Option<Preset>) -> Self {
+        Self::with_format(fields, preset, BodyFormat::Json)
+    }
+
+    /// A decoder for every path in `fields` of records in `format` (a preset reads JSON
+    /// records only; the config checks it).
+    pub fn with_format(fields: &FieldRegistry, preset: Option<Preset>, format: BodyFormat) -> Self {
+        let body = match format {
+            BodyFormat::Json => Body::Json,
+            BodyFormat::Avro {
+                reader,
+                framing,
+                registry,
+            } => Body::Avro(avro::AvroDecoder::new(reader, framing, registry)),
+            BodyFormat::Protobuf {
+                reader,
+                framing,
+                registry,
+            } => Body::Protobuf(protobuf::ProtobufDecoder::new(reader, framing, registry)),
+            BodyFormat::Raw => Body::Raw(fields.get("value").map(|f| f.index())),
+        };
         RecordDecoder {
             json: JsonDecoder::new(fields),
             preset,
+            body,
         }
     }
 
@@ -155,13 +265,28 @@ impl RecordDecoder {
         out: &mut [Value],
     ) -> Result<Decoded, DecodeError> {
         let Some(preset) = self.preset else {
-            return match record.value {
-                None => {
-                    out.fill(Value::Null);
-                    Ok(Decoded::Tombstone)
-                }
-                Some(raw) => self.json.decode(raw, out).map(|()| Decoded::Event),
+            let Some(raw) = record.value else {
+                out.fill(Value::Null);
+                return Ok(Decoded::Tombstone);
             };
+            let trie = &self.json.trie;
+            match &self.body {
+                Body::Json => self.json.decode(raw, out)?,
+                Body::Avro(d) => d
+                    .decode(trie, raw, out)
+                    .inspect_err(|_| out.fill(Value::Null))?,
+                Body::Protobuf(d) => d
+                    .decode(trie, raw, out)
+                    .inspect_err(|_| out.fill(Value::Null))?,
+                Body::Raw(slot) => {
+                    out.fill(Value::Null);
+                    let text = std::str::from_utf8(raw).map_err(DecodeError::NotText)?;
+                    if let Some(slot) = slot {
+                        out[*slot] = Value::Str(text.into());
+                    }
+                }
+            }
+            return Ok(Decoded::Event);
         };
         out.fill(Value::Null);
         let shaped = preset.shape(record)?;

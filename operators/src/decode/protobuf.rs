@@ -1,0 +1,375 @@
+//! Protobuf records, read by a descriptor compiled at start (protox: `.proto` files, no
+//! protoc, no build step for the user) or loaded from a descriptor set, or by the
+//! writer's schema from the registry. Field numbers are Protobuf's compatibility
+//! contract, so a record written with an older or newer schema decodes by the
+//! reader's descriptor: unknown fields are skipped, missing ones read as absent (or
+//! their proto3 default). `payload.amount` is the field `amount` of the message in
+//! the field `payload`.
+
+use super::schema::{Framing, Registry, SchemaKind, confluent_frame};
+use super::trie::Trie;
+use super::{DecodeError, SchemaCache};
+use crate::value::Value;
+use base64::Engine as _;
+use prost::Message as _;
+use prost_reflect::{DescriptorPool, DynamicMessage, FieldDescriptor, Kind, MessageDescriptor};
+use prost_reflect::{MapKey, ReflectMessage, Value as Pb};
+
+/// Compiles `.proto` source (with the well-known types importable) into a pool;
+/// `name` is the file's name for imports and errors.
+pub fn compile_proto(name: &str, source: &str) -> Result<DescriptorPool, String> {
+    use protox::file::{ChainFileResolver, File, FileResolver, GoogleFileResolver};
+    #[derive(Debug)]
+    struct One(String, String);
+    impl FileResolver for One {
+        fn open_file(&self, name: &str) -> Result<File, protox::Error> {
+            if name == self.0 {
+                File::from_source(name, &self.1)
+            } else {
+                Err(protox::Error::file_not_found(name))
+            }
+        }
+    }
+    let mut resolver = ChainFileResolver::new();
+    resolver.add(One(name.to_string(), source.to_string()));
+    resolver.add(GoogleFileResolver::new());
+    let mut compiler = protox::Compiler::with_file_resolver(resolver);
+    compiler.include_imports(true);
+    compiler.open_file(name).map_err(|e| e.to_string())?;
+    Ok(compiler.descriptor_pool())
+}
+
+/// A pool from a serialized `FileDescriptorSet` (`protoc --descriptor_set_out`, with
+/// `--include_imports`).
+pub fn descriptor_set(bytes: &[u8]) -> Result<DescriptorPool, String> {
+    DescriptorPool::decode(bytes).map_err(|e| e.to_string())
+}
+
+/// A registered Protobuf schema as a pool: `.proto` text, or a base64
+/// `FileDescriptorProto` (what Confluent's Python serializer registers).
+fn registered(text: &str) -> Result<(DescriptorPool, String), String> {
+    if let Ok(bytes) = base64::engine::general_purpose::STANDARD.decode(text.trim())
+        && let Ok(file) = prost_types::FileDescriptorProto::decode(bytes.as_slice())
+    {
+        let name = file.name().to_string();
+        let mut pool = DescriptorPool::global();
+        pool.add_file_descriptor_proto(file)
+            .map_err(|e| e.to_string())?;
+        return Ok((pool, name));
+    }
+    let pool = compile_proto("registered.proto", text)?;
+    Ok((pool, "registered.proto".to_string()))
+}
+
+/// The message of a schema as the registry holds it: the file's first message, or the
+/// one named.
+pub fn registered_message(text: &str, name: Option<&str>) -> Result<MessageDescriptor, String> {
+    let (pool, file) = registered(text)?;
+    match name {
+        Some(n) => pool
+            .get_message_by_name(n)
+            .ok_or_else(|| format!("no message '{n}' in the registered schema")),
+        None => pool
+            .get_file_by_name(&file)
+            .and_then(|f| f.messages().next())
+            .ok_or_else(|| "the registered schema defines no message".to_string()),
+    }
+}
+
+/// Decodes Protobuf records into slots.
+#[derive(Debug, Clone)]
+pub(super) struct ProtobufDecoder {
+    /// The reader's message, if the pipeline has a schema.
+    reader: Option<MessageDescriptor>,
+    framing: Framing,
+    registry: Option<Registry>,
+    writers: SchemaCache<(DescriptorPool, String)>,
+}
+
+impl ProtobufDecoder {
+    pub(super) fn new(
+        reader: Option<MessageDescriptor>,
+        framing: Framing,
+        registry: Option<Registry>,
+    ) -> Self {
+        ProtobufDecoder {
+            reader,
+            framing,
+            registry,
+            writers: SchemaCache::default(),
+        }
+    }
+
+    /// The message a framed record names: the writer's schema's message at the
+    /// record's message indexes, read by the reader's descriptor of the same name
+    /// when the pipeline has one.
+    fn message(&self, id: u32, indexes: &[i64]) -> Result<MessageDescriptor, DecodeError> {
+        let registry = self.registry.as_ref().ok_or(DecodeError::NoSchema)?;
+        let writer = self.writers.get(id, || {
+            let s = registry.by_id(id).map_err(|e| DecodeError::schema(id, e))?;
+            if s.kind != SchemaKind::Protobuf {
+                let why = format!("it is a {:?} schema, not Protobuf", s.kind);
+                return Err(DecodeError::unknown_schema(id, why));
+            }
+            registered(&s.text).map_err(|e| DecodeError::unknown_schema(id, e))
+        })?;
+        let (pool, file) = &*writer;
+        let file = pool
+            .get_file_by_name(file)
+            .ok_or_else(|| DecodeError::unknown_schema(id, "no file".into()))?;
+        let not_there = || {
+            let why = format!("no message at indexes {indexes:?}");
+            DecodeError::unknown_schema(id, why)
+        };
+        let mut message = {
+            let first = usize::try_from(indexes[0]).map_err(|_| not_there())?;
+            file.messages().nth(first).ok_or_else(not_there)?
+        };
+        for i in &indexes[1..] {
+            let i = usize::try_from(*i).map_err(|_| not_there())?;
+            let child = message.child_messages().nth(i);
+            message = child.ok_or_else(not_there)?;
+        }
+        Ok(match &self.reader {
+            Some(reader) if reader.full_name() == message.full_name() => reader.clone(),
+            Some(reader) => reader
+                .parent_pool()
+                .get_message_by_name(message.full_name())
+                .unwrap_or(message),
+            None => message,
+        })
+    }
+
+    pub(super) fn decode(
+        &self,
+        trie: &Trie,
+        raw: &[u8],
+        out: &mut [Value],
+    ) -> Result<(), DecodeError> {
+        let (message, body) = match (self.framing, &self.registry) {
+            (Framing::Confluent, registry) => {
+                let (id, rest) =
+                    confluent_frame(raw).ok_or_else(|| DecodeError::not_framed(raw))?;
+                let (indexes, body) = message_indexes(rest)
+                    .ok_or_else(|| DecodeError::body("protobuf", "bad message indexes".into()))?;
+                let message = match registry {
+                    Some(_) => self.message(id, &indexes)?,
+                    None => self.reader.clone().ok_or(DecodeError::NoSchema)?,
+                };
+                (message, body)
+            }
+            (Framing::None, _) => (self.reader.clone().ok_or(DecodeError::NoSchema)?, raw),
+        };
+        let msg = DynamicMessage::decode(message, body)
+            .map_err(|e| DecodeError::body("protobuf", e.to_string()))?;
+        out.fill(Value::Null);
+        fill(trie, Trie::ROOT, &msg, out);
+        Ok(())
+    }
+}
+
+/// The message indexes after the schema id (zigzag varints: a count, then the
+/// indexes; a lone 0 is `[0]`), and the rest.
+fn message_indexes(mut buf: &[u8]) -> Option<(Vec<i64>, &[u8])> {
+    let mut next = || -> Option<i64> {
+        let v = prost::encoding::decode_varint(&mut buf).ok()?;
+        Some(((v >> 1) as i64) ^ -((v & 1) as i64))
+    };
+    let n = next()?;
+    let indexes = if n == 0 {
+        vec![0]
+    } else {
+        let n = usize::try_from(n).ok().filter(|n| *n <= 64)?;
+        (0..n).map(|_| next()).collect::<Option<Vec<_>>>()?
+    };
+    Some((indexes, buf))
+}
+
+fn field_of(msg: &DynamicMessage, key: &str) -> Option<(FieldDescriptor, Option<Pb>)> {
+    let fd = msg.descriptor().get_field_by_name(key)?;
+    // A field with presence that is not set is absent (null), like a missing JSON key.
+    if fd.supports_presence() && !msg.has_field(&fd) {
+        return Some((fd, None));
+    }
+    let v = msg.get_field(&fd).into_owned();
+    Some((fd, Some(v)))
+}
+
+fn fill(trie: &Trie, node: usize, msg: &DynamicMessage, out: &mut [Value]) {
+    for (key, c) in &trie.node(node).children {
+        let Some((fd, value)) = field_of(msg, key) else {
+            continue;
+        };
+        let n = trie.node(*c);
+        let Some(value) = value else {
+            continue;
+        };
+        if let Some(slot) = n.slot {
+            out[slot] = leaf(&fd, &value);
+        }
+        if !n.children.is_empty() {
+            match &value {
+                Pb::Message(inner) => fill(trie, *c, inner, out),
+                Pb::Map(entries) => fill_map(trie, *c, entries, &fd, out),
+                _ => {}
+            }
+        }
+    }
+}
+
+fn fill_map(
+    trie: &Trie,
+    node: usize,
+    entries: &std::collections::HashMap<MapKey, Pb>,
+    fd: &FieldDescriptor,
+    out: &mut [Value],
+) {
+    let value_fd = match fd.kind() {
+        Kind::Message(entry) => entry.map_entry_value_field(),
+        _ => return,
+    };
+    for (key, c) in &trie.node(node).children {
+        let Some(v) = entries.get(&MapKey::String(key.to_string())) else {
+            continue;
+        };
+        let n = trie.node(*c);
+        if let Some(slot) = n.slot {
+            out[slot] = leaf(&value_fd, v);
+        }
+        if let (Pb::Message(inner), false) = (v, n.children.is_empty()) {
+            fill(trie, *c, inner, out);
+        }
+    }
+}
+
+/// A Protobuf value as a slot value: enums by name, bytes as text when UTF-8,
+/// `google.protobuf.Timestamp` as epoch milliseconds, the wrapper types as their value.
+fn leaf(fd: &FieldDescriptor, v: &Pb) -> Value {
+    match v {
+        Pb::Bool(b) => Value::Bool(*b),
+        Pb::I32(i) => Value::Int(i64::from(*i)),
+        Pb::I64(i) => Value::Int(*i),
+        Pb::U32(i) => Value::Int(i64::from(*i)),
+        Pb::U64(i) => i64::try_from(*i).map_or(Value::Float(*i as f64), Value::Int),
+        Pb::F32(f) => Value::Float(f64::from(*f)),
+        Pb::F64(f) => Value::Float(*f),
+        Pb::String(s) => Value::Str(s.as_str().into()),
+        Pb::Bytes(b) => match std::str::from_utf8(b) {
+            Ok(s) => Value::Str(s.into()),
+            Err(_) => Value::Nested { array: false },
+        },
+        Pb::EnumNumber(n) => match fd.kind() {
+            Kind::Enum(e) => e
+                .get_value(*n)
+                .map_or(Value::Int(i64::from(*n)), |v| Value::Str(v.name().into())),
+            _ => Value::Int(i64::from(*n)),
+        },
+        Pb::Message(m) => well_known(m),
+        Pb::List(_) => Value::Nested { array: true },
+        Pb::Map(_) => Value::Nested { array: false },
+    }
+}
+
+fn well_known(m: &DynamicMessage) -> Value {
+    let d = m.descriptor();
+    let get = |name: &str| {
+        d.get_field_by_name(name)
+            .map(|f| m.get_field(&f).into_owned())
+    };
+    match d.full_name() {
+        "google.protobuf.Timestamp" => {
+            let secs = get("seconds").and_then(|v| v.as_i64()).unwrap_or(0);
+            let nanos = get("nanos").and_then(|v| v.as_i32()).unwrap_or(0);
+            Value::Int(secs.saturating_mul(1_000) + i64::from(nanos) / 1_000_000)
+        }
+        name if name.starts_with("google.protobuf.")
+            && name.ends_with("Value")
+            && d.get_field_by_name("value").is_some() =>
+        {
+            let fd = d.get_field_by_name("value").expect("checked");
+            leaf(&fd, &m.get_field(&fd))
+        }
+        _ => Value::Nested { array: false },
+    }
+}
+
+/// The scalar fields of a Protobuf message, by dotted path, with their column types:
+/// what a pipeline reading this message declares without a `fields:` block. Repeated
+/// fields and maps are left out; `google.protobuf.Timestamp` is a timestamp, the
+/// wrapper types their value's type.
+pub fn message_fields(message: &MessageDescriptor) -> Vec<(String, crate::value::ColumnType)> {
+    let mut out = Vec::new();
+    walk_message(message, "", 0, &mut out);
+    out
+}
+
+fn walk_message(
+    m: &MessageDescriptor,
+    prefix: &str,
+    depth: usize,
+    out: &mut Vec<(String, crate::value::ColumnType)>,
+) {
+    use crate::value::ColumnType as T;
+    if depth > 16 {
+        return;
+    }
+    for f in m.fields() {
+        if f.is_list() || f.is_map() {
+            continue;
+        }
+        let path = if prefix.is_empty() {
+            f.name().to_string()
+        } else {
+            format!("{prefix}.{}", f.name())
+        };
+        let ty = match f.kind() {
+            Kind::Bool => T::Bool,
+            Kind::Int32
+            | Kind::Int64
+            | Kind::Sint32
+            | Kind::Sint64
+            | Kind::Sfixed32
+            | Kind::Sfixed64
+            | Kind::Uint32
+            | Kind::Fixed32
+            | Kind::Uint64
+            | Kind::Fixed64 => T::Int64,
+            Kind::Float | Kind::Double => T::Float64,
+            Kind::String | Kind::Enum(_) => T::String,
+            Kind::Bytes => continue,
+            Kind::Message(inner) => match inner.full_name() {
+                "google.protobuf.Timestamp" => T::Timestamp,
+                name if name.starts_with("google.protobuf.") && name.ends_with("Value") => {
+                    match inner.get_field_by_name("value").map(|v| v.kind()) {
+                        Some(Kind::Bool) => T::Bool,
+                        Some(Kind::String) => T::String,
+                        Some(Kind::Float | Kind::Double) => T::Float64,
+                        Some(Kind::Bytes) | None => continue,
+                        Some(_) => T::Int64,
+                    }
+                }
+                _ => {
+                    walk_message(&inner, &path, depth + 1, out);
+                    continue;
+                }
+            },
+        };
+        out.push((path, ty));
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn message_indexes_read_like_confluents_encoder_writes_them() {
+        assert_eq!(message_indexes(&[0, 9]), Some((vec![0], &[9u8][..])));
+        // [1, 2]: count 2 (zigzag 4), 1 (2), 2 (4).
+        assert_eq!(
+            message_indexes(&[4, 2, 4, 7]),
+            Some((vec![1, 2], &[7u8][..]))
+        );
+        assert_eq!(message_indexes(&[]), None);
+    }
+}
