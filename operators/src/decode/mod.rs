@@ -18,9 +18,11 @@
 //!   one document before the paths are read; [`RecordDecoder`] picks the way.
 
 mod avro;
+mod avro_plan;
 mod error;
 mod preset;
 mod protobuf;
+mod protobuf_plan;
 mod scanner;
 mod schema;
 mod trie;
@@ -225,25 +227,26 @@ impl RecordDecoder {
     /// A decoder for every path in `fields` of records in `format` (a preset reads JSON
     /// records only; the config checks it).
     pub fn with_format(fields: &FieldRegistry, preset: Option<Preset>, format: BodyFormat) -> Self {
+        let json = JsonDecoder::new(fields);
         let body = match format {
             BodyFormat::Json => Body::Json,
             BodyFormat::Avro {
                 reader,
                 framing,
                 registry,
-            } => Body::Avro(avro::AvroDecoder::new(reader, framing, registry)),
+            } => Body::Avro(avro::AvroDecoder::new(
+                reader, framing, registry, &json.trie,
+            )),
             BodyFormat::Protobuf {
                 reader,
                 framing,
                 registry,
-            } => Body::Protobuf(protobuf::ProtobufDecoder::new(reader, framing, registry)),
+            } => Body::Protobuf(protobuf::ProtobufDecoder::new(
+                reader, framing, registry, &json.trie,
+            )),
             BodyFormat::Raw => Body::Raw(fields.get("value").map(|f| f.index())),
         };
-        RecordDecoder {
-            json: JsonDecoder::new(fields),
-            preset,
-            body,
-        }
+        RecordDecoder { json, preset, body }
     }
 
     /// Number of slots [`RecordDecoder::decode`] fills.
