@@ -17,27 +17,19 @@ use common::{assert_rows, generator_records, oracle, summary};
 use serde_json::{Value, json};
 use std::path::{Path, PathBuf};
 
-/// The shipped Kafka pipeline on `topic` with its envelope replaced by `envelope`
-/// (YAML lines), `rename` applied to the views' paths, and `top` (YAML lines) added.
-fn pipeline_for(
-    dir: &Path,
-    broker: &Broker,
-    topic: &str,
-    envelope: &str,
-    rename: &[(&str, &str)],
-    top: &str,
-) -> PathBuf {
-    let path = pipeline_on(dir, broker, topic, &Store::Local);
-    let text = std::fs::read_to_string(&path).expect("pipeline");
-    let (head, views) = text.split_once("\nviews:").expect("views");
-    let (head, _) = head.split_once("\nenvelope:").expect("envelope");
-    let mut views = views.to_string();
-    for (from, to) in rename {
-        views = views.replace(from, to);
-    }
-    // Records keyed otherwise than by murmur2 of the envelope key.
-    let head = head.replace("  partitioner: murmur2", "");
-    let text = format!("{head}\n{top}envelope:\n{envelope}\nviews:{views}");
+/// The shipped example `name` (in `pipelines/`) reading `topic` on `broker`.
+fn example(dir: &Path, name: &str, broker: &Broker, topic: &str) -> PathBuf {
+    let text = std::fs::read_to_string(repo().join("pipelines").join(name)).expect("example");
+    let topics = text
+        .lines()
+        .find(|l| l.trim_start().starts_with("topics:"))
+        .expect("topics line")
+        .to_string();
+    let text = text
+        .replace("${KAFKA_BROKERS:-127.0.0.1:9092}", &broker.address)
+        .replace(&topics, &format!("  topics: [{topic}]"))
+        .replace("\nviews:", "\npublish_interval: 20ms\nviews:");
+    let path = dir.join(name);
     std::fs::write(&path, text).expect("write pipeline");
     path
 }
@@ -124,14 +116,11 @@ fn debezium_outbox_and_cloudevents_fold_like_the_plain_json_of_the_same_events()
         }
     }
     produce_with_confluent(&broker.address, "outbox-cdc", &lines(&cdc), &["--wrapped"]);
-    let envelope = "  preset: debezium\n  version: version\n  timestamp: timestamp";
-    let p = pipeline_for(
+    let p = example(
         dir.path(),
+        "bank-accounts-debezium.yaml",
         &broker,
         "outbox-cdc",
-        envelope,
-        &[("eventType", "type")],
-        "",
     );
     let stderr = assert_equals_oracle("debezium change events", &p, &raw);
     let deletes = (0..events.len()).filter(|i| i % 7 == 3).count() as u64;
@@ -159,13 +148,11 @@ fn debezium_outbox_and_cloudevents_fold_like_the_plain_json_of_the_same_events()
     );
     let dir2 = dir.path().join("routed");
     std::fs::create_dir_all(&dir2).expect("dir");
-    let p = pipeline_for(
+    let p = example(
         &dir2,
+        "bank-accounts-debezium.yaml",
         &broker,
         "outbox-routed",
-        "  preset: debezium\n  version: version",
-        &[("eventType", "type")],
-        "fields:\n  version: int64\n",
     );
     assert_equals_oracle("outbox router", &p, &raw);
 
@@ -199,13 +186,11 @@ fn debezium_outbox_and_cloudevents_fold_like_the_plain_json_of_the_same_events()
     );
     let dir3 = dir.path().join("cloud");
     std::fs::create_dir_all(&dir3).expect("dir");
-    let p = pipeline_for(
+    let p = example(
         &dir3,
+        "bank-accounts-cloudevents.yaml",
         &broker,
         "cloudevents",
-        "  preset: cloudevents\n  version: version",
-        &[("eventType", "type"), ("payload.", "data.")],
-        "fields:\n  version: int64\n",
     );
     assert_equals_oracle("cloudevents", &p, &raw);
 }
