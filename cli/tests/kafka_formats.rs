@@ -290,6 +290,47 @@ fn run_both(
     );
 }
 
+/// The later half of the records as the evolved schemas have them.
+fn evolved(records: &[Value]) -> Vec<Value> {
+    records
+        .iter()
+        .map(|r| {
+            let mut r = r.clone();
+            r["channel"] = json!("mobile");
+            r["payload"]["currency"] = json!("EUR");
+            r
+        })
+        .collect()
+}
+
+/// Produces `records` to `topic` with confluent-kafka's `format` serializer and
+/// `schema` (a Protobuf schema's message is `BankEvent`), through `registry`.
+fn produce_serialized(
+    broker: &Broker,
+    registry: &SchemaRegistry,
+    topic: &str,
+    format: &str,
+    schema: &Path,
+    records: &[Value],
+) {
+    let auth = format!("{USER}:{SECRET}");
+    let schema = schema.display().to_string();
+    let mut args = vec![
+        "--format",
+        format,
+        "--registry",
+        &registry.url,
+        "--registry-auth",
+        &auth,
+        "--schema",
+        &schema,
+    ];
+    if format == "protobuf" {
+        args.extend(["--message", "BankEvent"]);
+    }
+    produce_with_confluent(&broker.address, topic, &lines(records), &args);
+}
+
 #[test]
 fn avro_records_of_two_schema_versions_fold_like_the_oracle() {
     let broker = Broker::start();
@@ -311,34 +352,16 @@ fn avro_records_of_two_schema_versions_fold_like_the_oracle() {
     let v2_path = dir.path().join("bank-event-v2.avsc");
     std::fs::write(&v2_path, v2.to_string()).expect("v2");
     let half = records.len() / 2;
-    let later: Vec<Value> = records[half..]
-        .iter()
-        .map(|r| {
-            let mut r = r.clone();
-            r["channel"] = json!("mobile");
-            r["payload"]["currency"] = json!("EUR");
-            r
-        })
-        .collect();
-    let auth = format!("{USER}:{SECRET}");
-    let common = |schema: &Path| {
-        vec![
-            "--format".to_string(),
-            "avro".into(),
-            "--registry".into(),
-            registry.url.clone(),
-            "--registry-auth".into(),
-            auth.clone(),
-            "--schema".into(),
-            schema.display().to_string(),
-        ]
-    };
-    let a = common(&v1);
-    let a: Vec<&str> = a.iter().map(String::as_str).collect();
-    produce_with_confluent(&broker.address, "bank-avro", &lines(&records[..half]), &a);
-    let b = common(&v2_path);
-    let b: Vec<&str> = b.iter().map(String::as_str).collect();
-    produce_with_confluent(&broker.address, "bank-avro", &lines(&later), &b);
+    produce_serialized(
+        &broker,
+        &registry,
+        "bank-avro",
+        "avro",
+        &v1,
+        &records[..half],
+    );
+    let later = evolved(&records[half..]);
+    produce_serialized(&broker, &registry, "bank-avro", "avro", &v2_path, &later);
     produce_with_confluent(&broker.address, "bank-avro", &bad_records(), &["--wrapped"]);
     let case = Case {
         example: "bank-accounts-avro.yaml",
@@ -373,15 +396,6 @@ fn protobuf_records_of_two_schema_versions_fold_like_the_oracle() {
     let v2 = v2_dir.join("bank_event.proto");
     std::fs::write(&v2, v2_text).expect("v2");
     let half = records.len() / 2;
-    let later: Vec<Value> = records[half..]
-        .iter()
-        .map(|r| {
-            let mut r = r.clone();
-            r["channel"] = json!("mobile");
-            r["payload"]["currency"] = json!("EUR");
-            r
-        })
-        .collect();
     // Protobuf's JSON form leaves absent optional fields out.
     let strip = |rs: &[Value]| -> Vec<Value> {
         rs.iter()
@@ -393,32 +407,16 @@ fn protobuf_records_of_two_schema_versions_fold_like_the_oracle() {
             })
             .collect()
     };
-    let auth = format!("{USER}:{SECRET}");
-    let common = |schema: &Path| {
-        vec![
-            "--format".to_string(),
-            "protobuf".into(),
-            "--registry".into(),
-            registry.url.clone(),
-            "--registry-auth".into(),
-            auth.clone(),
-            "--schema".into(),
-            schema.display().to_string(),
-            "--message".into(),
-            "BankEvent".into(),
-        ]
-    };
-    let a = common(&v1);
-    let a: Vec<&str> = a.iter().map(String::as_str).collect();
-    produce_with_confluent(
-        &broker.address,
+    produce_serialized(
+        &broker,
+        &registry,
         "bank-pb",
-        &lines(&strip(&records[..half])),
-        &a,
+        "protobuf",
+        &v1,
+        &strip(&records[..half]),
     );
-    let b = common(&v2);
-    let b: Vec<&str> = b.iter().map(String::as_str).collect();
-    produce_with_confluent(&broker.address, "bank-pb", &lines(&strip(&later)), &b);
+    let later = strip(&evolved(&records[half..]));
+    produce_serialized(&broker, &registry, "bank-pb", "protobuf", &v2, &later);
     produce_with_confluent(&broker.address, "bank-pb", &bad_records(), &["--wrapped"]);
     let case = Case {
         example: "bank-accounts-protobuf.yaml",
@@ -427,4 +425,61 @@ fn protobuf_records_of_two_schema_versions_fold_like_the_oracle() {
         old_channel: json!(""),
     };
     run_both(dir.path(), case, &broker, &registry, &raw);
+}
+
+/// A registry that cannot be reached is not the records' fault: the run stops (after
+/// `registry.retry`) without dead-lettering them, and once a registry answers again a
+/// run reads every record.
+#[test]
+fn a_registry_that_cannot_be_reached_stops_the_run_and_loses_nothing() {
+    let broker = Broker::start();
+    let dir = tempfile::tempdir().expect("tempdir");
+    let (raw, records) = events(2_000, 97);
+    let half = records.len() / 2;
+    let avsc = repo().join("pipelines/schemas/bank-event.avsc");
+    let produce = |registry: &SchemaRegistry, part: &[Value]| {
+        produce_serialized(&broker, registry, "bank-avro-down", "avro", &avsc, part);
+    };
+    let first = SchemaRegistry::start();
+    produce(&first, &records[..half]);
+    let pipeline = example(
+        dir.path(),
+        "bank-accounts-avro.yaml",
+        &broker,
+        "bank-avro-down",
+        &first,
+        true,
+    );
+    let text = std::fs::read_to_string(&pipeline).expect("pipeline");
+    let url = format!("  url: {}", first.url);
+    assert!(text.contains(&url), "{text}");
+    let text = text.replace(&url, &format!("{url}\n  retry: 1s"));
+    std::fs::write(&pipeline, text).expect("write");
+    let old_url = first.url.clone();
+    drop(first);
+
+    let state = dir.path().join("state");
+    let mut cmd = common::projector();
+    cmd.arg("run")
+        .arg(&pipeline)
+        .arg("--once")
+        .arg("--state-dir")
+        .arg(&state);
+    let out = common::run(cmd, None, std::time::Duration::from_secs(60));
+    assert_ne!(out.code, Some(0), "the run stops: {}", out.stderr);
+    assert!(out.stderr.contains("schema registry"), "{}", out.stderr);
+    assert!(
+        dead_letters(&state).is_empty(),
+        "no record is blamed for the registry"
+    );
+
+    // A registry again (the same schema registers as id 1 again), more records.
+    let second = SchemaRegistry::start();
+    produce(&second, &records[half..]);
+    let text = std::fs::read_to_string(&pipeline).expect("pipeline");
+    std::fs::write(&pipeline, text.replace(&old_url, &second.url)).expect("write");
+    let (_, accounts, volume) = run_once(&pipeline, &state);
+    let exp = oracle::expected(&raw);
+    assert_rows("accounts", &accounts, &exp.accounts_json());
+    assert_rows("volume_by_type", &volume, &integer_volume(&exp));
 }

@@ -10,6 +10,9 @@ use saphyr::YamlData;
 use std::path::Path;
 use std::sync::Arc;
 
+/// How long requests to a registry that cannot be reached are retried, by default.
+pub(crate) const DEFAULT_RETRY: std::time::Duration = std::time::Duration::from_secs(30);
+
 const FORMATS: &[(&str, Format)] = &[
     ("json", Format::Json),
     ("avro", Format::Avro),
@@ -161,9 +164,13 @@ fn read_protobuf(at: &Path, message: Option<&str>) -> Result<ReaderSchema, Strin
     Ok(ReaderSchema::Protobuf(found))
 }
 
-/// `registry: {url, auth: {username, password} | {token}}`.
+/// `registry: {url, auth: {username, password} | {token}, retry}`.
 pub(super) fn registry(ctx: &mut Ctx<'_>, node: &Node, path: &str) -> Option<RegistryConfig> {
-    let rec = ctx.record(node, path, &["url", "auth"])?;
+    let rec = ctx.record(node, path, &["url", "auth", "retry"])?;
+    let retry = match rec.get("retry") {
+        Some(e) => super::compile::duration(ctx, e.value, &e.path),
+        None => Some(DEFAULT_RETRY),
+    };
     let url = rec.require(ctx, "url").and_then(|e| {
         let u = ctx.text(e.value, &e.path)?;
         match url::Url::parse(&u) {
@@ -205,5 +212,6 @@ pub(super) fn registry(ctx: &mut Ctx<'_>, node: &Node, path: &str) -> Option<Reg
     Some(RegistryConfig {
         url: url?,
         auth: auth?,
+        retry: retry?,
     })
 }

@@ -109,6 +109,9 @@ pub struct RegistryConfig {
     pub url: String,
     /// How to authenticate, if it asks.
     pub auth: Option<RegistryAuth>,
+    /// `retry:` how long requests are retried while the registry cannot be reached
+    /// (default 30s), before the run stops.
+    pub retry: Duration,
 }
 
 /// How to authenticate to a schema registry.

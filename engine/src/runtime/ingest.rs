@@ -210,8 +210,9 @@ pub(super) fn ingest_loop(mut source: Box<dyn Source>, decoding: Decoding, owner
                 let decoded = match decoder.decode(&parts, &mut slots) {
                     Ok(d) => d,
                     Err(DecodeError::RegistryUnavailable(why)) => {
-                        // Not the record's fault: stop before it, resume from the
-                        // checkpoint once the registry is back.
+                        // Not the record's fault: stop before it (it is not read), and
+                        // resume from the checkpoint once the registry is back.
+                        ing.offsets[rec.partition as usize] = rec.offset;
                         shared.set_fatal(Fatal::Registry(why));
                         return;
                     }

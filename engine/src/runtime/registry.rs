@@ -2,21 +2,20 @@
 //! subject's latest version for the reader's schema when the pipeline has no file.
 //!
 //! A schema the registry does not have makes the record bad; a registry that cannot
-//! be reached does not: requests are retried for about 30 seconds (the ingest thread
-//! waits, so the source waits too), then the pipeline stops, and a restart resumes
-//! from its checkpoint.
+//! be reached does not: requests are retried for `registry.retry` (30 s by default;
+//! the ingest thread waits, so the source waits too), then the pipeline stops, and a
+//! restart resumes from its checkpoint.
 
 use crate::config::{RegistryAuth, RegistryConfig};
 use base64::Engine as _;
 use projector_operators::decode::{RegisteredSchema, SchemaError, SchemaKind, SchemaSource};
 use std::time::Duration;
 
-/// How long transient failures are retried before the registry counts as down.
-const RETRY_FOR: Duration = Duration::from_secs(30);
-
 /// A Confluent-compatible schema registry.
 pub(crate) struct HttpRegistry {
     base: String,
+    /// How long transient failures are retried before the registry counts as down.
+    retry: Duration,
     authorization: Option<String>,
     agent: ureq::Agent,
 }
@@ -48,6 +47,7 @@ impl HttpRegistry {
             .into();
         HttpRegistry {
             base: config.url.clone(),
+            retry: config.retry,
             authorization,
             agent,
         }
@@ -90,7 +90,7 @@ impl HttpRegistry {
                 }
                 Err(e) => format!("{url}: {e}"),
             };
-            if started.elapsed() + wait > RETRY_FOR {
+            if started.elapsed() + wait > self.retry {
                 return Err(SchemaError::Unavailable(failure));
             }
             tracing::warn!(%failure, "schema registry; retrying");

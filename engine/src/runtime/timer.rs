@@ -20,7 +20,9 @@ pub(super) fn timer_loop(interval: Duration, ingress: &Mutex<Ingress>, shared: &
         }
         {
             let mut ing = ingress.lock().expect("ingress lock");
-            if ing.finished {
+            // Checked again under the lock: the ingest thread may have failed while this
+            // thread waited for it, leaving offsets past records it never applied.
+            if ing.finished || shared.fatal().is_some() || shared.stop.load(Ordering::Relaxed) {
                 return;
             }
             // One epoch in flight: while the last one is still being built (a large
