@@ -286,40 +286,45 @@ impl Broker {
 
     /// A broker on `port` (a free one if `None`).
     pub(crate) fn start_on(port: Option<&str>) -> Broker {
-        let out = Command::new("bash")
-            .arg(repo().join("scripts/broker.sh"))
-            .arg("start")
-            .args(port)
-            .stderr(Stdio::inherit())
-            .output()
-            .expect("running scripts/broker.sh");
-        let address = String::from_utf8_lossy(&out.stdout).trim().to_string();
-        assert!(
-            out.status.success() && address.starts_with("127.0.0.1:"),
-            "the Kafka tests need a broker: `scripts/broker.sh start` failed ({}); \
-             they do not skip",
-            out.status
-        );
-        Broker { address }
+        let mut args = vec!["start".to_string()];
+        args.extend(port.map(str::to_string));
+        Broker::from_script(
+            &args,
+            "the Kafka tests need a broker: `scripts/broker.sh start`",
+        )
     }
 
     /// A broker that speaks only TLS (with `cert` and `key`, PEM) and requires SASL
     /// SCRAM-SHA-256 or -512 as `user`/`password` (`scripts/broker.sh start-secure`,
     /// which builds the TLS- and SCRAM-capable Tansu on first use).
     pub(crate) fn start_secure(cert: &Path, key: &Path, user: &str, password: &str) -> Broker {
+        let path = |p: &Path| p.to_str().expect("utf-8 path").to_string();
+        let args = [
+            "start-secure".to_string(),
+            path(cert),
+            path(key),
+            user.to_string(),
+            password.to_string(),
+        ];
+        Broker::from_script(
+            &args,
+            "the security tests need a TLS and SCRAM broker: `scripts/broker.sh start-secure`",
+        )
+    }
+
+    /// Runs `scripts/broker.sh ARGS`, which prints the broker's address; fails the test
+    /// (`what` says why it was needed) if it cannot.
+    fn from_script(args: &[String], what: &str) -> Broker {
         let out = Command::new("bash")
             .arg(repo().join("scripts/broker.sh"))
-            .arg("start-secure")
-            .args([cert, key])
-            .args([user, password])
+            .args(args)
             .stderr(Stdio::inherit())
             .output()
             .expect("running scripts/broker.sh");
         let address = String::from_utf8_lossy(&out.stdout).trim().to_string();
         assert!(
             out.status.success() && address.starts_with("127.0.0.1:"),
-            "the security tests need a TLS and SCRAM broker: `scripts/broker.sh \
-             start-secure` failed ({}); they do not skip",
+            "{what} failed ({}); they do not skip",
             out.status
         );
         Broker { address }

@@ -352,18 +352,7 @@ mod tests {
         "missing",
     ];
 
-    struct Rng(u64);
-    impl Rng {
-        fn next(&mut self) -> u64 {
-            self.0 ^= self.0 << 13;
-            self.0 ^= self.0 >> 7;
-            self.0 ^= self.0 << 17;
-            self.0
-        }
-        fn below(&mut self, n: u64) -> u64 {
-            self.next() % n
-        }
-    }
+    use crate::decode::test_rng::Rng;
 
     fn record(rng: &mut Rng) -> Avro {
         let text = |rng: &mut Rng| {

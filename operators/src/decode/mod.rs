@@ -25,6 +25,8 @@ mod protobuf;
 mod protobuf_plan;
 mod scanner;
 mod schema;
+#[cfg(test)]
+mod test_rng;
 mod trie;
 mod walk;
 

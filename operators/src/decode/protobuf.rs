@@ -450,18 +450,7 @@ message E {
         "inner", "inner.x", "inner.y", "inner.r", "many", "attrs", "extra", "missing",
     ];
 
-    struct Rng(u64);
-    impl Rng {
-        fn next(&mut self) -> u64 {
-            self.0 ^= self.0 << 13;
-            self.0 ^= self.0 >> 7;
-            self.0 ^= self.0 << 17;
-            self.0
-        }
-        fn coin(&mut self) -> bool {
-            self.next().is_multiple_of(2)
-        }
-    }
+    use crate::decode::test_rng::Rng;
 
     fn message(
         desc: &MessageDescriptor,
