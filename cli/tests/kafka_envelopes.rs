@@ -246,3 +246,84 @@ fn tombstones_delete_fold_rows_when_the_pipeline_says_so() {
     assert_rows("volume_by_type", &volume, &exp.volume_json());
     assert_eq!(summary(&stderr).ignored, 0, "{stderr}");
 }
+
+/// Debezium change events of a plain table (not an outbox): creates, updates and
+/// deletes of rows, with `on_tombstone: delete`, give the table as it is at the end.
+#[test]
+fn a_tables_change_events_with_deletes_give_the_table() {
+    let broker = Broker::start();
+    let dir = tempfile::tempdir().expect("tempdir");
+    let mut rng = common::Rng(0x51ed_270b_a3c5_81f7);
+    let mut table: std::collections::BTreeMap<String, (String, i64)> = Default::default();
+    let mut changes = Vec::new();
+    for i in 0..6_000u64 {
+        let id = format!("acct-{:03}", rng.below(150));
+        let before = table
+            .get(&id)
+            .map(|(o, b)| json!({"id": id, "owner": o, "balance": b}));
+        let (op, after) = match (&before, rng.below(10)) {
+            (Some(_), 0) => ("d", None),
+            (prev, _) => {
+                let row = (format!("owner-{}", rng.below(50)), rng.below(10_000) as i64);
+                let after = json!({"id": id, "owner": row.0, "balance": row.1});
+                table.insert(id.clone(), row);
+                (if prev.is_some() { "u" } else { "c" }, Some(after))
+            }
+        };
+        if op == "d" {
+            table.remove(&id);
+        }
+        let key = json!({"id": id}).to_string();
+        let value = json!({"before": before, "after": after, "op": op,
+                           "source": {"ts_ms": 1_767_225_600_000u64 + i, "table": "accounts"}});
+        changes.push(json!({"key": key, "value": value}));
+        if op == "d" {
+            changes.push(json!({"key": key, "value": null})); // Debezium's tombstone
+        }
+    }
+    produce_with_confluent(
+        &broker.address,
+        "db.accounts",
+        &lines(&changes),
+        &["--wrapped"],
+    );
+    let text = format!(
+        "name: accounts-cdc
+source:
+  type: kafka
+  brokers: {}
+  topics: [db.accounts]
+  properties: {{ session.timeout.ms: \"6000\" }}
+on_tombstone: delete
+envelope: {{ preset: debezium, key: id, type: __op, timestamp: __source_ts_ms }}
+views:
+  - name: accounts
+    fold:
+      key_column: id
+      columns: {{ owner: string, balance: int64 }}
+      on:
+        \"*\": {{ set: {{ owner: owner, balance: balance }} }}
+",
+        broker.address
+    );
+    let pipeline = dir.path().join("accounts-cdc.yaml");
+    std::fs::write(&pipeline, text).expect("pipeline");
+    let mut cmd = common::projector();
+    cmd.arg("run")
+        .arg(&pipeline)
+        .args(["--once", "--format", "json", "--state-dir"])
+        .arg(dir.path().join("state"))
+        .args(["--sql", "SELECT * FROM accounts ORDER BY id"]);
+    let out = common::run(cmd, None, std::time::Duration::from_secs(120));
+    out.assert_code(0);
+    let rows = common::json_lines(&out.stdout).remove(0);
+    let want: Vec<Value> = table
+        .iter()
+        .map(|(id, (owner, balance))| json!({"id": id, "owner": owner, "balance": balance}))
+        .collect();
+    assert!(
+        want.len() > 50 && want.len() < 150,
+        "some rows deleted, some kept"
+    );
+    assert_rows("accounts", &rows, &want);
+}
