@@ -158,13 +158,15 @@ pub(crate) fn pipeline(ctx: &mut Ctx<'_>, root: &Node, file: &Path) -> Option<Pi
         views::views(ctx, e.value, &e.path, &mut fields, has_time)
     });
     // An id is decoded for every event when a view reads it, when it is record
-    // metadata (a header), or with a preset (which reads the whole record anyway);
-    // otherwise only a dead letter reads it, from the record's bytes.
+    // metadata (a header), with a preset (which reads the whole record anyway), or in
+    // records that are not JSON; otherwise only a dead letter reads it, from the
+    // record's bytes (read again as JSON).
+    let binary = format.is_some_and(|f| f != Format::Json);
     let (envelope, preset, id_paths) = match envelope {
         Some((mut env, preset, ids)) => {
             let mut slot = |path: &Option<String>| {
                 let path = path.as_deref()?;
-                if preset.is_some() || KafkaField::parse(path).is_some() {
+                if preset.is_some() || binary || KafkaField::parse(path).is_some() {
                     Some(fields.intern(path))
                 } else {
                     fields.get(path)

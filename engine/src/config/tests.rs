@@ -1731,6 +1731,9 @@ fn binary_formats_need_a_schema_and_a_schema_file_types_the_fields() {
         "registry: { url: 'http://sr:8081/' }\n",
     ));
     assert_eq!(c.format, Format::Protobuf);
+    // A dead letter cannot read a binary record's id again as JSON: it is decoded.
+    assert!(c.envelope.id.is_some());
+    assert_eq!(load_ok(&formatted("json", "")).envelope.id, None);
     assert_eq!(
         c.registry.as_ref().map(|r| r.url.as_str()),
         Some("http://sr:8081")
