@@ -101,10 +101,12 @@ def serializer(args):
     from google.protobuf.json_format import ParseDict
     from grpc_tools import protoc
 
-    # Compile the .proto to Python (grpcio-tools' protoc), as a user's build would.
+    # Compile the .proto files of the schema's folder (it and what it imports) to
+    # Python (grpcio-tools' protoc), as a user's build would.
     out = tempfile.mkdtemp()
     folder, name = os.path.split(os.path.abspath(args.schema))
-    if protoc.main(["protoc", f"-I{folder}", f"--python_out={out}", name]) != 0:
+    protos = sorted(f for f in os.listdir(folder) if f.endswith(".proto"))
+    if protoc.main(["protoc", f"-I{folder}", f"--python_out={out}", *protos]) != 0:
         sys.exit(f"produce.py: protoc failed on {args.schema}")
     sys.path.insert(0, out)
     module = importlib.import_module(name[: -len(".proto")] + "_pb2")

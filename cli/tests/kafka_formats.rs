@@ -483,3 +483,91 @@ fn a_registry_that_cannot_be_reached_stops_the_run_and_loses_nothing() {
     assert_rows("accounts", &accounts, &exp.accounts_json());
     assert_rows("volume_by_type", &volume, &integer_volume(&exp));
 }
+
+/// A Protobuf schema that imports another: Confluent's serializer registers the
+/// imported file as a subject of its own and the main schema with a reference to it;
+/// the pipeline (no schema file) reads the latest version with its references.
+#[test]
+fn a_protobuf_schema_with_imports_reads_through_its_references() {
+    let broker = Broker::start();
+    let registry = SchemaRegistry::start();
+    let dir = tempfile::tempdir().expect("tempdir");
+    let protos = dir.path().join("protos");
+    std::fs::create_dir_all(&protos).expect("dir");
+    std::fs::write(
+        protos.join("money.proto"),
+        "syntax = \"proto3\";\npackage bank;\nmessage Money { int64 amount = 1; string currency = 2; }\n",
+    )
+    .expect("money.proto");
+    std::fs::write(
+        protos.join("transfer.proto"),
+        "syntax = \"proto3\";\npackage bank;\nimport \"money.proto\";\n\
+         message Transfer { string eventId = 1; string eventType = 2; string aggregateId = 3; \
+         int64 version = 4; bank.Money money = 5; }\n",
+    )
+    .expect("transfer.proto");
+    let mut rng = common::Rng(0x3c6e_f372_fe94_f82b);
+    let mut totals: std::collections::BTreeMap<String, i64> = Default::default();
+    let records: Vec<Value> = (0..600)
+        .map(|i| {
+            let account = format!("acc-{:02}", rng.below(20));
+            let amount = rng.below(1_000) as i64;
+            *totals.entry(account.clone()).or_default() += amount;
+            json!({"eventId": format!("t-{i}"), "eventType": "Transferred",
+                   "aggregateId": account, "version": i + 1,
+                   "money": {"amount": amount, "currency": "EUR"}})
+        })
+        .collect();
+    let auth = format!("{USER}:{SECRET}");
+    let schema = protos.join("transfer.proto").display().to_string();
+    let args = [
+        "--format",
+        "protobuf",
+        "--registry",
+        &registry.url,
+        "--registry-auth",
+        &auth,
+        "--schema",
+        &schema,
+        "--message",
+        "Transfer",
+        "--key-field",
+        "aggregateId",
+    ];
+    produce_with_confluent(&broker.address, "transfers", &lines(&records), &args);
+    let text = format!(
+        "name: transfers
+source:
+  type: kafka
+  brokers: {}
+  topics: [transfers]
+format: protobuf
+registry: {{ url: {}, auth: {{ username: {USER}, password: {SECRET} }} }}
+envelope: {{ id: eventId, type: eventType, key: aggregateId }}
+views:
+  - name: totals
+    aggregate:
+      group_by: {{ account: aggregateId }}
+      columns:
+        total: 'sum(money.amount)'
+        currency: {{ expr: 'max(money.currency)', type: string }}
+",
+        broker.address, registry.url
+    );
+    let pipeline = dir.path().join("transfers.yaml");
+    std::fs::write(&pipeline, text).expect("pipeline");
+    let mut cmd = common::projector();
+    cmd.arg("run")
+        .arg(&pipeline)
+        .args(["--once", "--format", "json", "--state-dir"])
+        .arg(dir.path().join("state"))
+        .args(["--sql", "SELECT * FROM totals ORDER BY account"]);
+    let out = common::run(cmd, None, std::time::Duration::from_secs(120));
+    out.assert_code(0);
+    let rows = common::json_lines(&out.stdout).remove(0);
+    let want: Vec<Value> = totals
+        .iter()
+        .map(|(a, t)| json!({"account": a, "total": *t as f64, "currency": "EUR"}))
+        .collect();
+    assert_rows("totals", &rows, &want);
+}

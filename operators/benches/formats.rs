@@ -144,6 +144,7 @@ fn decode(c: &mut Criterion) {
         Some(Arc::new(OneSchema(RegisteredSchema {
             kind,
             text: text.to_string(),
+            references: Vec::new(),
         })) as _)
     };
     let decoders = [

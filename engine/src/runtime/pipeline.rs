@@ -213,8 +213,14 @@ fn body_format(config: &PipelineConfig) -> Result<BodyFormat> {
                 Some(ReaderSchema::Protobuf(m)) => Some(m.clone()),
                 _ => match latest("Protobuf")? {
                     Some(s) => Some(
-                        projector_operators::decode::registered_message(&s.text, None)
-                            .map_err(|e| bad(format!("the latest schema: {e}")))?,
+                        projector_operators::decode::registered_message(
+                            &s,
+                            registry
+                                .as_deref()
+                                .map(|r| r as &dyn projector_operators::decode::SchemaSource),
+                            None,
+                        )
+                        .map_err(|e| bad(format!("the latest schema: {e}")))?,
                     ),
                     None => None,
                 },

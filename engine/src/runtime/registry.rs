@@ -8,7 +8,9 @@
 
 use crate::config::{RegistryAuth, RegistryConfig};
 use base64::Engine as _;
-use projector_operators::decode::{RegisteredSchema, SchemaError, SchemaKind, SchemaSource};
+use projector_operators::decode::{
+    RegisteredSchema, SchemaError, SchemaKind, SchemaReference, SchemaSource,
+};
 use std::time::Duration;
 
 /// A Confluent-compatible schema registry.
@@ -115,6 +117,11 @@ impl SchemaSource for HttpRegistry {
         let v = self.get(&format!("/schemas/ids/{id}"))?;
         schema_of(&v).map_err(SchemaError::NotFound)
     }
+
+    fn by_subject(&self, subject: &str, version: i64) -> Result<RegisteredSchema, SchemaError> {
+        let v = self.get(&format!("/subjects/{}/versions/{version}", encode(subject)))?;
+        schema_of(&v).map_err(SchemaError::NotFound)
+    }
 }
 
 /// The registry's `message` in an error body, or the body.
@@ -136,10 +143,29 @@ fn schema_of(v: &serde_json::Value) -> Result<RegisteredSchema, String> {
         "JSON" => SchemaKind::Json,
         other => return Err(format!("unknown schemaType '{other}'")),
     };
-    if v["references"].as_array().is_some_and(|r| !r.is_empty()) {
-        return Err("schemas with references to other subjects are not supported yet".into());
+    let mut references = Vec::new();
+    for r in v["references"].as_array().into_iter().flatten() {
+        let (Some(name), Some(subject), Some(version)) = (
+            r["name"].as_str(),
+            r["subject"].as_str(),
+            r["version"].as_i64(),
+        ) else {
+            return Err(format!("a reference without name, subject or version: {r}"));
+        };
+        references.push(SchemaReference {
+            name: name.to_string(),
+            subject: subject.to_string(),
+            version,
+        });
     }
-    Ok(RegisteredSchema { kind, text })
+    if kind == SchemaKind::Avro && !references.is_empty() {
+        return Err("Avro schemas with references to other subjects are not supported yet".into());
+    }
+    Ok(RegisteredSchema {
+        kind,
+        text,
+        references,
+    })
 }
 
 /// Percent-encodes a path segment (subjects may hold `/`, `:` and the like).

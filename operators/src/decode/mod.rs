@@ -36,7 +36,7 @@ pub use self::protobuf::{
     compile_proto, descriptor_set, message_fields as protobuf_message_fields, registered_message,
 };
 pub use self::schema::{
-    Framing, RegisteredSchema, Registry, SchemaError, SchemaKind, SchemaSource,
+    Framing, RegisteredSchema, Registry, SchemaError, SchemaKind, SchemaReference, SchemaSource,
 };
 pub use apache_avro::Schema as AvroSchema;
 pub use prost_reflect::MessageDescriptor;

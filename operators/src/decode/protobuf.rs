@@ -7,7 +7,9 @@
 //! the field `payload`.
 
 use super::protobuf_plan::{self, Plan};
-use super::schema::{Framing, Registry, SchemaKind, confluent_frame};
+use super::schema::{
+    Framing, RegisteredSchema, Registry, SchemaKind, SchemaReference, SchemaSource, confluent_frame,
+};
 use super::trie::Trie;
 use super::{DecodeError, SchemaCache};
 use crate::value::Value;
@@ -21,20 +23,31 @@ use std::sync::{Arc, Mutex};
 /// Compiles `.proto` source (with the well-known types importable) into a pool;
 /// `name` is the file's name for imports and errors.
 pub fn compile_proto(name: &str, source: &str) -> Result<DescriptorPool, String> {
+    compile_protos(name, source, &[])
+}
+
+/// Compiles `.proto` source that may import `imports` (name, source) and the
+/// well-known types.
+fn compile_protos(
+    name: &str,
+    source: &str,
+    imports: &[(String, String)],
+) -> Result<DescriptorPool, String> {
     use protox::file::{ChainFileResolver, File, FileResolver, GoogleFileResolver};
     #[derive(Debug)]
-    struct One(String, String);
-    impl FileResolver for One {
+    struct Files(Vec<(String, String)>);
+    impl FileResolver for Files {
         fn open_file(&self, name: &str) -> Result<File, protox::Error> {
-            if name == self.0 {
-                File::from_source(name, &self.1)
-            } else {
-                Err(protox::Error::file_not_found(name))
+            match self.0.iter().find(|(n, _)| n == name) {
+                Some((_, text)) => File::from_source(name, text),
+                None => Err(protox::Error::file_not_found(name)),
             }
         }
     }
+    let mut files = vec![(name.to_string(), source.to_string())];
+    files.extend(imports.iter().cloned());
     let mut resolver = ChainFileResolver::new();
-    resolver.add(One(name.to_string(), source.to_string()));
+    resolver.add(Files(files));
     resolver.add(GoogleFileResolver::new());
     let mut compiler = protox::Compiler::with_file_resolver(resolver);
     compiler.include_imports(true);
@@ -48,26 +61,79 @@ pub fn descriptor_set(bytes: &[u8]) -> Result<DescriptorPool, String> {
     DescriptorPool::decode(bytes).map_err(|e| e.to_string())
 }
 
-/// A registered Protobuf schema as a pool: `.proto` text, or a base64
-/// `FileDescriptorProto` (what Confluent's Python serializer registers).
-fn registered(text: &str) -> Result<(DescriptorPool, String), String> {
-    if let Ok(bytes) = base64::engine::general_purpose::STANDARD.decode(text.trim())
-        && let Ok(file) = prost_types::FileDescriptorProto::decode(bytes.as_slice())
-    {
-        let name = file.name().to_string();
+/// A registered Protobuf schema as a pool, with the schemas it imports (its
+/// references, fetched from `source` by subject and version, recursively): `.proto`
+/// text, or base64 `FileDescriptorProto`s (what Confluent's Python serializer
+/// registers). Returns the pool and the main file's name.
+fn registered(
+    schema: &RegisteredSchema,
+    source: Option<&dyn SchemaSource>,
+) -> Result<(DescriptorPool, String), String> {
+    // Every file by the name it is imported as; the main one last.
+    let mut files: Vec<(String, String)> = Vec::new();
+    let mut pending: Vec<SchemaReference> = schema.references.clone();
+    while let Some(r) = pending.pop() {
+        if files.iter().any(|(n, _)| *n == r.name) {
+            continue;
+        }
+        if files.len() > 64 {
+            return Err("more than 64 referenced schemas".into());
+        }
+        let source = source.ok_or("the schema has references and no registry")?;
+        let s = source
+            .by_subject(&r.subject, r.version)
+            .map_err(|e| format!("reference '{}' ({} v{}): {e}", r.name, r.subject, r.version))?;
+        pending.extend(s.references);
+        files.push((r.name, s.text));
+    }
+    let descriptor = |text: &str| {
+        base64::engine::general_purpose::STANDARD
+            .decode(text.trim())
+            .ok()
+            .and_then(|b| prost_types::FileDescriptorProto::decode(b.as_slice()).ok())
+    };
+    if let Some(main) = descriptor(&schema.text) {
+        // Descriptors: add the imports first, each after its own imports.
+        let mut protos = Vec::new();
+        for (name, text) in &files {
+            let f = descriptor(text)
+                .ok_or_else(|| format!("reference '{name}' is not a descriptor"))?;
+            protos.push(f);
+        }
         let mut pool = DescriptorPool::global();
-        pool.add_file_descriptor_proto(file)
+        let mut left = protos;
+        while !left.is_empty() {
+            let before = left.len();
+            left.retain(|f| {
+                let ready = f
+                    .dependency
+                    .iter()
+                    .all(|d| pool.get_file_by_name(d).is_some());
+                !(ready && pool.add_file_descriptor_proto(f.clone()).is_ok())
+            });
+            if left.len() == before {
+                return Err(
+                    "references that cannot be linked (a cycle, or a missing import)".into(),
+                );
+            }
+        }
+        let name = main.name().to_string();
+        pool.add_file_descriptor_proto(main)
             .map_err(|e| e.to_string())?;
         return Ok((pool, name));
     }
-    let pool = compile_proto("registered.proto", text)?;
+    let pool = compile_protos("registered.proto", &schema.text, &files)?;
     Ok((pool, "registered.proto".to_string()))
 }
 
-/// The message of a schema as the registry holds it: the file's first message, or the
-/// one named.
-pub fn registered_message(text: &str, name: Option<&str>) -> Result<MessageDescriptor, String> {
-    let (pool, file) = registered(text)?;
+/// The message of a schema as the registry holds it (its references fetched from
+/// `source`): the file's first message, or the one named.
+pub fn registered_message(
+    schema: &RegisteredSchema,
+    source: Option<&dyn SchemaSource>,
+    name: Option<&str>,
+) -> Result<MessageDescriptor, String> {
+    let (pool, file) = registered(schema, source)?;
     match name {
         Some(n) => pool
             .get_message_by_name(n)
@@ -134,7 +200,7 @@ impl ProtobufDecoder {
                 let why = format!("it is a {:?} schema, not Protobuf", s.kind);
                 return Err(DecodeError::unknown_schema(id, why));
             }
-            registered(&s.text).map_err(|e| DecodeError::unknown_schema(id, e))
+            registered(&s, Some(registry.as_ref())).map_err(|e| DecodeError::unknown_schema(id, e))
         })?;
         let (pool, file) = &*writer;
         let file = pool
@@ -547,5 +613,52 @@ message E {
                 "the fast path takes every record of these types"
             );
         }
+    }
+}
+
+#[cfg(test)]
+mod reference_tests {
+    use super::*;
+    use crate::decode::schema::SchemaError;
+
+    #[derive(Debug)]
+    struct Imports;
+
+    impl SchemaSource for Imports {
+        fn by_id(&self, id: u32) -> Result<RegisteredSchema, SchemaError> {
+            Err(SchemaError::NotFound(format!("{id}")))
+        }
+
+        fn by_subject(&self, subject: &str, version: i64) -> Result<RegisteredSchema, SchemaError> {
+            assert_eq!((subject, version), ("money-value", 3));
+            Ok(RegisteredSchema {
+                kind: SchemaKind::Protobuf,
+                text: "syntax = \"proto3\"; package m; message Money { int64 amount = 1; }".into(),
+                references: Vec::new(),
+            })
+        }
+    }
+
+    /// `.proto` text whose imports are references (what Java and Go serializers register).
+    #[test]
+    fn registered_text_imports_its_references() {
+        let main = RegisteredSchema {
+            kind: SchemaKind::Protobuf,
+            text: "syntax = \"proto3\"; package t; import \"money.proto\"; \
+                   message T { m.Money money = 1; }"
+                .into(),
+            references: vec![SchemaReference {
+                name: "money.proto".into(),
+                subject: "money-value".into(),
+                version: 3,
+            }],
+        };
+        let t = registered_message(&main, Some(&Imports), None).expect("compiles");
+        assert_eq!(t.full_name(), "t.T");
+        let money = t.get_field_by_name("money").expect("field");
+        assert!(matches!(money.kind(), Kind::Message(m) if m.full_name() == "m.Money"));
+        // Without a registry to fetch them from, references are an error that says so.
+        let err = registered_message(&main, None, None).unwrap_err();
+        assert!(err.contains("references"), "{err}");
     }
 }

@@ -22,6 +22,20 @@ pub struct RegisteredSchema {
     pub kind: SchemaKind,
     /// Its text.
     pub text: String,
+    /// The schemas it refers to (a Protobuf schema's imports), by subject and version.
+    pub references: Vec<SchemaReference>,
+}
+
+/// A registered schema's reference to another: the name it is known by (a Protobuf
+/// import's file name), and the subject and version it is registered under.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SchemaReference {
+    /// The name the referring schema uses (`money.proto`).
+    pub name: String,
+    /// The subject it is registered under.
+    pub subject: String,
+    /// The version of that subject.
+    pub version: i64,
 }
 
 /// Why a schema cannot be had.
@@ -41,6 +55,13 @@ pub enum SchemaError {
 pub trait SchemaSource: Send + Sync + std::fmt::Debug {
     /// The schema registered under `id`, or why it cannot be had.
     fn by_id(&self, id: u32) -> Result<RegisteredSchema, SchemaError>;
+
+    /// Version `version` of `subject` (what references name). The default knows none.
+    fn by_subject(&self, subject: &str, version: i64) -> Result<RegisteredSchema, SchemaError> {
+        Err(SchemaError::NotFound(format!(
+            "no schema {subject} version {version}"
+        )))
+    }
 }
 
 /// A shared [`SchemaSource`].
