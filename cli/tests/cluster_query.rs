@@ -305,14 +305,7 @@ fn instances_talk_over_tls_with_the_cluster_token() {
     let broker = Broker::start();
     let store = Store::s3();
     let dir = tempfile::tempdir().expect("tempdir");
-    let key = rcgen::KeyPair::generate().expect("key");
-    let cert = rcgen::CertificateParams::new(vec!["localhost".into(), "127.0.0.1".into()])
-        .expect("params")
-        .self_signed(&key)
-        .expect("certificate");
-    let (cert_path, key_path) = (dir.path().join("cert.pem"), dir.path().join("key.pem"));
-    std::fs::write(&cert_path, cert.pem()).expect("cert");
-    std::fs::write(&key_path, key.serialize_pem()).expect("key");
+    let (cert_path, key_path) = common::self_signed(dir.path(), "cert");
 
     let input = events_with_bad_records(20_000, 500, 53);
     let total = input.len() as u64;

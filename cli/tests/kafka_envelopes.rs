@@ -19,16 +19,8 @@ use std::path::{Path, PathBuf};
 
 /// The shipped example `name` (in `pipelines/`) reading `topic` on `broker`.
 fn example(dir: &Path, name: &str, broker: &Broker, topic: &str) -> PathBuf {
-    let text = std::fs::read_to_string(repo().join("pipelines").join(name)).expect("example");
-    let topics = text
-        .lines()
-        .find(|l| l.trim_start().starts_with("topics:"))
-        .expect("topics line")
-        .to_string();
-    let text = text
-        .replace("${KAFKA_BROKERS:-127.0.0.1:9092}", &broker.address)
-        .replace(&topics, &format!("  topics: [{topic}]"))
-        .replace("\nviews:", "\npublish_interval: 20ms\nviews:");
+    let text =
+        example_text(name, broker, topic).replace("\nviews:", "\npublish_interval: 20ms\nviews:");
     let path = dir.join(name);
     std::fs::write(&path, text).expect("write pipeline");
     path
@@ -308,15 +300,8 @@ views:
     );
     let pipeline = dir.path().join("accounts-cdc.yaml");
     std::fs::write(&pipeline, text).expect("pipeline");
-    let mut cmd = common::projector();
-    cmd.arg("run")
-        .arg(&pipeline)
-        .args(["--once", "--format", "json", "--state-dir"])
-        .arg(dir.path().join("state"))
-        .args(["--sql", "SELECT * FROM accounts ORDER BY id"]);
-    let out = common::run(cmd, None, std::time::Duration::from_secs(120));
-    out.assert_code(0);
-    let rows = common::json_lines(&out.stdout).remove(0);
+    let sql = "SELECT * FROM accounts ORDER BY id";
+    let rows = query_once(&pipeline, &dir.path().join("state"), sql);
     let want: Vec<Value> = table
         .iter()
         .map(|(id, (owner, balance))| json!({"id": id, "owner": owner, "balance": balance}))

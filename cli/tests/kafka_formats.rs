@@ -93,9 +93,7 @@ fn example(
     registry: &SchemaRegistry,
     with_file: bool,
 ) -> PathBuf {
-    let text = std::fs::read_to_string(repo().join("pipelines").join(name)).expect("example");
-    let mut text = text
-        .replace("${KAFKA_BROKERS:-127.0.0.1:9092}", &broker.address)
+    let mut text = example_text(name, broker, topic)
         .replace(
             "${SCHEMA_REGISTRY_URL:-http://127.0.0.1:8081}",
             &registry.url,
@@ -114,12 +112,7 @@ fn example(
         );
     }
     let (head, views) = text.split_once("\nviews:").expect("views");
-    let topics = head
-        .lines()
-        .find(|l| l.trim_start().starts_with("topics:"))
-        .expect("topics line")
-        .to_string();
-    let mut head = head.replace(&topics, &format!("  topics: [{topic}]"));
+    let mut head = head.to_string();
     // The schema file is relative to the example's directory.
     let schemas = repo().join("pipelines/schemas");
     head = head.replace(
@@ -195,23 +188,11 @@ fn bad_records() -> Vec<Vec<u8>> {
 
 /// `SELECT channel, events FROM channels`, after a `--once` run of `pipeline`.
 fn channels(pipeline: &Path, state: &Path) -> Vec<Value> {
-    let out = common::projector()
-        .arg("run")
-        .arg(pipeline)
-        .args(["--once", "--format", "json", "--state-dir"])
-        .arg(state)
-        .args([
-            "--sql",
-            "SELECT channel, events FROM channels ORDER BY channel",
-        ])
-        .output()
-        .expect("projector run");
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    common::json_lines(&out.stdout).remove(0)
+    query_once(
+        pipeline,
+        state,
+        "SELECT channel, events FROM channels ORDER BY channel",
+    )
 }
 
 /// What differs between the Avro and the Protobuf case.
@@ -556,15 +537,8 @@ views:
     );
     let pipeline = dir.path().join("transfers.yaml");
     std::fs::write(&pipeline, text).expect("pipeline");
-    let mut cmd = common::projector();
-    cmd.arg("run")
-        .arg(&pipeline)
-        .args(["--once", "--format", "json", "--state-dir"])
-        .arg(dir.path().join("state"))
-        .args(["--sql", "SELECT * FROM totals ORDER BY account"]);
-    let out = common::run(cmd, None, std::time::Duration::from_secs(120));
-    out.assert_code(0);
-    let rows = common::json_lines(&out.stdout).remove(0);
+    let sql = "SELECT * FROM totals ORDER BY account";
+    let rows = query_once(&pipeline, &dir.path().join("state"), sql);
     let want: Vec<Value> = totals
         .iter()
         .map(|(a, t)| json!({"account": a, "total": *t as f64, "currency": "EUR"}))

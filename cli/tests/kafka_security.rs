@@ -11,7 +11,7 @@
 mod common;
 
 use common::cluster::*;
-use common::{assert_rows, oracle, projector};
+use common::{assert_rows, oracle, projector, self_signed};
 use std::path::Path;
 use std::time::Duration;
 
@@ -33,21 +33,6 @@ fn pipeline_with(dir: &Path, broker: &Broker, topic: &str, extra: &[(&str, Strin
     );
     std::fs::write(&path, &text).expect("write pipeline");
     text
-}
-
-fn self_signed(dir: &Path, name: &str) -> (std::path::PathBuf, std::path::PathBuf) {
-    let key = rcgen::KeyPair::generate().expect("key");
-    let cert = rcgen::CertificateParams::new(vec!["localhost".into(), "127.0.0.1".into()])
-        .expect("params")
-        .self_signed(&key)
-        .expect("certificate");
-    let (c, k) = (
-        dir.join(format!("{name}.pem")),
-        dir.join(format!("{name}-key.pem")),
-    );
-    std::fs::write(&c, cert.pem()).expect("cert");
-    std::fs::write(&k, key.serialize_pem()).expect("key");
-    (c, k)
 }
 
 fn values(records: &[(u64, Vec<u8>)]) -> Vec<Vec<u8>> {

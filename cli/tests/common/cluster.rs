@@ -641,6 +641,31 @@ pub(crate) fn assigned(port: u16) -> Option<Vec<String>> {
     )
 }
 
+/// The shipped example pipeline `name` (in `pipelines/`) reading `topic` on `broker`.
+pub(crate) fn example_text(name: &str, broker: &Broker, topic: &str) -> String {
+    let text = std::fs::read_to_string(repo().join("pipelines").join(name)).expect("example");
+    let topics = text
+        .lines()
+        .find(|l| l.trim_start().starts_with("topics:"))
+        .expect("topics line")
+        .to_string();
+    text.replace("${KAFKA_BROKERS:-127.0.0.1:9092}", &broker.address)
+        .replace(&topics, &format!("  topics: [{topic}]"))
+}
+
+/// `--once` with one query: its rows (the run must succeed).
+pub(crate) fn query_once(pipeline: &Path, state: &Path, sql: &str) -> Vec<serde_json::Value> {
+    let mut cmd = projector();
+    cmd.arg("run")
+        .arg(pipeline)
+        .args(["--once", "--format", "json", "--state-dir"])
+        .arg(state)
+        .args(["--sql", sql]);
+    let out = super::run(cmd, None, Duration::from_secs(120));
+    out.assert_code(0);
+    json_lines(&out.stdout).remove(0)
+}
+
 /// `--once` with both view queries: (stderr, accounts, volume).
 pub(crate) fn run_once(
     pipeline: &Path,

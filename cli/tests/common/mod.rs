@@ -866,3 +866,20 @@ pub(crate) fn agent_trusting(ca: Option<&Path>) -> ureq::Agent {
     }
     config.build().into()
 }
+
+/// A self-signed certificate for `localhost` and `127.0.0.1`, made now: writes
+/// `NAME.pem` and `NAME-key.pem` (PEM) into `dir` and returns their paths.
+pub(crate) fn self_signed(dir: &Path, name: &str) -> (PathBuf, PathBuf) {
+    let key = rcgen::KeyPair::generate().expect("key");
+    let cert = rcgen::CertificateParams::new(vec!["localhost".into(), "127.0.0.1".into()])
+        .expect("params")
+        .self_signed(&key)
+        .expect("certificate");
+    let (c, k) = (
+        dir.join(format!("{name}.pem")),
+        dir.join(format!("{name}-key.pem")),
+    );
+    std::fs::write(&c, cert.pem()).expect("cert");
+    std::fs::write(&k, key.serialize_pem()).expect("key");
+    (c, k)
+}

@@ -602,21 +602,7 @@ fn declared_fields(
     let entries = ctx.entries(node, path, true)?;
     let mut ok = true;
     for e in entries {
-        let path_ok = match KafkaField::parse(&e.name) {
-            Some(Err(message)) => {
-                ctx.error("config.invalid_value", e.key, &e.path, message);
-                false
-            }
-            _ if e.name.is_empty() || e.name.split('.').any(|s| s.trim() != s || s.is_empty()) => {
-                let message = format!(
-                    "invalid field path '{}': use a dotted path such as 'payload.amount'",
-                    e.name
-                );
-                ctx.error("config.invalid_value", e.key, &e.path, message);
-                false
-            }
-            _ => true,
-        };
+        let path_ok = check_field_path(ctx, e.key, &e.path, &e.name);
         match super::views::column_type(ctx, e.value, &e.path) {
             Some(ty) if path_ok => fields.declare(&e.name, ty),
             _ => ok = false,
@@ -713,6 +699,12 @@ fn envelope(
 /// A dotted field path such as `payload.amount`.
 fn field_path(ctx: &mut Ctx<'_>, node: &Node, path: &str) -> Option<String> {
     let text = ctx.string(node, path)?;
+    check_field_path(ctx, node, path, &text).then_some(text)
+}
+
+/// Whether `text` is a dotted field path (or a `$kafka` field); reported at `node` if
+/// not.
+fn check_field_path(ctx: &mut Ctx<'_>, node: &Node, path: &str, text: &str) -> bool {
     if text.is_empty()
         || text
             .split('.')
@@ -721,11 +713,11 @@ fn field_path(ctx: &mut Ctx<'_>, node: &Node, path: &str) -> Option<String> {
         let message =
             format!("invalid field path '{text}': use a dotted path such as 'payload.amount'");
         ctx.error("config.invalid_value", node, path, message);
-        return None;
+        return false;
     }
-    if let Some(Err(message)) = projector_operators::fields::KafkaField::parse(&text) {
+    if let Some(Err(message)) = KafkaField::parse(text) {
         ctx.error("config.invalid_value", node, path, message);
-        return None;
+        return false;
     }
-    Some(text)
+    true
 }

@@ -223,7 +223,7 @@ pub(crate) fn source(ctx: &mut Ctx<'_>, rec: &Record<'_>, pipeline: &str) -> Opt
                 });
             }
             #[cfg(feature = "kafka")]
-            if let Some(props) = &out
+            if let Some(props) = out.as_ref().filter(|p| !p.is_empty())
                 && let Err(reason) = projector_connectors::kafka::check_properties(props)
             {
                 let message = format!(

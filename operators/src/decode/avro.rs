@@ -81,12 +81,7 @@ impl AvroDecoder {
         })
     }
 
-    pub(super) fn decode(
-        &self,
-        trie: &Trie,
-        raw: &[u8],
-        out: &mut [Value],
-    ) -> Result<(), DecodeError> {
+    pub(super) fn decode(&self, raw: &[u8], out: &mut [Value]) -> Result<(), DecodeError> {
         let own;
         let (writer, reader, plan, mut body): (&Schema, Option<&Schema>, &Step, &[u8]) =
             match (self.framing, &self.registry) {
@@ -126,7 +121,7 @@ impl AvroDecoder {
             return Err(DecodeError::body("avro", why));
         }
         out.fill(Value::Null);
-        fill(trie, Trie::ROOT, &value, out);
+        fill(&self.trie, Trie::ROOT, &value, out);
         Ok(())
     }
 }

@@ -274,15 +274,10 @@ impl RecordDecoder {
                 out.fill(Value::Null);
                 return Ok(Decoded::Tombstone);
             };
-            let trie = &self.json.trie;
             match &self.body {
                 Body::Json => self.json.decode(raw, out)?,
-                Body::Avro(d) => d
-                    .decode(trie, raw, out)
-                    .inspect_err(|_| out.fill(Value::Null))?,
-                Body::Protobuf(d) => d
-                    .decode(trie, raw, out)
-                    .inspect_err(|_| out.fill(Value::Null))?,
+                Body::Avro(d) => d.decode(raw, out).inspect_err(|_| out.fill(Value::Null))?,
+                Body::Protobuf(d) => d.decode(raw, out).inspect_err(|_| out.fill(Value::Null))?,
                 Body::Raw(slot) => {
                     out.fill(Value::Null);
                     let text = std::str::from_utf8(raw).map_err(DecodeError::NotText)?;

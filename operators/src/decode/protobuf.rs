@@ -229,29 +229,24 @@ impl ProtobufDecoder {
         })
     }
 
-    pub(super) fn decode(
-        &self,
-        trie: &Trie,
-        raw: &[u8],
-        out: &mut [Value],
-    ) -> Result<(), DecodeError> {
+    pub(super) fn decode(&self, raw: &[u8], out: &mut [Value]) -> Result<(), DecodeError> {
         let (message, body) = match (self.framing, &self.registry) {
             (Framing::Confluent, registry) => {
                 let (id, rest) =
                     confluent_frame(raw).ok_or_else(|| DecodeError::not_framed(raw))?;
+                // The usual record names the file's first message (indexes `[0]`, one
+                // zero byte): its descriptor and plan are kept by schema id.
+                if let (Some(_), [0, body @ ..]) = (registry, rest) {
+                    let (message, plan) = &*self.first_messages.get(id, || {
+                        let m = self.message(id, &[0])?;
+                        let plan = self.plan(&m);
+                        Ok((m, plan))
+                    })?;
+                    return self.read(message.clone(), plan, body, out);
+                }
                 let (indexes, body) = message_indexes(rest)
                     .ok_or_else(|| DecodeError::body("protobuf", "bad message indexes".into()))?;
                 let message = match registry {
-                    // The usual record names the file's first message: its descriptor
-                    // and plan are kept by schema id.
-                    Some(_) if indexes == [0] => {
-                        let (message, plan) = &*self.first_messages.get(id, || {
-                            let m = self.message(id, &indexes)?;
-                            let plan = self.plan(&m);
-                            Ok((m, plan))
-                        })?;
-                        return self.read(message.clone(), plan, body, trie, out);
-                    }
                     Some(_) => self.message(id, &indexes)?,
                     None => self.reader.clone().ok_or(DecodeError::NoSchema)?,
                 };
@@ -260,7 +255,7 @@ impl ProtobufDecoder {
             (Framing::None, _) => (self.reader.clone().ok_or(DecodeError::NoSchema)?, raw),
         };
         let plan = self.plan(&message);
-        self.read(message, &plan, body, trie, out)
+        self.read(message, &plan, body, out)
     }
 
     /// Reads `body` as `message`: the fast path; a record it does not take (or finds
@@ -271,7 +266,6 @@ impl ProtobufDecoder {
         message: MessageDescriptor,
         plan: &Plan,
         body: &[u8],
-        trie: &Trie,
         out: &mut [Value],
     ) -> Result<(), DecodeError> {
         out.fill(Value::Null);
@@ -281,7 +275,7 @@ impl ProtobufDecoder {
         let msg = DynamicMessage::decode(message, body)
             .map_err(|e| DecodeError::body("protobuf", e.to_string()))?;
         out.fill(Value::Null);
-        fill(trie, Trie::ROOT, &msg, out);
+        fill(&self.trie, Trie::ROOT, &msg, out);
         Ok(())
     }
 }
