@@ -136,11 +136,41 @@ pub enum ViewState {
 /// Everything one source partition's events produced: the unit of checkpoint and hand-off.
 #[derive(Debug, Clone)]
 pub struct PartitionState {
-    /// Last applied version per key (only when the envelope maps `version`).
-    /// Kept apart from the rows, so a deleted row still remembers it.
+    /// Last applied version per key (only when the envelope maps `version`) of the
+    /// partition's first stream: the only one, unless its events come from several
+    /// topics (see [`Projection::apply_in`]). Kept apart from the rows, so a deleted
+    /// row still remembers it.
     pub versions: FastMap<Arc<str>, i64>,
+    /// The same for its other streams (index = stream - 1); empty for one stream.
+    pub stream_versions: Vec<FastMap<Arc<str>, i64>>,
     /// One state per view, in pipeline order.
     pub views: Vec<ViewState>,
+}
+
+impl PartitionState {
+    /// The versions of `stream` (see [`Projection::apply_in`]).
+    fn versions_of(&self, stream: u16) -> &FastMap<Arc<str>, i64> {
+        static NONE: std::sync::OnceLock<FastMap<Arc<str>, i64>> = std::sync::OnceLock::new();
+        match stream {
+            0 => &self.versions,
+            s => self
+                .stream_versions
+                .get(usize::from(s) - 1)
+                .unwrap_or_else(|| NONE.get_or_init(FastMap::default)),
+        }
+    }
+
+    fn versions_of_mut(&mut self, stream: u16) -> &mut FastMap<Arc<str>, i64> {
+        match usize::from(stream) {
+            0 => &mut self.versions,
+            s => {
+                if self.stream_versions.len() < s {
+                    self.stream_versions.resize_with(s, FastMap::default);
+                }
+                &mut self.stream_versions[s - 1]
+            }
+        }
+    }
 }
 
 /// A pipeline's views, compiled for application.
@@ -149,6 +179,10 @@ pub struct Projection {
     envelope: Envelope,
     views: Vec<ViewSpec>,
     names: EnvelopeNames,
+    /// Per stream: its events have no version (a topic whose envelope maps none),
+    /// so they are not version-guarded. Empty: every stream has one when the
+    /// envelope maps it.
+    unversioned: Vec<bool>,
 }
 
 /// The field paths the envelope reads, as written in the pipeline, for error messages.
@@ -208,7 +242,16 @@ impl Projection {
             envelope,
             views,
             names,
+            unversioned: Vec::new(),
         }
+    }
+
+    /// Marks the streams (by index) whose events carry no version although the
+    /// envelope maps one: a topic whose envelope says `version: ~`. Their events are
+    /// applied without the version guard.
+    pub fn with_unversioned_streams(mut self, unversioned: Vec<bool>) -> Self {
+        self.unversioned = unversioned;
+        self
     }
 
     /// The envelope.
@@ -225,6 +268,7 @@ impl Projection {
     pub fn new_partition_state(&self) -> PartitionState {
         PartitionState {
             versions: FastMap::default(),
+            stream_versions: Vec::new(),
             views: self
                 .views
                 .iter()
@@ -279,6 +323,21 @@ impl Projection {
         event: &[Value],
         offset: Option<u64>,
     ) -> Result<Outcome, ApplyError> {
+        self.apply_in(state, scratch, event, offset, 0)
+    }
+
+    /// Like [`Projection::apply_at`], for an event of `stream`: when one state takes
+    /// the events of several topics (partition N of each), each topic is a stream, and
+    /// the version guard compares an event's version only with the versions of its own
+    /// stream (per key per topic): each topic's producers number their own events.
+    pub fn apply_in(
+        &self,
+        state: &mut PartitionState,
+        scratch: &mut Scratch,
+        event: &[Value],
+        offset: Option<u64>,
+        stream: u16,
+    ) -> Result<Outcome, ApplyError> {
         // Envelope.
         let key_value = self.key(event)?;
         let key = key_text(key_value).expect("key() checked the kind");
@@ -291,6 +350,7 @@ impl Projection {
         let version = match self.envelope.version {
             _ if tombstone => None,
             None => None,
+            Some(_) if self.unversioned.get(usize::from(stream)) == Some(&true) => None,
             Some(f) => match &event[f.index()] {
                 Value::Int(v) => Some(*v),
                 // Only floats that are exactly an i64: `as` would saturate, and a
@@ -321,7 +381,7 @@ impl Projection {
             }
         }
         if let Some(v) = version
-            && let Some(last) = state.versions.get(&*key)
+            && let Some(last) = state.versions_of(stream).get(&*key)
             && v <= *last
         {
             return Ok(Outcome::Duplicate);
@@ -361,10 +421,11 @@ impl Projection {
 
         // Commit.
         if let Some(v) = version {
-            match state.versions.get_mut(&*key) {
+            let versions = state.versions_of_mut(stream);
+            match versions.get_mut(&*key) {
                 Some(last) => *last = v,
                 None => {
-                    state.versions.insert(owned_key(key_value, &key), v);
+                    versions.insert(owned_key(key_value, &key), v);
                 }
             }
         }
@@ -646,4 +707,94 @@ fn plan_aggregate(
     }
     plan.matched = true;
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::aggregate::{AggColumn, AggregateSpec};
+    use crate::expr::AggFn;
+    use crate::fields::FieldRegistry;
+
+    /// A count of applied events, keyed by `k`, versioned by `v`.
+    fn counted() -> (Projection, FieldRegistry) {
+        let mut fields = FieldRegistry::new();
+        let (k, t, v) = (fields.intern("k"), fields.intern("t"), fields.intern("v"));
+        let envelope = Envelope {
+            id: None,
+            event_type: t,
+            key: k,
+            version: Some(v),
+            timestamp: None,
+            correlation_id: None,
+            causation_id: None,
+        };
+        let count = AggregateSpec {
+            filter: None,
+            group_by: vec![],
+            columns: vec![AggColumn {
+                name: "n".into(),
+                func: AggFn::Count,
+                arg: None,
+                ty: ColumnType::Int64,
+            }],
+        };
+        let views = vec![ViewSpec {
+            name: "n".into(),
+            kind: ViewKind::Aggregate(count),
+        }];
+        (Projection::new(envelope, views, &fields), fields)
+    }
+
+    fn event(fields: &FieldRegistry, version: Value) -> Vec<Value> {
+        let mut e = vec![Value::Null; fields.len()];
+        e[fields.get("k").unwrap().index()] = Value::Str("order-1".into());
+        e[fields.get("t").unwrap().index()] = Value::Str("T".into());
+        e[fields.get("v").unwrap().index()] = version;
+        e
+    }
+
+    #[test]
+    fn each_stream_guards_its_own_versions() {
+        let (p, fields) = counted();
+        let mut state = p.new_partition_state();
+        let mut scratch = p.scratch();
+        let mut apply = |version: i64, stream: u16| {
+            p.apply_in(
+                &mut state,
+                &mut scratch,
+                &event(&fields, Value::Int(version)),
+                None,
+                stream,
+            )
+            .unwrap()
+        };
+        assert_eq!(apply(3, 0), Outcome::Applied);
+        // Another topic numbers its events of the same key from 1.
+        assert_eq!(apply(1, 1), Outcome::Applied);
+        assert_eq!(apply(2, 1), Outcome::Applied);
+        assert_eq!(apply(2, 1), Outcome::Duplicate);
+        assert_eq!(apply(3, 0), Outcome::Duplicate);
+        assert_eq!(apply(4, 0), Outcome::Applied);
+        assert_eq!(state.versions.get("order-1"), Some(&4));
+        assert_eq!(state.stream_versions[0].get("order-1"), Some(&2));
+    }
+
+    #[test]
+    fn an_unversioned_stream_is_not_guarded() {
+        let (p, fields) = counted();
+        let p = p.with_unversioned_streams(vec![false, true]);
+        let mut state = p.new_partition_state();
+        let mut scratch = p.scratch();
+        for _ in 0..2 {
+            let e = event(&fields, Value::Null);
+            assert_eq!(
+                p.apply_in(&mut state, &mut scratch, &e, None, 1),
+                Ok(Outcome::Applied)
+            );
+        }
+        // The versioned stream still wants its version.
+        let e = event(&fields, Value::Null);
+        assert!(p.apply_in(&mut state, &mut scratch, &e, None, 0).is_err());
+    }
 }

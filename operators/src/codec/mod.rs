@@ -13,7 +13,9 @@
 //! The format is ours and small: a magic, the shape of every view (so a checkpoint of
 //! a pipeline whose views changed is refused, not misread), then versions, fold rows,
 //! aggregate partials and table rows (each with its offset and event time; a table's
-//! retention is not part of the shape: a changed one applies from the next event). Integers are little-endian, strings are length-prefixed
+//! retention is not part of the shape: a changed one applies from the next event), and,
+//! only for a partition of several streams (topics) with versions beyond the first
+//! stream's, those streams' versions (so pieces of one stream read as before). Integers are little-endian, strings are length-prefixed
 //! UTF-8. Maps are written in their iteration order; equal states may encode to
 //! different bytes, which nothing depends on.
 
@@ -28,6 +30,9 @@ use std::sync::Arc;
 
 /// First bytes of every encoded piece (format version 1).
 const MAGIC: &[u8; 4] = b"PJS1";
+/// First bytes of a piece that also holds versions of streams after the first (format
+/// version 1 followed by them).
+const MAGIC_STREAMS: &[u8; 4] = b"PJS2";
 
 /// A piece that cannot be read back.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -94,7 +99,10 @@ pub enum CodecError {
 
 /// Appends the encoding of `state` (one worker's piece of one partition) to `out`.
 pub fn encode(projection: &Projection, state: &PartitionState, out: &mut Vec<u8>) {
-    out.extend_from_slice(MAGIC);
+    out.extend_from_slice(match state.stream_versions.is_empty() {
+        true => MAGIC,
+        false => MAGIC_STREAMS,
+    });
     encode_shape(projection, out);
     put_u64(out, state.versions.len() as u64);
     for (key, version) in &state.versions {
@@ -128,14 +136,26 @@ pub fn encode(projection: &Projection, state: &PartitionState, out: &mut Vec<u8>
             }
         }
     }
+    if !state.stream_versions.is_empty() {
+        put_u64(out, state.stream_versions.len() as u64);
+        for versions in &state.stream_versions {
+            put_u64(out, versions.len() as u64);
+            for (key, version) in versions {
+                put_str(out, key);
+                out.extend_from_slice(&version.to_le_bytes());
+            }
+        }
+    }
 }
 
 /// Reads one piece written by [`encode`] for the same views.
 pub fn decode(projection: &Projection, bytes: &[u8]) -> Result<PartitionState, CodecError> {
     let mut r = Reader { bytes, at: 0 };
-    if r.take(4)? != MAGIC {
-        return Err(CodecError::BadMagic);
-    }
+    let streams = match r.take(4)? {
+        m if m == MAGIC => false,
+        m if m == MAGIC_STREAMS => true,
+        _ => return Err(CodecError::BadMagic),
+    };
     let mut expected = Vec::new();
     encode_shape(projection, &mut expected);
     if r.take(expected.len())? != expected.as_slice() {
@@ -201,6 +221,20 @@ pub fn decode(projection: &Projection, bytes: &[u8]) -> Result<PartitionState, C
                 *s = TableState::from_rows(rows, max_time);
             }
             _ => unreachable!("new_partition_state follows the views"),
+        }
+    }
+    if streams {
+        // The versions of the streams after the first.
+        for _ in 0..r.u64()? {
+            let n = r.u64()?;
+            let mut versions = crate::projection::FastMap::default();
+            versions.reserve(r.at_most(n, 8 + 8));
+            for _ in 0..n {
+                let key = r.str()?;
+                let version = i64::from_le_bytes(r.array()?);
+                versions.insert(key, version);
+            }
+            state.stream_versions.push(versions);
         }
     }
     if r.at != bytes.len() {
@@ -272,6 +306,14 @@ pub fn merge(state: &mut PartitionState, mut other: PartitionState) {
         std::mem::swap(state, &mut other);
     }
     state.versions.extend(other.versions);
+    if state.stream_versions.len() < other.stream_versions.len() {
+        state
+            .stream_versions
+            .resize_with(other.stream_versions.len(), Default::default);
+    }
+    for (mine, theirs) in state.stream_versions.iter_mut().zip(other.stream_versions) {
+        mine.extend(theirs);
+    }
     for (mine, theirs) in state.views.iter_mut().zip(other.views) {
         match (mine, theirs) {
             (ViewState::Fold(a), ViewState::Fold(b)) => {
@@ -305,6 +347,15 @@ pub fn split(
     for (key, version) in state.versions {
         let w = route(&key);
         pieces[w].versions.insert(key, version);
+    }
+    let streams = state.stream_versions.len();
+    for piece in &mut pieces {
+        piece.stream_versions.resize_with(streams, Default::default);
+    }
+    for (s, versions) in state.stream_versions.into_iter().enumerate() {
+        for (key, version) in versions {
+            pieces[route(&key)].stream_versions[s].insert(key, version);
+        }
     }
     for (v, view) in state.views.into_iter().enumerate() {
         match view {

@@ -17,6 +17,15 @@ use proptest::prelude::*;
 fn canonical(state: &PartitionState) -> String {
     let mut versions: Vec<_> = state.versions.iter().collect();
     versions.sort();
+    let streams: Vec<Vec<_>> = state
+        .stream_versions
+        .iter()
+        .map(|v| {
+            let mut v: Vec<_> = v.iter().collect();
+            v.sort();
+            v
+        })
+        .collect();
     let views: Vec<String> = state
         .views
         .iter()
@@ -42,7 +51,7 @@ fn canonical(state: &PartitionState) -> String {
             ViewState::Table(t) => format!("{:?}|{:?}", t.max_time, t.rows),
         })
         .collect();
-    format!("{versions:?}|{views:?}")
+    format!("{versions:?}|{streams:?}|{views:?}")
 }
 
 /// A projection with a fold view (every column type), an aggregate view (every
@@ -163,50 +172,60 @@ fn state(p: &Projection) -> impl Strategy<Value = PartitionState> + use<> {
     );
     (
         proptest::collection::hash_map(key, any::<i64>(), 0..20),
+        proptest::collection::vec(
+            proptest::collection::hash_map(key, any::<i64>(), 0..5),
+            0..3,
+        ),
         proptest::collection::hash_map(key, row, 0..20),
         proptest::collection::vec((value(), accs), 0..6),
         proptest::collection::vec(table_row, 0..20),
         proptest::option::of(any::<i64>()),
     )
-        .prop_map(move |(versions, rows, groups, table_rows, max_time)| {
-            let mut s = empty.clone();
-            s.versions = versions
-                .into_iter()
-                .map(|(k, v)| (Arc::from(k), v))
-                .collect();
-            s.views[0] = ViewState::Fold(
-                rows.into_iter()
-                    .map(|(k, r)| (Arc::from(k), r.into_boxed_slice()))
-                    .collect(),
-            );
-            let mut agg = AggState {
-                groups: FastMap::default(),
-            };
-            for (g, (n, si, sf, lo, hi, sum, count)) in groups {
-                let accs = vec![
-                    Acc::Count(n),
-                    Acc::SumInt(si.map(i128::from)),
-                    Acc::SumFloat(sf),
-                    Acc::Min(lo),
-                    Acc::Max(hi),
-                    Acc::Avg { sum, count },
-                ];
-                agg.groups
-                    .insert(vec![g].into_boxed_slice(), accs.into_boxed_slice());
-            }
-            s.views[2] = ViewState::Aggregate(agg);
-            let mut table_rows: Vec<TableRow> = table_rows
-                .into_iter()
-                .map(|(offset, time, values)| TableRow {
-                    offset,
-                    time,
-                    values: values.into_boxed_slice(),
-                })
-                .collect();
-            table_rows.sort_by_key(|r| r.offset);
-            s.views[1] = ViewState::Table(TableState::from_rows(table_rows.into(), max_time));
-            s
-        })
+        .prop_map(
+            move |(versions, streams, rows, groups, table_rows, max_time)| {
+                let mut s = empty.clone();
+                s.versions = versions
+                    .into_iter()
+                    .map(|(k, v)| (Arc::from(k), v))
+                    .collect();
+                s.stream_versions = streams
+                    .into_iter()
+                    .map(|m| m.into_iter().map(|(k, v)| (Arc::from(k), v)).collect())
+                    .collect();
+                s.views[0] = ViewState::Fold(
+                    rows.into_iter()
+                        .map(|(k, r)| (Arc::from(k), r.into_boxed_slice()))
+                        .collect(),
+                );
+                let mut agg = AggState {
+                    groups: FastMap::default(),
+                };
+                for (g, (n, si, sf, lo, hi, sum, count)) in groups {
+                    let accs = vec![
+                        Acc::Count(n),
+                        Acc::SumInt(si.map(i128::from)),
+                        Acc::SumFloat(sf),
+                        Acc::Min(lo),
+                        Acc::Max(hi),
+                        Acc::Avg { sum, count },
+                    ];
+                    agg.groups
+                        .insert(vec![g].into_boxed_slice(), accs.into_boxed_slice());
+                }
+                s.views[2] = ViewState::Aggregate(agg);
+                let mut table_rows: Vec<TableRow> = table_rows
+                    .into_iter()
+                    .map(|(offset, time, values)| TableRow {
+                        offset,
+                        time,
+                        values: values.into_boxed_slice(),
+                    })
+                    .collect();
+                table_rows.sort_by_key(|r| r.offset);
+                s.views[1] = ViewState::Table(TableState::from_rows(table_rows.into(), max_time));
+                s
+            },
+        )
 }
 
 proptest! {
@@ -250,6 +269,9 @@ proptest! {
         let pieces = split(&p, s.clone(), n, route);
         for (w, piece) in pieces.iter().enumerate() {
             prop_assert!(piece.versions.keys().all(|k| route(k) == w));
+            for versions in &piece.stream_versions {
+                prop_assert!(versions.keys().all(|k| route(k) == w));
+            }
         }
         let mut merged = p.new_partition_state();
         for piece in pieces {
