@@ -315,6 +315,7 @@ fn http_api_serves_views_status_and_sql() {
         status["partitions"],
         json!([{
             "partition": partition,
+            "unit": partition,
             "next_offset": end,
             "published_offset": end,
             "published_epoch": status["epoch"],

@@ -79,6 +79,29 @@ pub enum Error {
         /// The topic.
         topic: String,
     },
+    /// Several topics whose partitions do not pair up: partition N of every topic is
+    /// one state unit, so they must have the same partitions.
+    #[error(
+        "topics {} are not co-partitioned ({}): topics that feed the same views must have \
+         the same number of partitions, and their producers must put each key in the same \
+         partition number (the same key and partitioner), as Kafka Streams requires for joins",
+        topics.iter().map(|(t, _)| format!("'{t}'")).collect::<Vec<_>>().join(", "),
+        topics.iter().map(|(t, n)| format!("{t}: {n}")).collect::<Vec<_>>().join(", ")
+    )]
+    NotCoPartitioned {
+        /// Each topic with its partition count.
+        topics: Vec<(String, usize)>,
+    },
+    /// A consumer-group assignment strategy that may split a state unit over members.
+    #[error(
+        "partition.assignment.strategy '{strategy}' may give partition N of one topic and \
+         partition N of another to different instances; with several topics only 'range' \
+         keeps them together (leave it unset)"
+    )]
+    AssignmentStrategy {
+        /// The strategy configured.
+        strategy: String,
+    },
     /// The consumer group assigned a partition that was not there when the source
     /// started (partitions were added to the topic).
     #[error(
@@ -126,6 +149,8 @@ impl Error {
             Error::TopicNotFound { .. } => "source.kafka.topic_not_found",
             Error::NoPartitions { .. } => "source.kafka.no_partitions",
             Error::NewPartition { .. } => "source.kafka.new_partition",
+            Error::NotCoPartitioned { .. } => "source.kafka.not_copartitioned",
+            Error::AssignmentStrategy { .. } => "source.kafka.assignment_strategy",
             Error::TimedOut { .. } => "source.kafka.timeout",
             Error::NoKafkaSupport => "source.kafka.unsupported",
             Error::Assignment(_) => "source.assignment",

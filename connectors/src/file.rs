@@ -98,7 +98,7 @@ impl Source for FileSource {
         } else {
             format!("file:{}", self.config.path.display())
         };
-        vec![PartitionInfo { id: 0, name }]
+        vec![PartitionInfo::single(0, name)]
     }
 
     fn poll(&mut self, out: &mut RawBatch, max_records: usize) -> Result<Poll> {
@@ -301,20 +301,14 @@ mod tests {
         let source = FileSource::open(&config, &Resume::new()).unwrap();
         assert_eq!(
             source.partitions(),
-            vec![PartitionInfo {
-                id: 0,
-                name: format!("file:{}", config.path.display())
-            }]
+            vec![PartitionInfo::single(
+                0,
+                format!("file:{}", config.path.display())
+            )]
         );
         let stdin = FileConfig { path: "-".into() };
         let source = FileSource::from_reader(&stdin, Box::new(&b"a\n"[..]), &Resume::new());
-        assert_eq!(
-            source.partitions(),
-            vec![PartitionInfo {
-                id: 0,
-                name: "stdin".into()
-            }]
-        );
+        assert_eq!(source.partitions(), vec![PartitionInfo::single(0, "stdin")]);
     }
 
     #[test]

@@ -205,10 +205,7 @@ impl GeneratorSource {
 
 impl Source for GeneratorSource {
     fn partitions(&self) -> Vec<PartitionInfo> {
-        vec![PartitionInfo {
-            id: 0,
-            name: "generator".into(),
-        }]
+        vec![PartitionInfo::single(0, "generator")]
     }
 
     fn poll(&mut self, out: &mut RawBatch, max_records: usize) -> Result<Poll> {

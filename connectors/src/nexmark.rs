@@ -118,10 +118,7 @@ impl NexmarkSource {
 
 impl Source for NexmarkSource {
     fn partitions(&self) -> Vec<PartitionInfo> {
-        vec![PartitionInfo {
-            id: 0,
-            name: "nexmark".into(),
-        }]
+        vec![PartitionInfo::single(0, "nexmark")]
     }
 
     fn poll(&mut self, out: &mut RawBatch, max_records: usize) -> Result<Poll> {

@@ -156,13 +156,40 @@ impl RawBatch {
     }
 }
 
-/// A source partition: the unit of ordering, state and (later) checkpointing.
+/// A source partition: the unit of ordering and of offsets.
+///
+/// Partitions whose events share one state form a *unit*, which is checkpointed,
+/// owned and moved as one: partition N of every topic of a multi-topic Kafka source
+/// (topics that feed one view must be co-partitioned). Every other partition is a
+/// unit of its own, of the same name.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct PartitionInfo {
     /// Index used in [`RawRecord::partition`].
     pub id: u32,
-    /// Human name, e.g. `generator`, `file:events.ndjson`, later `bank-events/3`.
+    /// Human name, e.g. `generator`, `file:events.ndjson`, `bank-events/3`.
     pub name: String,
+    /// The unit it belongs to (`0..units`, in order of first appearance).
+    pub unit: u32,
+    /// The unit's name: the partition's own, or `orders+payments/3` for partition 3
+    /// of the topics `orders` and `payments`.
+    pub unit_name: String,
+    /// Which of its unit's streams it is (the topic's index in the source's list): the
+    /// version guard keeps the versions of each stream apart.
+    pub stream: u16,
+}
+
+impl PartitionInfo {
+    /// A partition that is a unit of its own.
+    pub fn single(id: u32, name: impl Into<String>) -> Self {
+        let name = name.into();
+        PartitionInfo {
+            id,
+            unit: id,
+            unit_name: name.clone(),
+            name,
+            stream: 0,
+        }
+    }
 }
 
 /// What a poll produced.

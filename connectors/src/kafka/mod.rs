@@ -3,6 +3,7 @@
 //!
 //! ```text
 //!  topics ──metadata──▶ partitions (topic/0, topic/1, ...) = source partitions
+//!                       (several topics: partition N of each is one unit of state)
 //!         ──subscribe (group_id)──▶ rebalance: the engine restores assigned partitions
 //!                                   and says where each resumes; revoked ones are
 //!                                   checkpointed before the group goes on

@@ -3,6 +3,7 @@
 //!
 //! ```text
 //!  open: metadata of every topic ──▶ source partitions (topic/n, in topic order)
+//!        several topics: co-partitioned? ──▶ unit n = topic/n of each (range assignor)
 //!  first poll: subscribe (engine listens: group) or assign all at `resume`
 //!  poll: main queue (rebalances, errors) ──▶ apply the group's changes
 //!        ──▶ round robin over the partition queues ──▶ RawBatch
@@ -77,7 +78,7 @@ pub(crate) struct KafkaSource {
     consumer: Arc<BaseConsumer<SourceContext>>,
     partitions: Vec<PartitionInfo>,
     /// (topic, partition number) per source partition id.
-    topic_partitions: Vec<(String, i32)>,
+    topic_partitions: TopicPartitions,
     topics: Vec<String>,
     /// Where partitions start without an engine listener (`open`'s `resume`).
     resume: Resume,
@@ -146,6 +147,46 @@ fn fetch_metadata(
     }
 }
 
+/// (topic, partition number) per source partition id.
+type TopicPartitions = Vec<(String, i32)>;
+
+/// The source partitions of `topics` (each with its partition numbers, in the same
+/// order), topic by topic, and their units: with one topic every partition is a unit;
+/// with several, partition N of every topic is unit N, named `a+b/N`, which needs the
+/// topics co-partitioned (the same partition numbers).
+fn units(topics: &[String], numbers: &[Vec<i32>]) -> Result<(Vec<PartitionInfo>, TopicPartitions)> {
+    if numbers.iter().any(|n| *n != numbers[0]) {
+        return Err(Error::NotCoPartitioned {
+            topics: topics
+                .iter()
+                .zip(numbers)
+                .map(|(t, n)| (t.clone(), n.len()))
+                .collect(),
+        });
+    }
+    let joined = topics.join("+");
+    let mut partitions = Vec::new();
+    let mut ids = Vec::new();
+    for (stream, (topic, numbers)) in topics.iter().zip(numbers).enumerate() {
+        for (unit, &n) in numbers.iter().enumerate() {
+            let name = format!("{topic}/{n}");
+            let id = partitions.len() as u32;
+            partitions.push(match topics.len() {
+                1 => PartitionInfo::single(id, name),
+                _ => PartitionInfo {
+                    id,
+                    name,
+                    unit: unit as u32,
+                    unit_name: format!("{joined}/{n}"),
+                    stream: stream as u16,
+                },
+            });
+            ids.push((topic.clone(), n));
+        }
+    }
+    Ok((partitions, ids))
+}
+
 impl std::fmt::Debug for KafkaSource {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("KafkaSource")
@@ -188,6 +229,21 @@ impl KafkaSource {
             };
             client.set("auto.offset.reset", reset);
         }
+        if config.topics.len() > 1 {
+            // Partition N of every topic is one state unit, which only the range
+            // assignor gives to one member whole (for co-partitioned topics).
+            match client.get("partition.assignment.strategy") {
+                None => {
+                    client.set("partition.assignment.strategy", "range");
+                }
+                Some("range") => {}
+                Some(other) => {
+                    return Err(Error::AssignmentStrategy {
+                        strategy: other.to_string(),
+                    });
+                }
+            }
+        }
         if client.get("partition.assignment.strategy").is_none() {
             // Incremental rebalancing: when a member joins or leaves, only the
             // partitions that move are revoked (checkpointed) and assigned (restored);
@@ -207,8 +263,8 @@ impl KafkaSource {
         let _ = consumer.context().group.start_from.set(config.start_from);
         let _ = consumer.context().brokers.set(config.brokers.clone());
 
-        let mut partitions = Vec::new();
-        let mut ids: Vec<(String, i32)> = Vec::new();
+        // Each topic's partition numbers, in topic order.
+        let mut numbers: Vec<Vec<i32>> = Vec::with_capacity(config.topics.len());
         for topic in &config.topics {
             let metadata = fetch_metadata(&consumer, topic).map_err(|e| match e {
                 Fetch::Refused(refused) => refused,
@@ -233,22 +289,16 @@ impl KafkaSource {
                     source: rdkafka::error::RDKafkaErrorCode::from(e),
                 });
             }
-            let mut numbers: Vec<i32> = t.partitions().iter().map(|p| p.id()).collect();
-            numbers.sort_unstable();
-            if numbers.is_empty() {
+            let mut n: Vec<i32> = t.partitions().iter().map(|p| p.id()).collect();
+            n.sort_unstable();
+            if n.is_empty() {
                 return Err(Error::NoPartitions {
                     topic: topic.clone(),
                 });
             }
-            for n in numbers {
-                let id = partitions.len() as u32;
-                partitions.push(PartitionInfo {
-                    id,
-                    name: format!("{topic}/{n}"),
-                });
-                ids.push((topic.clone(), n));
-            }
+            numbers.push(n);
         }
+        let (partitions, ids) = units(&config.topics, &numbers)?;
         let map = ids
             .iter()
             .enumerate()
@@ -534,5 +584,64 @@ fn push_meta(out: &mut RawBatch, m: &rdkafka::message::BorrowedMessage<'_>) {
     match m.headers() {
         Some(h) => out.push_meta(m.key(), timestamp, h.iter().map(|h| (h.key, h.value))),
         None => out.push_meta(m.key(), timestamp, []),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn topics(names: &[&str]) -> Vec<String> {
+        names.iter().map(ToString::to_string).collect()
+    }
+
+    #[test]
+    fn one_topic_makes_one_unit_per_partition() {
+        let (partitions, ids) = units(&topics(&["bank"]), &[vec![0, 1]]).unwrap();
+        assert_eq!(
+            partitions,
+            [
+                PartitionInfo::single(0, "bank/0"),
+                PartitionInfo::single(1, "bank/1")
+            ]
+        );
+        assert_eq!(ids, [("bank".to_string(), 0), ("bank".to_string(), 1)]);
+    }
+
+    #[test]
+    fn partition_n_of_every_topic_is_one_unit() {
+        let (partitions, _) =
+            units(&topics(&["orders", "payments"]), &[vec![0, 1], vec![0, 1]]).unwrap();
+        let seen: Vec<(&str, u32, &str, u16)> = partitions
+            .iter()
+            .map(|p| (p.name.as_str(), p.unit, p.unit_name.as_str(), p.stream))
+            .collect();
+        assert_eq!(
+            seen,
+            [
+                ("orders/0", 0, "orders+payments/0", 0),
+                ("orders/1", 1, "orders+payments/1", 0),
+                ("payments/0", 0, "orders+payments/0", 1),
+                ("payments/1", 1, "orders+payments/1", 1),
+            ]
+        );
+        assert_eq!(
+            partitions.iter().map(|p| p.id).collect::<Vec<_>>(),
+            [0, 1, 2, 3]
+        );
+    }
+
+    #[test]
+    fn topics_that_do_not_pair_up_are_refused_with_their_counts() {
+        let e = units(
+            &topics(&["orders", "payments"]),
+            &[vec![0, 1, 2], vec![0, 1]],
+        )
+        .unwrap_err();
+        assert_eq!(e.code(), "source.kafka.not_copartitioned");
+        let text = e.to_string();
+        assert!(text.contains("'orders', 'payments'"), "{text}");
+        assert!(text.contains("orders: 3, payments: 2"), "{text}");
+        assert!(text.contains("same number of partitions"), "{text}");
     }
 }

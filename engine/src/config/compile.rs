@@ -137,31 +137,45 @@ pub(crate) fn pipeline(ctx: &mut Ctx<'_>, root: &Node, file: &Path) -> Option<Pi
         None => Some(()),
     };
     // A schema file types the fields it has (after `fields:`, which wins).
-    match format_options.as_ref().and_then(|f| f.schema.as_ref()) {
-        Some(super::ReaderSchema::Avro(s)) => {
-            for (path, ty) in projector_operators::decode::avro_schema_fields(s) {
-                fields.declare_default(&path, ty);
-            }
-        }
-        Some(super::ReaderSchema::Protobuf(m)) => {
-            for (path, ty) in projector_operators::decode::protobuf_message_fields(m) {
-                fields.declare_default(&path, ty);
-            }
-        }
-        None => {}
+    if let Some(schema) = format_options.as_ref().and_then(|f| f.schema.as_ref()) {
+        super::topics::declare_schema_fields(schema, &mut fields);
     }
     let envelope = top
         .require(ctx, "envelope")
         .and_then(|e| envelope(ctx, e.value, &e.path, &mut fields));
+    let topics = match (top.get("source"), &source) {
+        (Some(e), Some(SourceConfig::Kafka(_))) => super::topics::topic_settings(
+            ctx,
+            e.value,
+            &e.path,
+            file,
+            top.get("registry").is_some(),
+            &mut fields,
+        ),
+        _ => Some(Vec::new()),
+    };
     let views = top.require(ctx, "views").and_then(|e| {
-        let has_time = envelope.as_ref().map(|(env, _, _)| env.timestamp.is_some());
+        // Event time, when the pipeline's envelope or a topic's maps a timestamp.
+        let topic_time = topics.iter().flatten().any(|t| {
+            t.envelope
+                .iter()
+                .any(|(r, slot)| *r == super::EnvelopeRole::Timestamp && slot.is_some())
+        });
+        let has_time = envelope
+            .as_ref()
+            .map(|(env, _, _)| env.timestamp.is_some() || topic_time);
         views::views(ctx, e.value, &e.path, &mut fields, has_time)
     });
     // An id is decoded for every event when a view reads it, when it is record
     // metadata (a header), with a preset (which reads the whole record anyway), or in
     // records that are not JSON; otherwise only a dead letter reads it, from the
     // record's bytes (read again as JSON).
-    let binary = format.is_some_and(|f| f != Format::Json);
+    let binary = format.is_some_and(|f| f != Format::Json)
+        || topics
+            .iter()
+            .flatten()
+            .filter_map(|t| t.format.as_ref())
+            .any(|f| f.format != Format::Json);
     let (envelope, preset, id_paths) = match envelope {
         Some((mut env, preset, ids)) => {
             let mut slot = |path: &Option<String>| {
@@ -178,6 +192,17 @@ pub(crate) fn pipeline(ctx: &mut Ctx<'_>, root: &Node, file: &Path) -> Option<Pi
             (Some(env), Some(preset), Some(ids))
         }
         None => (None, None, None),
+    };
+    // Topics that read the envelope from other fields: every role any of them maps
+    // gets a slot in the pipeline's envelope.
+    let (envelope, topics) = match (envelope, topics) {
+        (Some(mut env), Some(mut settings)) => {
+            if let Some(ids) = &id_paths {
+                super::topics::settle(&mut env, &mut settings, ids, &mut fields);
+            }
+            (Some(env), Some(settings))
+        }
+        _ => (None, None),
     };
     let auth = match (top.get("auth"), &views) {
         (None, _) => Some(None),
@@ -213,12 +238,15 @@ pub(crate) fn pipeline(ctx: &mut Ctx<'_>, root: &Node, file: &Path) -> Option<Pi
         _ => {}
     }
     declared?;
+    let topic_formats = topics.iter().flatten().filter_map(|t| t.format.as_ref());
     if let (Some(Some(p)), Some(f)) = (&preset, format)
-        && f != Format::Json
+        && let Some(f) = std::iter::once(f)
+            .chain(topic_formats.map(|t| t.format))
+            .find(|f| *f != Format::Json)
     {
         let e = top.require(ctx, "envelope")?;
         let message = format!(
-            "preset: {} reads JSON records; this pipeline's format is {}",
+            "preset: {} reads JSON records; this pipeline reads {}",
             p.name(),
             f.name()
         );
@@ -236,6 +264,7 @@ pub(crate) fn pipeline(ctx: &mut Ctx<'_>, root: &Node, file: &Path) -> Option<Pi
         on_tombstone: on_tombstone?,
         envelope: envelope?,
         preset: preset?,
+        topics: topics?,
         id_paths: id_paths?,
         views: views?,
         fields,
@@ -697,7 +726,7 @@ fn envelope(
 }
 
 /// A dotted field path such as `payload.amount`.
-fn field_path(ctx: &mut Ctx<'_>, node: &Node, path: &str) -> Option<String> {
+pub(super) fn field_path(ctx: &mut Ctx<'_>, node: &Node, path: &str) -> Option<String> {
     let text = ctx.string(node, path)?;
     check_field_path(ctx, node, path, &text).then_some(text)
 }

@@ -17,6 +17,9 @@ pub(crate) const KEYS: &[&str] = &[
     "partitioner",
 ];
 
+/// The keys of a topic with its own settings in `topics:`.
+pub(crate) const TOPIC_KEYS: &[&str] = &["name", "format", "envelope"];
+
 /// Properties Projector sets itself: overriding them would break exactly-once.
 const MANAGED: &[(&str, &str)] = &[
     ("bootstrap.servers", "use 'brokers'"),
@@ -151,7 +154,24 @@ pub(crate) fn source(ctx: &mut Ctx<'_>, rec: &Record<'_>, pipeline: &str) -> Opt
             YamlData::Sequence(items) if !items.is_empty() => {
                 let mut out = Some(Vec::new());
                 for (i, item) in items.iter().enumerate() {
-                    let t = ctx.text(item, &format!("{}[{i}]", e.path));
+                    let path = format!("{}[{i}]", e.path);
+                    // A topic with its own settings: `{name, format, envelope}`
+                    // (read by the pipeline, see `compile::topic_settings`).
+                    let t = match &item.data {
+                        YamlData::Mapping(_) => ctx.record(item, &path, TOPIC_KEYS).and_then(|r| {
+                            let name = r.require(ctx, "name")?;
+                            ctx.text(name.value, &name.path)
+                        }),
+                        _ => ctx.text(item, &path),
+                    };
+                    let t = t.filter(|t| {
+                        let seen = out.as_ref().is_some_and(|v: &Vec<String>| v.contains(t));
+                        if seen {
+                            let message = format!("topic '{t}' is listed twice");
+                            ctx.error("config.invalid_value", item, &path, message);
+                        }
+                        !seen
+                    });
                     out = out.zip(t).map(|(mut v, t)| {
                         v.push(t);
                         v
@@ -217,6 +237,21 @@ pub(crate) fn source(ctx: &mut Ctx<'_>, rec: &Record<'_>, pipeline: &str) -> Opt
                     continue;
                 }
                 let v = ctx.text(entry.value, &entry.path);
+                let several = topics.as_ref().is_some_and(|t| t.len() > 1);
+                if several
+                    && entry.name == "partition.assignment.strategy"
+                    && v.as_deref().is_some_and(|v| v != "range")
+                {
+                    let message = format!(
+                        "'{}' may give partition N of one topic and partition N of another to \
+                         different instances, but with several topics partition N of every \
+                         topic is one state: only 'range' keeps them together (leave it unset)",
+                        v.as_deref().unwrap_or_default()
+                    );
+                    ctx.error("config.invalid_value", entry.value, &entry.path, message);
+                    out = None;
+                    continue;
+                }
                 out = out.zip(v).map(|(mut m, v)| {
                     m.insert(entry.name.clone(), v);
                     m

@@ -8,6 +8,7 @@ mod compile;
 mod env;
 mod format;
 mod kafka;
+mod topics;
 mod views;
 mod yaml;
 
@@ -137,6 +138,65 @@ impl fmt::Debug for RegistryAuth {
     }
 }
 
+/// A part of the envelope, which a topic may map from its own field.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum EnvelopeRole {
+    /// `key`.
+    Key,
+    /// `type`.
+    Type,
+    /// `version`.
+    Version,
+    /// `timestamp`.
+    Timestamp,
+    /// `id`.
+    Id,
+    /// `correlation_id`.
+    CorrelationId,
+    /// `causation_id`.
+    CausationId,
+}
+
+impl EnvelopeRole {
+    /// Every role, with its key in `envelope:`.
+    pub const ALL: [(EnvelopeRole, &'static str); 7] = [
+        (EnvelopeRole::Key, "key"),
+        (EnvelopeRole::Type, "type"),
+        (EnvelopeRole::Version, "version"),
+        (EnvelopeRole::Timestamp, "timestamp"),
+        (EnvelopeRole::Id, "id"),
+        (EnvelopeRole::CorrelationId, "correlation_id"),
+        (EnvelopeRole::CausationId, "causation_id"),
+    ];
+
+    /// The slot the envelope reads this role from, if it maps it.
+    pub fn slot(self, envelope: &Envelope) -> Option<projector_operators::fields::FieldId> {
+        match self {
+            EnvelopeRole::Key => Some(envelope.key),
+            EnvelopeRole::Type => Some(envelope.event_type),
+            EnvelopeRole::Version => envelope.version,
+            EnvelopeRole::Timestamp => envelope.timestamp,
+            EnvelopeRole::Id => envelope.id,
+            EnvelopeRole::CorrelationId => envelope.correlation_id,
+            EnvelopeRole::CausationId => envelope.causation_id,
+        }
+    }
+}
+
+/// A topic's own settings, for a Kafka source of several topics whose records differ
+/// (`topics: [orders, {name: payments, format: ..., envelope: {...}}]`).
+#[derive(Debug, Clone, Default)]
+pub struct TopicSettings {
+    /// The topic.
+    pub topic: String,
+    /// Its `format:`, when it has its own.
+    pub format: Option<FormatConfig>,
+    /// The envelope roles it reads from other fields than the pipeline's envelope
+    /// says: the slot each is decoded into, or `None` when its records have none (a
+    /// topic without versions is not version-guarded).
+    pub envelope: Vec<(EnvelopeRole, Option<projector_operators::fields::FieldId>)>,
+}
+
 /// A validated pipeline.
 #[derive(Debug, Clone)]
 pub struct PipelineConfig {
@@ -160,6 +220,9 @@ pub struct PipelineConfig {
     pub envelope: Envelope,
     /// `envelope.preset:`, the shape records come in, if one is named.
     pub preset: Option<Preset>,
+    /// Per topic of a Kafka source (in `topics:` order), its own format and envelope;
+    /// empty when no topic has settings of its own.
+    pub topics: Vec<TopicSettings>,
     /// The paths of the event's ids (`envelope.id`, `correlation_id`, `causation_id`),
     /// for dead letters: an id no view reads is not decoded for every event, only read
     /// from a bad record's bytes.

@@ -913,10 +913,12 @@ fn the_documented_example_is_the_tested_one() {
         checkpoint,
         dead_letter,
         auth,
+        topics,
     } = load_ok(&documented_example());
     // The reference's first example runs on loopback without tokens; `auth:` has its
     // own section and tests (`auth_*`).
     assert_eq!(auth, None);
+    assert!(topics.is_empty());
 
     assert_eq!(file, PathBuf::from("pipelines/x.yaml"));
     assert_eq!(name, "bank-accounts");
@@ -1812,4 +1814,139 @@ fn format_mistakes_name_the_key() {
         formatted("raw", "").replace("envelope: { id", "envelope: { preset: cloudevents, id");
     let e = one_error(&text);
     assert!(e.message.contains("reads JSON records"), "{}", e.message);
+}
+
+/// Orders and payments: two topics feeding one view, `payments` with the settings
+/// `payments` adds, then `properties` (source lines).
+fn two_topics(payments: &str, properties: &str) -> String {
+    format!(
+        "name: t
+source:
+  type: kafka
+  brokers: 'b:9092'
+  topics:
+    - orders
+    - {{ name: payments{payments} }}
+{properties}envelope: {{ id: id, type: type, key: orderId, version: version }}
+views:
+  - name: orders
+    fold:
+      key_column: order_id
+      columns: {{ total: {{ type: int64, default: 0 }}, paid: {{ type: int64, default: 0 }} }}
+      on:
+        OrderPlaced: {{ set: {{ total: amount }} }}
+        PaymentReceived: {{ add: {{ paid: amount }} }}
+"
+    )
+}
+
+#[test]
+fn topics_may_have_their_own_envelope_and_format() {
+    let c = load_ok(&two_topics(
+        ", format: json, envelope: { key: order.id, type: kind, version: ~, id: paymentId }",
+        "",
+    ));
+    let SourceConfig::Kafka(k) = &c.source else {
+        panic!("a kafka source")
+    };
+    assert_eq!(k.topics, ["orders", "payments"]);
+    assert_eq!(c.topics.len(), 2);
+    assert_eq!(c.topics[0].topic, "orders");
+    assert!(c.topics[0].envelope.is_empty() && c.topics[0].format.is_none());
+    let p = &c.topics[1];
+    assert_eq!(p.format.as_ref().map(|f| f.format), Some(Format::Json));
+    let slot = |role| {
+        p.envelope
+            .iter()
+            .find(|(r, _)| *r == role)
+            .map(|(_, s)| s.map(|s| c.fields.path(s).to_string()))
+    };
+    assert_eq!(slot(EnvelopeRole::Key), Some(Some("order.id".into())));
+    assert_eq!(slot(EnvelopeRole::Type), Some(Some("kind".into())));
+    assert_eq!(slot(EnvelopeRole::Version), Some(None), "no versions");
+    assert_eq!(slot(EnvelopeRole::Timestamp), None, "the pipeline's");
+    // The pipeline's id is decoded: the topic's is copied into it.
+    assert_eq!(c.envelope.id.map(|s| c.fields.path(s)), Some("id"));
+    // Without settings of their own, topics have none.
+    let plain = two_topics("", "");
+    assert!(
+        load_ok(&plain.replace("{ name: payments }", "payments"))
+            .topics
+            .is_empty()
+    );
+}
+
+#[test]
+fn a_role_only_one_topic_maps_is_absent_for_the_others() {
+    let c = load_ok(
+        &two_topics(", envelope: { correlation_id: meta.correlation }", "")
+            .replace(", version: version", ""),
+    );
+    assert_eq!(
+        c.envelope.correlation_id.map(|s| c.fields.path(s)),
+        Some("meta.correlation")
+    );
+    assert_eq!(c.envelope.version, None);
+    assert!(
+        c.topics[0]
+            .envelope
+            .contains(&(EnvelopeRole::CorrelationId, None))
+    );
+}
+
+#[test]
+fn topic_settings_mistakes_name_the_key() {
+    let e = one_error(&two_topics(", envelope: { key: ~ }", ""));
+    assert_eq!(
+        (e.code, e.line, e.path.as_str()),
+        ("config.invalid_value", 7, "source.topics[1].envelope.key")
+    );
+    let e = one_error(&two_topics(", envelope: { key: 'a..b' }", ""));
+    assert_eq!(e.path, "source.topics[1].envelope.key");
+    let e = one_error(&two_topics(", envelope: { preset: debezium }", ""));
+    assert_eq!(
+        (e.code, e.path.as_str()),
+        ("config.unknown_field", "source.topics[1].envelope.preset")
+    );
+    let e = one_error(&two_topics(", format: xml", ""));
+    assert_eq!(e.path, "source.topics[1].format");
+    let e = one_error(&two_topics(", partitions: 3", ""));
+    assert_eq!(
+        (e.code, e.path.as_str()),
+        ("config.unknown_field", "source.topics[1].partitions")
+    );
+    let e = one_error(&two_topics("", "").replace("{ name: payments }", "orders"));
+    assert_eq!((e.line, e.path.as_str()), (7, "source.topics[1]"));
+    assert!(
+        e.message.contains("'orders' is listed twice"),
+        "{}",
+        e.message
+    );
+    let e = one_error(&two_topics("", "").replace("{ name: payments }", "{ format: json }"));
+    assert_eq!(
+        (e.code, e.path.as_str()),
+        ("config.missing_field", "source.topics[1].name")
+    );
+}
+
+#[test]
+fn several_topics_keep_the_range_assignor() {
+    let text = two_topics(
+        "",
+        "  properties: { partition.assignment.strategy: cooperative-sticky }\n",
+    );
+    let e = one_error(&text);
+    assert_eq!(
+        (e.code, e.path.as_str()),
+        (
+            "config.invalid_value",
+            "source.properties.\"partition.assignment.strategy\""
+        )
+    );
+    assert!(e.message.contains("only 'range'"), "{}", e.message);
+    assert!(
+        load_ok(&text.replace("cooperative-sticky", "range"))
+            .topics
+            .is_empty()
+    );
 }

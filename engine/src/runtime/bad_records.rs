@@ -205,15 +205,16 @@ impl BadRecords {
         self.in_store
     }
 
-    /// The dead-letter lines of `partition`'s records up to the cut of `epoch`, for its
-    /// checkpoint of that epoch; they stay staged until [`BadRecords::saved`].
-    pub(crate) fn letters_until(&self, partition: &str, epoch: u64) -> Vec<u8> {
+    /// The dead-letter lines of the records of `partitions` (a unit's) up to the cut
+    /// of `epoch`, for its checkpoint of that epoch; they stay staged until
+    /// [`BadRecords::saved`].
+    pub(crate) fn letters_until(&self, partitions: &[&str], epoch: u64) -> Vec<u8> {
         let staged = self.staged.lock().expect("dead-letter lock");
         let mut lines = Vec::new();
         for l in staged
             .range(..=epoch)
             .flat_map(|(_, v)| v)
-            .filter(|l| l.partition == partition)
+            .filter(|l| partitions.contains(&l.partition.as_str()))
         {
             match DeadLetterFile::line(&l.as_dead_letter()) {
                 Ok(line) => lines.extend(line),
@@ -225,12 +226,12 @@ impl BadRecords {
         lines
     }
 
-    /// Forgets the staged letters of `partition` up to `epoch`: its checkpoint of that
-    /// epoch, which holds them, is written.
-    pub(crate) fn saved(&self, partition: &str, epoch: u64) {
+    /// Forgets the staged letters of `partitions` (a unit's) up to `epoch`: its
+    /// checkpoint of that epoch, which holds them, is written.
+    pub(crate) fn saved(&self, partitions: &[&str], epoch: u64) {
         let mut staged = self.staged.lock().expect("dead-letter lock");
         for (_, letters) in staged.range_mut(..=epoch) {
-            letters.retain(|l| l.partition != partition);
+            letters.retain(|l| !partitions.contains(&l.partition.as_str()));
         }
         staged.retain(|_, v| !v.is_empty());
     }

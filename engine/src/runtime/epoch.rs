@@ -10,6 +10,7 @@ use crate::runtime::worker::WorkerSnapshot;
 use crate::serve::catalog::Catalog;
 use crate::serve::status::Positions;
 use crate::state::checkpoint::writer::{self, Writer};
+use crate::state::units::Units;
 use crate::state::view::{Published, PublishedView, WorkerViewData};
 use crossbeam_channel::Receiver;
 use projector_connectors::Resume;
@@ -28,7 +29,7 @@ pub(crate) enum CoordMsg {
         /// The partitions a checkpoint of this epoch covers (owned by this instance,
         /// position known), with their next offsets.
         owned: Resume,
-        /// The partitions this instance owns when the epoch is cut (also those whose
+        /// The units this instance owns when the epoch is cut (also those whose
         /// position is not known yet): the ones whose rows the epoch holds.
         present: BTreeSet<u32>,
         /// True for the epoch cut at the end of the input.
@@ -100,7 +101,7 @@ pub(crate) fn run_coordinator(
     positions: Arc<Positions>,
     progress: Arc<Progress>,
     bad: Arc<BadRecords>,
-    writer: Option<Arc<Writer>>,
+    writer: Option<(Arc<Writer>, Arc<Units>)>,
 ) {
     let mut pending: BTreeMap<u64, Pending> = BTreeMap::new();
     while let Ok(msg) = inbox.recv() {
@@ -159,10 +160,10 @@ pub(crate) fn run_coordinator(
                 offsets,
                 present,
             });
-            if checkpoint && let Some(writer) = &writer {
+            if checkpoint && let Some((writer, units)) = &writer {
                 // Written on the writer's thread: a slow store does not hold back the
                 // next epochs (see writer.rs).
-                writer.submit(epoch, writer::job(epoch, &owned, p.pieces));
+                writer.submit(epoch, writer::job(epoch, &owned, p.pieces, units));
                 if last {
                     // `--once` exits when it sees the final epoch, which must be durable.
                     writer.wait_for(epoch);

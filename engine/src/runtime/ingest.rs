@@ -9,6 +9,7 @@ use crate::runtime::epoch::CoordMsg;
 use crate::runtime::router::Router;
 use crate::runtime::worker::WorkerMsg;
 use crate::serve::status::Counters;
+use crate::state::units::Units;
 use crate::{Error, Fatal, Result};
 use crossbeam_channel::Sender;
 use projector_connectors::{Poll, RawBatch, Source};
@@ -17,8 +18,8 @@ use projector_operators::envelope::{TOMBSTONE_TYPE, key_text};
 use projector_operators::fields::{FieldRegistry, KafkaField};
 use projector_operators::projection::Projection;
 use projector_operators::value::{ColumnType, Value};
-use std::sync::Mutex;
 use std::sync::atomic::Ordering;
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 /// The longest an idle ingest thread waits for the source before it looks at the stop
@@ -47,6 +48,8 @@ pub(super) struct Ingress {
     /// checkpoint may record it. A partition starting at `latest` has no known offset
     /// until its first record; recording 0 would replay the whole topic.
     pub(super) known: Vec<bool>,
+    /// The units of the partitions.
+    pub(super) units: Arc<Units>,
 }
 
 impl Ingress {
@@ -68,7 +71,7 @@ impl Ingress {
             .collect();
         let present = (0..self.offsets.len())
             .filter(|&p| self.owned[p])
-            .map(|p| p as u32)
+            .map(|p| self.units.of(p as u32))
             .collect();
         self.coord
             .send(CoordMsg::Epoch {
@@ -92,7 +95,11 @@ impl Ingress {
 
 /// How the ingest thread turns records into events.
 pub(super) struct Decoding {
-    pub(super) decoder: RecordDecoder,
+    /// Per stream (topic) when topics have their own format or envelope, else one.
+    pub(super) decoders: Vec<RecordDecoder>,
+    /// Per stream: envelope slots to fill from the topic's own fields, (from, to);
+    /// empty when topics have no settings of their own.
+    pub(super) normalize: Vec<Vec<(Option<usize>, usize)>>,
     pub(super) on_tombstone: OnTombstone,
     pub(super) kafka: KafkaFields,
     /// The slots whose fields have a declared type (`fields:`), with it and the path.
@@ -103,7 +110,8 @@ pub(super) struct Decoding {
 /// ingress, the shared state, the projection and the partition names.
 pub(super) fn ingest_loop(mut source: Box<dyn Source>, decoding: Decoding, owner: &Owner) {
     let Decoding {
-        decoder,
+        decoders,
+        normalize,
         on_tombstone,
         kafka,
         declared,
@@ -113,10 +121,11 @@ pub(super) fn ingest_loop(mut source: Box<dyn Source>, decoding: Decoding, owner
         &owner.projection,
         &owner.ingress,
         &owner.shared,
-        &owner.names,
+        owner.units.partition_names(),
     );
     let mut raw = RawBatch::default();
-    let mut slots = vec![Value::Null; decoder.slots()];
+    let mut slots = vec![Value::Null; decoders[0].slots()];
+    let reads_headers = decoders.iter().any(RecordDecoder::reads_headers);
     let mut last_marks = Instant::now();
     let mut paused = false;
     loop {
@@ -198,7 +207,9 @@ pub(super) fn ingest_loop(mut source: Box<dyn Source>, decoding: Decoding, owner
                     };
                     shared.bad.report(&shared.counters, r, epoch);
                 };
-                if decoder.reads_headers() {
+                let stream = usize::from(owner.units.stream(rec.partition));
+                let decoder = &decoders[stream.min(decoders.len() - 1)];
+                if reads_headers {
                     headers.clear();
                     headers.extend(raw.headers_of(i));
                 }
@@ -223,6 +234,10 @@ pub(super) fn ingest_loop(mut source: Box<dyn Source>, decoding: Decoding, owner
                 };
                 if !kafka.fields.is_empty() {
                     kafka.fill(&mut slots, &raw, i);
+                }
+                // This topic's envelope, where the pipeline's reads it.
+                for &(from, to) in normalize.get(stream).map_or(&[][..], Vec::as_slice) {
+                    slots[to] = from.map_or(Value::Null, |f| slots[f].clone());
                 }
                 if let Some(message) = coerce_declared(&declared, &mut slots) {
                     report("apply.type_mismatch", &message, Some(&slots));

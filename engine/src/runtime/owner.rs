@@ -1,11 +1,13 @@
 //! Partition ownership: which partitions this instance owns, restoring them when they
-//! arrive and checkpointing and dropping them when they leave.
+//! arrive and checkpointing and dropping them when they leave. State is per unit
+//! (`state/units.rs`), so partitions come and go a whole unit at a time.
 
 use super::ingest::Ingress;
 use super::pipeline::Shared;
 use crate::runtime::router::{KeyHasher, worker_for};
 use crate::runtime::worker::WorkerMsg;
 use crate::state::checkpoint::recovery::{self, Checkpoints};
+use crate::state::units::Units;
 use crate::{Error, Result};
 use projector_connectors::{AssignmentError, AssignmentListener, Resume};
 use projector_operators::projection::Projection;
@@ -24,23 +26,34 @@ pub(super) struct Owner {
     pub(super) projection: Arc<Projection>,
     /// The checkpoint store (`None`: checkpoints are off).
     pub(super) checkpoints: Option<Arc<Checkpoints>>,
-    pub(super) names: Arc<Vec<String>>,
+    pub(super) units: Arc<Units>,
     pub(super) workers: usize,
 }
 
 impl Owner {
-    /// Restores `ids` from their newest valid checkpoints and makes them this
-    /// instance's; returns where each restored one resumes.
+    /// The units of partitions `ids`, which must hold every partition of each.
+    fn whole_units(&self, ids: &[u32]) -> Result<Vec<u32>> {
+        self.units.whole(ids).map_err(|why| {
+            Error::Source(projector_connectors::Error::Assignment(
+                AssignmentError::new(why),
+            ))
+        })
+    }
+
+    /// Restores the units of partitions `ids` (whole units only) from their newest
+    /// valid checkpoints and makes them this instance's; returns where each restored
+    /// partition resumes.
     pub(super) fn assign(&self, ids: &[u32]) -> Result<Resume> {
+        let units = self.whole_units(ids)?;
         let hasher = KeyHasher::default();
         let route = |k: &str| worker_for(hasher.hash(k), self.workers);
-        let mut restored = Vec::with_capacity(ids.len());
+        let mut restored = Vec::with_capacity(units.len());
         let mut floor = 0;
         let mut resume = Resume::new();
-        for &id in ids {
-            let name = &self.names[id as usize];
+        for &unit in &units {
+            let name = self.units.name(unit);
             let r = match &self.checkpoints {
-                Some(c) => c.restore(id, &self.projection, self.workers, route)?,
+                Some(c) => c.restore(unit, &self.projection, self.workers, route)?,
                 None => recovery::RestoredPartition {
                     workers: (0..self.workers)
                         .map(|_| self.projection.new_partition_state())
@@ -52,27 +65,41 @@ impl Owner {
                 eprintln!("{}: warning: {s}", self.shared.name);
             }
             self.shared.checkpoints.add_skipped(&r.skipped);
-            if let Some(next) = r.resume {
+            if let Some(next) = &r.resume {
+                let at = match (self.units.members(unit), next.first_key_value()) {
+                    ([_], Some((_, offset))) => format!("offset {offset}"),
+                    _ => next
+                        .iter()
+                        .map(|(&p, o)| format!("{} {o}", self.units.partition_name(p)))
+                        .collect::<Vec<_>>()
+                        .join(", "),
+                };
                 eprintln!(
-                    "{}: {name}: resuming from checkpoint {} at offset {next}",
+                    "{}: {name}: resuming from checkpoint {} at {at}",
                     self.shared.name, r.epoch
                 );
-                resume.insert(id, next);
+                resume.extend(next);
                 self.shared
                     .checkpoints
-                    .set_partitions(&[id], r.epoch, r.written_ms);
+                    .set_partitions(&[unit], r.epoch, r.written_ms);
                 self.shared
                     .restored_epoch
                     .fetch_max(r.epoch, Ordering::Relaxed);
             }
             floor = floor.max(r.epoch_floor);
-            restored.push((id, r));
+            restored.push((unit, r));
         }
+        let partitions = self.units.partitions_of(&units);
         // Letters of records after each checkpoint may be written already.
         if self.checkpoints.is_some() {
-            let from: Vec<(&str, u64)> = restored
+            let from: Vec<(&str, u64)> = partitions
                 .iter()
-                .map(|(id, r)| (self.names[*id as usize].as_str(), r.resume.unwrap_or(0)))
+                .map(|&p| {
+                    (
+                        self.units.partition_name(p),
+                        resume.get(&p).copied().unwrap_or(0),
+                    )
+                })
                 .collect();
             self.shared
                 .bad
@@ -86,37 +113,44 @@ impl Owner {
                 })?;
         }
         let mut ing = self.ingress.lock().expect("ingress lock");
-        for (id, r) in restored {
-            let p = id as usize;
+        for (unit, r) in restored {
             for (w, state) in r.workers.into_iter().enumerate() {
                 ing.router
                     .send_to(
                         w,
                         WorkerMsg::Restore {
-                            partition: id,
+                            partition: unit,
                             state,
                         },
                     )
                     .map_err(|_| Error::Stopped)?;
             }
-            ing.owned[p] = true;
-            ing.known[p] = r.resume.is_some();
-            ing.offsets[p] = r.resume.unwrap_or(0);
-            ing.cut_offsets[p] = ing.offsets[p];
         }
-        // This instance's next checkpoint of these partitions must be numbered above
+        for &p in &partitions {
+            let i = p as usize;
+            ing.owned[i] = true;
+            ing.known[i] = resume.contains_key(&p);
+            ing.offsets[i] = resume.get(&p).copied().unwrap_or(0);
+            ing.cut_offsets[i] = ing.offsets[i];
+        }
+        // This instance's next checkpoint of these units must be numbered above
         // every one on disk, whoever wrote them.
         ing.epoch = ing.epoch.max(floor);
         ing.force = true;
-        self.shared.positions.set_owned(ids, true, &ing.offsets);
+        self.shared
+            .positions
+            .set_owned(&partitions, true, &ing.offsets);
         drop(ing);
         self.tell_the_cluster();
         Ok(resume)
     }
 
-    /// Gives `ids` up: unless `lost`, checkpoints them first and waits until that
-    /// checkpoint is durable; then drops their state. Returns the offsets checkpointed.
+    /// Gives up the units of partitions `ids` (whole units only): unless `lost`,
+    /// checkpoints them first and waits until that checkpoint is durable; then drops
+    /// their state. Returns the offsets checkpointed.
     pub(super) fn revoke(&self, ids: &[u32], lost: bool) -> Result<Resume> {
+        let units = self.whole_units(ids)?;
+        let partitions = self.units.partitions_of(&units);
         let mut checkpointed = Resume::new();
         let wait_for = {
             let mut ing = self.ingress.lock().expect("ingress lock");
@@ -124,30 +158,32 @@ impl Owner {
                 && !ing.finished
                 && ing.checkpoint_every.is_some()
                 && self.shared.fatal().is_none()
-                && ids.iter().any(|&p| ing.owned[p as usize]);
+                && partitions.iter().any(|&p| ing.owned[p as usize]);
             if checkpoint {
                 ing.barrier(false, true)?;
-                for &p in ids {
+                for &p in &partitions {
                     if ing.owned[p as usize] && ing.known[p as usize] {
                         checkpointed.insert(p, ing.offsets[p as usize]);
                     }
                 }
             }
-            for &p in ids {
+            for &p in &partitions {
                 ing.owned[p as usize] = false;
                 ing.known[p as usize] = false;
             }
             ing.router
-                .broadcast(|| WorkerMsg::Release(ids.to_vec()))
+                .broadcast(|| WorkerMsg::Release(units.clone()))
                 .map_err(|_| Error::Stopped)?;
             // Publish the views without them.
             ing.force = true;
-            self.shared.positions.set_owned(ids, false, &ing.offsets);
+            self.shared
+                .positions
+                .set_owned(&partitions, false, &ing.offsets);
             checkpoint.then_some(ing.epoch)
         };
         self.tell_the_cluster();
-        for &p in ids {
-            let name = &self.names[p as usize];
+        for &p in &partitions {
+            let name = self.units.partition_name(p);
             self.shared.bad.forget(name);
             if lost {
                 // Whoever owns it now replays those records and writes their letters.
@@ -156,18 +192,22 @@ impl Owner {
         }
         if let Some(epoch) = wait_for {
             let started = Instant::now();
-            // Until each partition's checkpoint of that epoch is durable, or the
-            // partition was taken over (its checkpoint cannot be written by us).
-            let durable = |p: &u32| {
-                !checkpointed.contains_key(p)
+            // Until each unit's checkpoint of that epoch is durable, or the unit was
+            // taken over (its checkpoint cannot be written by us).
+            let durable = |u: &u32| {
+                !self
+                    .units
+                    .members(*u)
+                    .iter()
+                    .any(|p| checkpointed.contains_key(p))
                     || self
                         .shared
                         .checkpoints
-                        .partition(*p)
+                        .partition(*u)
                         .is_some_and(|(e, _)| e >= epoch)
-                    || self.checkpoints.as_ref().is_some_and(|c| !c.holds(*p))
+                    || self.checkpoints.as_ref().is_some_and(|c| !c.holds(*u))
             };
-            while !ids.iter().all(durable) {
+            while !units.iter().all(durable) {
                 if let Some(e) = self.shared.fatal() {
                     return Err(Error::Fatal(e));
                 }
@@ -181,8 +221,8 @@ impl Owner {
             }
         }
         if let Some(c) = &self.checkpoints {
-            for &p in ids {
-                c.release(p);
+            for &u in &units {
+                c.release(u);
             }
         }
         Ok(checkpointed)
@@ -208,16 +248,14 @@ impl Owner {
         if fenced.is_empty() {
             return Ok(());
         }
-        let names: Vec<&str> = fenced
-            .iter()
-            .map(|&p| self.names[p as usize].as_str())
-            .collect();
+        let names: Vec<&str> = fenced.iter().map(|&u| self.units.name(u)).collect();
         eprintln!(
             "{}: error: partition(s) {} taken over by another instance; dropped here",
             self.shared.name,
             names.join(", ")
         );
-        self.revoke(&fenced, true).map(|_| ())
+        self.revoke(&self.units.partitions_of(&fenced), true)
+            .map(|_| ())
     }
 }
 

@@ -9,7 +9,7 @@ use super::ingest::{Decoding, Ingress, KafkaFields, ingest_loop};
 use super::owner::Owner;
 use super::registry;
 use super::timer::timer_loop;
-use crate::config::{Format, PipelineConfig, ReaderSchema};
+use crate::config::{EnvelopeRole, Format, FormatConfig, PipelineConfig, ReaderSchema};
 use crate::runtime::bad_records::{BadRecords, IdReader};
 use crate::runtime::epoch::{CoordMsg, Progress, run_coordinator};
 use crate::runtime::router::Router;
@@ -21,6 +21,7 @@ use crate::serve::status::{Counters, Positions};
 use crate::state::checkpoint::CheckpointError;
 use crate::state::checkpoint::recovery::{CheckpointStatus, Checkpoints};
 use crate::state::checkpoint::writer::{Writer, WriterThread};
+use crate::state::units::Units;
 use crate::{Error, Fatal, Result};
 use crossbeam_channel::{Sender, bounded, unbounded};
 use projector_connectors::kafka::Partitioner;
@@ -99,8 +100,10 @@ pub struct Shared {
     /// When the first record was read, in microseconds after `started` (0: not yet):
     /// the start-up cost (restore, group join) a run paid before reading.
     pub first_read_us: AtomicU64,
-    /// The newest checkpoint.
+    /// The newest checkpoint, per unit.
     pub checkpoints: Arc<CheckpointStatus>,
+    /// The source partitions grouped into units of state.
+    pub(crate) units: Arc<Units>,
     /// Offsets of the newest checkpoint, not yet handed to the source.
     pub(super) durable: Arc<Mutex<Option<Resume>>>,
     /// Why the source cannot make progress now (it keeps retrying).
@@ -163,20 +166,24 @@ pub struct Pipeline {
 /// How the records' bodies are decoded: the format, the reader's schema (the
 /// pipeline's file, or else the latest version of the topic's `<topic>-value` subject,
 /// fetched now) and the registry writer schemas come from.
-fn body_format(config: &PipelineConfig) -> Result<BodyFormat> {
-    let options = &config.format_options;
+fn body_format(
+    config: &PipelineConfig,
+    options: &FormatConfig,
+    topic: Option<&str>,
+) -> Result<BodyFormat> {
     let registry = config
         .registry
         .as_ref()
         .map(|r| Arc::new(registry::HttpRegistry::new(r)));
     let shared: Option<Registry> = registry.clone().map(|r| r as Registry);
     // Without a schema file, the reader's schema is the subject's latest version, so
-    // older and newer records read alike (one topic: its subject is known).
+    // older and newer records read alike (when the topic, so its subject, is known).
+    let topic = topic.or(match &config.source {
+        SourceConfig::Kafka(k) if k.topics.len() == 1 => Some(k.topics[0].as_str()),
+        _ => None,
+    });
     let latest = |kind: &str| -> Result<Option<projector_operators::decode::RegisteredSchema>> {
-        let (Some(r), SourceConfig::Kafka(k)) = (&registry, &config.source) else {
-            return Ok(None);
-        };
-        let [topic] = k.topics.as_slice() else {
+        let (Some(r), Some(topic)) = (&registry, topic) else {
             return Ok(None);
         };
         let subject = format!("{topic}-value");
@@ -188,7 +195,7 @@ fn body_format(config: &PipelineConfig) -> Result<BodyFormat> {
         Ok(latest)
     };
     let bad = |e: String| Error::Fatal(Fatal::Registry(e));
-    Ok(match config.format {
+    Ok(match options.format {
         Format::Json => BodyFormat::Json,
         Format::Raw => BodyFormat::Raw,
         Format::Avro => {
@@ -234,6 +241,50 @@ fn body_format(config: &PipelineConfig) -> Result<BodyFormat> {
     })
 }
 
+/// One decoder per stream (topic) when topics have their own format or envelope,
+/// else one for every record.
+fn decoders(config: &PipelineConfig) -> Result<Vec<RecordDecoder>> {
+    if config.topics.is_empty() {
+        let body = body_format(config, &config.format_options, None)?;
+        return Ok(vec![RecordDecoder::with_format(
+            &config.fields,
+            config.preset,
+            body,
+        )]);
+    }
+    config
+        .topics
+        .iter()
+        .map(|t| {
+            let options = t.format.as_ref().unwrap_or(&config.format_options);
+            let body = body_format(config, options, Some(&t.topic))?;
+            Ok(RecordDecoder::with_format(
+                &config.fields,
+                config.preset,
+                body,
+            ))
+        })
+        .collect()
+}
+
+/// Per stream (topic): the envelope slots its records fill from other fields than the
+/// pipeline's envelope reads, as (from, to) (from `None`: the topic has none).
+fn normalizations(config: &PipelineConfig) -> Vec<Vec<(Option<usize>, usize)>> {
+    config
+        .topics
+        .iter()
+        .map(|t| {
+            t.envelope
+                .iter()
+                .filter_map(|(role, from)| {
+                    let to = role.slot(&config.envelope)?;
+                    (*from != Some(to)).then(|| (from.map(|f| f.index()), to.index()))
+                })
+                .collect()
+        })
+        .collect()
+}
+
 impl Pipeline {
     /// Opens the source and starts every thread.
     pub fn start(config: &PipelineConfig, options: &RunOptions) -> Result<Pipeline> {
@@ -257,16 +308,23 @@ impl Pipeline {
         let lock = lock_state_dir(&options.state_dir)?;
         let dlq_path = options.state_dir.join("dead-letters.ndjson");
         let n = options.workers;
-        let projection = Arc::new(Projection::new(
-            config.envelope.clone(),
-            config.views.clone(),
-            &config.fields,
-        ));
+        let unversioned = config
+            .topics
+            .iter()
+            .map(|t| t.envelope.contains(&(EnvelopeRole::Version, None)))
+            .collect();
+        let projection = Arc::new(
+            Projection::new(
+                config.envelope.clone(),
+                config.views.clone(),
+                &config.fields,
+            )
+            .with_unversioned_streams(unversioned),
+        );
 
         let mut source = open(&Resume::new()).map_err(Error::Source)?;
         let partitions = source.partitions();
-        let partition_names: Arc<Vec<String>> =
-            Arc::new(partitions.iter().map(|p| p.name.clone()).collect());
+        let units = Arc::new(Units::new(&partitions));
 
         // Stdin cannot be read again, so there is nothing to resume: no checkpoints.
         let replayable = !matches!(&config.source, SourceConfig::File(f) if f.is_stdin());
@@ -274,7 +332,7 @@ impl Pipeline {
             true => Some(Arc::new(Checkpoints::open(
                 &config.checkpoint,
                 &options.state_dir,
-                partition_names.clone(),
+                units.clone(),
                 options.replay_if_damaged,
             )?)),
             false => None,
@@ -287,11 +345,7 @@ impl Pipeline {
             rotate_old_dead_letters(&dlq_path)?;
         }
 
-        let catalog = Arc::new(Catalog::new(
-            config.views.clone(),
-            partition_names.to_vec(),
-            n,
-        ));
+        let catalog = Arc::new(Catalog::with_units(config.views.clone(), units.clone(), n));
         let positions = Arc::new(Positions::default());
         positions.init(partitions.iter().map(|p| p.name.clone()).collect());
         let shared = Arc::new(Shared {
@@ -314,6 +368,7 @@ impl Pipeline {
             restored_epoch: AtomicU64::new(0),
             first_read_us: AtomicU64::new(0),
             checkpoints: Arc::new(CheckpointStatus::default()),
+            units: units.clone(),
             durable: Arc::default(),
             degraded: Mutex::new(None),
             stop: Arc::new(AtomicBool::new(false)),
@@ -349,7 +404,7 @@ impl Pipeline {
                 shared.progress.clone(),
                 shared.bad.clone(),
             );
-            let writer = writer.as_ref().map(|(w, _)| w.clone());
+            let writer = writer.as_ref().map(|(w, _)| (w.clone(), units.clone()));
             spawn("coordinator", &shared, move || {
                 run_coordinator(coord_rx, n, catalog, positions, progress, bad, writer)
             })?
@@ -363,7 +418,7 @@ impl Pipeline {
             let worker = Worker {
                 id,
                 projection: projection.clone(),
-                partition_names: partition_names.clone(),
+                units: units.clone(),
                 inbox: rx,
                 snapshots: coord_tx.clone(),
                 counters: shared.counters.clone(),
@@ -375,11 +430,11 @@ impl Pipeline {
             })?);
         }
 
-        let decoder =
-            RecordDecoder::with_format(&config.fields, config.preset, body_format(config)?);
+        let decoders = decoders(config)?;
+        let slots = decoders[0].slots();
         let count = partitions.len();
         let ingress = Arc::new(Mutex::new(Ingress {
-            router: Router::new(senders, decoder.slots(), BATCH),
+            router: Router::new(senders, slots, BATCH),
             coord: coord_tx.clone(),
             epoch: 0,
             offsets: vec![0; count],
@@ -391,6 +446,7 @@ impl Pipeline {
             uncheckpointed: false,
             owned: vec![false; count],
             known: vec![false; count],
+            units: units.clone(),
         }));
 
         let owner = Owner {
@@ -398,7 +454,7 @@ impl Pipeline {
             shared: shared.clone(),
             projection: projection.clone(),
             checkpoints: checkpoints.clone(),
-            names: partition_names.clone(),
+            units: units.clone(),
             workers: n,
         };
         let shared_source = source.set_assignment_listener(Box::new(owner.clone()));
@@ -406,7 +462,7 @@ impl Pipeline {
             (true, Some(checkpoints), Some(cluster_options)) => {
                 let keys = match &config.source {
                     SourceConfig::Kafka(k) if k.partitioner == Partitioner::Murmur2 => {
-                        KeyPartitions::from_names(&partition_names)
+                        KeyPartitions::from_names(units.names())
                     }
                     _ => None,
                 };
@@ -416,7 +472,7 @@ impl Pipeline {
                     checkpoints.owner().to_string(),
                     config.name.clone(),
                     cluster_options,
-                    partition_names.clone(),
+                    Arc::new(units.names().to_vec()),
                     keys,
                 )
                 .map_err(|why| Error::Io {
@@ -448,9 +504,10 @@ impl Pipeline {
 
         let ingest = {
             let decoding = Decoding {
-                decoder,
+                decoders,
+                normalize: normalizations(config),
                 on_tombstone: config.on_tombstone,
-                kafka: KafkaFields::new(&config.fields, &partition_names),
+                kafka: KafkaFields::new(&config.fields, units.partition_names()),
                 declared: config
                     .fields
                     .declared_slots()

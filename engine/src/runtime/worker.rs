@@ -1,4 +1,5 @@
-//! Workers: each owns the state of the keys routed to it, per source partition.
+//! Workers: each owns the state of the keys routed to it, per unit of source
+//! partitions (one partition, or partition N of each of several topics).
 //!
 //! A worker receives [`WorkerMsg::Batch`]es of decoded events, applies each to every
 //! view through the [`Projection`], and on a [`WorkerMsg::Barrier`] hands the
@@ -8,6 +9,7 @@
 use crate::runtime::bad_records::{BadRecord, BadRecords};
 use crate::runtime::epoch::CoordMsg;
 use crate::serve::status::Counters;
+use crate::state::units::Units;
 use crate::state::view::{
     FoldChunk, WorkerViewData, build_fold_chunk, build_worker_view_from, view_schema,
 };
@@ -93,22 +95,22 @@ pub enum WorkerMsg {
     /// Events to apply.
     Batch(EventBatch),
     /// End of an epoch: publish a snapshot, tagged with the epoch number, and with
-    /// `checkpoint`, also the encoded state of every partition.
+    /// `checkpoint`, also the encoded state of every unit.
     Barrier {
         /// The epoch that ends.
         epoch: u64,
         /// Whether this epoch is checkpointed.
         checkpoint: bool,
     },
-    /// From now on this worker holds `state` for its keys of `partition` (restored
-    /// from a checkpoint when the partition became this instance's).
+    /// From now on this worker holds `state` for its keys of unit `partition`
+    /// (restored from a checkpoint when the unit became this instance's).
     Restore {
-        /// The partition.
+        /// The unit.
         partition: u32,
         /// This worker's share of its state.
         state: PartitionState,
     },
-    /// These partitions are no longer this instance's: drop their state.
+    /// These units are no longer this instance's: drop their state.
     Release(Vec<u32>),
     /// Stop after the messages before this one.
     Stop,
@@ -123,7 +125,7 @@ pub(crate) struct WorkerSnapshot {
     pub epoch: u64,
     /// One entry per view, in pipeline order.
     pub views: Vec<WorkerViewData>,
-    /// For a checkpoint: this worker's piece of each partition's state, encoded.
+    /// For a checkpoint: this worker's piece of each unit's state, encoded.
     pub pieces: Vec<(u32, Vec<u8>)>,
 }
 
@@ -133,8 +135,9 @@ pub(crate) struct Worker {
     pub id: usize,
     /// The compiled views.
     pub projection: Arc<Projection>,
-    /// Partition names, for dead letters.
-    pub partition_names: Arc<Vec<String>>,
+    /// Which unit each source partition's events go to, and the partition names (for
+    /// dead letters).
+    pub units: Arc<Units>,
     /// Incoming batches and barriers.
     pub inbox: Receiver<WorkerMsg>,
     /// Where snapshots go.
@@ -166,18 +169,22 @@ impl Worker {
                     let (mut applied, mut dups) = (0u64, 0u64);
                     let slots = batch.slots;
                     for (i, m) in batch.meta.iter().enumerate() {
-                        let partition = &self.partition_names[m.partition as usize];
+                        let partition = self.units.partition_name(m.partition);
                         if !self.bad.should_apply(partition, m.offset) {
                             continue; // after `on_error: fail`: only look for an earlier bad record
                         }
                         let event = &batch.values[i * slots..(i + 1) * slots];
                         let state = partitions
-                            .entry(m.partition)
+                            .entry(self.units.of(m.partition))
                             .or_insert_with(|| self.projection.new_partition_state());
-                        match self
-                            .projection
-                            .apply_at(state, &mut scratch, event, Some(m.offset))
-                        {
+                        let stream = self.units.stream(m.partition);
+                        match self.projection.apply_in(
+                            state,
+                            &mut scratch,
+                            event,
+                            Some(m.offset),
+                            stream,
+                        ) {
                             Ok(Outcome::Applied) => applied += 1,
                             Ok(Outcome::Duplicate) => dups += 1,
                             Err(e) => {

@@ -2,11 +2,14 @@
 //! other instances that hold the rest of the partitions.
 
 use crate::serve::cluster::Cluster;
+use crate::serve::cluster::wire::Contribution;
+use crate::state::units::Units;
 use crate::state::view::{
     Published, PublishedView, WorkerViewData, build_worker_view, view_schema,
 };
 use arc_swap::ArcSwap;
 use arrow::datatypes::SchemaRef;
+use projector_connectors::PartitionInfo;
 use projector_operators::view::ViewSpec;
 use std::collections::{BTreeMap, BTreeSet};
 use std::sync::{Arc, OnceLock};
@@ -19,17 +22,27 @@ pub struct Catalog {
     pub views: Vec<ViewSpec>,
     /// Their Arrow schemas.
     pub schemas: Vec<SchemaRef>,
-    /// The source partitions' names, by id.
-    names: Vec<String>,
+    /// The source partitions, grouped into units (whose names queries use).
+    units: Arc<Units>,
     published: ArcSwap<Published>,
     cluster: OnceLock<Arc<Cluster>>,
 }
 
 impl Catalog {
     /// A catalog with empty views (epoch 0) for `workers` workers, over the source
-    /// partitions `names` (none of them held yet).
+    /// partitions `names`, each a unit of its own (none of them held yet).
     pub fn new(views: Vec<ViewSpec>, names: Vec<String>, workers: usize) -> Self {
-        let partitions = names.len();
+        let partitions: Vec<PartitionInfo> = names
+            .into_iter()
+            .enumerate()
+            .map(|(id, name)| PartitionInfo::single(id as u32, name))
+            .collect();
+        Self::with_units(views, Arc::new(Units::new(&partitions)), workers)
+    }
+
+    /// A catalog with empty views (epoch 0) for `workers` workers, over `units`.
+    pub(crate) fn with_units(views: Vec<ViewSpec>, units: Arc<Units>, workers: usize) -> Self {
+        let partitions = units.partition_names().len();
         let schemas = views.iter().map(view_schema).collect();
         let empty = BTreeMap::new();
         let published = Published {
@@ -50,7 +63,7 @@ impl Catalog {
         Catalog {
             views,
             schemas,
-            names,
+            units,
             published: ArcSwap::from_pointee(published),
             cluster: OnceLock::new(),
         }
@@ -70,15 +83,32 @@ impl Catalog {
                     .map(|v| PublishedView::new(v.parts.clone()))
                     .collect(),
                 offsets: current.offsets.clone(),
-                present: (0..self.names.len() as u32).collect(),
+                present: (0..self.units.names().len() as u32).collect(),
             };
             self.publish(p);
         }
     }
 
-    /// The source partitions' names, by id.
+    /// The names of the units of state (with one topic: its partitions), by id:
+    /// what queries and the cluster call partitions.
     pub fn partition_names(&self) -> &[String] {
-        &self.names
+        self.units.names()
+    }
+
+    /// What unit `unit` of `published` contributes to an answer: each of its source
+    /// partitions with the epoch and the offset its rows come from.
+    pub(crate) fn contributions<'a>(
+        &'a self,
+        unit: u32,
+        published: &'a Published,
+        instance: &'a str,
+    ) -> impl Iterator<Item = Contribution> + 'a {
+        self.units.members(unit).iter().map(move |&p| Contribution {
+            partition: self.units.partition_name(p).to_string(),
+            epoch: published.epoch,
+            offset: published.offsets[p as usize],
+            instance: instance.to_string(),
+        })
     }
 
     /// The cluster this instance answers queries with, if it is part of one.

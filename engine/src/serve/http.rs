@@ -362,12 +362,7 @@ async fn cluster_scan(State(app): State<AppState>, body: Bytes) -> Response {
         absent.extend(ids.difference(&held).map(|&p| names[p as usize].clone()));
         let covered: Vec<Contribution> = held
             .iter()
-            .map(|&p| Contribution {
-                partition: names[p as usize].clone(),
-                epoch: pinned.epoch,
-                offset: pinned.offsets[p as usize],
-                instance: String::new(),
-            })
+            .flat_map(|&u| catalog.contributions(u, &pinned, ""))
             .collect();
         let mut bytes = Vec::new();
         projector_operators::codec::encode_partials(
@@ -484,9 +479,13 @@ pub(crate) fn partitions_json(shared: &Shared) -> serde_json::Value {
         .into_iter()
         .enumerate()
         .map(|(id, p)| {
-            let checkpoint = shared.checkpoints.partition(id as u32);
+            let unit = shared.units.of(id as u32);
+            let checkpoint = shared.checkpoints.partition(unit);
             json!({
                 "partition": p.partition,
+                // The unit of state it belongs to: itself, or partition N of every
+                // topic (`orders+payments/N`).
+                "unit": shared.units.name(unit),
                 "assigned": p.assigned,
                 "assignments": p.assignments,
                 "next_offset": p.next_offset,
@@ -494,7 +493,7 @@ pub(crate) fn partitions_json(shared: &Shared) -> serde_json::Value {
                 // The epoch queries read this partition's rows from (when held here).
                 "published_epoch": published
                     .present
-                    .contains(&(id as u32))
+                    .contains(&unit)
                     .then_some(published.epoch),
                 "high_watermark": p.high_watermark,
                 "lag": p.lag,

@@ -155,7 +155,7 @@ impl TableProvider for ViewTable {
             None => None,
         };
         let cluster = self.catalog.cluster();
-        let all: BTreeSet<u32> = (0..published.offsets.len() as u32).collect();
+        let all: BTreeSet<u32> = (0..self.catalog.partition_names().len() as u32).collect();
         let needed: BTreeSet<u32> = match (
             &scope.local_only,
             key,
@@ -185,12 +185,7 @@ impl TableProvider for ViewTable {
         let mut missing: Vec<(String, String)> = Vec::new();
         let mut covered: Vec<Contribution> = local
             .iter()
-            .map(|&p| Contribution {
-                partition: names[p as usize].clone(),
-                epoch: published.epoch,
-                offset: published.offsets[p as usize],
-                instance: "local".into(),
-            })
+            .flat_map(|&u| self.catalog.contributions(u, published, "local"))
             .collect();
         let aggregate = matches!(spec.kind, ViewKind::Aggregate(_));
         let mut remote_rows: Vec<RecordBatch> = Vec::new();

@@ -117,15 +117,17 @@ pub enum CheckpointError {
         /// The checkpoints directory.
         root: PathBuf,
     },
-    /// A partition's checkpoint records the offsets of more or fewer than one partition.
-    #[error("{at}: expected the offset of one partition, found {found}")]
+    /// A checkpoint records no offset, or more than its unit has partitions.
+    #[error("{at}: expected the offsets of 1 to {expected} partition(s), found {found}")]
     PartitionCount {
         /// Which checkpoint.
         at: String,
         /// How many it records.
         found: usize,
+        /// How many partitions the unit has.
+        expected: usize,
     },
-    /// A partition's directory holds another partition's checkpoint.
+    /// A unit's directory holds a checkpoint of a partition not in the unit.
     #[error("{at} is for partition '{found}', not '{expected}'")]
     WrongPartition {
         /// Which checkpoint.

@@ -24,7 +24,9 @@ use super::CheckpointError;
 use super::blobs::{Blobs, Local, Object};
 use super::store::{Lease, NewCheckpoint, PartitionLog, PartitionOffset};
 use crate::config::CheckpointConfig;
+use crate::state::units::Units;
 use crate::{Error, Result};
+use projector_connectors::Resume;
 use projector_operators::codec;
 use projector_operators::projection::{PartitionState, Projection};
 use serde::Serialize;
@@ -119,8 +121,8 @@ pub(crate) struct Checkpoints {
     keep: usize,
     /// Who this instance is, in the heads it writes.
     owner: String,
-    /// Partition names, by id.
-    names: Arc<Vec<String>>,
+    /// The units checkpoints are kept for (ids and names), with their partitions.
+    units: Arc<Units>,
     /// Replay a partition whose every checkpoint is damaged instead of refusing to.
     replay_if_damaged: bool,
     /// The partitions this instance holds, with the head it last wrote.
@@ -136,7 +138,7 @@ impl Checkpoints {
     pub(crate) fn open(
         config: &CheckpointConfig,
         state_dir: &Path,
-        names: Arc<Vec<String>>,
+        units: Arc<Units>,
         replay_if_damaged: bool,
     ) -> Result<Self> {
         let blobs = open_blobs(config, state_dir)?;
@@ -145,7 +147,7 @@ impl Checkpoints {
             blobs,
             keep: config.keep,
             owner: instance_id(),
-            names,
+            units,
             replay_if_damaged,
             leases: Mutex::new(BTreeMap::new()),
             generations: Mutex::new(BTreeMap::new()),
@@ -153,16 +155,16 @@ impl Checkpoints {
         })
     }
 
-    /// Partition `id`'s name.
-    pub(crate) fn name(&self, id: u32) -> &str {
-        &self.names[id as usize]
+    /// The units, with their partitions.
+    pub(crate) fn units(&self) -> &Units {
+        &self.units
     }
 
     fn log(&self, id: u32) -> PartitionLog {
-        PartitionLog::new(self.blobs.clone(), &self.names[id as usize], self.keep)
+        PartitionLog::new(self.blobs.clone(), self.units.name(id), self.keep)
     }
 
-    /// Takes partition `id` over in the store and loads its newest valid checkpoint,
+    /// Takes unit `id` over in the store and loads its newest valid checkpoint,
     /// split over `workers` workers by `route`.
     pub(crate) fn restore(
         &self,
@@ -171,7 +173,7 @@ impl Checkpoints {
         workers: usize,
         route: impl Fn(&str) -> usize,
     ) -> Result<RestoredPartition> {
-        let name = &self.names[id as usize];
+        let name = self.units.name(id).to_string();
         let log = self.log(id);
         let lease = log.acquire(&self.owner)?;
         if !lease.had_head() && !self.replay_if_damaged && log.has_checkpoint_objects()? {
@@ -215,20 +217,27 @@ impl Checkpoints {
         };
         let (manifest, files) = checkpoint;
         let at = format!("checkpoint {} of {}", manifest.epoch, log.describe());
-        let [offset] = manifest.partitions.as_slice() else {
+        // One offset per partition of the unit (those whose position was known).
+        let members = self.units.members(id).len();
+        if manifest.partitions.is_empty() || manifest.partitions.len() > members {
             return Err(CheckpointError::PartitionCount {
                 at,
                 found: manifest.partitions.len(),
+                expected: members,
             }
             .into());
-        };
-        if offset.name != *name {
-            return Err(CheckpointError::WrongPartition {
-                at,
-                found: offset.name.clone(),
-                expected: name.clone(),
-            }
-            .into());
+        }
+        let mut resume = Resume::new();
+        for offset in &manifest.partitions {
+            let Some(p) = self.units.member_named(id, &offset.name) else {
+                return Err(CheckpointError::WrongPartition {
+                    at,
+                    found: offset.name.clone(),
+                    expected: name.clone(),
+                }
+                .into());
+            };
+            resume.insert(p, offset.next_offset);
         }
         let mut state = projection.new_partition_state();
         for (file, data) in files {
@@ -251,7 +260,7 @@ impl Checkpoints {
             }
         }
         restored.workers = codec::split(projection, state, workers, &route);
-        restored.resume = Some(offset.next_offset);
+        restored.resume = Some(resume);
         restored.epoch = manifest.epoch;
         restored.written_ms = manifest.created_ms;
         self.hold(id, lease);
@@ -299,14 +308,14 @@ impl Checkpoints {
             .remove(&id);
     }
 
-    /// Writes partition `id`'s checkpoint of `epoch` (its state file and where it
-    /// resumes), if this instance still holds it. `Ok(false)`: it does not.
+    /// Writes unit `id`'s checkpoint of `epoch` (its state file and where each of its
+    /// partitions resumes), if this instance still holds it. `Ok(false)`: it does not.
     pub(crate) fn commit(
         &self,
         id: u32,
         epoch: u64,
         pipeline: &str,
-        next_offset: u64,
+        offsets: &Resume,
         state: &[u8],
         letters: &[u8],
     ) -> Result<bool> {
@@ -314,16 +323,18 @@ impl Checkpoints {
             return Ok(false);
         };
         let mut lease = lease.lock().expect("lease lock");
-        let name = &self.names[id as usize];
         let written = self.log(id).commit(
             &mut lease,
             NewCheckpoint {
                 epoch,
                 pipeline: pipeline.to_string(),
-                partitions: vec![PartitionOffset {
-                    name: name.clone(),
-                    next_offset,
-                }],
+                partitions: offsets
+                    .iter()
+                    .map(|(&p, &next_offset)| PartitionOffset {
+                        name: self.units.partition_name(p).to_string(),
+                        next_offset,
+                    })
+                    .collect(),
                 files: vec![(STATE_FILE.to_string(), state)],
                 extra: serde_json::Value::Null,
             },
@@ -387,9 +398,12 @@ pub struct StoredPartition {
     pub acquired_ms: u64,
     /// The checkpoints its head names, oldest first: (epoch, generation that wrote it).
     pub checkpoints: Vec<(u64, u64)>,
-    /// Where the newest checkpoint resumes (`None`: no checkpoint, or it does not
-    /// verify).
+    /// Where the newest checkpoint resumes, for a unit of one partition (`None`: no
+    /// checkpoint, or it does not verify, or the unit has several partitions).
     pub next_offset: Option<u64>,
+    /// Where the newest checkpoint resumes, per partition of the unit (empty: no
+    /// checkpoint, or it does not verify).
+    pub offsets: BTreeMap<String, u64>,
     /// Dead-letter segments kept with its checkpoints.
     pub dead_letter_segments: usize,
 }
@@ -431,8 +445,18 @@ pub fn stored_checkpoints(
     let mut out = Vec::with_capacity(heads.len());
     for head in heads {
         let log = PartitionLog::new(blobs.clone(), &head.partition, config.keep);
+        let offsets: BTreeMap<String, u64> = log
+            .newest_offsets(&head)?
+            .unwrap_or_default()
+            .into_iter()
+            .map(|p| (p.name, p.next_offset))
+            .collect();
         out.push(StoredPartition {
-            next_offset: log.newest_offset(&head)?,
+            next_offset: match offsets.len() {
+                1 => offsets.values().next().copied(),
+                _ => None,
+            },
+            offsets,
             partition: head.partition,
             generation: head.generation,
             owner: head.owner,
@@ -506,11 +530,13 @@ pub(crate) fn now_ms() -> u64 {
         .map_or(0, |d| d.as_millis() as u64)
 }
 
-/// One partition as restored from its newest valid checkpoint.
+/// One unit as restored from its newest valid checkpoint.
 #[derive(Debug, Default)]
 pub(crate) struct RestoredPartition {
-    /// Where it resumes (`None`: it has no checkpoint; start where the source starts).
-    pub resume: Option<u64>,
+    /// Where each of its partitions resumes (`None`: it has no checkpoint; start where
+    /// the source starts; a partition missing from it, which had no known position at
+    /// the checkpoint, also does).
+    pub resume: Option<Resume>,
     /// The epoch of the checkpoint (0: none).
     pub epoch: u64,
     /// The highest epoch of this partition's checkpoints, damaged ones included: the

@@ -583,13 +583,14 @@ impl PartitionLog {
         Ok(())
     }
 
-    /// Where the newest checkpoint `head` names resumes, if it verifies.
-    pub(crate) fn newest_offset(&self, head: &Head) -> Result<Option<u64>> {
+    /// Where the newest checkpoint `head` names resumes (each partition it records), if
+    /// it verifies.
+    pub(crate) fn newest_offsets(&self, head: &Head) -> Result<Option<Vec<PartitionOffset>>> {
         let Some(newest) = head.checkpoints.last() else {
             return Ok(None);
         };
         match self.verify(newest) {
-            Ok((manifest, _)) => Ok(manifest.partitions.first().map(|p| p.next_offset)),
+            Ok((manifest, _)) => Ok(Some(manifest.partitions)),
             Err(Verify::Damaged(_)) => Ok(None),
             Err(Verify::Store(e)) => Err(store(e)),
         }

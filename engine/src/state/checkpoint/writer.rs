@@ -14,6 +14,7 @@
 use super::CheckpointError;
 use super::recovery::{CheckpointInfo, CheckpointStatus, Checkpoints, now_ms};
 use crate::runtime::bad_records::BadRecords;
+use crate::state::units::Units;
 use crate::{Error, Fatal};
 use projector_connectors::Resume;
 use std::collections::BTreeMap;
@@ -27,18 +28,18 @@ const FINAL_WRITE_PATIENCE: Duration = Duration::from_secs(30);
 /// The longest wait between two attempts while the store is away.
 const MAX_BACKOFF: Duration = Duration::from_secs(5);
 
-/// One partition's checkpoint, waiting to be written.
+/// One unit's checkpoint, waiting to be written.
 #[derive(Debug)]
 pub(crate) struct Part {
     /// The epoch it closes.
     pub epoch: u64,
-    /// Where the partition resumes.
-    pub next_offset: u64,
+    /// Where each of its partitions resumes (those whose position is known).
+    pub offsets: Resume,
     /// The state file: every worker's pieces.
     pub state: Vec<u8>,
 }
 
-/// Checkpoints to write, by partition id.
+/// Checkpoints to write, by unit id.
 pub(crate) type Job = BTreeMap<u32, Part>;
 
 #[derive(Debug, Default)]
@@ -187,16 +188,21 @@ impl WriterThread {
         let mut away_since: Option<Instant> = None;
         let (mut bytes, mut newest, mut durable) = (0, 0, Resume::new());
         while let Some((&id, part)) = job.iter().next() {
-            let name = self.checkpoints.name(id);
+            let units = self.checkpoints.units();
+            let members: Vec<&str> = units
+                .members(id)
+                .iter()
+                .map(|&p| units.partition_name(p))
+                .collect();
             let letters = match self.bad.in_store() {
-                true => self.bad.letters_until(name, part.epoch),
+                true => self.bad.letters_until(&members, part.epoch),
                 false => Vec::new(),
             };
             let committed = self.checkpoints.commit(
                 id,
                 part.epoch,
                 &self.pipeline,
-                part.next_offset,
+                &part.offsets,
                 &part.state,
                 &letters,
             );
@@ -204,10 +210,10 @@ impl WriterThread {
                 Ok(written) => {
                     let part = job.remove(&id).expect("just seen");
                     if written {
-                        self.bad.saved(name, part.epoch);
+                        self.bad.saved(&members, part.epoch);
                         bytes += part.state.len() as u64;
                         newest = newest.max(part.epoch);
-                        durable.insert(id, part.next_offset);
+                        durable.extend(&part.offsets);
                         self.status.set_partitions(&[id], part.epoch, now_ms());
                     }
                     if away_since.take().is_some() {
@@ -275,24 +281,32 @@ impl WriterThread {
     }
 }
 
-/// The checkpoints of `epoch` for the partitions in `owned` (id → next offset): one
-/// state file per partition, every worker's piece prefixed with its length.
-pub(crate) fn job(epoch: u64, owned: &Resume, pieces: Vec<Vec<(u32, Vec<u8>)>>) -> Job {
+/// The checkpoints of `epoch` for the units of the partitions in `owned` (partition
+/// id → next offset): one state file per unit, every worker's piece (`pieces`, by
+/// unit) prefixed with its length.
+pub(crate) fn job(
+    epoch: u64,
+    owned: &Resume,
+    pieces: Vec<Vec<(u32, Vec<u8>)>>,
+    units: &Units,
+) -> Job {
     let mut files: BTreeMap<u32, Vec<u8>> = BTreeMap::new();
-    for (partition, bytes) in pieces.into_iter().flatten() {
-        let file = files.entry(partition).or_default();
+    for (unit, bytes) in pieces.into_iter().flatten() {
+        let file = files.entry(unit).or_default();
         file.extend_from_slice(&(bytes.len() as u64).to_le_bytes());
         file.extend_from_slice(&bytes);
     }
-    owned
-        .iter()
-        .map(|(&id, &next_offset)| {
-            let part = Part {
+    let mut job = Job::new();
+    for (&p, &next_offset) in owned {
+        let unit = units.of(p);
+        job.entry(unit)
+            .or_insert_with(|| Part {
                 epoch,
-                next_offset,
-                state: files.remove(&id).unwrap_or_default(),
-            };
-            (id, part)
-        })
-        .collect()
+                offsets: Resume::new(),
+                state: files.remove(&unit).unwrap_or_default(),
+            })
+            .offsets
+            .insert(p, next_offset);
+    }
+    job
 }

@@ -296,6 +296,7 @@ mod tests {
             .map(|(p, s)| {
                 let state = PartitionState {
                     versions: FastMap::default(),
+                    stream_versions: Vec::new(),
                     views: vec![ViewState::Table(s)],
                 };
                 (p, state)
