@@ -412,10 +412,17 @@ pub(crate) fn pipeline(dir: &Path, broker: &Broker, topic: &str) -> PathBuf {
 pub(crate) fn pipeline_on(dir: &Path, broker: &Broker, topic: &str, store: &Store) -> PathBuf {
     let text = std::fs::read_to_string(repo().join("pipelines/bank-accounts-kafka.yaml"))
         .expect("the shipped Kafka pipeline")
-        .replace("${KAFKA_BROKERS:-127.0.0.1:9092}", &broker.address)
-        .replace("topics: [bank-events]", &format!("topics: [{topic}]"))
-        // A killed member leaves the group after its session times out; a short one
-        // keeps the restarts quick.
+        .replace("topics: [bank-events]", &format!("topics: [{topic}]"));
+    let path = dir.join("bank-kafka.yaml");
+    std::fs::write(&path, tuned_for_tests(&text, broker, store)).expect("write pipeline");
+    path
+}
+
+/// A shipped Kafka example `text` made for a test: on `broker`, publishing and
+/// checkpointing often, to `store`, with a short group session (a killed member leaves
+/// the group when its session times out; a short one keeps the restarts quick).
+pub(crate) fn tuned_for_tests(text: &str, broker: &Broker, store: &Store) -> String {
+    text.replace("${KAFKA_BROKERS:-127.0.0.1:9092}", &broker.address)
         .replace(
             "session.timeout.ms: \"6000\"",
             "session.timeout.ms: \"2000\"\n    heartbeat.interval.ms: \"500\"",
@@ -426,10 +433,7 @@ pub(crate) fn pipeline_on(dir: &Path, broker: &Broker, topic: &str, store: &Stor
                 "publish_interval: 20ms\ncheckpoint:\n  interval: 50ms\n{}views:",
                 store.yaml()
             ),
-        );
-    let path = dir.join("bank-kafka.yaml");
-    std::fs::write(&path, text).expect("write pipeline");
-    path
+        )
 }
 
 /// The bank events of `seed` with a bad record (unparseable, no key, unique bytes)
@@ -466,20 +470,37 @@ pub(crate) fn stream_to(
     records: &[(u64, Vec<u8>)],
     per_second: u64,
 ) -> std::thread::JoinHandle<()> {
-    use projector_connectors::kafka::{EventProducer, ensure_topic};
-    let props = std::collections::BTreeMap::new();
-    ensure_topic(&broker.address, &props, topic, partitions).expect("create topic");
-    let producer = EventProducer::new(&broker.address, &props, topic).expect("producer");
-    let records: Vec<Vec<u8>> = records.iter().map(|(_, r)| r.clone()).collect();
-    std::thread::spawn(move || {
-        let started = Instant::now();
-        for (i, raw) in records.iter().enumerate() {
+    let keyed = records
+        .iter()
+        .map(|(_, raw)| {
             let key = serde_json::from_slice::<serde_json::Value>(raw)
                 .ok()
                 .and_then(|v| v["aggregateId"].as_str().map(String::from))
                 .unwrap_or_default();
+            (key, raw.clone())
+        })
+        .collect();
+    stream_keyed(broker, topic, partitions, keyed, per_second)
+}
+
+/// Creates `topic` with `partitions` partitions and streams `records` (key, value) to
+/// it from a thread, about `per_second` a second (Kafka's default partitioner).
+pub(crate) fn stream_keyed(
+    broker: &Broker,
+    topic: &str,
+    partitions: i32,
+    records: Vec<(String, Vec<u8>)>,
+    per_second: u64,
+) -> std::thread::JoinHandle<()> {
+    use projector_connectors::kafka::{EventProducer, ensure_topic};
+    let props = std::collections::BTreeMap::new();
+    ensure_topic(&broker.address, &props, topic, partitions).expect("create topic");
+    let producer = EventProducer::new(&broker.address, &props, topic).expect("producer");
+    std::thread::spawn(move || {
+        let started = Instant::now();
+        for (i, (key, raw)) in records.iter().enumerate() {
             producer.send(key.as_bytes(), raw).expect("send");
-            if i % 250 == 249 {
+            if i % 100 == 99 {
                 let due = Duration::from_secs_f64((i + 1) as f64 / per_second as f64);
                 if let Some(wait) = due.checked_sub(started.elapsed()) {
                     std::thread::sleep(wait);
@@ -671,28 +692,34 @@ pub(crate) fn run_once(
     pipeline: &Path,
     state: &Path,
 ) -> (String, Vec<serde_json::Value>, Vec<serde_json::Value>) {
-    let out = projector()
-        .arg("run")
+    let (stderr, mut results) = queries_once(pipeline, state, &[ACCOUNTS_SQL, VOLUME_SQL]);
+    let volume = results.pop().expect("volume");
+    (stderr, results.pop().expect("accounts"), volume)
+}
+
+/// `--once` with the queries `sqls`: (stderr, the rows of each).
+pub(crate) fn queries_once(
+    pipeline: &Path,
+    state: &Path,
+    sqls: &[&str],
+) -> (String, Vec<Vec<serde_json::Value>>) {
+    let mut cmd = projector();
+    cmd.arg("run")
         .arg(pipeline)
-        .args([
-            "--once",
-            "--format",
-            "json",
-            "--sql",
-            ACCOUNTS_SQL,
-            "--sql",
-            VOLUME_SQL,
-        ])
+        .args(["--once", "--format", "json"]);
+    for sql in sqls {
+        cmd.args(["--sql", sql]);
+    }
+    let out = cmd
         .arg("--state-dir")
         .arg(state)
         .output()
         .expect("projector run --once");
     let stderr = String::from_utf8_lossy(&out.stderr).into_owned();
     assert!(out.status.success(), "run --once failed: {stderr}");
-    let mut results = json_lines(&out.stdout);
-    assert_eq!(results.len(), 2, "{stderr}");
-    let volume = results.pop().expect("volume");
-    (stderr, results.pop().expect("accounts"), volume)
+    let results = json_lines(&out.stdout);
+    assert_eq!(results.len(), sqls.len(), "{stderr}");
+    (stderr, results)
 }
 
 /// Each partition's head in the pipeline's checkpoint store (`projector checkpoints`).
