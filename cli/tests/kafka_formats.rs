@@ -17,48 +17,7 @@ mod common;
 use common::cluster::*;
 use common::{assert_rows, generator_records, oracle};
 use serde_json::{Value, json};
-use std::io::BufRead;
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
-
-const USER: &str = "sr-key";
-const SECRET: &str = "sr-secret";
-
-/// The test registry, stopped (by its PID) when dropped.
-struct SchemaRegistry {
-    url: String,
-    child: Child,
-}
-
-impl SchemaRegistry {
-    fn start() -> SchemaRegistry {
-        let port = free_port();
-        let mut child = Command::new("python3")
-            .arg(repo().join("scripts/schema_registry.py"))
-            .arg(port.to_string())
-            .args(["--user", USER, "--password", SECRET])
-            .stdout(Stdio::piped())
-            .stderr(Stdio::null())
-            .spawn()
-            .expect("starting scripts/schema_registry.py");
-        let mut line = String::new();
-        std::io::BufReader::new(child.stdout.take().expect("stdout"))
-            .read_line(&mut line)
-            .expect("the registry's address");
-        assert!(line.starts_with("http://"), "registry: {line:?}");
-        SchemaRegistry {
-            url: line.trim().to_string(),
-            child,
-        }
-    }
-}
-
-impl Drop for SchemaRegistry {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
 
 /// The bank events, and their records as the schemas have them (`payload` with every
 /// field, absent ones null).
@@ -100,13 +59,13 @@ fn example(
         )
         .replace(
             "  # auth: { username: ${SR_KEY}, password: ${SR_SECRET} }   # or { token: ... }",
-            &format!("  auth: {{ username: {USER}, password: {SECRET} }}"),
+            &format!("  auth: {{ username: {REGISTRY_USER}, password: {REGISTRY_SECRET} }}"),
         );
     if !text.contains("auth: {") {
         text = text.replace(
             &format!("  url: {}", registry.url),
             &format!(
-                "  url: {}\n  auth: {{ username: {USER}, password: {SECRET} }}",
+                "  url: {}\n  auth: {{ username: {REGISTRY_USER}, password: {REGISTRY_SECRET} }}",
                 registry.url
             ),
         );
@@ -294,7 +253,7 @@ fn produce_serialized(
     schema: &Path,
     records: &[Value],
 ) {
-    let auth = format!("{USER}:{SECRET}");
+    let auth = format!("{REGISTRY_USER}:{REGISTRY_SECRET}");
     let schema = schema.display().to_string();
     let mut args = vec![
         "--format",
@@ -499,7 +458,7 @@ fn a_protobuf_schema_with_imports_reads_through_its_references() {
                    "money": {"amount": amount, "currency": "EUR"}})
         })
         .collect();
-    let auth = format!("{USER}:{SECRET}");
+    let auth = format!("{REGISTRY_USER}:{REGISTRY_SECRET}");
     let schema = protos.join("transfer.proto").display().to_string();
     let args = [
         "--format",
@@ -523,7 +482,7 @@ source:
   brokers: {}
   topics: [transfers]
 format: protobuf
-registry: {{ url: {}, auth: {{ username: {USER}, password: {SECRET} }} }}
+registry: {{ url: {}, auth: {{ username: {REGISTRY_USER}, password: {REGISTRY_SECRET} }} }}
 envelope: {{ id: eventId, type: eventType, key: aggregateId }}
 views:
   - name: totals

@@ -10,6 +10,8 @@
 //! - A second instance joins and leaves while both topics flow: units move whole
 //!   (partition N of both topics to one instance), through the shared checkpoint
 //!   store, and the views equal the oracle.
+//! - A topic of Avro records (confluent-kafka's serializer, a schema registry) beside a
+//!   topic of JSON, each read by its own format, fold into the same rows.
 //! - Topics that are not co-partitioned stop the run with a clear error.
 
 mod common;
@@ -486,5 +488,85 @@ fn a_second_instance_takes_whole_units_and_gives_them_back() {
         (places.len(), letters.lines().count()),
         (bad, bad),
         "{letters}"
+    );
+}
+
+/// The payments' Avro schema (`order` a nested record, as in the JSON).
+const PAYMENT_AVSC: &str = r#"{"type": "record", "name": "Payment", "fields": [
+  {"name": "paymentId", "type": "string"},
+  {"name": "kind", "type": "string"},
+  {"name": "order", "type": {"type": "record", "name": "OrderRef",
+                             "fields": [{"name": "id", "type": "string"}]}},
+  {"name": "seq", "type": "long"},
+  {"name": "amount", "type": "long"},
+  {"name": "method", "type": "string"}
+]}"#;
+
+#[test]
+fn a_topic_in_avro_beside_a_topic_in_json() {
+    let broker = Broker::start();
+    let registry = SchemaRegistry::start();
+    let dir = tempfile::tempdir().expect("tempdir");
+    let mut data = input(1_500, 0xa5c0_0001);
+    data.payments
+        .retain(|(_, raw)| serde_json::from_slice::<Value>(raw).is_ok());
+    let (orders_topic, payments_topic) = ("orders-t4", "payments-t4");
+    // The orders as JSON, the payments with confluent-kafka's Avro serializer (which
+    // registers the schema as `payments-t4-value`), keyed by the order id.
+    stream_keyed(&broker, orders_topic, 4, data.orders.clone(), 100_000)
+        .join()
+        .expect("producer");
+    let schema = dir.path().join("payment.avsc");
+    std::fs::write(&schema, PAYMENT_AVSC).expect("write schema");
+    let wrapped: Vec<Vec<u8>> = data
+        .payments
+        .iter()
+        .map(|(key, raw)| {
+            let value: Value = serde_json::from_slice(raw).expect("json");
+            serde_json::to_vec(&json!({"key": key, "value": value})).expect("json")
+        })
+        .collect();
+    let auth = format!("{REGISTRY_USER}:{REGISTRY_SECRET}");
+    let schema_arg = schema.display().to_string();
+    let args = [
+        "--wrapped",
+        "--format",
+        "avro",
+        "--registry",
+        &registry.url,
+        "--registry-auth",
+        &auth,
+        "--schema",
+        &schema_arg,
+    ];
+    produce_with_confluent(&broker.address, payments_topic, &wrapped, &args);
+
+    let pipeline = pipeline(
+        dir.path(),
+        &broker,
+        orders_topic,
+        payments_topic,
+        &Store::Local,
+    );
+    let text = std::fs::read_to_string(&pipeline).expect("pipeline");
+    let registry_yaml = format!(
+        "registry:\n  url: {}\n  auth: {{ username: {REGISTRY_USER}, password: {REGISTRY_SECRET} }}\nenvelope:",
+        registry.url
+    );
+    // The payments topic reads Avro, its reader's schema the subject's latest.
+    let text = text
+        .replace("      format: json\n", "      format: avro\n")
+        .replacen("\nenvelope:", &format!("\n{registry_yaml}"), 1);
+    std::fs::write(&pipeline, text).expect("write pipeline");
+
+    let (orders, methods) = expected(&data);
+    let (stderr, got_orders, got_methods) = run_once(&pipeline, &dir.path().join("state"));
+    assert_rows("orders", &got_orders, &orders);
+    assert_rows("payments_by_method", &got_methods, &methods);
+    let counts = summary(&stderr);
+    assert_eq!(
+        (counts.read, counts.dead_letters),
+        ((data.orders.len() + data.payments.len()) as u64, 0),
+        "{stderr}"
     );
 }

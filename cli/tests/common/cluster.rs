@@ -5,7 +5,7 @@
 
 use super::{generator_records, json_lines, oracle, projector};
 use std::collections::BTreeMap;
-use std::io::{Read, Write};
+use std::io::{BufRead, Read, Write};
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -785,4 +785,48 @@ pub(crate) fn wait_for(secs: u64, mut check: impl FnMut() -> bool) -> bool {
         std::thread::sleep(Duration::from_millis(100));
     }
     false
+}
+
+/// The test registry's basic-auth user and password.
+pub(crate) const REGISTRY_USER: &str = "sr-key";
+/// See [`REGISTRY_USER`].
+pub(crate) const REGISTRY_SECRET: &str = "sr-secret";
+
+/// The test schema registry (`scripts/schema_registry.py`, Confluent's REST API with
+/// basic authentication), stopped (by its PID) when dropped.
+pub(crate) struct SchemaRegistry {
+    /// `http://127.0.0.1:PORT`.
+    pub(crate) url: String,
+    child: std::process::Child,
+}
+
+impl SchemaRegistry {
+    /// Starts one on a free port.
+    pub(crate) fn start() -> SchemaRegistry {
+        let port = free_port();
+        let mut child = Command::new("python3")
+            .arg(repo().join("scripts/schema_registry.py"))
+            .arg(port.to_string())
+            .args(["--user", REGISTRY_USER, "--password", REGISTRY_SECRET])
+            .stdout(Stdio::piped())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("starting scripts/schema_registry.py");
+        let mut line = String::new();
+        std::io::BufReader::new(child.stdout.take().expect("stdout"))
+            .read_line(&mut line)
+            .expect("the registry's address");
+        assert!(line.starts_with("http://"), "registry: {line:?}");
+        SchemaRegistry {
+            url: line.trim().to_string(),
+            child,
+        }
+    }
+}
+
+impl Drop for SchemaRegistry {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
 }
