@@ -253,7 +253,14 @@ pub(crate) fn pipeline(ctx: &mut Ctx<'_>, root: &Node, file: &Path) -> Option<Pi
         ctx.error("config.invalid_value", e.value, &e.path, message);
         return None;
     }
+    let declared: Vec<(String, &'static str)> = fields
+        .declared_slots()
+        .into_iter()
+        .map(|(slot, ty)| (fields.paths()[slot].clone(), ty.name()))
+        .collect();
+    let logic = super::Logic::of(root, &declared);
     Some(PipelineConfig {
+        logic,
         file: file.to_path_buf(),
         name: name?,
         source: source?,

@@ -8,11 +8,13 @@ mod compile;
 mod env;
 mod format;
 mod kafka;
+mod logic;
 mod topics;
 mod views;
 mod yaml;
 
 pub use auth::{AuthConfig, TokenGrant, ViewGrant, hash_token, hex};
+pub use logic::{Logic, LogicChange};
 use projector_connectors::SourceConfig;
 use projector_operators::decode::{AvroSchema, Framing, MessageDescriptor, Preset};
 use projector_operators::envelope::Envelope;
@@ -244,6 +246,8 @@ pub struct PipelineConfig {
     pub dead_letter: Option<DeadLetterTopic>,
     /// `auth:`: who may query which views; `None`: anyone who reaches the port.
     pub auth: Option<AuthConfig>,
+    /// What shapes each view's state, which checkpoints record and restores compare.
+    pub logic: Logic,
 }
 
 /// A Kafka topic for dead letters: value = the record's bytes, key = its key, headers

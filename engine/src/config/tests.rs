@@ -914,7 +914,12 @@ fn the_documented_example_is_the_tested_one() {
         dead_letter,
         auth,
         topics,
+        logic,
     } = load_ok(&documented_example());
+    assert_eq!(
+        logic.views.keys().collect::<Vec<_>>(),
+        ["accounts", "volume_by_type"]
+    );
     // The reference's first example runs on loopback without tokens; `auth:` has its
     // own section and tests (`auth_*`).
     assert_eq!(auth, None);
@@ -1948,5 +1953,48 @@ fn several_topics_keep_the_range_assignor() {
         load_ok(&text.replace("cooperative-sticky", "range"))
             .topics
             .is_empty()
+    );
+}
+
+#[test]
+fn logic_is_the_pipeline_as_written_without_layout_or_retention() {
+    let text = load_ok(&documented_example()).logic;
+    let accounts = &text.views["accounts"];
+    assert!(
+        accounts.contains(&"fold.on.MoneyDeposited.add.balance = \"payload.amount\"".to_string()),
+        "{accounts:#?}"
+    );
+    assert!(accounts.iter().any(|l| l.starts_with("envelope.key = ")));
+    assert!(
+        accounts
+            .iter()
+            .all(|l| !l.starts_with("views") && !l.starts_with("name"))
+    );
+    // Only what shapes the state: not the workers, the interval or the brokers.
+    let changed = documented_example()
+        .replace("publish_interval: 50ms", "publish_interval: 70ms")
+        .replace("workers: 2 ", "workers: 3 ");
+    let again = load_ok(&changed).logic;
+    assert_eq!(again.changes_from(&text), vec![]);
+    let retyped =
+        load_ok(&documented_example().replace("owner: string", "owner: { type: string }")).logic;
+    let changes = retyped.changes_from(&text);
+    assert_eq!(changes.len(), 1, "{changes:?}");
+    assert_eq!(changes[0].view, "accounts");
+    assert_eq!(
+        changes[0].lines,
+        [
+            "fold.columns.owner: \"string\" → (none)",
+            "fold.columns.owner.type: (none) → \"string\""
+        ]
+    );
+    // A stored logic round-trips through the manifest's JSON.
+    assert_eq!(Logic::from_json(&text.to_json()), Some(text.clone()));
+    let mut fewer = text.clone();
+    fewer.views.remove("accounts");
+    let changes = text.changes_from(&fewer);
+    assert_eq!(
+        (changes[0].view.as_str(), changes[0].lines[0].as_str()),
+        ("accounts", "a new view")
     );
 }

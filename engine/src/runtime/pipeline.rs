@@ -334,6 +334,7 @@ impl Pipeline {
                 &options.state_dir,
                 units.clone(),
                 options.replay_if_damaged,
+                config.logic.clone(),
             )?)),
             false => None,
         };

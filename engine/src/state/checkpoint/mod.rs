@@ -117,6 +117,24 @@ pub enum CheckpointError {
         /// The checkpoints directory.
         root: PathBuf,
     },
+    /// The pipeline's logic of some views changed since the checkpoint was written:
+    /// their state was built by other logic, and resuming would mix the two.
+    #[error(
+        "{at} was written by other logic for view(s) {}:\n{}\nResuming would give rows \
+         that neither the old logic nor the new one computes. Either run the pipeline \
+         as it was, or rebuild the views from the start of the input with an empty \
+         state (another --state-dir, or remove {store})",
+        changes.iter().map(|c| c.view.as_str()).collect::<Vec<_>>().join(", "),
+        changes.iter().flat_map(|c| c.lines.iter().map(move |l| format!("  {}: {l}", c.view))).collect::<Vec<_>>().join("\n")
+    )]
+    LogicChanged {
+        /// Which checkpoint.
+        at: String,
+        /// The checkpoint store.
+        store: String,
+        /// What changed, per view.
+        changes: Vec<crate::config::LogicChange>,
+    },
     /// A checkpoint records no offset, or more than its unit has partitions.
     #[error("{at}: expected the offsets of 1 to {expected} partition(s), found {found}")]
     PartitionCount {
@@ -185,6 +203,7 @@ impl CheckpointError {
             CheckpointError::EncodeManifest { .. } => "checkpoint.encode_manifest",
             CheckpointError::OldLayout { .. } => "checkpoint.old_layout",
             CheckpointError::PartitionCount { .. } => "checkpoint.partition_count",
+            CheckpointError::LogicChanged { .. } => "checkpoint.logic_changed",
             CheckpointError::WrongPartition { .. } => "checkpoint.wrong_partition",
             CheckpointError::UnexpectedFile { .. } => "checkpoint.unexpected_file",
             CheckpointError::Pieces { .. } => "checkpoint.damaged",

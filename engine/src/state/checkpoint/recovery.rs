@@ -23,7 +23,7 @@
 use super::CheckpointError;
 use super::blobs::{Blobs, Local, Object};
 use super::store::{Lease, NewCheckpoint, PartitionLog, PartitionOffset};
-use crate::config::CheckpointConfig;
+use crate::config::{CheckpointConfig, Logic};
 use crate::state::units::Units;
 use crate::{Error, Result};
 use projector_connectors::Resume;
@@ -125,6 +125,8 @@ pub(crate) struct Checkpoints {
     units: Arc<Units>,
     /// Replay a partition whose every checkpoint is damaged instead of refusing to.
     replay_if_damaged: bool,
+    /// What shapes each view's state: recorded in every checkpoint, compared on restore.
+    logic: Logic,
     /// The partitions this instance holds, with the head it last wrote.
     leases: Mutex<BTreeMap<u32, Arc<Mutex<Lease>>>>,
     /// The generation each lease was taken at (read without waiting for a commit).
@@ -140,6 +142,7 @@ impl Checkpoints {
         state_dir: &Path,
         units: Arc<Units>,
         replay_if_damaged: bool,
+        logic: Logic,
     ) -> Result<Self> {
         let blobs = open_blobs(config, state_dir)?;
         Ok(Checkpoints {
@@ -149,6 +152,7 @@ impl Checkpoints {
             owner: instance_id(),
             units,
             replay_if_damaged,
+            logic,
             leases: Mutex::new(BTreeMap::new()),
             generations: Mutex::new(BTreeMap::new()),
             fenced: Mutex::new(Vec::new()),
@@ -217,6 +221,18 @@ impl Checkpoints {
         };
         let (manifest, files) = checkpoint;
         let at = format!("checkpoint {} of {}", manifest.epoch, log.describe());
+        // Checkpoints written before logic was recorded have none: taken as unchanged.
+        if let Some(stored) = manifest.extra.get("logic").and_then(Logic::from_json) {
+            let changes = self.logic.changes_from(&stored);
+            if !changes.is_empty() {
+                return Err(CheckpointError::LogicChanged {
+                    at,
+                    store: self.location.clone(),
+                    changes,
+                }
+                .into());
+            }
+        }
         // One offset per partition of the unit (those whose position was known).
         let members = self.units.members(id).len();
         if manifest.partitions.is_empty() || manifest.partitions.len() > members {
@@ -336,7 +352,7 @@ impl Checkpoints {
                     })
                     .collect(),
                 files: vec![(STATE_FILE.to_string(), state)],
-                extra: serde_json::Value::Null,
+                extra: serde_json::json!({ "logic": self.logic.to_json() }),
             },
             letters,
         );
