@@ -15,7 +15,7 @@ use sqlparser::parser::Parser;
 use sqlparser::tokenizer::Token;
 
 use super::eval::eval_node;
-use super::{BinOp, ExprError, Node, UnOp};
+use super::{BinOp, ExprError, Func, Node, UnOp};
 use crate::fields::FieldRegistry;
 use crate::value::Value;
 
@@ -25,8 +25,9 @@ pub(super) const MAX_DEPTH: usize = 256;
 
 /// What [`Expr::parse`](super::Expr::parse) supports, for error messages.
 pub(super) const SUPPORTED: &str = "only field paths, literals, arithmetic, comparisons, \
-                                    AND/OR/NOT, ||, IS [NOT] NULL, CASE and \
-                                    tumble(time, 'size') are supported";
+                                    AND/OR/NOT, ||, IS [NOT] NULL, CASE, CAST, \
+                                    coalesce, lower, upper, trim, length, replace, substr \
+                                    and tumble(time, 'size') are supported";
 
 /// Parses `text` as exactly one SQL expression (trailing input is an error).
 pub(super) fn parse_sql(text: &str) -> Result<ast::Expr, ExprError> {
@@ -69,6 +70,12 @@ pub(super) fn compile(
     let node = match e {
         ast::Expr::Function(f) if is_function(f, "tumble") => {
             return compile_tumble(e, f, fields, d);
+        }
+        ast::Expr::Function(f) if Func::ALL.iter().any(|(_, name, ..)| is_function(f, name)) => {
+            return compile_call(e, f, fields, d);
+        }
+        ast::Expr::Trim { .. } | ast::Expr::Substring { .. } | ast::Expr::Cast { .. } => {
+            return compile_special(e, fields, d);
         }
         ast::Expr::Identifier(_)
         | ast::Expr::CompoundIdentifier(_)
@@ -148,6 +155,99 @@ pub(super) fn compile(
 fn is_function(f: &ast::Function, name: &str) -> bool {
     matches!(&f.name.0[..], [ObjectNamePart::Identifier(id)] if id.value.eq_ignore_ascii_case(name))
         && matches!(f.args, FunctionArguments::List(_))
+}
+
+/// `TRIM(x)`, `SUBSTRING(x FROM a [FOR n])` and `CAST(x AS t)`, which sqlparser reads
+/// as syntax of their own. Apart from [`compile`] so that its frame, which recursion
+/// multiplies, stays small.
+#[inline(never)]
+fn compile_special(e: &ast::Expr, fields: &mut FieldRegistry, d: usize) -> Result<Node, ExprError> {
+    let mut sub = |x: &ast::Expr| compile(x, fields, d).map(Box::new);
+    let node = match e {
+        ast::Expr::Trim {
+            trim_where: None,
+            trim_what: None,
+            expr,
+            trim_characters: None,
+        } => Node::Call(Func::Trim, vec![*sub(expr)?]),
+        ast::Expr::Substring {
+            expr,
+            substring_from: Some(from),
+            substring_for,
+            ..
+        } => {
+            let mut args = vec![*sub(expr)?, *sub(from)?];
+            if let Some(n) = substring_for {
+                args.push(*sub(n)?);
+            }
+            Node::Call(Func::Substr, args)
+        }
+        ast::Expr::Cast {
+            expr, data_type, ..
+        } => {
+            let to = cast_type(&data_type.to_string()).ok_or_else(|| ExprError::CastType {
+                expr: e.to_string(),
+                to: data_type.to_string(),
+            })?;
+            Node::Cast(sub(expr)?, to)
+        }
+        _ => return Err(unsupported(e)),
+    };
+    Ok(fold(node))
+}
+
+/// The column type a SQL type name casts to.
+fn cast_type(name: &str) -> Option<crate::value::ColumnType> {
+    use crate::value::ColumnType as T;
+    let upper = name.to_ascii_uppercase();
+    let base = upper.split(['(', ' ']).next().unwrap_or("");
+    Some(match base {
+        "BIGINT" | "INT" | "INTEGER" | "INT64" | "INT8" | "SMALLINT" => T::Int64,
+        "DOUBLE" | "FLOAT" | "FLOAT64" | "FLOAT8" | "REAL" | "NUMERIC" | "DECIMAL" => T::Float64,
+        "VARCHAR" | "TEXT" | "STRING" | "CHAR" => T::String,
+        "BOOLEAN" | "BOOL" => T::Bool,
+        "TIMESTAMP" => T::Timestamp,
+        _ => return None,
+    })
+}
+
+/// A scalar function call ([`Func`]): plain arguments, in the function's count.
+fn compile_call(
+    e: &ast::Expr,
+    f: &ast::Function,
+    fields: &mut FieldRegistry,
+    depth: usize,
+) -> Result<Node, ExprError> {
+    let (func, _, min, max, usage) = *Func::ALL
+        .iter()
+        .find(|(_, name, ..)| is_function(f, name))
+        .expect("checked by the caller");
+    let bad = || ExprError::FunctionUsage {
+        expr: e.to_string(),
+        usage,
+    };
+    let FunctionArguments::List(list) = &f.args else {
+        return Err(bad());
+    };
+    if list.duplicate_treatment.is_some()
+        || !list.clauses.is_empty()
+        || f.filter.is_some()
+        || f.over.is_some()
+        || !matches!(f.parameters, FunctionArguments::None)
+        || list.args.len() < min
+        || list.args.len() > max
+    {
+        return Err(bad());
+    }
+    let args = list
+        .args
+        .iter()
+        .map(|a| match a {
+            FunctionArg::Unnamed(FunctionArgExpr::Expr(x)) => compile(x, fields, depth),
+            _ => Err(bad()),
+        })
+        .collect::<Result<Vec<_>, _>>()?;
+    Ok(fold(Node::Call(func, args)))
 }
 
 /// `tumble(time, 'size')`: `size` is a duration literal (`10s`, `1m`, `500ms`, humantime
@@ -282,6 +382,8 @@ fn fold(node: Node) -> Node {
     let constant = match &node {
         Node::Unary(_, e) | Node::IsNull { expr: e, .. } => lit(e),
         Node::Binary(_, l, r) | Node::And(l, r) | Node::Or(l, r) => lit(l) && lit(r),
+        Node::Call(_, args) => args.iter().all(lit),
+        Node::Cast(e, _) => lit(e),
         _ => false,
     };
     if constant && let Ok(v) = eval_node(&node, &[]) {
@@ -440,7 +542,7 @@ mod tests {
             "x IN (1, 2)",
             "x BETWEEN 1 AND 2",
             "x LIKE 'a%'",
-            "CAST(x AS INT)",
+            "TRIM(BOTH 'x' FROM y)",
             "a & b",
             "(SELECT 1)",
             "x[1]",

@@ -75,6 +75,23 @@ pub enum ExprError {
         /// The call.
         expr: String,
     },
+    /// A call of a scalar function with the wrong number of arguments (or other than
+    /// plain ones).
+    #[error("`{expr}`: {usage}")]
+    FunctionUsage {
+        /// The call.
+        expr: String,
+        /// How the function is called.
+        usage: &'static str,
+    },
+    /// A `CAST` to a type that is not a column type.
+    #[error("`{expr}`: cannot cast to {to}: use BIGINT, DOUBLE, VARCHAR, BOOLEAN or TIMESTAMP")]
+    CastType {
+        /// The cast.
+        expr: String,
+        /// The type asked for.
+        to: String,
+    },
     /// A `tumble` window size that is not a duration of whole milliseconds, at least 1ms.
     #[error(
         "`{expr}`: bad window size '{size}': expected a duration of whole milliseconds, \
@@ -216,6 +233,24 @@ pub enum EvalError {
     NotABool {
         /// The condition's value.
         found: Value,
+    },
+    /// A function given an argument of a kind it does not take.
+    #[error("{func}: expected {expected}, found {} {found}", .found.kind())]
+    BadArgument {
+        /// The function.
+        func: &'static str,
+        /// What it takes.
+        expected: &'static str,
+        /// The argument's value.
+        found: Value,
+    },
+    /// A `CAST` of a value that does not convert.
+    #[error("cannot cast {} {found} to {to}", .found.kind())]
+    Cast {
+        /// The value.
+        found: Value,
+        /// The type.
+        to: crate::value::ColumnType,
     },
     /// A `tumble` time given as a string that is not an RFC 3339 timestamp.
     #[error("tumble: '{text}' is not an RFC 3339 timestamp")]

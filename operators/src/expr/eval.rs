@@ -10,8 +10,8 @@ use std::cmp::Ordering;
 use std::fmt::Write as _;
 use std::sync::Arc;
 
-use super::{BinOp, EvalError, Node, UnOp};
-use crate::value::Value;
+use super::{BinOp, EvalError, Func, Node, UnOp};
+use crate::value::{ColumnType, Value};
 
 /// Evaluates `node` against one decoded event, borrowing what it can (a field's or a
 /// literal's value).
@@ -106,6 +106,103 @@ pub(super) fn eval_node<'a>(
             }
         }
         Node::Tumble { time, size_ms } => Cow::Owned(tumble(&*eval_node(time, event)?, *size_ms)?),
+        Node::Call(..) | Node::Cast(..) => return eval_function(node, event),
+    })
+}
+
+/// [`Node::Call`] and [`Node::Cast`]: apart from [`eval_node`] so that its frame, which
+/// recursion multiplies, stays small.
+#[inline(never)]
+fn eval_function<'a>(node: &'a Node, event: &'a [Value]) -> Result<Cow<'a, Value>, EvalError> {
+    Ok(match node {
+        Node::Call(Func::Coalesce, args) => {
+            for a in args {
+                let v = eval_node(a, event)?;
+                if !v.is_null() {
+                    return Ok(v);
+                }
+            }
+            Cow::Owned(Value::Null)
+        }
+        Node::Call(func, args) => {
+            let values = args
+                .iter()
+                .map(|a| eval_node(a, event))
+                .collect::<Result<Vec<_>, _>>()?;
+            Cow::Owned(call(*func, &values)?)
+        }
+        Node::Cast(x, to) => {
+            let v = eval_node(x, event)?;
+            match v.coerce_declared(*to) {
+                Ok(c) => Cow::Owned(c),
+                // A float to an integer: SQL truncates toward zero.
+                Err(_) => match (&*v, to) {
+                    (Value::Float(f), ColumnType::Int64)
+                        if f.is_finite() && f.trunc().abs() < 9.2e18 =>
+                    {
+                        Cow::Owned(Value::Int(f.trunc() as i64))
+                    }
+                    _ => {
+                        return Err(EvalError::Cast {
+                            found: v.into_owned(),
+                            to: *to,
+                        });
+                    }
+                },
+            }
+        }
+        _ => unreachable!("only calls and casts"),
+    })
+}
+
+/// A string function of `args` (null in, null out).
+fn call(func: Func, args: &[Cow<'_, Value>]) -> Result<Value, EvalError> {
+    if args.iter().any(|a| a.is_null()) {
+        return Ok(Value::Null);
+    }
+    let text = |i: usize| -> Result<&str, EvalError> {
+        match &*args[i] {
+            Value::Str(s) => Ok(s),
+            other => Err(EvalError::BadArgument {
+                func: func.name(),
+                expected: "a string",
+                found: other.clone(),
+            }),
+        }
+    };
+    let int = |i: usize| -> Result<i64, EvalError> {
+        match &*args[i] {
+            Value::Int(n) => Ok(*n),
+            other => Err(EvalError::BadArgument {
+                func: func.name(),
+                expected: "an integer",
+                found: other.clone(),
+            }),
+        }
+    };
+    let s = |t: String| Value::Str(Arc::from(t));
+    Ok(match func {
+        Func::Coalesce => unreachable!("evaluated lazily by eval_node"),
+        Func::Lower => s(text(0)?.to_lowercase()),
+        Func::Upper => s(text(0)?.to_uppercase()),
+        Func::Trim => s(text(0)?.trim().to_string()),
+        Func::Length => Value::Int(text(0)?.chars().count() as i64),
+        Func::Replace => s(text(0)?.replace(text(1)?, text(2)?)),
+        Func::Substr => {
+            let chars = text(0)?.chars();
+            // SQL: 1-based; a start before 1 eats into the count.
+            let start = int(1)?;
+            let skip = usize::try_from(start.saturating_sub(1)).unwrap_or(0);
+            let count = match args.get(2) {
+                None => usize::MAX,
+                Some(_) => {
+                    let n = int(2)?;
+                    let end = start.saturating_add(n);
+                    usize::try_from(end.saturating_sub(start.max(1))).unwrap_or(0)
+                }
+            };
+            s(chars.skip(skip).take(count).collect())
+        }
     })
 }
 

@@ -62,6 +62,64 @@ enum Node {
         time: Box<Node>,
         size_ms: i64,
     },
+    /// A scalar function: `coalesce(a, b, ...)`, `lower(s)`, ...
+    Call(Func, Vec<Node>),
+    /// `CAST(x AS type)`.
+    Cast(Box<Node>, ColumnType),
+}
+
+/// The scalar functions, for upcasting fields (see [`Node::Call`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Func {
+    /// The first argument that is not null.
+    Coalesce,
+    Lower,
+    Upper,
+    Trim,
+    /// Characters in a string.
+    Length,
+    /// `replace(s, from, to)`.
+    Replace,
+    /// `substr(s, start[, count])`, 1-based, in characters.
+    Substr,
+}
+
+impl Func {
+    /// Every function: name, and the argument counts it takes (inclusive).
+    const ALL: [(Func, &'static str, usize, usize, &'static str); 7] = [
+        (
+            Func::Coalesce,
+            "coalesce",
+            1,
+            usize::MAX,
+            "coalesce takes one or more values",
+        ),
+        (Func::Lower, "lower", 1, 1, "lower takes one string"),
+        (Func::Upper, "upper", 1, 1, "upper takes one string"),
+        (Func::Trim, "trim", 1, 1, "trim takes one string"),
+        (Func::Length, "length", 1, 1, "length takes one string"),
+        (
+            Func::Replace,
+            "replace",
+            3,
+            3,
+            "replace takes a string, what to replace and its replacement",
+        ),
+        (
+            Func::Substr,
+            "substr",
+            2,
+            3,
+            "substr takes a string, a 1-based start and optionally a length",
+        ),
+    ];
+
+    fn name(self) -> &'static str {
+        Func::ALL
+            .iter()
+            .find(|(f, ..)| *f == self)
+            .map_or("?", |(_, n, ..)| n)
+    }
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -217,6 +275,11 @@ fn node_type(
             }
         }
         Node::Binary(BinOp::Concat, _, _) => Some(ColumnType::String),
+        Node::Cast(_, to) => Some(*to),
+        Node::Call(Func::Length, _) => Some(Int64),
+        Node::Call(Func::Lower | Func::Upper | Func::Trim | Func::Replace | Func::Substr, _) => {
+            Some(ColumnType::String)
+        }
         Node::Case {
             whens, otherwise, ..
         } => {

@@ -88,3 +88,51 @@ fn field_eval_shares_strings() {
     };
     assert!(Arc::ptr_eq(a, &b));
 }
+
+#[test]
+fn functions_for_upcasting() {
+    let event = [
+        ("old", Value::Null),
+        ("new", s(" Alice ")),
+        ("n", Value::Int(3)),
+    ];
+    let e = |t: &str| eval_with(t, &event).unwrap_or_else(|err| panic!("{t}: {err}"));
+    assert_eq!(e("coalesce(old, new)"), s(" Alice "));
+    assert_eq!(e("coalesce(old, NULL)"), Value::Null);
+    assert_eq!(e("coalesce(n, old)"), Value::Int(3));
+    assert_eq!(e("lower(trim(new))"), s("alice"));
+    assert_eq!(e("UPPER(new)"), s(" ALICE "));
+    assert_eq!(e("length(new)"), Value::Int(7));
+    assert_eq!(e("replace(new, 'A', 'Ma')"), s(" Malice "));
+    assert_eq!(e("substr('héllo', 2, 3)"), s("éll"));
+    assert_eq!(e("substr('hello', 3)"), s("llo"));
+    assert_eq!(
+        e("substr('hello', 0, 2)"),
+        s("h"),
+        "SQL: a start before 1 eats the count"
+    );
+    assert_eq!(e("lower(old)"), Value::Null, "null in, null out");
+    // Casts: text that spells the type, numbers both ways, floats truncated.
+    assert_eq!(e("CAST('42' AS BIGINT) + n"), Value::Int(45));
+    assert_eq!(e("CAST(n AS DOUBLE)"), Value::Float(3.0));
+    assert_eq!(e("CAST(n AS VARCHAR) || 'x'"), s("3x"));
+    assert_eq!(e("CAST(2.7 AS INT)"), Value::Int(2));
+    assert_eq!(e("CAST(-2.7 AS BIGINT)"), Value::Int(-2));
+    assert_eq!(e("CAST('true' AS BOOLEAN)"), Value::Bool(true));
+    assert_eq!(e("CAST(old AS BIGINT)"), Value::Null);
+    assert_eq!(
+        eval_err("CAST('x' AS BIGINT)"),
+        "cannot cast string 'x' to int64"
+    );
+    assert_eq!(
+        eval_err("lower(1)"),
+        "lower: expected a string, found integer 1"
+    );
+    assert!(parse_err("lower(1, 2)").contains("lower takes one string"));
+    assert!(parse_err("coalesce()").contains("one or more"));
+    assert!(parse_err("CAST(1 AS BLOB)").contains("cannot cast to BLOB"));
+    assert!(
+        parse_err("nosuch(1)").contains("coalesce"),
+        "the list names the functions"
+    );
+}
