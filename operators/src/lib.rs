@@ -24,5 +24,6 @@ pub mod fold;
 pub mod projection;
 pub mod rows;
 pub mod table;
+pub mod upcast;
 pub mod value;
 pub mod view;

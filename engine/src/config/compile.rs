@@ -31,6 +31,7 @@ const TOP_KEYS: &[&str] = &[
     "dead_letter",
     "fields",
     "envelope",
+    "upcast",
     "views",
     "auth",
 ];
@@ -204,6 +205,20 @@ pub(crate) fn pipeline(ctx: &mut Ctx<'_>, root: &Node, file: &Path) -> Option<Pi
         }
         _ => (None, None),
     };
+    // Upcasters, after every other expression: their renames move what the pipeline
+    // reads.
+    let upcasters = match (top.get("upcast"), &envelope) {
+        (None, _) => Some(Default::default()),
+        (Some(e), Some(env)) => {
+            super::upcast::upcast(ctx, e.value, &e.path, &mut fields, env.event_type.index()).map(
+                |(mut u, renames)| {
+                    super::upcast::resolve_renames(&mut u, &renames, &mut fields);
+                    u
+                },
+            )
+        }
+        (Some(_), None) => None,
+    };
     let auth = match (top.get("auth"), &views) {
         (None, _) => Some(None),
         (Some(e), Some(views)) => {
@@ -261,6 +276,7 @@ pub(crate) fn pipeline(ctx: &mut Ctx<'_>, root: &Node, file: &Path) -> Option<Pi
     let logic = super::Logic::of(root, &declared);
     Some(PipelineConfig {
         logic,
+        upcasters: upcasters?,
         file: file.to_path_buf(),
         name: name?,
         source: source?,
@@ -740,7 +756,7 @@ pub(super) fn field_path(ctx: &mut Ctx<'_>, node: &Node, path: &str) -> Option<S
 
 /// Whether `text` is a dotted field path (or a `$kafka` field); reported at `node` if
 /// not.
-fn check_field_path(ctx: &mut Ctx<'_>, node: &Node, path: &str, text: &str) -> bool {
+pub(super) fn check_field_path(ctx: &mut Ctx<'_>, node: &Node, path: &str, text: &str) -> bool {
     if text.is_empty()
         || text
             .split('.')

@@ -10,6 +10,7 @@ mod format;
 mod kafka;
 mod logic;
 mod topics;
+mod upcast;
 mod views;
 mod yaml;
 
@@ -248,6 +249,8 @@ pub struct PipelineConfig {
     pub auth: Option<AuthConfig>,
     /// What shapes each view's state, which checkpoints record and restores compare.
     pub logic: Logic,
+    /// `upcast:`: old versions of events brought to the newest shape (empty: none).
+    pub upcasters: projector_operators::upcast::Upcasters,
 }
 
 /// A Kafka topic for dead letters: value = the record's bytes, key = its key, headers

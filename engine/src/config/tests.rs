@@ -915,7 +915,9 @@ fn the_documented_example_is_the_tested_one() {
         auth,
         topics,
         logic,
+        upcasters,
     } = load_ok(&documented_example());
+    assert!(upcasters.is_empty());
     assert_eq!(
         logic.views.keys().collect::<Vec<_>>(),
         ["accounts", "volume_by_type"]
@@ -1997,4 +1999,65 @@ fn logic_is_the_pipeline_as_written_without_layout_or_retention() {
         (changes[0].view.as_str(), changes[0].lines[0].as_str()),
         ("accounts", "a new view")
     );
+}
+
+/// The documented example with `upcast` (lines) before its views.
+fn with_upcast(upcast: &str) -> String {
+    documented_example().replacen("\nviews:", &format!("\nupcast:\n{upcast}views:"), 1)
+}
+
+#[test]
+fn upcasters_are_read_and_their_mistakes_named() {
+    let c = load_ok(&with_upcast(
+        "  version: schemaVersion\n  steps:\n    FundsDeposited:\n      1: { type: MoneyDeposited, rename: { old: payload }, set: { payload.amount: \"CAST(amt AS BIGINT)\" } }\n    Ping:\n      1: drop\n",
+    ));
+    let u = &c.upcasters;
+    assert_eq!(
+        u.version.map(|s| c.fields.paths()[s].as_str()),
+        Some("schemaVersion")
+    );
+    let step = &u.steps["FundsDeposited"][&1];
+    assert_eq!(step.new_type.as_deref(), Some("MoneyDeposited"));
+    assert!(u.steps["Ping"][&1].drop);
+    // The rename moves every path the pipeline reads under `payload`.
+    let moved: Vec<(&str, &str)> = step
+        .renames
+        .iter()
+        .map(|&(a, b)| (c.fields.paths()[a].as_str(), c.fields.paths()[b].as_str()))
+        .collect();
+    assert!(
+        moved.contains(&("old.amount", "payload.amount")),
+        "{moved:?}"
+    );
+    assert!(moved.contains(&("old.owner", "payload.owner")), "{moved:?}");
+    // Upcasters shape every view's state.
+    assert!(
+        c.logic.views["accounts"]
+            .iter()
+            .any(|l| l.starts_with("upcast.steps.Ping"))
+    );
+
+    let e = one_error(&with_upcast("  steps:\n    A:\n      zero: drop\n"));
+    assert_eq!(
+        (e.code, e.path.as_str()),
+        ("config.invalid_value", "upcast.steps.A.zero")
+    );
+    let e = one_error(&with_upcast("  steps:\n    A:\n      1: skip\n"));
+    assert!(e.message.contains("not a step"), "{}", e.message);
+    let e = one_error(&with_upcast(
+        "  steps:\n    A:\n      1: { renam: { a: b } }\n",
+    ));
+    assert_eq!(
+        (e.code, e.path.as_str()),
+        ("config.unknown_field", "upcast.steps.A.1.renam")
+    );
+    let e = one_error(&with_upcast(
+        "  steps:\n    A:\n      1: { set: { x: 'a +' } }\n",
+    ));
+    assert_eq!(
+        (e.code, e.path.as_str()),
+        ("config.bad_expression", "upcast.steps.A.1.set.x")
+    );
+    let e = one_error(&with_upcast("  version: 'a..b'\n  steps: {}\n"));
+    assert_eq!(e.path, "upcast.version");
 }

@@ -17,6 +17,7 @@ use projector_operators::decode::{DecodeError, Decoded, RecordDecoder, RecordPar
 use projector_operators::envelope::{TOMBSTONE_TYPE, key_text};
 use projector_operators::fields::{FieldRegistry, KafkaField};
 use projector_operators::projection::Projection;
+use projector_operators::upcast::{Upcast, Upcasters};
 use projector_operators::value::{ColumnType, Value};
 use std::sync::atomic::Ordering;
 use std::sync::{Arc, Mutex};
@@ -104,6 +105,8 @@ pub(super) struct Decoding {
     pub(super) kafka: KafkaFields,
     /// The slots whose fields have a declared type (`fields:`), with it and the path.
     pub(super) declared: Vec<(usize, ColumnType, String)>,
+    /// `upcast:`: old versions of events brought to the newest shape.
+    pub(super) upcasters: Upcasters,
 }
 
 /// Polls `source` until it is exhausted or the pipeline stops; `owner` has the
@@ -115,6 +118,7 @@ pub(super) fn ingest_loop(mut source: Box<dyn Source>, decoding: Decoding, owner
         on_tombstone,
         kafka,
         declared,
+        upcasters,
     } = decoding;
     let envelope = owner.projection.envelope().clone();
     let (projection, ingress, shared, names): (&Projection, &Mutex<Ingress>, &Shared, &[String]) = (
@@ -238,6 +242,19 @@ pub(super) fn ingest_loop(mut source: Box<dyn Source>, decoding: Decoding, owner
                 // This topic's envelope, where the pipeline's reads it.
                 for &(from, to) in normalize.get(stream).map_or(&[][..], Vec::as_slice) {
                     slots[to] = from.map_or(Value::Null, |f| slots[f].clone());
+                }
+                if !upcasters.is_empty() {
+                    match upcasters.apply(&mut slots) {
+                        Ok(Upcast::Kept) => {}
+                        Ok(Upcast::Dropped) => {
+                            Counters::add(&shared.counters.ignored, 1);
+                            continue;
+                        }
+                        Err(e) => {
+                            report(e.code(), &e.to_string(), Some(&slots));
+                            continue;
+                        }
+                    }
                 }
                 if let Some(message) = coerce_declared(&declared, &mut slots) {
                     report("apply.type_mismatch", &message, Some(&slots));

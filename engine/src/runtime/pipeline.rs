@@ -508,6 +508,7 @@ impl Pipeline {
                 decoders,
                 normalize: normalizations(config),
                 on_tombstone: config.on_tombstone,
+                upcasters: config.upcasters.clone(),
                 kafka: KafkaFields::new(&config.fields, units.partition_names()),
                 declared: config
                     .fields
