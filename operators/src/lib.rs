@@ -17,6 +17,7 @@
 pub mod aggregate;
 pub mod codec;
 pub mod decode;
+pub mod dedup;
 pub mod envelope;
 pub mod expr;
 pub mod fields;

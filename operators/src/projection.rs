@@ -6,6 +6,7 @@
 //! view at all, and goes to the dead-letter destination instead.
 
 use crate::aggregate::{Acc, AccError, AggregateSpec};
+use crate::dedup::{RecentIds, Window};
 use crate::envelope::{Envelope, EnvelopeError, TOMBSTONE_TYPE, key_text, timestamp_millis};
 use crate::expr::{AggFn, EvalError, Expr};
 use crate::fields::{FieldId, FieldRegistry};
@@ -143,6 +144,8 @@ pub struct PartitionState {
     pub versions: FastMap<Arc<str>, i64>,
     /// The same for its other streams (index = stream - 1); empty for one stream.
     pub stream_versions: Vec<FastMap<Arc<str>, i64>>,
+    /// Per key, the ids of its recent events (only with `dedup:`).
+    pub dedup: FastMap<Arc<str>, RecentIds>,
     /// One state per view, in pipeline order.
     pub views: Vec<ViewState>,
 }
@@ -183,6 +186,8 @@ pub struct Projection {
     /// so they are not version-guarded. Empty: every stream has one when the
     /// envelope maps it.
     unversioned: Vec<bool>,
+    /// `dedup:`: the event ids each key remembers, to drop repeats.
+    dedup: Option<Window>,
 }
 
 /// The field paths the envelope reads, as written in the pipeline, for error messages.
@@ -243,7 +248,20 @@ impl Projection {
             views,
             names,
             unversioned: Vec::new(),
+            dedup: None,
         }
+    }
+
+    /// Drops repeats of an event id within `window` (per key): an event whose id its
+    /// key remembers is a duplicate. Needs the envelope's `id` slot.
+    pub fn with_dedup(mut self, window: Window) -> Self {
+        self.dedup = Some(window);
+        self
+    }
+
+    /// The dedup window, if events are deduplicated by id.
+    pub fn dedup(&self) -> Option<Window> {
+        self.dedup
     }
 
     /// Marks the streams (by index) whose events carry no version although the
@@ -269,6 +287,7 @@ impl Projection {
         PartitionState {
             versions: FastMap::default(),
             stream_versions: Vec::new(),
+            dedup: FastMap::default(),
             views: self
                 .views
                 .iter()
@@ -386,6 +405,20 @@ impl Projection {
         {
             return Ok(Outcome::Duplicate);
         }
+        // An id the key remembers: a repeat (`dedup:`). Tombstones carry no id.
+        let id = match (self.dedup, self.envelope.id) {
+            (Some(_), Some(slot)) if !tombstone => match &event[slot.index()] {
+                Value::Str(s) => Some(s.clone()),
+                Value::Int(i) => Some(Arc::from(i.to_string())),
+                _ => None,
+            },
+            _ => None,
+        };
+        if let Some(id) = &id
+            && state.dedup.get(&*key).is_some_and(|r| r.contains(id))
+        {
+            return Ok(Outcome::Duplicate);
+        }
 
         // Plan: evaluate everything, change nothing.
         for (i, view) in self.views.iter().enumerate() {
@@ -420,6 +453,18 @@ impl Projection {
         }
 
         // Commit.
+        if let (Some(id), Some(window)) = (id, self.dedup) {
+            match state.dedup.get_mut(&*key) {
+                Some(recent) => {
+                    recent.push(id, time, window);
+                }
+                None => {
+                    let mut recent = RecentIds::default();
+                    recent.push(id, time, window);
+                    state.dedup.insert(owned_key(key_value, &key), recent);
+                }
+            }
+        }
         if let Some(v) = version {
             let versions = state.versions_of_mut(stream);
             match versions.get_mut(&*key) {

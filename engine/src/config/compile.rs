@@ -31,6 +31,7 @@ const TOP_KEYS: &[&str] = &[
     "dead_letter",
     "fields",
     "envelope",
+    "dedup",
     "upcast",
     "views",
     "auth",
@@ -205,6 +206,20 @@ pub(crate) fn pipeline(ctx: &mut Ctx<'_>, root: &Node, file: &Path) -> Option<Pi
         }
         _ => (None, None),
     };
+    // Deduplication by id: the id is decoded for every event.
+    let mut envelope = envelope;
+    let dedup = match (top.get("dedup"), envelope.as_mut(), &id_paths) {
+        (None, ..) => Some(None),
+        (Some(e), Some(env), Some(ids)) => {
+            let has_time = env.timestamp.is_some();
+            let window = super::dedup::dedup(ctx, e.value, &e.path, has_time);
+            if window.is_some() && env.id.is_none() {
+                env.id = Some(fields.intern(&ids.id));
+            }
+            window.map(Some)
+        }
+        (Some(_), ..) => None,
+    };
     // Upcasters, after every other expression: their renames move what the pipeline
     // reads.
     let upcasters = match (top.get("upcast"), &envelope) {
@@ -275,6 +290,7 @@ pub(crate) fn pipeline(ctx: &mut Ctx<'_>, root: &Node, file: &Path) -> Option<Pi
         .collect();
     let logic = super::Logic::of(root, &declared);
     Some(PipelineConfig {
+        dedup: dedup?,
         logic,
         upcasters: upcasters?,
         file: file.to_path_buf(),

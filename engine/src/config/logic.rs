@@ -4,7 +4,7 @@
 //!
 //! ```text
 //!  pipeline YAML ─▶ per view: its own keys (views[i].*, but `retain`) + the envelope,
-//!                   fields, format, on_tombstone, upcast, Kafka topics, declared types
+//!                   fields, format, on_tombstone, upcast, dedup, Kafka topics, types
 //!               ─▶ sorted lines "fold.on.MoneyDeposited.add.balance = \"payload.amount\""
 //!  checkpoint manifest: extra.logic = { view: [lines] }
 //!  restore: stored ≠ running ─▶ `checkpoint.logic_changed`, with the changed lines
@@ -43,7 +43,14 @@ impl Logic {
     /// types `declared` (path, type name) that the pipeline gives event fields.
     pub(crate) fn of(top: &Node, declared: &[(String, &'static str)]) -> Logic {
         let mut shared = Vec::new();
-        for key in ["envelope", "fields", "format", "on_tombstone", "upcast"] {
+        for key in [
+            "envelope",
+            "fields",
+            "format",
+            "on_tombstone",
+            "upcast",
+            "dedup",
+        ] {
             if let Some(node) = top.data.as_mapping_get(key) {
                 flatten(node, key, &mut shared);
             }

@@ -5,6 +5,7 @@
 
 mod auth;
 mod compile;
+mod dedup;
 mod env;
 mod format;
 mod kafka;
@@ -249,6 +250,8 @@ pub struct PipelineConfig {
     pub auth: Option<AuthConfig>,
     /// What shapes each view's state, which checkpoints record and restores compare.
     pub logic: Logic,
+    /// `dedup:`: which event ids each key remembers, to drop repeats (`None`: off).
+    pub dedup: Option<projector_operators::dedup::Window>,
     /// `upcast:`: old versions of events brought to the newest shape (empty: none).
     pub upcasters: projector_operators::upcast::Upcasters,
 }

@@ -916,8 +916,9 @@ fn the_documented_example_is_the_tested_one() {
         topics,
         logic,
         upcasters,
+        dedup,
     } = load_ok(&documented_example());
-    assert!(upcasters.is_empty());
+    assert!(upcasters.is_empty() && dedup.is_none());
     assert_eq!(
         logic.views.keys().collect::<Vec<_>>(),
         ["accounts", "volume_by_type"]
@@ -2060,4 +2061,33 @@ fn upcasters_are_read_and_their_mistakes_named() {
     );
     let e = one_error(&with_upcast("  version: 'a..b'\n  steps: {}\n"));
     assert_eq!(e.path, "upcast.version");
+}
+
+#[test]
+fn dedup_windows_and_their_mistakes() {
+    use projector_operators::dedup::Window;
+    let with =
+        |d: &str| documented_example().replacen("\nviews:", &format!("\ndedup: {d}\nviews:"), 1);
+    let c = load_ok(&with("{ by: id, window: 500 }"));
+    assert_eq!(c.dedup, Some(Window::Count(500)));
+    // The id is decoded for every event.
+    assert_eq!(c.envelope.id.map(|s| c.fields.path(s)), Some("eventId"));
+    assert!(c.logic.views["accounts"].contains(&"dedup.window = 500".to_string()));
+    let c = load_ok(&with("{ window: 10m, limit: 50 }"));
+    assert_eq!(
+        c.dedup,
+        Some(Window::Age {
+            ms: 600_000,
+            limit: 50
+        })
+    );
+    let e = one_error(&with("{ window: 10, limit: 5 }"));
+    assert_eq!(e.path, "dedup.limit");
+    let e = one_error(&with("{ by: key, window: 10 }"));
+    assert_eq!(e.path, "dedup.by");
+    let e = one_error(&with("{ window: 0 }"));
+    assert_eq!(e.path, "dedup.window");
+    let untimed = with("{ window: 1h }").replace("  timestamp: timestamp", "");
+    let e = one_error(&untimed);
+    assert!(e.message.contains("event time"), "{}", e.message);
 }

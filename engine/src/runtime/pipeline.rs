@@ -313,14 +313,16 @@ impl Pipeline {
             .iter()
             .map(|t| t.envelope.contains(&(EnvelopeRole::Version, None)))
             .collect();
-        let projection = Arc::new(
-            Projection::new(
-                config.envelope.clone(),
-                config.views.clone(),
-                &config.fields,
-            )
-            .with_unversioned_streams(unversioned),
-        );
+        let mut projection = Projection::new(
+            config.envelope.clone(),
+            config.views.clone(),
+            &config.fields,
+        )
+        .with_unversioned_streams(unversioned);
+        if let Some(window) = config.dedup {
+            projection = projection.with_dedup(window);
+        }
+        let projection = Arc::new(projection);
 
         let mut source = open(&Resume::new()).map_err(Error::Source)?;
         let partitions = source.partitions();

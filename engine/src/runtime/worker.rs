@@ -151,6 +151,27 @@ pub(crate) struct Worker {
 }
 
 impl Worker {
+    /// Moves the shared dedup gauges from this worker's `last` share to its current one
+    /// (counted at checkpoints, which walk the state anyway); returns the new share.
+    fn report_dedup(
+        &self,
+        partitions: &BTreeMap<u32, PartitionState>,
+        last: (u64, u64),
+    ) -> (u64, u64) {
+        let now = partitions
+            .values()
+            .flat_map(|s| s.dedup.values())
+            .fold((0u64, 0u64), |(n, b), r| {
+                (n + r.ids.len() as u64, b + r.bytes() as u64)
+            });
+        use std::sync::atomic::Ordering::Relaxed;
+        // Two's complement: adding the wrapped difference moves the gauge down too.
+        let c = &self.counters;
+        c.dedup_ids.fetch_add(now.0.wrapping_sub(last.0), Relaxed);
+        c.dedup_bytes.fetch_add(now.1.wrapping_sub(last.1), Relaxed);
+        now
+    }
+
     /// The worker loop; returns when told to stop or when the coordinator is gone.
     pub(crate) fn run(self) {
         let mut partitions: BTreeMap<u32, PartitionState> = BTreeMap::new();
@@ -163,6 +184,8 @@ impl Worker {
         let mut chunks: Vec<ChunkCache> = (0..n_views).map(|_| ChunkCache::new()).collect();
         // Size of the last checkpoint piece per partition.
         let mut encoded: BTreeMap<u32, usize> = BTreeMap::new();
+        // The dedup ids and bytes last added to the shared gauges.
+        let mut reported = (0u64, 0u64);
         while let Ok(msg) = self.inbox.recv() {
             match msg {
                 WorkerMsg::Batch(batch) => {
@@ -235,6 +258,9 @@ impl Worker {
                         .iter()
                         .map(|c| c.clone().expect("built above"))
                         .collect();
+                    if checkpoint && self.projection.dedup().is_some() {
+                        reported = self.report_dedup(&partitions, reported);
+                    }
                     let pieces = if checkpoint {
                         partitions
                             .iter()

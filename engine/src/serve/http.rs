@@ -460,6 +460,11 @@ pub fn status_json(shared: &Shared) -> serde_json::Value {
             "paused": shared.counters.paused.load(std::sync::atomic::Ordering::Relaxed) == 1,
             "pauses": shared.counters.pauses.load(std::sync::atomic::Ordering::Relaxed),
         },
+        // Memory `dedup:` holds (updated at checkpoints).
+        "dedup": {
+            "ids": shared.counters.dedup_ids.load(std::sync::atomic::Ordering::Relaxed),
+            "bytes": shared.counters.dedup_bytes.load(std::sync::atomic::Ordering::Relaxed),
+        },
         "checkpoint": shared.checkpoints.get(),
         "checkpoints_skipped": shared.checkpoints.skipped(),
         "restored_from_epoch": shared.restored_epoch.load(std::sync::atomic::Ordering::Relaxed),

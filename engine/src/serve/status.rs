@@ -24,6 +24,10 @@ pub struct Counters {
     pub pauses: AtomicU64,
     /// 1 while the source is paused (backpressure), else 0.
     pub paused: AtomicU64,
+    /// Event ids the keys remember (`dedup:`), as of each worker's last checkpoint.
+    pub dedup_ids: AtomicU64,
+    /// Bytes of those ids' text.
+    pub dedup_bytes: AtomicU64,
 }
 
 impl Counters {

@@ -13,13 +13,15 @@
 //! The format is ours and small: a magic, the shape of every view (so a checkpoint of
 //! a pipeline whose views changed is refused, not misread), then versions, fold rows,
 //! aggregate partials and table rows (each with its offset and event time; a table's
-//! retention is not part of the shape: a changed one applies from the next event), and,
-//! only for a partition of several streams (topics) with versions beyond the first
-//! stream's, those streams' versions (so pieces of one stream read as before). Integers are little-endian, strings are length-prefixed
+//! retention is not part of the shape: a changed one applies from the next event).
+//! Sections only some pieces need follow, flagged after their own magic (so pieces
+//! without them read as before): the versions of streams after the first (a partition
+//! fed by several topics), and the keys' recent event ids (`dedup:`). Integers are little-endian, strings are length-prefixed
 //! UTF-8. Maps are written in their iteration order; equal states may encode to
 //! different bytes, which nothing depends on.
 
 use crate::aggregate::{Acc, AggregateSpec};
+use crate::dedup::RecentIds;
 use crate::projection::{AggState, PartitionState, Projection, ViewState};
 use crate::table::{TableRow, TableState};
 use crate::value::Value;
@@ -30,9 +32,14 @@ use std::sync::Arc;
 
 /// First bytes of every encoded piece (format version 1).
 const MAGIC: &[u8; 4] = b"PJS1";
-/// First bytes of a piece that also holds versions of streams after the first (format
-/// version 1 followed by them).
-const MAGIC_STREAMS: &[u8; 4] = b"PJS2";
+/// First bytes of a piece with sections beyond format version 1: a `u64` of flags
+/// ([`STREAMS`], [`DEDUP`]) follows, and the flagged sections follow the views, in
+/// flag order.
+const MAGIC_EXT: &[u8; 4] = b"PJSX";
+/// Section: the versions of the streams after the first.
+const STREAMS: u64 = 1;
+/// Section: the keys' recent event ids (`dedup:`).
+const DEDUP: u64 = 2;
 
 /// A piece that cannot be read back.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -99,10 +106,17 @@ pub enum CodecError {
 
 /// Appends the encoding of `state` (one worker's piece of one partition) to `out`.
 pub fn encode(projection: &Projection, state: &PartitionState, out: &mut Vec<u8>) {
-    out.extend_from_slice(match state.stream_versions.is_empty() {
-        true => MAGIC,
-        false => MAGIC_STREAMS,
-    });
+    let flags = if state.stream_versions.is_empty() {
+        0
+    } else {
+        STREAMS
+    } | if state.dedup.is_empty() { 0 } else { DEDUP };
+    if flags == 0 {
+        out.extend_from_slice(MAGIC);
+    } else {
+        out.extend_from_slice(MAGIC_EXT);
+        put_u64(out, flags);
+    }
     encode_shape(projection, out);
     put_u64(out, state.versions.len() as u64);
     for (key, version) in &state.versions {
@@ -136,7 +150,7 @@ pub fn encode(projection: &Projection, state: &PartitionState, out: &mut Vec<u8>
             }
         }
     }
-    if !state.stream_versions.is_empty() {
+    if flags & STREAMS != 0 {
         put_u64(out, state.stream_versions.len() as u64);
         for versions in &state.stream_versions {
             put_u64(out, versions.len() as u64);
@@ -146,16 +160,30 @@ pub fn encode(projection: &Projection, state: &PartitionState, out: &mut Vec<u8>
             }
         }
     }
+    if flags & DEDUP != 0 {
+        put_u64(out, state.dedup.len() as u64);
+        for (key, recent) in &state.dedup {
+            put_str(out, key);
+            put_u64(out, recent.ids.len() as u64);
+            for (id, time) in &recent.ids {
+                put_str(out, id);
+                put_opt_i64(out, *time);
+            }
+        }
+    }
 }
 
 /// Reads one piece written by [`encode`] for the same views.
 pub fn decode(projection: &Projection, bytes: &[u8]) -> Result<PartitionState, CodecError> {
     let mut r = Reader { bytes, at: 0 };
-    let streams = match r.take(4)? {
-        m if m == MAGIC => false,
-        m if m == MAGIC_STREAMS => true,
+    let flags = match r.take(4)? {
+        m if m == MAGIC => 0,
+        m if m == MAGIC_EXT => r.u64()?,
         _ => return Err(CodecError::BadMagic),
     };
+    if flags & !(STREAMS | DEDUP) != 0 {
+        return Err(CodecError::BadMagic);
+    }
     let mut expected = Vec::new();
     encode_shape(projection, &mut expected);
     if r.take(expected.len())? != expected.as_slice() {
@@ -223,7 +251,7 @@ pub fn decode(projection: &Projection, bytes: &[u8]) -> Result<PartitionState, C
             _ => unreachable!("new_partition_state follows the views"),
         }
     }
-    if streams {
+    if flags & STREAMS != 0 {
         // The versions of the streams after the first.
         for _ in 0..r.u64()? {
             let n = r.u64()?;
@@ -235,6 +263,25 @@ pub fn decode(projection: &Projection, bytes: &[u8]) -> Result<PartitionState, C
                 versions.insert(key, version);
             }
             state.stream_versions.push(versions);
+        }
+    }
+    if flags & DEDUP != 0 {
+        let n = r.u64()?;
+        state.dedup.reserve(r.at_most(n, 8 + 8));
+        for _ in 0..n {
+            let text = r.str_ref()?;
+            // Shared with the key's version entry, as while running.
+            let key = match state.versions.get_key_value(text) {
+                Some((k, _)) => k.clone(),
+                None => Arc::from(text),
+            };
+            let mut recent = RecentIds::default();
+            for _ in 0..r.u64()? {
+                let id = r.str()?;
+                let time = r.opt_i64()?;
+                recent.ids.push_back((id, time));
+            }
+            state.dedup.insert(key, recent);
         }
     }
     if r.at != bytes.len() {
@@ -314,6 +361,7 @@ pub fn merge(state: &mut PartitionState, mut other: PartitionState) {
     for (mine, theirs) in state.stream_versions.iter_mut().zip(other.stream_versions) {
         mine.extend(theirs);
     }
+    state.dedup.extend(other.dedup);
     for (mine, theirs) in state.views.iter_mut().zip(other.views) {
         match (mine, theirs) {
             (ViewState::Fold(a), ViewState::Fold(b)) => {
@@ -356,6 +404,9 @@ pub fn split(
         for (key, version) in versions {
             pieces[route(&key)].stream_versions[s].insert(key, version);
         }
+    }
+    for (key, recent) in state.dedup {
+        pieces[route(&key)].dedup.insert(key, recent);
     }
     for (v, view) in state.views.into_iter().enumerate() {
         match view {

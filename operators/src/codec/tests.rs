@@ -51,7 +51,9 @@ fn canonical(state: &PartitionState) -> String {
             ViewState::Table(t) => format!("{:?}|{:?}", t.max_time, t.rows),
         })
         .collect();
-    format!("{versions:?}|{streams:?}|{views:?}")
+    let mut dedup: Vec<_> = state.dedup.iter().collect();
+    dedup.sort_by(|a, b| a.0.cmp(b.0));
+    format!("{versions:?}|{streams:?}|{dedup:?}|{views:?}")
 }
 
 /// A projection with a fold view (every column type), an aggregate view (every
@@ -172,9 +174,19 @@ fn state(p: &Projection) -> impl Strategy<Value = PartitionState> + use<> {
     );
     (
         proptest::collection::hash_map(key, any::<i64>(), 0..20),
-        proptest::collection::vec(
-            proptest::collection::hash_map(key, any::<i64>(), 0..5),
-            0..3,
+        (
+            proptest::collection::vec(
+                proptest::collection::hash_map(key, any::<i64>(), 0..5),
+                0..3,
+            ),
+            proptest::collection::hash_map(
+                key,
+                proptest::collection::vec(
+                    ("[a-z0-9]{1,4}", proptest::option::of(any::<i64>())),
+                    0..4,
+                ),
+                0..5,
+            ),
         ),
         proptest::collection::hash_map(key, row, 0..20),
         proptest::collection::vec((value(), accs), 0..6),
@@ -182,7 +194,7 @@ fn state(p: &Projection) -> impl Strategy<Value = PartitionState> + use<> {
         proptest::option::of(any::<i64>()),
     )
         .prop_map(
-            move |(versions, streams, rows, groups, table_rows, max_time)| {
+            move |(versions, (streams, dedup), rows, groups, table_rows, max_time)| {
                 let mut s = empty.clone();
                 s.versions = versions
                     .into_iter()
@@ -191,6 +203,15 @@ fn state(p: &Projection) -> impl Strategy<Value = PartitionState> + use<> {
                 s.stream_versions = streams
                     .into_iter()
                     .map(|m| m.into_iter().map(|(k, v)| (Arc::from(k), v)).collect())
+                    .collect();
+                s.dedup = dedup
+                    .into_iter()
+                    .map(|(k, ids)| {
+                        let recent = crate::dedup::RecentIds {
+                            ids: ids.into_iter().map(|(i, t)| (Arc::from(i), t)).collect(),
+                        };
+                        (Arc::from(k), recent)
+                    })
                     .collect();
                 s.views[0] = ViewState::Fold(
                     rows.into_iter()
@@ -272,6 +293,7 @@ proptest! {
             for versions in &piece.stream_versions {
                 prop_assert!(versions.keys().all(|k| route(k) == w));
             }
+            prop_assert!(piece.dedup.keys().all(|k| route(k) == w));
         }
         let mut merged = p.new_partition_state();
         for piece in pieces {

@@ -297,6 +297,7 @@ mod tests {
                 let state = PartitionState {
                     versions: FastMap::default(),
                     stream_versions: Vec::new(),
+                    dedup: FastMap::default(),
                     views: vec![ViewState::Table(s)],
                 };
                 (p, state)
