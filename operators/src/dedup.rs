@@ -38,25 +38,55 @@ impl Window {
 pub struct RecentIds {
     /// (id, event time).
     pub ids: VecDeque<(Arc<str>, Option<i64>)>,
+    /// Each id's [`id_hash`] (same order): a lookup compares these first, so most
+    /// events compare no string at all.
+    hashes: VecDeque<u64>,
+}
+
+/// FNV-1a of an id: computed in every process the same way (the hashes are not
+/// stored, only recomputed).
+pub fn id_hash(id: &str) -> u64 {
+    id.bytes().fold(0xcbf2_9ce4_8422_2325, |h, b| {
+        (h ^ u64::from(b)).wrapping_mul(0x0100_0000_01b3)
+    })
 }
 
 impl RecentIds {
-    /// Whether `id` is remembered.
-    pub fn contains(&self, id: &str) -> bool {
-        self.ids.iter().any(|(i, _)| &**i == id)
+    /// The ids `ids`, oldest first (a checkpoint's).
+    pub fn from_ids(ids: VecDeque<(Arc<str>, Option<i64>)>) -> Self {
+        let hashes = ids.iter().map(|(i, _)| id_hash(i)).collect();
+        RecentIds { ids, hashes }
+    }
+
+    /// Whether `id` (whose [`id_hash`] is `hash`) is remembered.
+    pub fn contains(&self, id: &str, hash: u64) -> bool {
+        self.hashes
+            .iter()
+            .zip(&self.ids)
+            .any(|(h, (i, _))| *h == hash && &**i == id)
     }
 
     /// Remembers `id` (of an event at `time`), forgetting what `window` no longer
     /// keeps. Returns the change in the number of ids kept.
     pub fn push(&mut self, id: Arc<str>, time: Option<i64>, window: Window) -> isize {
         let before = self.ids.len() as isize;
+        self.hashes.push_back(id_hash(&id));
         self.ids.push_back((id, time));
         if let (Window::Age { ms, .. }, Some(newest)) = (window, self.newest_time()) {
             let cutoff = newest.saturating_sub(ms);
-            self.ids.retain(|(_, t)| t.is_none_or(|t| t >= cutoff));
+            let keep: Vec<bool> = self
+                .ids
+                .iter()
+                .map(|(_, t)| t.is_none_or(|t| t >= cutoff))
+                .collect();
+            let mut k = keep.iter();
+            self.ids.retain(|_| *k.next().expect("one per id"));
+            let mut k = keep.iter();
+            self.hashes.retain(|_| *k.next().expect("one per id"));
         }
         let excess = self.ids.len().saturating_sub(window.limit());
         self.ids.drain(..excess);
+        self.hashes.drain(..excess);
         self.ids.len() as isize - before
     }
 
@@ -80,7 +110,8 @@ mod tests {
         for i in 0..5 {
             r.push(format!("e{i}").into(), None, Window::Count(3));
         }
-        assert!(!r.contains("e1") && r.contains("e2") && r.contains("e4"));
+        let has = |id: &str| r.contains(id, id_hash(id));
+        assert!(!has("e1") && has("e2") && has("e4"));
         assert_eq!(r.ids.len(), 3);
     }
 
@@ -91,13 +122,19 @@ mod tests {
         r.push("a".into(), Some(1_000), w);
         r.push("b".into(), Some(1_050), w);
         assert_eq!(r.push("c".into(), Some(1_120), w), 0, "a left, c came");
-        assert!(!r.contains("a") && r.contains("b") && r.contains("c"));
+        let has = |r: &RecentIds, id: &str| r.contains(id, id_hash(id));
+        assert!(!has(&r, "a") && has(&r, "b") && has(&r, "c"));
         // A late event does not move the window back.
         r.push("d".into(), Some(900), w);
-        assert!(!r.contains("d"));
+        assert!(!has(&r, "d"));
         r.push("e".into(), Some(1_121), w);
         r.push("f".into(), Some(1_122), w);
         assert_eq!(r.ids.len(), 3, "the limit holds");
         assert_eq!(r.bytes(), 3);
+        assert_eq!(
+            RecentIds::from_ids(r.ids.clone()),
+            r,
+            "hashes are recomputed alike"
+        );
     }
 }

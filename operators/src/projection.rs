@@ -415,7 +415,10 @@ impl Projection {
             _ => None,
         };
         if let Some(id) = &id
-            && state.dedup.get(&*key).is_some_and(|r| r.contains(id))
+            && state
+                .dedup
+                .get(&*key)
+                .is_some_and(|r| r.contains(id, crate::dedup::id_hash(id)))
         {
             return Ok(Outcome::Duplicate);
         }

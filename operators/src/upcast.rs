@@ -128,8 +128,15 @@ impl Upcasters {
                 version,
                 source,
             };
-            for &(from, to) in &step.renames {
-                event[to] = std::mem::take(&mut event[from]);
+            // All taken before any is written: one rename's source may be another's
+            // target.
+            let moved: Vec<Value> = step
+                .renames
+                .iter()
+                .map(|&(from, _)| std::mem::take(&mut event[from]))
+                .collect();
+            for (&(_, to), v) in step.renames.iter().zip(moved) {
+                event[to] = v;
             }
             for (slot, expr) in &step.set {
                 event[*slot] = expr.eval(event).map_err(failed)?;

@@ -13,6 +13,7 @@ use projector_connectors::nexmark::NexmarkConfig;
 use projector_operators::decode::Preset;
 use projector_operators::envelope::Envelope;
 use projector_operators::fields::{FieldRegistry, KafkaField};
+use projector_operators::view::ViewKind;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
@@ -206,6 +207,42 @@ pub(crate) fn pipeline(ctx: &mut Ctx<'_>, root: &Node, file: &Path) -> Option<Pi
         }
         _ => (None, None),
     };
+    // A table keeps its newest rows by offset, which orders nothing across topics.
+    if let (Some(SourceConfig::Kafka(k)), Some(vs), Some(e)) = (&source, &views, top.get("views"))
+        && k.topics.len() > 1
+    {
+        for (i, v) in vs.iter().enumerate() {
+            let ViewKind::Table(t) = &v.kind else {
+                continue;
+            };
+            if t.retain.rows.is_none() {
+                continue;
+            }
+            let node = match &e.value.data {
+                saphyr::YamlData::Sequence(items) => items.get(i).and_then(|item| {
+                    let table = item.data.as_mapping_get("table")?;
+                    table
+                        .data
+                        .as_mapping_get("retain")?
+                        .data
+                        .as_mapping_get("rows")
+                }),
+                _ => None,
+            };
+            let message = format!(
+                "table view '{}' keeps its newest rows by offset, and offsets of different \
+                 topics do not compare: with several topics, retain by age",
+                v.name
+            );
+            let path = format!("views[{i}].table.retain.rows");
+            ctx.error(
+                "config.invalid_value",
+                node.unwrap_or(e.value),
+                &path,
+                message,
+            );
+        }
+    }
     // Deduplication by id: the id is decoded for every event.
     let mut envelope = envelope;
     let dedup = match (top.get("dedup"), envelope.as_mut(), &id_paths) {
@@ -225,12 +262,17 @@ pub(crate) fn pipeline(ctx: &mut Ctx<'_>, root: &Node, file: &Path) -> Option<Pi
     let upcasters = match (top.get("upcast"), &envelope) {
         (None, _) => Some(Default::default()),
         (Some(e), Some(env)) => {
-            super::upcast::upcast(ctx, e.value, &e.path, &mut fields, env.event_type.index()).map(
-                |(mut u, renames)| {
-                    super::upcast::resolve_renames(&mut u, &renames, &mut fields);
-                    u
-                },
-            )
+            let read =
+                super::upcast::upcast(ctx, e.value, &e.path, &mut fields, env.event_type.index());
+            read.and_then(|(mut u, renames)| {
+                match super::upcast::resolve_renames(&mut u, &renames, &mut fields) {
+                    Ok(()) => Some(u),
+                    Err(why) => {
+                        ctx.error("config.invalid_value", e.value, &e.path, why);
+                        None
+                    }
+                }
+            })
         }
         (Some(_), None) => None,
     };

@@ -89,7 +89,7 @@ impl Logic {
                     }
                 }
             }
-            lines.retain(|l| !l.contains(".retain"));
+            lines.retain(|l| !l.starts_with("table.retain"));
             lines.sort();
             views.insert(name.to_string(), lines);
         }

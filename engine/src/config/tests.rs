@@ -2091,3 +2091,31 @@ fn dedup_windows_and_their_mistakes() {
     let e = one_error(&untimed);
     assert!(e.message.contains("event time"), "{}", e.message);
 }
+
+#[test]
+fn mistakes_found_in_review_are_refused() {
+    // A rename into a path under itself would feed itself without end.
+    let e = one_error(&with_upcast(
+        "  steps:\n    A:\n      1: { rename: { payload.data: payload } }\n",
+    ));
+    assert_eq!(e.path, "upcast.steps.A.1.rename.\"payload.data\"");
+    assert!(e.message.contains("lies under 'payload'"), "{}", e.message);
+    // A table's newest rows by offset mean nothing across topics.
+    let text = two_topics("", "").replace(
+        "views:\n",
+        "views:\n  - name: log\n    table:\n      columns: { id: id }\n      retain: { rows: 10 }\n",
+    );
+    let e = one_error(&text);
+    assert_eq!(e.path, "views[0].table.retain.rows");
+    assert!(e.message.contains("retain by age"), "{}", e.message);
+    // Only a table's own `retain` is left out of the logic, not every `retain` word.
+    let text = documented_example().replace("last_version", "retained_version");
+    let logic = load_ok(&text).logic;
+    assert!(
+        logic.views["accounts"]
+            .iter()
+            .any(|l| l.starts_with("fold.columns.retained_version")),
+        "{:?}",
+        logic.views["accounts"]
+    );
+}

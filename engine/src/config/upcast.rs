@@ -127,6 +127,15 @@ fn step(
         for r in ctx.entries(e.value, &e.path, false)? {
             let from_ok = super::compile::check_field_path(ctx, r.key, &r.path, &r.name);
             match field_path(ctx, r.value, &r.path) {
+                Some(to) if from_ok && (r.name == to || r.name.starts_with(&format!("{to}."))) => {
+                    let message = format!(
+                        "'{}' lies under '{to}': a rename moves a field out from under \
+                         another, not into itself",
+                        r.name
+                    );
+                    ctx.error("config.invalid_value", r.key, &r.path, message);
+                    ok = false;
+                }
                 Some(to) if from_ok => renames.push((r.name.clone(), to)),
                 _ => ok = false,
             }
@@ -163,13 +172,23 @@ fn step(
 /// Turns every step's renames into slot moves, for every path the pipeline reads under
 /// each new name (interning its counterpart under the old one, which may itself be the
 /// new name of an earlier step's rename: repeated until nothing new appears).
+/// Fails (with the reason) when renames feed into each other without end.
 pub(super) fn resolve_renames(
     upcasters: &mut Upcasters,
     renames: &Renames,
     fields: &mut FieldRegistry,
-) {
+) -> Result<(), String> {
     let mut seen = 0;
+    let mut rounds = 0;
     while seen != fields.len() {
+        rounds += 1;
+        if rounds > MAX_ROUNDS {
+            return Err(format!(
+                "these renames keep producing new paths from each other ({} fields after \
+                 {MAX_ROUNDS} rounds): a rename's old path should not lie under a new one",
+                fields.len()
+            ));
+        }
         seen = fields.len();
         let paths: Vec<String> = fields.paths().to_vec();
         for (_, _, pairs) in renames {
@@ -202,4 +221,8 @@ pub(super) fn resolve_renames(
             }
         }
     }
+    Ok(())
 }
+
+/// Rounds of [`resolve_renames`] before giving up.
+const MAX_ROUNDS: usize = 16;

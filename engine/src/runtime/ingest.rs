@@ -130,6 +130,7 @@ pub(super) fn ingest_loop(mut source: Box<dyn Source>, decoding: Decoding, owner
     let mut raw = RawBatch::default();
     let mut slots = vec![Value::Null; decoders[0].slots()];
     let reads_headers = decoders.iter().any(RecordDecoder::reads_headers);
+    let mut copied: Vec<Value> = Vec::new();
     let mut last_marks = Instant::now();
     let mut paused = false;
     loop {
@@ -239,9 +240,17 @@ pub(super) fn ingest_loop(mut source: Box<dyn Source>, decoding: Decoding, owner
                 if !kafka.fields.is_empty() {
                     kafka.fill(&mut slots, &raw, i);
                 }
-                // This topic's envelope, where the pipeline's reads it.
-                for &(from, to) in normalize.get(stream).map_or(&[][..], Vec::as_slice) {
-                    slots[to] = from.map_or(Value::Null, |f| slots[f].clone());
+                // This topic's envelope, where the pipeline's reads it (every value read
+                // before any is written: one role's source may be another's target).
+                let copies = normalize.get(stream).map_or(&[][..], Vec::as_slice);
+                copied.clear();
+                copied.extend(
+                    copies
+                        .iter()
+                        .map(|&(from, _)| from.map_or(Value::Null, |f| slots[f].clone())),
+                );
+                for (&(_, to), v) in copies.iter().zip(copied.drain(..)) {
+                    slots[to] = v;
                 }
                 if !upcasters.is_empty() {
                     match upcasters.apply(&mut slots) {

@@ -275,13 +275,13 @@ pub fn decode(projection: &Projection, bytes: &[u8]) -> Result<PartitionState, C
                 Some((k, _)) => k.clone(),
                 None => Arc::from(text),
             };
-            let mut recent = RecentIds::default();
+            let mut ids = std::collections::VecDeque::new();
             for _ in 0..r.u64()? {
                 let id = r.str()?;
                 let time = r.opt_i64()?;
-                recent.ids.push_back((id, time));
+                ids.push_back((id, time));
             }
-            state.dedup.insert(key, recent);
+            state.dedup.insert(key, RecentIds::from_ids(ids));
         }
     }
     if r.at != bytes.len() {

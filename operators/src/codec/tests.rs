@@ -207,9 +207,9 @@ fn state(p: &Projection) -> impl Strategy<Value = PartitionState> + use<> {
                 s.dedup = dedup
                     .into_iter()
                     .map(|(k, ids)| {
-                        let recent = crate::dedup::RecentIds {
-                            ids: ids.into_iter().map(|(i, t)| (Arc::from(i), t)).collect(),
-                        };
+                        let recent = crate::dedup::RecentIds::from_ids(
+                            ids.into_iter().map(|(i, t)| (Arc::from(i), t)).collect(),
+                        );
                         (Arc::from(k), recent)
                     })
                     .collect();

@@ -135,6 +135,24 @@ pub enum CheckpointError {
         /// What changed, per view.
         changes: Vec<crate::config::LogicChange>,
     },
+    /// A unit without checkpoints while the store holds checkpoints of units sharing a
+    /// partition with it: the topics read together changed.
+    #[error(
+        "{unit} has no checkpoint, but {store} holds checkpoints of {}, which share its \
+         partitions: the topics the pipeline reads together changed (a topic added or \
+         removed, or checkpoints from before several topics were read as one unit), and \
+         their state does not carry over. Run the pipeline with its former topics, or \
+         rebuild the views from the start of the input with an empty checkpoint store",
+        found.join(", ")
+    )]
+    OtherUnits {
+        /// The unit being restored.
+        unit: String,
+        /// The units found.
+        found: Vec<String>,
+        /// The checkpoint store.
+        store: String,
+    },
     /// A checkpoint records no offset, or more than its unit has partitions.
     #[error("{at}: expected the offsets of 1 to {expected} partition(s), found {found}")]
     PartitionCount {
@@ -204,6 +222,7 @@ impl CheckpointError {
             CheckpointError::OldLayout { .. } => "checkpoint.old_layout",
             CheckpointError::PartitionCount { .. } => "checkpoint.partition_count",
             CheckpointError::LogicChanged { .. } => "checkpoint.logic_changed",
+            CheckpointError::OtherUnits { .. } => "checkpoint.topics_changed",
             CheckpointError::WrongPartition { .. } => "checkpoint.wrong_partition",
             CheckpointError::UnexpectedFile { .. } => "checkpoint.unexpected_file",
             CheckpointError::Pieces { .. } => "checkpoint.damaged",

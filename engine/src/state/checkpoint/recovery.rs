@@ -22,7 +22,7 @@
 
 use super::CheckpointError;
 use super::blobs::{Blobs, Local, Object};
-use super::store::{Lease, NewCheckpoint, PartitionLog, PartitionOffset};
+use super::store::{Lease, Manifest, NewCheckpoint, PartitionLog, PartitionOffset};
 use crate::config::{CheckpointConfig, Logic};
 use crate::state::units::Units;
 use crate::{Error, Result};
@@ -179,6 +179,13 @@ impl Checkpoints {
     ) -> Result<RestoredPartition> {
         let name = self.units.name(id).to_string();
         let log = self.log(id);
+        // Before taking the unit over: a refused restore must not fence the instance
+        // that runs the old logic.
+        if let Some(manifest) = log.newest_manifest()? {
+            self.check_logic(&manifest, &log)?;
+        } else if !log.has_head()? {
+            self.check_no_other_units(id)?;
+        }
         let lease = log.acquire(&self.owner)?;
         if !lease.had_head() && !self.replay_if_damaged && log.has_checkpoint_objects()? {
             // Someone deleted the head: the checkpoints are there, but which is newest
@@ -221,18 +228,7 @@ impl Checkpoints {
         };
         let (manifest, files) = checkpoint;
         let at = format!("checkpoint {} of {}", manifest.epoch, log.describe());
-        // Checkpoints written before logic was recorded have none: taken as unchanged.
-        if let Some(stored) = manifest.extra.get("logic").and_then(Logic::from_json) {
-            let changes = self.logic.changes_from(&stored);
-            if !changes.is_empty() {
-                return Err(CheckpointError::LogicChanged {
-                    at,
-                    store: self.location.clone(),
-                    changes,
-                }
-                .into());
-            }
-        }
+        self.check_logic(&manifest, &log)?;
         // One offset per partition of the unit (those whose position was known).
         let members = self.units.members(id).len();
         if manifest.partitions.is_empty() || manifest.partitions.len() > members {
@@ -281,6 +277,61 @@ impl Checkpoints {
         restored.written_ms = manifest.created_ms;
         self.hold(id, lease);
         Ok(restored)
+    }
+
+    /// Refuses a checkpoint written by other logic than the running pipeline's (one
+    /// written before logic was recorded has none: taken as unchanged).
+    fn check_logic(&self, manifest: &Manifest, log: &PartitionLog) -> Result<()> {
+        let Some(stored) = manifest.extra.get("logic").and_then(Logic::from_json) else {
+            return Ok(());
+        };
+        let changes = self.logic.changes_from(&stored);
+        if changes.is_empty() {
+            return Ok(());
+        }
+        Err(CheckpointError::LogicChanged {
+            at: format!("checkpoint {} of {}", manifest.epoch, log.describe()),
+            store: self.location.clone(),
+            changes,
+        }
+        .into())
+    }
+
+    /// Refuses to start unit `id` empty when the store holds checkpoints of units that
+    /// share a partition with it: the topics read together changed (a topic added or
+    /// removed, or checkpoints from before topics were read as units), and starting
+    /// empty would silently drop what they hold.
+    fn check_no_other_units(&self, id: u32) -> Result<()> {
+        let name = self.units.name(id);
+        let Some((topics, number)) = name.rsplit_once('/') else {
+            return Ok(());
+        };
+        let mine: Vec<&str> = topics.split('+').collect();
+        let mut others = Vec::new();
+        for key in self.blobs.list("").map_err(CheckpointError::Store)? {
+            let Some(dir) = key.strip_suffix("/head.json").filter(|d| !d.contains('/')) else {
+                continue;
+            };
+            let Some(other) = super::store::partition_of_dir(dir) else {
+                continue;
+            };
+            let Some((their_topics, their_number)) = other.rsplit_once('/') else {
+                continue;
+            };
+            let overlaps = their_topics.split('+').any(|t| mine.contains(&t));
+            if other != name && their_number == number && overlaps {
+                others.push(other);
+            }
+        }
+        if others.is_empty() {
+            return Ok(());
+        }
+        Err(CheckpointError::OtherUnits {
+            unit: name.to_string(),
+            found: others,
+            store: self.location.clone(),
+        }
+        .into())
     }
 
     fn hold(&self, id: u32, lease: Lease) {
@@ -604,4 +655,126 @@ fn pieces(mut data: &[u8]) -> std::result::Result<Vec<&[u8]>, PieceError> {
         data = rest;
     }
     Ok(out)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::config::{PipelineConfig, load_str};
+    use projector_connectors::PartitionInfo;
+
+    fn pipeline(handler: &str) -> PipelineConfig {
+        let text = format!(
+            "name: t\nsource: {{ type: generator, scenario: bank }}\n\
+             envelope: {{ id: eventId, type: eventType, key: aggregateId }}\n\
+             views:\n  - name: v\n    fold:\n      columns: {{ n: int64 }}\n      \
+             on: {{ MoneyDeposited: {{ set: {{ n: {handler} }} }} }}\n"
+        );
+        load_str(&text, Path::new("t.yaml")).expect("pipeline")
+    }
+
+    fn checkpoints(dir: &Path, units: Units, config: &PipelineConfig) -> Checkpoints {
+        let c = CheckpointConfig::default();
+        Checkpoints::open(&c, dir, Arc::new(units), false, config.logic.clone()).expect("open")
+    }
+
+    fn projection(config: &PipelineConfig) -> Projection {
+        Projection::new(
+            config.envelope.clone(),
+            config.views.clone(),
+            &config.fields,
+        )
+    }
+
+    /// A state file holding one empty piece.
+    fn state_file(p: &Projection) -> Vec<u8> {
+        let mut piece = Vec::new();
+        codec::encode(p, &p.new_partition_state(), &mut piece);
+        let mut file = (piece.len() as u64).to_le_bytes().to_vec();
+        file.extend(piece);
+        file
+    }
+
+    fn orders() -> Units {
+        Units::new(&[PartitionInfo::single(0, "orders/0")])
+    }
+
+    /// `orders` and `payments`: unit 0 of both.
+    fn orders_and_payments() -> Units {
+        let p = |id, name: &str, stream| PartitionInfo {
+            id,
+            name: name.into(),
+            unit: 0,
+            unit_name: "orders+payments/0".into(),
+            stream,
+        };
+        Units::new(&[p(0, "orders/0", 0), p(1, "payments/0", 1)])
+    }
+
+    #[test]
+    fn changed_logic_is_refused_before_the_unit_is_taken_over() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let old = pipeline("payload.amount");
+        let running = checkpoints(dir.path(), orders(), &old);
+        let p = projection(&old);
+        running.restore(0, &p, 1, |_| 0).expect("restore");
+        let offsets = Resume::from([(0, 10)]);
+        assert!(
+            running
+                .commit(0, 1, "t", &offsets, &state_file(&p), b"")
+                .unwrap()
+        );
+
+        let new = pipeline("\"payload.amount*100\"");
+        let redeployed = checkpoints(dir.path(), orders(), &new);
+        let e = redeployed
+            .restore(0, &projection(&new), 1, |_| 0)
+            .expect_err("other logic");
+        assert!(
+            e.to_string()
+                .contains("v: fold.on.MoneyDeposited.set.n: \"payload.amount\""),
+            "{e}"
+        );
+        // The running instance was not fenced: it still commits.
+        assert!(
+            running
+                .commit(0, 2, "t", &offsets, &state_file(&p), b"")
+                .unwrap()
+        );
+    }
+
+    #[test]
+    fn a_unit_whose_partitions_had_checkpoints_of_their_own_is_refused() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let config = pipeline("payload.amount");
+        let p = projection(&config);
+        let alone = checkpoints(dir.path(), orders(), &config);
+        alone.restore(0, &p, 1, |_| 0).expect("restore");
+        let offsets = Resume::from([(0, 10)]);
+        assert!(
+            alone
+                .commit(0, 1, "t", &offsets, &state_file(&p), b"")
+                .unwrap()
+        );
+
+        let together = checkpoints(dir.path(), orders_and_payments(), &config);
+        let e = together
+            .restore(0, &p, 1, |_| 0)
+            .expect_err("topics changed");
+        let Error::Checkpoint(e) = e else {
+            panic!("{e}")
+        };
+        assert_eq!(e.code(), "checkpoint.topics_changed");
+        assert!(
+            e.to_string()
+                .starts_with("orders+payments/0 has no checkpoint"),
+            "{e}"
+        );
+        assert!(e.to_string().contains("checkpoints of orders/0"), "{e}");
+        // Another topic's units are none of its business.
+        let bank = Units::new(&[PartitionInfo::single(0, "bank/0")]);
+        checkpoints(dir.path(), bank, &config)
+            .restore(0, &p, 1, |_| 0)
+            .expect("a unit of its own");
+    }
 }

@@ -261,6 +261,28 @@ impl PartitionLog {
         Ok(Some((head, blob.version)))
     }
 
+    /// The manifest of the newest checkpoint the head names, read without taking the
+    /// partition over (`None`: no head, no checkpoint, or its manifest is unreadable:
+    /// the restore proper finds out why).
+    pub(crate) fn newest_manifest(&self) -> Result<Option<Manifest>> {
+        let Some((head, _)) = self.read_head()? else {
+            return Ok(None);
+        };
+        let Some(newest) = head.checkpoints.last() else {
+            return Ok(None);
+        };
+        let key = format!("{}/{MANIFEST}", self.key(&newest.name));
+        let Some(blob) = self.blobs.get(&key).map_err(store)? else {
+            return Ok(None);
+        };
+        Ok(serde_json::from_slice(&blob.data).ok())
+    }
+
+    /// Whether the partition has a head.
+    pub(crate) fn has_head(&self) -> Result<bool> {
+        Ok(self.read_head()?.is_some())
+    }
+
     /// Takes the partition over for `owner`: raises the generation by one, so that
     /// every later head write of the previous owner fails. Then deletes what no head
     /// names (checkpoints of writers that crashed or were fenced before their head
@@ -675,6 +697,21 @@ pub(crate) fn partition_dir(partition: &str) -> String {
         }
     }
     name
+}
+
+/// The partition name of a directory [`partition_dir`] spelled (`None`: not one).
+pub(crate) fn partition_of_dir(dir: &str) -> Option<String> {
+    let mut out = Vec::with_capacity(dir.len());
+    let mut bytes = dir.bytes();
+    while let Some(b) = bytes.next() {
+        if b == b'=' {
+            let hex = [bytes.next()?, bytes.next()?];
+            out.push(u8::from_str_radix(std::str::from_utf8(&hex).ok()?, 16).ok()?);
+        } else {
+            out.push(b);
+        }
+    }
+    String::from_utf8(out).ok()
 }
 
 /// A state file name must stay inside its checkpoint directory and not shadow the
