@@ -264,6 +264,25 @@ pub(crate) fn pipeline(ctx: &mut Ctx<'_>, root: &Node, file: &Path) -> Option<Pi
         (Some(e), Some(env)) => {
             let read =
                 super::upcast::upcast(ctx, e.value, &e.path, &mut fields, env.event_type.index());
+            // The schema version is not the per-key version the guard compares.
+            let read = read.filter(|(u, _)| {
+                let same = u.version.is_some() && u.version == env.version.map(|v| v.index());
+                if same {
+                    let message = format!(
+                        "'{}' is the envelope's version, which numbers each key's events for \
+                         the version guard; the schema version of an event is another field",
+                        u.version_path
+                    );
+                    let node = e.value.data.as_mapping_get("version").unwrap_or(e.value);
+                    ctx.error(
+                        "config.invalid_value",
+                        node,
+                        &format!("{}.version", e.path),
+                        message,
+                    );
+                }
+                !same
+            });
             read.and_then(|(mut u, renames)| {
                 match super::upcast::resolve_renames(&mut u, &renames, &mut fields) {
                     Ok(()) => Some(u),

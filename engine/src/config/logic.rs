@@ -4,7 +4,8 @@
 //!
 //! ```text
 //!  pipeline YAML ─▶ per view: its own keys (views[i].*, but `retain`) + the envelope,
-//!                   fields, format, on_tombstone, upcast, dedup, Kafka topics, types
+//!                   fields, format, on_tombstone, upcast, dedup, topics' own settings,
+//!                   declared types
 //!               ─▶ sorted lines "fold.on.MoneyDeposited.add.balance = \"payload.amount\""
 //!  checkpoint manifest: extra.logic = { view: [lines] }
 //!  restore: stored ≠ running ─▶ `checkpoint.logic_changed`, with the changed lines
@@ -57,10 +58,21 @@ impl Logic {
         }
         if let Some(source) = top.data.as_mapping_get("source") {
             // What the events are, not where they come from: brokers, group and
-            // client properties may change freely.
-            for key in ["type", "topics"] {
-                if let Some(node) = source.data.as_mapping_get(key) {
-                    flatten(node, &format!("source.{key}"), &mut shared);
+            // client properties may change freely, and the topics are in the names of
+            // the units checkpoints belong to (a changed set is refused apart, as
+            // `checkpoint.topics_changed`); a topic's own format and envelope count.
+            if let Some(node) = source.data.as_mapping_get("type") {
+                flatten(node, "source.type", &mut shared);
+            }
+            if let Some(YamlData::Sequence(topics)) =
+                source.data.as_mapping_get("topics").map(|t| &t.data)
+            {
+                for (i, t) in topics.iter().enumerate() {
+                    for key in ["format", "envelope"] {
+                        if let Some(node) = t.data.as_mapping_get(key) {
+                            flatten(node, &format!("source.topics[{i}].{key}"), &mut shared);
+                        }
+                    }
                 }
             }
         }

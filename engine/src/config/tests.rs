@@ -2061,6 +2061,9 @@ fn upcasters_are_read_and_their_mistakes_named() {
     );
     let e = one_error(&with_upcast("  version: 'a..b'\n  steps: {}\n"));
     assert_eq!(e.path, "upcast.version");
+    let e = one_error(&with_upcast("  version: version\n  steps: {}\n"));
+    assert_eq!((e.line, e.path.as_str()), (27, "upcast.version"));
+    assert!(e.message.contains("version guard"), "{}", e.message);
 }
 
 #[test]

@@ -183,13 +183,17 @@ fn compile_special(e: &ast::Expr, fields: &mut FieldRegistry, d: usize) -> Resul
             Node::Call(Func::Substr, args)
         }
         ast::Expr::Cast {
-            expr, data_type, ..
+            kind,
+            expr,
+            data_type,
+            ..
         } => {
             let to = cast_type(&data_type.to_string()).ok_or_else(|| ExprError::CastType {
                 expr: e.to_string(),
                 to: data_type.to_string(),
             })?;
-            Node::Cast(sub(expr)?, to)
+            let lenient = matches!(kind, ast::CastKind::TryCast | ast::CastKind::SafeCast);
+            Node::Cast(sub(expr)?, to, lenient)
         }
         _ => return Err(unsupported(e)),
     };
@@ -383,7 +387,7 @@ fn fold(node: Node) -> Node {
         Node::Unary(_, e) | Node::IsNull { expr: e, .. } => lit(e),
         Node::Binary(_, l, r) | Node::And(l, r) | Node::Or(l, r) => lit(l) && lit(r),
         Node::Call(_, args) => args.iter().all(lit),
-        Node::Cast(e, _) => lit(e),
+        Node::Cast(e, ..) => lit(e),
         _ => false,
     };
     if constant && let Ok(v) = eval_node(&node, &[]) {

@@ -131,7 +131,7 @@ fn eval_function<'a>(node: &'a Node, event: &'a [Value]) -> Result<Cow<'a, Value
                 .collect::<Result<Vec<_>, _>>()?;
             Cow::Owned(call(*func, &values)?)
         }
-        Node::Cast(x, to) => {
+        Node::Cast(x, to, lenient) => {
             let v = eval_node(x, event)?;
             match v.coerce_declared(*to) {
                 Ok(c) => Cow::Owned(c),
@@ -142,6 +142,7 @@ fn eval_function<'a>(node: &'a Node, event: &'a [Value]) -> Result<Cow<'a, Value
                     {
                         Cow::Owned(Value::Int(f.trunc() as i64))
                     }
+                    _ if *lenient => Cow::Owned(Value::Null),
                     _ => {
                         return Err(EvalError::Cast {
                             found: v.into_owned(),
@@ -187,6 +188,8 @@ fn call(func: Func, args: &[Cow<'_, Value>]) -> Result<Value, EvalError> {
         Func::Upper => s(text(0)?.to_uppercase()),
         Func::Trim => s(text(0)?.trim().to_string()),
         Func::Length => Value::Int(text(0)?.chars().count() as i64),
+        // As Postgres: replacing the empty string changes nothing.
+        Func::Replace if text(1)?.is_empty() => s(text(0)?.to_string()),
         Func::Replace => s(text(0)?.replace(text(1)?, text(2)?)),
         Func::Substr => {
             let chars = text(0)?.chars();

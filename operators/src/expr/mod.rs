@@ -64,8 +64,9 @@ enum Node {
     },
     /// A scalar function: `coalesce(a, b, ...)`, `lower(s)`, ...
     Call(Func, Vec<Node>),
-    /// `CAST(x AS type)`.
-    Cast(Box<Node>, ColumnType),
+    /// `CAST(x AS type)` (`x::type`); with `true`, `TRY_CAST`: null where the value
+    /// does not convert.
+    Cast(Box<Node>, ColumnType, bool),
 }
 
 /// The scalar functions, for upcasting fields (see [`Node::Call`]).
@@ -275,7 +276,7 @@ fn node_type(
             }
         }
         Node::Binary(BinOp::Concat, _, _) => Some(ColumnType::String),
-        Node::Cast(_, to) => Some(*to),
+        Node::Cast(_, to, _) => Some(*to),
         Node::Call(Func::Length, _) => Some(Int64),
         Node::Call(Func::Lower | Func::Upper | Func::Trim | Func::Replace | Func::Substr, _) => {
             Some(ColumnType::String)

@@ -121,6 +121,14 @@ fn functions_for_upcasting() {
     assert_eq!(e("CAST('true' AS BOOLEAN)"), Value::Bool(true));
     assert_eq!(e("CAST(old AS BIGINT)"), Value::Null);
     assert_eq!(
+        e("TRY_CAST('x' AS BIGINT)"),
+        Value::Null,
+        "null where it does not convert"
+    );
+    assert_eq!(e("TRY_CAST('7' AS BIGINT)"), Value::Int(7));
+    assert_eq!(e("'5'::BIGINT"), Value::Int(5));
+    assert_eq!(e("replace(new, '', 'x')"), s(" Alice "), "as Postgres");
+    assert_eq!(
         eval_err("CAST('x' AS BIGINT)"),
         "cannot cast string 'x' to int64"
     );
