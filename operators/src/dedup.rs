@@ -33,14 +33,11 @@ impl Window {
     }
 }
 
-/// One key's recent event ids, oldest first, each with its event time.
+/// One key's recent event ids, oldest first: (id, event time, [`id_hash`] of the id).
+/// A lookup compares the hashes first, so most events compare no string at all.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct RecentIds {
-    /// (id, event time).
-    pub ids: VecDeque<(Arc<str>, Option<i64>)>,
-    /// Each id's [`id_hash`] (same order): a lookup compares these first, so most
-    /// events compare no string at all.
-    hashes: VecDeque<u64>,
+    entries: VecDeque<(Arc<str>, Option<i64>, u64)>,
 }
 
 /// FNV-1a of an id: computed in every process the same way (the hashes are not
@@ -52,51 +49,63 @@ pub fn id_hash(id: &str) -> u64 {
 }
 
 impl RecentIds {
-    /// The ids `ids`, oldest first (a checkpoint's).
-    pub fn from_ids(ids: VecDeque<(Arc<str>, Option<i64>)>) -> Self {
-        let hashes = ids.iter().map(|(i, _)| id_hash(i)).collect();
-        RecentIds { ids, hashes }
+    /// The ids `ids` (with their event times), oldest first (a checkpoint's).
+    pub fn from_ids(ids: impl IntoIterator<Item = (Arc<str>, Option<i64>)>) -> Self {
+        let entries = ids
+            .into_iter()
+            .map(|(id, time)| {
+                let hash = id_hash(&id);
+                (id, time, hash)
+            })
+            .collect();
+        RecentIds { entries }
+    }
+
+    /// The ids with their event times, oldest first.
+    pub fn ids(&self) -> impl ExactSizeIterator<Item = (Arc<str>, Option<i64>)> + '_ {
+        self.entries.iter().map(|(id, time, _)| (id.clone(), *time))
+    }
+
+    /// How many ids are remembered.
+    pub fn len(&self) -> usize {
+        self.entries.len()
+    }
+
+    /// True when none is.
+    pub fn is_empty(&self) -> bool {
+        self.entries.is_empty()
     }
 
     /// Whether `id` (whose [`id_hash`] is `hash`) is remembered.
     pub fn contains(&self, id: &str, hash: u64) -> bool {
-        self.hashes
+        self.entries
             .iter()
-            .zip(&self.ids)
-            .any(|(h, (i, _))| *h == hash && &**i == id)
+            .any(|(i, _, h)| *h == hash && &**i == id)
     }
 
     /// Remembers `id` (of an event at `time`), forgetting what `window` no longer
     /// keeps. Returns the change in the number of ids kept.
     pub fn push(&mut self, id: Arc<str>, time: Option<i64>, window: Window) -> isize {
-        let before = self.ids.len() as isize;
-        self.hashes.push_back(id_hash(&id));
-        self.ids.push_back((id, time));
+        let before = self.entries.len() as isize;
+        let hash = id_hash(&id);
+        self.entries.push_back((id, time, hash));
         if let (Window::Age { ms, .. }, Some(newest)) = (window, self.newest_time()) {
             let cutoff = newest.saturating_sub(ms);
-            let keep: Vec<bool> = self
-                .ids
-                .iter()
-                .map(|(_, t)| t.is_none_or(|t| t >= cutoff))
-                .collect();
-            let mut k = keep.iter();
-            self.ids.retain(|_| *k.next().expect("one per id"));
-            let mut k = keep.iter();
-            self.hashes.retain(|_| *k.next().expect("one per id"));
+            self.entries
+                .retain(|(_, t, _)| t.is_none_or(|t| t >= cutoff));
         }
-        let excess = self.ids.len().saturating_sub(window.limit());
-        self.ids.drain(..excess);
-        self.hashes.drain(..excess);
-        self.ids.len() as isize - before
+        let excess = self.entries.len().saturating_sub(window.limit());
+        self.entries.drain(..excess);
+        self.entries.len() as isize - before
     }
 
     fn newest_time(&self) -> Option<i64> {
-        self.ids.iter().filter_map(|(_, t)| *t).max()
+        self.entries.iter().filter_map(|(_, t, _)| *t).max()
     }
 
     /// Bytes the ids take (their text), for reporting.
     pub fn bytes(&self) -> usize {
-        self.ids.iter().map(|(i, _)| i.len()).sum()
+        self.entries.iter().map(|(i, ..)| i.len()).sum()
     }
 }
 
@@ -112,7 +121,7 @@ mod tests {
         }
         let has = |id: &str| r.contains(id, id_hash(id));
         assert!(!has("e1") && has("e2") && has("e4"));
-        assert_eq!(r.ids.len(), 3);
+        assert_eq!(r.len(), 3);
     }
 
     #[test]
@@ -129,10 +138,10 @@ mod tests {
         assert!(!has(&r, "d"));
         r.push("e".into(), Some(1_121), w);
         r.push("f".into(), Some(1_122), w);
-        assert_eq!(r.ids.len(), 3, "the limit holds");
+        assert_eq!(r.len(), 3, "the limit holds");
         assert_eq!(r.bytes(), 3);
         assert_eq!(
-            RecentIds::from_ids(r.ids.clone()),
+            RecentIds::from_ids(r.ids()),
             r,
             "hashes are recomputed alike"
         );

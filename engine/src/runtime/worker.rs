@@ -162,7 +162,7 @@ impl Worker {
             .values()
             .flat_map(|s| s.dedup.values())
             .fold((0u64, 0u64), |(n, b), r| {
-                (n + r.ids.len() as u64, b + r.bytes() as u64)
+                (n + r.len() as u64, b + r.bytes() as u64)
             });
         use std::sync::atomic::Ordering::Relaxed;
         // Two's complement: adding the wrapped difference moves the gauge down too.

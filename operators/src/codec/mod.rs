@@ -164,10 +164,10 @@ pub fn encode(projection: &Projection, state: &PartitionState, out: &mut Vec<u8>
         put_u64(out, state.dedup.len() as u64);
         for (key, recent) in &state.dedup {
             put_str(out, key);
-            put_u64(out, recent.ids.len() as u64);
-            for (id, time) in &recent.ids {
-                put_str(out, id);
-                put_opt_i64(out, *time);
+            put_u64(out, recent.len() as u64);
+            for (id, time) in recent.ids() {
+                put_str(out, &id);
+                put_opt_i64(out, time);
             }
         }
     }
@@ -275,11 +275,11 @@ pub fn decode(projection: &Projection, bytes: &[u8]) -> Result<PartitionState, C
                 Some((k, _)) => k.clone(),
                 None => Arc::from(text),
             };
-            let mut ids = std::collections::VecDeque::new();
+            let mut ids = Vec::new();
             for _ in 0..r.u64()? {
                 let id = r.str()?;
                 let time = r.opt_i64()?;
-                ids.push_back((id, time));
+                ids.push((id, time));
             }
             state.dedup.insert(key, RecentIds::from_ids(ids));
         }

@@ -208,7 +208,7 @@ fn state(p: &Projection) -> impl Strategy<Value = PartitionState> + use<> {
                     .into_iter()
                     .map(|(k, ids)| {
                         let recent = crate::dedup::RecentIds::from_ids(
-                            ids.into_iter().map(|(i, t)| (Arc::from(i), t)).collect(),
+                            ids.into_iter().map(|(i, t)| (Arc::from(i), t)),
                         );
                         (Arc::from(k), recent)
                     })

@@ -200,6 +200,20 @@ fn compile_special(e: &ast::Expr, fields: &mut FieldRegistry, d: usize) -> Resul
     Ok(fold(node))
 }
 
+/// The arguments of a plain call `f(a, b, ...)`: `None` for a call with `DISTINCT`,
+/// `FILTER`, `OVER`, clauses or parameters, which no scalar function here takes.
+fn plain_args(f: &ast::Function) -> Option<&[FunctionArg]> {
+    let FunctionArguments::List(list) = &f.args else {
+        return None;
+    };
+    let plain = list.duplicate_treatment.is_none()
+        && list.clauses.is_empty()
+        && f.filter.is_none()
+        && f.over.is_none()
+        && matches!(f.parameters, FunctionArguments::None);
+    plain.then_some(&list.args[..])
+}
+
 /// The column type a SQL type name casts to.
 fn cast_type(name: &str) -> Option<crate::value::ColumnType> {
     use crate::value::ColumnType as T;
@@ -230,21 +244,10 @@ fn compile_call(
         expr: e.to_string(),
         usage,
     };
-    let FunctionArguments::List(list) = &f.args else {
-        return Err(bad());
-    };
-    if list.duplicate_treatment.is_some()
-        || !list.clauses.is_empty()
-        || f.filter.is_some()
-        || f.over.is_some()
-        || !matches!(f.parameters, FunctionArguments::None)
-        || list.args.len() < min
-        || list.args.len() > max
-    {
-        return Err(bad());
-    }
-    let args = list
-        .args
+    let args = plain_args(f)
+        .filter(|a| (min..=max).contains(&a.len()))
+        .ok_or_else(bad)?;
+    let args = args
         .iter()
         .map(|a| match a {
             FunctionArg::Unnamed(FunctionArgExpr::Expr(x)) => compile(x, fields, depth),
@@ -265,21 +268,12 @@ fn compile_tumble(
     let usage = || ExprError::TumbleUsage {
         expr: e.to_string(),
     };
-    let FunctionArguments::List(list) = &f.args else {
-        return Err(usage());
-    };
-    if list.duplicate_treatment.is_some()
-        || !list.clauses.is_empty()
-        || f.filter.is_some()
-        || f.over.is_some()
-        || !matches!(f.parameters, FunctionArguments::None)
-    {
-        return Err(usage());
-    }
-    let [
-        FunctionArg::Unnamed(FunctionArgExpr::Expr(time)),
-        FunctionArg::Unnamed(FunctionArgExpr::Expr(size)),
-    ] = &list.args[..]
+    let Some(
+        [
+            FunctionArg::Unnamed(FunctionArgExpr::Expr(time)),
+            FunctionArg::Unnamed(FunctionArgExpr::Expr(size)),
+        ],
+    ) = plain_args(f)
     else {
         return Err(usage());
     };

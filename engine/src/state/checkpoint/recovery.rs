@@ -181,10 +181,10 @@ impl Checkpoints {
         let log = self.log(id);
         // Before taking the unit over: a refused restore must not fence the instance
         // that runs the old logic.
-        if let Some(manifest) = log.newest_manifest()? {
-            self.check_logic(&manifest, &log)?;
-        } else if !log.has_head()? {
-            self.check_no_other_units(id)?;
+        match log.peek()? {
+            (_, Some(manifest)) => self.check_logic(&manifest, &log)?,
+            (false, None) => self.check_no_other_units(id)?,
+            (true, None) => {}
         }
         let lease = log.acquire(&self.owner)?;
         if !lease.had_head() && !self.replay_if_damaged && log.has_checkpoint_objects()? {

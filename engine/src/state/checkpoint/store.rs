@@ -261,26 +261,21 @@ impl PartitionLog {
         Ok(Some((head, blob.version)))
     }
 
-    /// The manifest of the newest checkpoint the head names, read without taking the
-    /// partition over (`None`: no head, no checkpoint, or its manifest is unreadable:
-    /// the restore proper finds out why).
-    pub(crate) fn newest_manifest(&self) -> Result<Option<Manifest>> {
+    /// Whether the partition has a head, and the manifest of the newest checkpoint it
+    /// names, read without taking the partition over (`None`: no checkpoint, or its
+    /// manifest is unreadable: the restore proper finds out why).
+    pub(crate) fn peek(&self) -> Result<(bool, Option<Manifest>)> {
         let Some((head, _)) = self.read_head()? else {
-            return Ok(None);
+            return Ok((false, None));
         };
         let Some(newest) = head.checkpoints.last() else {
-            return Ok(None);
+            return Ok((true, None));
         };
         let key = format!("{}/{MANIFEST}", self.key(&newest.name));
         let Some(blob) = self.blobs.get(&key).map_err(store)? else {
-            return Ok(None);
+            return Ok((true, None));
         };
-        Ok(serde_json::from_slice(&blob.data).ok())
-    }
-
-    /// Whether the partition has a head.
-    pub(crate) fn has_head(&self) -> Result<bool> {
-        Ok(self.read_head()?.is_some())
+        Ok((true, serde_json::from_slice(&blob.data).ok()))
     }
 
     /// Takes the partition over for `owner`: raises the generation by one, so that
