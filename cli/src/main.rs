@@ -4,9 +4,11 @@
 //!  main.rs     arguments, dispatch, errors on one line; validate and bench
 //!  run.rs      run: the pipeline, HTTP or --once with --sql, progress and summary
 //!  query.rs    query: SQL against a running instance
+//!  parked.rs   parked: list, retry and skip the parked keys of a running instance
 //!  produce.rs  produce: events into a Kafka topic
 //! ```
 
+mod parked;
 mod produce;
 mod query;
 mod run;
@@ -62,6 +64,21 @@ enum Command {
         ca_cert: Option<PathBuf>,
         /// The SQL query.
         sql: String,
+    },
+    /// The parked keys of a running instance (`on_error: park`): list them, or resume
+    /// one after the pipeline was fixed.
+    Parked {
+        /// Base URL of the instance.
+        #[arg(long, default_value = "http://127.0.0.1:8080", env = "PROJECTOR_URL")]
+        url: String,
+        /// Bearer token, when the pipeline has `auth:`.
+        #[arg(long, env = "PROJECTOR_TOKEN", hide_env_values = true)]
+        token: Option<String>,
+        /// Certificate authorities (PEM) for an HTTPS instance, besides the system's.
+        #[arg(long, env = "PROJECTOR_CA_CERT")]
+        ca_cert: Option<PathBuf>,
+        #[command(subcommand)]
+        action: parked::ParkedAction,
     },
     /// Produce generated events to a Kafka topic, creating it if it does not exist.
     Produce {
@@ -286,6 +303,19 @@ fn main() -> ExitCode {
             format.into(),
             partial,
             &sql,
+        ),
+        Command::Parked {
+            url,
+            token,
+            ca_cert,
+            action,
+        } => parked::parked(
+            &query::Connection {
+                url: &url,
+                token: token.as_deref(),
+                ca: ca_cert.as_deref(),
+            },
+            &action,
         ),
         Command::Token => token(),
         Command::Run(args) => run::run(args),

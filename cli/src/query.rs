@@ -15,6 +15,42 @@ pub(crate) struct Connection<'a> {
     pub(crate) ca: Option<&'a std::path::Path>,
 }
 
+impl Connection<'_> {
+    /// An HTTP agent for the instance (its CA when given); statuses are not errors.
+    pub(crate) fn agent(&self) -> Result<ureq::Agent> {
+        let mut config = ureq::Agent::config_builder().http_status_as_error(false);
+        if let Some(ca) = self.ca {
+            let pem = std::fs::read(ca).with_context(|| format!("reading {}", ca.display()))?;
+            let certs: Vec<ureq::tls::Certificate<'static>> = ureq::tls::parse_pem(&pem)
+                .filter_map(|item| match item {
+                    Ok(ureq::tls::PemItem::Certificate(c)) => Some(c),
+                    _ => None,
+                })
+                .collect();
+            if certs.is_empty() {
+                return Err(anyhow!("{} holds no PEM certificate", ca.display()));
+            }
+            config = config.tls_config(
+                ureq::tls::TlsConfig::builder()
+                    .root_certs(ureq::tls::RootCerts::new_with_certs(&certs))
+                    .build(),
+            );
+        }
+        Ok(config.build().into())
+    }
+}
+
+/// Prints an error answer (`{"error": {"code", "message"}}`) as `error: code: message`.
+pub(crate) fn print_error(body: &[u8]) {
+    let v: serde_json::Value = serde_json::from_slice(body).unwrap_or_default();
+    let code = v["error"]["code"].as_str().unwrap_or("http.error");
+    let message = v["error"]["message"]
+        .as_str()
+        .map(str::to_string)
+        .unwrap_or_else(|| String::from_utf8_lossy(body).into_owned());
+    eprintln!("error: {code}: {message}");
+}
+
 pub(crate) fn query(
     conn: &Connection<'_>,
     format: OutputFormat,
@@ -27,25 +63,7 @@ pub(crate) fn query(
         OutputFormat::Json => "json",
         OutputFormat::Csv => "csv",
     };
-    let mut config = ureq::Agent::config_builder().http_status_as_error(false);
-    if let Some(ca) = conn.ca {
-        let pem = std::fs::read(ca).with_context(|| format!("reading {}", ca.display()))?;
-        let certs: Vec<ureq::tls::Certificate<'static>> = ureq::tls::parse_pem(&pem)
-            .filter_map(|item| match item {
-                Ok(ureq::tls::PemItem::Certificate(c)) => Some(c),
-                _ => None,
-            })
-            .collect();
-        if certs.is_empty() {
-            return Err(anyhow!("{} holds no PEM certificate", ca.display()));
-        }
-        config = config.tls_config(
-            ureq::tls::TlsConfig::builder()
-                .root_certs(ureq::tls::RootCerts::new_with_certs(&certs))
-                .build(),
-        );
-    }
-    let agent: ureq::Agent = config.build().into();
+    let agent = conn.agent()?;
     let endpoint = format!(
         "{}/sql?format={wire}{}",
         url.trim_end_matches('/'),
@@ -65,13 +83,7 @@ pub(crate) fn query(
         .read_to_end(&mut body)
         .context("reading the response")?;
     if !status.is_success() {
-        let v: serde_json::Value = serde_json::from_slice(&body).unwrap_or_default();
-        let code = v["error"]["code"].as_str().unwrap_or("http.error");
-        let message = v["error"]["message"]
-            .as_str()
-            .map(str::to_string)
-            .unwrap_or_else(|| String::from_utf8_lossy(&body).into_owned());
-        eprintln!("error: {code}: {message}");
+        print_error(&body);
         return Ok(ExitCode::from(1));
     }
     // Only with --partial: the partitions no instance answered for.

@@ -73,6 +73,11 @@ pub(crate) struct RunArgs {
     /// is then missing from the views).
     #[arg(long)]
     replay_if_damaged: bool,
+    /// Resume VIEW on its checkpointed state although its logic changed since (the
+    /// change is safe for that state: it only touches events that failed, say, before
+    /// retrying parked keys). Repeat for several views.
+    #[arg(long, value_name = "VIEW")]
+    accept_logic_change: Vec<String>,
 }
 
 pub(crate) fn run(args: RunArgs) -> Result<ExitCode> {
@@ -89,6 +94,23 @@ pub(crate) fn run(args: RunArgs) -> Result<ExitCode> {
         options.workers = w.max(1);
     }
     options.replay_if_damaged = args.replay_if_damaged;
+    if let Some(unknown) = args
+        .accept_logic_change
+        .iter()
+        .find(|v| !cfg.views.iter().any(|w| &w.name == *v))
+    {
+        eprintln!(
+            "error: config.invalid_value: --accept-logic-change {unknown}: the pipeline has no \
+             view named '{unknown}' (its views: {})",
+            cfg.views
+                .iter()
+                .map(|v| v.name.as_str())
+                .collect::<Vec<_>>()
+                .join(", ")
+        );
+        return Ok(ExitCode::from(2));
+    }
+    options.accept_logic_change = args.accept_logic_change.clone();
     let format = OutputFormat::from(args.format);
     let runtime = query_runtime().context("starting the query runtime")?;
     let http_addr = match (&args.http, args.once) {

@@ -92,6 +92,27 @@ pub enum Fatal {
     /// stops and a restart resumes from the checkpoint.
     #[error("schema registry: {0}")]
     Registry(String),
+    /// A parked key holds as many events as `park.max_held` allows, and another came.
+    #[error(
+        "key '{key}' of {unit} was parked by {code} at {partition} offset {offset} and \
+         holds {max_held} events since (park.max_held): fix the pipeline and retry the \
+         key, or skip its failing event (projector parked retry|skip), after raising \
+         park.max_held enough to start"
+    )]
+    ParkFull {
+        /// The key.
+        key: String,
+        /// Its unit.
+        unit: String,
+        /// Why it was parked.
+        code: String,
+        /// The failing event's partition.
+        partition: String,
+        /// The failing event's offset.
+        offset: u64,
+        /// `park.max_held`.
+        max_held: usize,
+    },
     /// A pipeline thread went away while others still had work for it.
     #[error("internal error: a pipeline thread stopped unexpectedly")]
     LostThread,
@@ -107,6 +128,7 @@ impl Fatal {
             Fatal::Checkpoint { .. } => "pipeline.checkpoint_failed",
             Fatal::Panicked { .. } => "pipeline.panicked",
             Fatal::Registry(_) => "pipeline.registry_unavailable",
+            Fatal::ParkFull { .. } => "park.full",
             Fatal::LostThread => "pipeline.lost_thread",
         }
     }

@@ -498,6 +498,7 @@ fn check(lines: &[Line], workers: usize, publish_ms: u64) -> Result<(), TestCase
         workers,
         replay_if_damaged: false,
         cluster: None,
+        accept_logic_change: Vec::new(),
     };
     let pipeline = Pipeline::start(&config, &options).expect("starts");
     pipeline.wait_until_finished().expect("finishes");

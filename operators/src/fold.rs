@@ -37,4 +37,11 @@ pub struct FoldSpec {
     pub handlers: FastMap<String, Handler>,
     /// The `"*"` handler, run for every event after its own handler unless that deleted the row.
     pub star: Option<Handler>,
+    /// The view has a `_parked` column, true on the rows of parked keys (with
+    /// `on_error: park`; see [`crate::park`]). It is not state: the engine fills it
+    /// from the parked keys when it builds the view's Arrow rows.
+    pub parked_column: bool,
 }
+
+/// The name of the column that marks parked keys' rows (see [`FoldSpec::parked_column`]).
+pub const PARKED_COLUMN: &str = "_parked";

@@ -22,6 +22,7 @@ pub mod envelope;
 pub mod expr;
 pub mod fields;
 pub mod fold;
+pub mod park;
 pub mod projection;
 pub mod rows;
 pub mod table;

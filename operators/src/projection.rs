@@ -11,6 +11,7 @@ use crate::envelope::{Envelope, EnvelopeError, TOMBSTONE_TYPE, key_text, timesta
 use crate::expr::{AggFn, EvalError, Expr};
 use crate::fields::{FieldId, FieldRegistry};
 use crate::fold::{FoldSpec, Handler};
+use crate::park::Parked;
 use crate::table::{TableRow, TableSpec, TableState};
 use crate::value::{ColumnType, TypeError, Value};
 use crate::view::{ViewKind, ViewSpec};
@@ -146,6 +147,9 @@ pub struct PartitionState {
     pub stream_versions: Vec<FastMap<Arc<str>, i64>>,
     /// Per key, the ids of its recent events (only with `dedup:`).
     pub dedup: FastMap<Arc<str>, RecentIds>,
+    /// The parked keys (only with `on_error: park`): the failing event and the
+    /// events held since.
+    pub parked: FastMap<Arc<str>, Parked>,
     /// One state per view, in pipeline order.
     pub views: Vec<ViewState>,
 }
@@ -288,6 +292,7 @@ impl Projection {
             versions: FastMap::default(),
             stream_versions: Vec::new(),
             dedup: FastMap::default(),
+            parked: FastMap::default(),
             views: self
                 .views
                 .iter()

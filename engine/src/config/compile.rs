@@ -24,6 +24,7 @@ const TOP_KEYS: &[&str] = &[
     "format",
     "registry",
     "on_error",
+    "park",
     "on_tombstone",
     "workers",
     "publish_interval",
@@ -89,9 +90,14 @@ pub(crate) fn pipeline(ctx: &mut Ctx<'_>, root: &Node, file: &Path) -> Option<Pi
                 ("dead_letter", OnError::DeadLetter),
                 ("skip", OnError::Skip),
                 ("fail", OnError::Fail),
+                ("park", OnError::Park),
             ],
         ),
         None => Some(OnError::DeadLetter),
+    };
+    let max_held = match top.get("park") {
+        Some(e) => park(ctx, e.value, &e.path, on_error),
+        None => Some(super::DEFAULT_MAX_HELD),
     };
     let on_tombstone = match top.get("on_tombstone") {
         Some(e) => ctx.choice(
@@ -169,6 +175,39 @@ pub(crate) fn pipeline(ctx: &mut Ctx<'_>, root: &Node, file: &Path) -> Option<Pi
             .map(|(env, _, _)| env.timestamp.is_some() || topic_time);
         views::views(ctx, e.value, &e.path, &mut fields, has_time)
     });
+    // Parked keys' rows say so in a column of their own.
+    let views = match (views, on_error, top.get("views")) {
+        (Some(mut vs), Some(OnError::Park), Some(e)) => {
+            let mut clash = false;
+            for (i, v) in vs.iter_mut().enumerate() {
+                let ViewKind::Fold(f) = &mut v.kind else {
+                    continue;
+                };
+                let column = projector_operators::fold::PARKED_COLUMN;
+                if f.key_column == column || f.columns.iter().any(|c| c.name == column) {
+                    let message = format!(
+                        "view '{}' has a column named '{column}', which on_error: park adds \
+                         to every fold view to mark parked keys: rename it",
+                        v.name
+                    );
+                    let node = match &e.value.data {
+                        saphyr::YamlData::Sequence(items) => items.get(i).unwrap_or(e.value),
+                        _ => e.value,
+                    };
+                    ctx.error(
+                        "config.invalid_value",
+                        node,
+                        &format!("views[{i}]"),
+                        message,
+                    );
+                    clash = true;
+                }
+                f.parked_column = true;
+            }
+            (!clash).then_some(vs)
+        }
+        (vs, ..) => vs,
+    };
     // An id is decoded for every event when a view reads it, when it is record
     // metadata (a header), with a preset (which reads the whole record anyway), or in
     // records that are not JSON; otherwise only a dead letter reads it, from the
@@ -361,6 +400,7 @@ pub(crate) fn pipeline(ctx: &mut Ctx<'_>, root: &Node, file: &Path) -> Option<Pi
         format_options: format_options?,
         registry: registry?,
         on_error: on_error?,
+        max_held: max_held?,
         on_tombstone: on_tombstone?,
         envelope: envelope?,
         preset: preset?,
@@ -375,6 +415,25 @@ pub(crate) fn pipeline(ctx: &mut Ctx<'_>, root: &Node, file: &Path) -> Option<Pi
         dead_letter: dead_letter?,
         auth: auth?,
     })
+}
+
+/// The most events a parked key may hold (`park.max_held`).
+const MAX_HELD: i64 = 10_000_000;
+
+/// `park: {max_held: N}`, which only `on_error: park` reads.
+fn park(ctx: &mut Ctx<'_>, node: &Node, path: &str, on_error: Option<OnError>) -> Option<usize> {
+    let rec = ctx.record(node, path, &["max_held"])?;
+    if on_error.is_some_and(|p| p != OnError::Park) {
+        let message = "'park' sets how keys are parked, which only on_error: park does".into();
+        ctx.error("config.invalid_value", node, path, message);
+        return None;
+    }
+    match rec.get("max_held") {
+        Some(e) => ctx
+            .integer(e.value, &e.path, 1, MAX_HELD)
+            .map(|n| n as usize),
+        None => Some(super::DEFAULT_MAX_HELD),
+    }
 }
 
 /// `dead_letter: {topic: NAME, brokers: HOSTS}`.
@@ -415,9 +474,10 @@ fn dead_letter(
         }
     };
     if let Some(policy) = on_error
-        && policy != OnError::DeadLetter
+        && !matches!(policy, OnError::DeadLetter | OnError::Park)
     {
-        let message = "dead letters are only written with on_error: dead_letter".to_string();
+        let message =
+            "dead letters are only written with on_error: dead_letter or park".to_string();
         ctx.error("config.invalid_value", node, path, message);
         return None;
     }

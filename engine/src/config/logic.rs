@@ -27,6 +27,9 @@ use std::fmt::Write as _;
 pub struct Logic {
     /// View name → its lines.
     pub views: BTreeMap<String, Vec<String>>,
+    /// Views whose change the user accepts (`--accept-logic-change`): resumed on the
+    /// state the old logic built, and recorded with the new logic from then on.
+    pub accepted: std::collections::BTreeSet<String>,
 }
 
 /// How one view's logic differs from what a checkpoint recorded.
@@ -82,7 +85,10 @@ impl Logic {
         let mut views = BTreeMap::new();
         let Some(YamlData::Sequence(items)) = top.data.as_mapping_get("views").map(|v| &v.data)
         else {
-            return Logic { views };
+            return Logic {
+                views,
+                accepted: Default::default(),
+            };
         };
         for item in items {
             let Some(name) = item
@@ -105,7 +111,10 @@ impl Logic {
             lines.sort();
             views.insert(name.to_string(), lines);
         }
-        Logic { views }
+        Logic {
+            views,
+            accepted: Default::default(),
+        }
     }
 
     /// As a checkpoint's manifest keeps it.
@@ -117,7 +126,10 @@ impl Logic {
     pub fn from_json(value: &serde_json::Value) -> Option<Logic> {
         serde_json::from_value(value.clone())
             .ok()
-            .map(|views| Logic { views })
+            .map(|views| Logic {
+                views,
+                accepted: Default::default(),
+            })
     }
 
     /// How the views of `self` (the running pipeline) differ from `stored` (what a
@@ -125,6 +137,9 @@ impl Logic {
     pub fn changes_from(&self, stored: &Logic) -> Vec<LogicChange> {
         let mut out = Vec::new();
         for (view, now) in &self.views {
+            if self.accepted.contains(view) {
+                continue;
+            }
             let lines = match stored.views.get(view) {
                 None => vec!["a new view".to_string()],
                 Some(before) if before == now => continue,

@@ -37,7 +37,14 @@ pub enum OnError {
     Skip,
     /// Stop the pipeline with a non-zero exit naming the position.
     Fail,
+    /// Park the event's key: hold its later events until it is retried or skipped
+    /// (see [`projector_operators::park`]); records without a readable key are
+    /// dead-lettered.
+    Park,
 }
+
+/// Default `park.max_held`: events one parked key holds.
+pub const DEFAULT_MAX_HELD: usize = 10_000;
 
 /// The paths of an event's ids, as the envelope maps them.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
@@ -218,6 +225,8 @@ pub struct PipelineConfig {
     pub registry: Option<RegistryConfig>,
     /// `on_error:` (default dead_letter).
     pub on_error: OnError,
+    /// `park.max_held`: the events a parked key holds at most; one more stops the run.
+    pub max_held: usize,
     /// `on_tombstone:` (default ignore).
     pub on_tombstone: OnTombstone,
     /// `envelope:`.

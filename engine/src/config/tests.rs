@@ -901,6 +901,7 @@ fn the_documented_example_is_the_tested_one() {
         format_options,
         registry,
         on_error,
+        max_held,
         on_tombstone,
         envelope,
         preset,
@@ -942,6 +943,7 @@ fn the_documented_example_is_the_tested_one() {
     assert_eq!(format, Format::Json);
     assert!(format_options.schema.is_none() && registry.is_none());
     assert_eq!(on_error, OnError::DeadLetter);
+    assert_eq!(max_held, crate::config::DEFAULT_MAX_HELD);
     assert_eq!(on_tombstone, OnTombstone::Ignore);
     assert_eq!(preset, None);
     assert_eq!(
@@ -1056,6 +1058,7 @@ fn the_documented_example_is_the_tested_one() {
             set: vec![(3, field(version))],
             ..Handler::default()
         }),
+        parked_column: false,
     };
     let agg = |name: &str, func, arg, ty| AggColumn {
         name: name.into(),

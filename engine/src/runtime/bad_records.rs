@@ -263,7 +263,7 @@ impl BadRecords {
                 }
                 self.failed.store(true, Ordering::SeqCst);
             }
-            OnError::DeadLetter => {
+            OnError::DeadLetter | OnError::Park => {
                 Counters::add(&counters.dead_letters, 1);
                 let written = self.written.lock().expect("dead-letter lock");
                 if written
@@ -421,7 +421,10 @@ impl BadRecords {
     /// twice. One pass over the destination for all of them.
     pub fn already_written(&self, partitions: &[(&str, u64)]) -> std::io::Result<()> {
         // Letters in the store are written with their checkpoint: none is after it.
-        if self.policy != OnError::DeadLetter || partitions.is_empty() || self.in_store {
+        if !matches!(self.policy, OnError::DeadLetter | OnError::Park)
+            || partitions.is_empty()
+            || self.in_store
+        {
             return Ok(());
         }
         let found = match &self.topic {
@@ -497,6 +500,22 @@ impl BadRecords {
     /// True once the pipeline must stop (`on_error: fail`, or a dead letter could not be written).
     pub fn failed(&self) -> bool {
         self.failed.load(Ordering::Relaxed)
+    }
+
+    /// Whether a bad event parks its key (`on_error: park`) instead of going to the
+    /// dead letters.
+    pub fn parks(&self) -> bool {
+        self.policy == OnError::Park
+    }
+
+    /// Stops the pipeline for `why` (unless it stopped already): no epoch is published
+    /// or checkpointed after this.
+    pub fn stop(&self, why: Fatal) {
+        let mut f = self.fatal.lock().expect("fatal lock");
+        if f.is_none() {
+            *f = Some(why);
+        }
+        self.failed.store(true, Ordering::SeqCst);
     }
 
     /// Why the pipeline stopped, if it did.

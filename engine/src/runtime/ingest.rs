@@ -1,24 +1,21 @@
-//! The ingest thread: polls the source, decodes each record, checks its envelope and
-//! routes it by key to its worker; and the epoch-cutting state it shares with the timer.
+//! The ingest thread: polls the source, decodes each record ([`super::decoding`]),
+//! and routes it by key to its worker; and the epoch-cutting state it shares with the timer.
 
+use super::decoding::{Decoding, RecordIn, Step};
 use super::owner::Owner;
 use super::pipeline::{BATCH, Shared};
-use crate::config::OnTombstone;
 use crate::runtime::bad_records::BadRecord;
 use crate::runtime::epoch::CoordMsg;
 use crate::runtime::router::Router;
-use crate::runtime::worker::WorkerMsg;
+use crate::runtime::worker::{Extras, WorkerMsg};
 use crate::serve::status::Counters;
 use crate::state::units::Units;
 use crate::{Error, Fatal, Result};
 use crossbeam_channel::Sender;
 use projector_connectors::{Poll, RawBatch, Source};
-use projector_operators::decode::{DecodeError, Decoded, RecordDecoder, RecordParts};
-use projector_operators::envelope::{TOMBSTONE_TYPE, key_text};
-use projector_operators::fields::{FieldRegistry, KafkaField};
+use projector_operators::envelope::key_text;
 use projector_operators::projection::Projection;
-use projector_operators::upcast::{Upcast, Upcasters};
-use projector_operators::value::{ColumnType, Value};
+use projector_operators::value::Value;
 use std::sync::atomic::Ordering;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
@@ -94,42 +91,20 @@ impl Ingress {
     }
 }
 
-/// How the ingest thread turns records into events.
-pub(super) struct Decoding {
-    /// Per stream (topic) when topics have their own format or envelope, else one.
-    pub(super) decoders: Vec<RecordDecoder>,
-    /// Per stream: envelope slots to fill from the topic's own fields, (from, to);
-    /// empty when topics have no settings of their own.
-    pub(super) normalize: Vec<Vec<(Option<usize>, usize)>>,
-    pub(super) on_tombstone: OnTombstone,
-    pub(super) kafka: KafkaFields,
-    /// The slots whose fields have a declared type (`fields:`), with it and the path.
-    pub(super) declared: Vec<(usize, ColumnType, String)>,
-    /// `upcast:`: old versions of events brought to the newest shape.
-    pub(super) upcasters: Upcasters,
-}
-
 /// Polls `source` until it is exhausted or the pipeline stops; `owner` has the
 /// ingress, the shared state, the projection and the partition names.
-pub(super) fn ingest_loop(mut source: Box<dyn Source>, decoding: Decoding, owner: &Owner) {
-    let Decoding {
-        decoders,
-        normalize,
-        on_tombstone,
-        kafka,
-        declared,
-        upcasters,
-    } = decoding;
-    let envelope = owner.projection.envelope().clone();
+pub(super) fn ingest_loop(mut source: Box<dyn Source>, decoding: &Decoding, owner: &Owner) {
     let (projection, ingress, shared, names): (&Projection, &Mutex<Ingress>, &Shared, &[String]) = (
         &owner.projection,
         &owner.ingress,
         &owner.shared,
         owner.units.partition_names(),
     );
+    // `on_error: park`: a bad event whose key can be read parks the key, in its worker.
+    let park = shared.bad.parks();
     let mut raw = RawBatch::default();
-    let mut slots = vec![Value::Null; decoders[0].slots()];
-    let reads_headers = decoders.iter().any(RecordDecoder::reads_headers);
+    let mut slots = vec![Value::Null; decoding.slots()];
+    let reads_headers = decoding.reads_headers() || park;
     let mut copied: Vec<Value> = Vec::new();
     let mut last_marks = Instant::now();
     let mut paused = false;
@@ -213,95 +188,42 @@ pub(super) fn ingest_loop(mut source: Box<dyn Source>, decoding: Decoding, owner
                     shared.bad.report(&shared.counters, r, epoch);
                 };
                 let stream = usize::from(owner.units.stream(rec.partition));
-                let decoder = &decoders[stream.min(decoders.len() - 1)];
                 if reads_headers {
                     headers.clear();
                     headers.extend(raw.headers_of(i));
                 }
-                let parts = RecordParts {
+                let record = RecordIn {
+                    partition: rec.partition,
+                    offset: rec.offset,
                     value: (!rec.tombstone).then_some(bytes),
                     key,
+                    timestamp: raw.timestamp(i),
                     headers: &headers,
                 };
-                let decoded = match decoder.decode(&parts, &mut slots) {
-                    Ok(d) => d,
-                    Err(DecodeError::RegistryUnavailable(why)) => {
+                let mut error = None;
+                match decoding.decode(&record, stream, &mut slots, &mut copied) {
+                    Step::Event => {}
+                    Step::Ignored => {
+                        Counters::add(&shared.counters.ignored, 1);
+                        continue;
+                    }
+                    Step::RegistryDown(why) => {
                         // Not the record's fault: stop before it (it is not read), and
                         // resume from the checkpoint once the registry is back.
                         ing.offsets[rec.partition as usize] = rec.offset;
                         shared.set_fatal(Fatal::Registry(why));
                         return;
                     }
-                    Err(e) => {
-                        report(e.code(), &e.to_string(), None);
-                        continue;
-                    }
-                };
-                if !kafka.fields.is_empty() {
-                    kafka.fill(&mut slots, &raw, i);
-                }
-                // This topic's envelope, where the pipeline's reads it (every value read
-                // before any is written: one role's source may be another's target).
-                let copies = normalize.get(stream).map_or(&[][..], Vec::as_slice);
-                copied.clear();
-                copied.extend(
-                    copies
-                        .iter()
-                        .map(|&(from, _)| from.map_or(Value::Null, |f| slots[f].clone())),
-                );
-                for (&(_, to), v) in copies.iter().zip(copied.drain(..)) {
-                    slots[to] = v;
-                }
-                if !upcasters.is_empty() {
-                    match upcasters.apply(&mut slots) {
-                        Ok(Upcast::Kept) => {}
-                        Ok(Upcast::Dropped) => {
-                            Counters::add(&shared.counters.ignored, 1);
+                    Step::Bad {
+                        code,
+                        message,
+                        decoded,
+                    } => {
+                        if !(park && decoded && projection.key(&slots).is_ok()) {
+                            report(code, &message, decoded.then_some(&slots[..]));
                             continue;
                         }
-                        Err(e) => {
-                            report(e.code(), &e.to_string(), Some(&slots));
-                            continue;
-                        }
-                    }
-                }
-                if let Some(message) = coerce_declared(&declared, &mut slots) {
-                    report("apply.type_mismatch", &message, Some(&slots));
-                    continue;
-                }
-                let type_slot = envelope.event_type.index();
-                match decoded {
-                    Decoded::Event => {
-                        if matches!(&slots[type_slot], Value::Str(t) if &**t == TOMBSTONE_TYPE) {
-                            let message = format!(
-                                "the event type '{TOMBSTONE_TYPE}' is reserved for tombstones"
-                            );
-                            report("apply.bad_event_type", &message, Some(&slots));
-                            continue;
-                        }
-                    }
-                    Decoded::Ignore => {
-                        Counters::add(&shared.counters.ignored, 1);
-                        continue;
-                    }
-                    Decoded::Tombstone | Decoded::Delete if on_tombstone == OnTombstone::Ignore => {
-                        Counters::add(&shared.counters.ignored, 1);
-                        continue;
-                    }
-                    Decoded::Tombstone => {
-                        // No value: the key is the message key.
-                        let text = key.and_then(|k| std::str::from_utf8(k).ok());
-                        let Some(text) = text else {
-                            let message = "a tombstone (null value) needs a UTF-8 message key \
-                                           to know which row to delete";
-                            report("apply.missing_key", message, None);
-                            continue;
-                        };
-                        slots[envelope.key.index()] = Value::Str(text.into());
-                        slots[type_slot] = Value::Str(TOMBSTONE_TYPE.into());
-                    }
-                    Decoded::Delete => {
-                        slots[type_slot] = Value::Str(TOMBSTONE_TYPE.into());
+                        error = Some((code, message));
                     }
                 }
                 let w = match projection.key(&slots) {
@@ -313,9 +235,10 @@ pub(super) fn ingest_loop(mut source: Box<dyn Source>, decoding: Decoding, owner
                         continue;
                     }
                 };
+                let extras = park.then(|| Extras::of(&record, error));
                 if ing
                     .router
-                    .push(w, rec.partition, rec.offset, bytes, key, &mut slots)
+                    .push(w, rec.partition, rec.offset, bytes, key, &mut slots, extras)
                     .is_err()
                 {
                     shared.lost_thread();
@@ -351,66 +274,6 @@ pub(super) fn ingest_loop(mut source: Box<dyn Source>, decoding: Decoding, owner
                 report_checkpointed(shared, source.as_mut());
                 return;
             }
-        }
-    }
-}
-
-/// Converts the fields with a declared type; the error message of the first that does
-/// not convert.
-fn coerce_declared(
-    declared: &[(usize, ColumnType, String)],
-    slots: &mut [Value],
-) -> Option<String> {
-    for (slot, ty, path) in declared {
-        match slots[*slot].coerce_declared(*ty) {
-            Ok(v) => slots[*slot] = v,
-            Err(e) => return Some(format!("field '{path}' is declared {ty}: {e}")),
-        }
-    }
-    None
-}
-
-/// Fills the slots of `$kafka.*` fields from a record's metadata.
-pub(super) struct KafkaFields {
-    fields: Vec<(usize, KafkaField)>,
-    /// Per source partition: its topic and partition number (Kafka names them
-    /// `topic/number`).
-    partitions: Vec<(Value, Value)>,
-}
-
-impl KafkaFields {
-    pub(super) fn new(fields: &FieldRegistry, names: &[String]) -> Self {
-        let partitions = names
-            .iter()
-            .map(|n| match n.rsplit_once('/') {
-                Some((t, p)) => (
-                    Value::Str(t.into()),
-                    p.parse::<i64>().map_or(Value::Null, Value::Int),
-                ),
-                None => (Value::Null, Value::Null),
-            })
-            .collect();
-        KafkaFields {
-            fields: fields.kafka_fields(),
-            partitions,
-        }
-    }
-
-    fn fill(&self, slots: &mut [Value], raw: &RawBatch, i: usize) {
-        let text = |b: Option<&[u8]>| {
-            b.and_then(|b| std::str::from_utf8(b).ok())
-                .map_or(Value::Null, |s| Value::Str(s.into()))
-        };
-        let rec = &raw.records[i];
-        for (slot, field) in &self.fields {
-            slots[*slot] = match field {
-                KafkaField::Key => text(raw.key(i)),
-                KafkaField::Timestamp => raw.timestamp(i).map_or(Value::Null, Value::Int),
-                KafkaField::Topic => self.partitions[rec.partition as usize].0.clone(),
-                KafkaField::Partition => self.partitions[rec.partition as usize].1.clone(),
-                KafkaField::Offset => i64::try_from(rec.offset).map_or(Value::Null, Value::Int),
-                KafkaField::Header(name) => text(raw.header(i, name)),
-            };
         }
     }
 }

@@ -5,8 +5,10 @@
 //! behind a mutex shared by the ingest thread and the timer, so an epoch barrier always
 //! falls between two polled batches: every worker's snapshot covers the same offsets.
 
-use super::ingest::{Decoding, Ingress, KafkaFields, ingest_loop};
+use super::decoding::{Decoding, KafkaFields};
+use super::ingest::{Ingress, ingest_loop};
 use super::owner::Owner;
+use super::parking::{ParkBoard, ParkRequest, Resolved};
 use super::registry;
 use super::timer::timer_loop;
 use crate::config::{EnvelopeRole, Format, FormatConfig, PipelineConfig, ReaderSchema};
@@ -53,6 +55,9 @@ pub struct RunOptions {
     /// for a source shared by several instances (a Kafka consumer group), through
     /// their common checkpoint store.
     pub cluster: Option<ClusterOptions>,
+    /// Views resumed on their checkpointed state although their logic changed
+    /// (`--accept-logic-change`): the user says the change is safe for that state.
+    pub accept_logic_change: Vec<String>,
 }
 
 impl RunOptions {
@@ -72,6 +77,7 @@ impl RunOptions {
             workers: workers.max(1),
             replay_if_damaged: false,
             cluster: None,
+            accept_logic_change: Vec::new(),
         }
     }
 }
@@ -104,12 +110,29 @@ pub struct Shared {
     pub checkpoints: Arc<CheckpointStatus>,
     /// The source partitions grouped into units of state.
     pub(crate) units: Arc<Units>,
+    /// The parked keys of every worker (`on_error: park`).
+    pub parked: Arc<ParkBoard>,
+    /// The workers' inboxes, for `retry` and `skip` of parked keys.
+    pub(crate) inboxes: Mutex<Vec<Sender<WorkerMsg>>>,
+    /// The epoch-cutting side, to publish and checkpoint a retry at once (also after
+    /// the input finished, when no timer cuts epochs any more).
+    ingress: IngressCell,
     /// Offsets of the newest checkpoint, not yet handed to the source.
     pub(super) durable: Arc<Mutex<Option<Resume>>>,
     /// Why the source cannot make progress now (it keeps retrying).
     pub(super) degraded: Mutex<Option<String>>,
     pub(super) stop: Arc<AtomicBool>,
     source_error: Mutex<Option<Fatal>>,
+}
+
+/// The ingress, once the pipeline has one.
+#[derive(Default)]
+struct IngressCell(std::sync::OnceLock<Arc<Mutex<Ingress>>>);
+
+impl std::fmt::Debug for IngressCell {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("Ingress")
+    }
 }
 
 impl Shared {
@@ -129,6 +152,54 @@ impl Shared {
             .expect("lock")
             .clone()
             .or_else(|| self.checkpoints.degraded())
+    }
+
+    /// Retries `key` if it is parked (or, with `skip`, drops its failing event to the
+    /// dead letters first), in whichever worker holds it: `Ok(None)` when no worker
+    /// of this instance holds it parked. Waits for the worker, at most `wait`.
+    pub fn resolve_parked(
+        &self,
+        key: &str,
+        skip: bool,
+        wait: Duration,
+    ) -> std::result::Result<Option<Resolved>, String> {
+        let inboxes = self.inboxes.lock().expect("inboxes lock").clone();
+        if inboxes.is_empty() {
+            return Err("the pipeline is stopping".into());
+        }
+        let deadline = Instant::now() + wait;
+        let (tx, rx) = unbounded();
+        for inbox in &inboxes {
+            let request = ParkRequest {
+                key: key.to_string(),
+                skip,
+                reply: tx.clone(),
+            };
+            let left = deadline.saturating_duration_since(Instant::now());
+            inbox
+                .send_timeout(WorkerMsg::Park(request), left)
+                .map_err(|_| "a worker did not take the request in time".to_string())?;
+        }
+        let mut found = None;
+        for _ in &inboxes {
+            let left = deadline.saturating_duration_since(Instant::now());
+            match rx.recv_timeout(left) {
+                Ok(Some(r)) => found = Some(r),
+                Ok(None) => {}
+                Err(_) => return Err("a worker did not answer in time".into()),
+            }
+        }
+        // Published and checkpointed now, not at the next input: the input may be over.
+        if found.is_some()
+            && let Some(ingress) = self.ingress.0.get()
+            && self.fatal().is_none()
+            && !self.stop.load(Ordering::Relaxed)
+        {
+            let mut ing = ingress.lock().expect("ingress lock");
+            ing.barrier(false, true)
+                .map_err(|_| "the pipeline is stopping".to_string())?;
+        }
+        Ok(found)
     }
 
     /// Records why the pipeline must stop; the first reason wins.
@@ -336,7 +407,11 @@ impl Pipeline {
                 &options.state_dir,
                 units.clone(),
                 options.replay_if_damaged,
-                config.logic.clone(),
+                {
+                    let mut logic = config.logic.clone();
+                    logic.accepted = options.accept_logic_change.iter().cloned().collect();
+                    logic
+                },
             )?)),
             false => None,
         };
@@ -376,6 +451,9 @@ impl Pipeline {
             degraded: Mutex::new(None),
             stop: Arc::new(AtomicBool::new(false)),
             source_error: Mutex::new(None),
+            parked: Arc::default(),
+            inboxes: Mutex::new(Vec::new()),
+            ingress: IngressCell::default(),
         });
 
         let writer = match &checkpoints {
@@ -413,6 +491,22 @@ impl Pipeline {
             })?
         };
 
+        let decoders = decoders(config)?;
+        let slots = decoders[0].slots();
+        let decoding = Arc::new(Decoding {
+            decoders,
+            normalize: normalizations(config),
+            on_tombstone: config.on_tombstone,
+            upcasters: config.upcasters.clone(),
+            kafka: KafkaFields::new(&config.fields, units.partition_names()),
+            declared: config
+                .fields
+                .declared_slots()
+                .into_iter()
+                .map(|(slot, ty)| (slot, ty, config.fields.paths()[slot].clone()))
+                .collect(),
+            envelope: config.envelope.clone(),
+        });
         let mut senders = Vec::with_capacity(n);
         let mut workers = Vec::with_capacity(n);
         for id in 0..n {
@@ -427,14 +521,20 @@ impl Pipeline {
                 counters: shared.counters.clone(),
                 bad: shared.bad.clone(),
                 first_epoch: 1,
+                decoding: decoding.clone(),
+                max_held: config.max_held,
+                board: shared.parked.clone(),
             };
             workers.push(spawn(&format!("worker-{id}"), &shared, move || {
                 worker.run()
             })?);
         }
 
-        let decoders = decoders(config)?;
-        let slots = decoders[0].slots();
+        shared
+            .inboxes
+            .lock()
+            .expect("inboxes lock")
+            .clone_from(&senders);
         let count = partitions.len();
         let ingress = Arc::new(Mutex::new(Ingress {
             router: Router::new(senders, slots, BATCH),
@@ -452,6 +552,7 @@ impl Pipeline {
             units: units.clone(),
         }));
 
+        let _ = shared.ingress.0.set(ingress.clone());
         let owner = Owner {
             ingress: ingress.clone(),
             shared: shared.clone(),
@@ -506,22 +607,9 @@ impl Pipeline {
         }
 
         let ingest = {
-            let decoding = Decoding {
-                decoders,
-                normalize: normalizations(config),
-                on_tombstone: config.on_tombstone,
-                upcasters: config.upcasters.clone(),
-                kafka: KafkaFields::new(&config.fields, units.partition_names()),
-                declared: config
-                    .fields
-                    .declared_slots()
-                    .into_iter()
-                    .map(|(slot, ty)| (slot, ty, config.fields.paths()[slot].clone()))
-                    .collect(),
-            };
             let owner = owner.clone();
             spawn("ingest", &shared, move || {
-                ingest_loop(source, decoding, &owner)
+                ingest_loop(source, &decoding, &owner)
             })?
         };
         let timer = {
@@ -576,6 +664,7 @@ impl Pipeline {
     /// the workers and the coordinator.
     pub fn stop(mut self) -> Result<()> {
         self.shared.stop.store(true, Ordering::SeqCst);
+        self.shared.inboxes.lock().expect("inboxes lock").clear();
         if let Some(t) = self.timer.take() {
             t.thread().unpark();
             let _ = t.join();

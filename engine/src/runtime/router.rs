@@ -89,8 +89,9 @@ impl Router {
         raw: &[u8],
         key: Option<&[u8]>,
         values: &mut [projector_operators::value::Value],
+        extras: Option<super::worker::Extras>,
     ) -> Result<(), Disconnected> {
-        self.pending[w].push(partition, offset, raw, key, values);
+        self.pending[w].push(partition, offset, raw, key, values, extras);
         if self.pending[w].len() >= self.batch_size {
             self.send(w)?;
         }

@@ -6,8 +6,11 @@
 //! coordinator an immutable snapshot of its views for that epoch. No locks on the
 //! hot path: the state is the worker's alone.
 
+use crate::Fatal;
 use crate::runtime::bad_records::{BadRecord, BadRecords};
+use crate::runtime::decoding::{Decoding, RecordIn, Step};
 use crate::runtime::epoch::CoordMsg;
+use crate::runtime::parking::{ParkBoard, ParkRequest, ParkedInfo, Resolved};
 use crate::serve::status::Counters;
 use crate::state::units::Units;
 use crate::state::view::{
@@ -15,7 +18,9 @@ use crate::state::view::{
 };
 use crossbeam_channel::{Receiver, Sender};
 use projector_operators::codec;
-use projector_operators::projection::{Outcome, PartitionState, Projection, ViewState};
+use projector_operators::envelope::key_text;
+use projector_operators::park::{HeldRecord, Parked};
+use projector_operators::projection::{Outcome, PartitionState, Projection, Scratch, ViewState};
 use projector_operators::value::Value;
 use projector_operators::view::{ViewKind, ViewSpec};
 use std::collections::BTreeMap;
@@ -28,6 +33,35 @@ pub struct EventBatch {
     meta: Vec<EventMeta>,
     values: Vec<Value>,
     slots: usize,
+    /// With `on_error: park`, one per event: what a parked key holds beyond the bytes.
+    extras: Vec<Extras>,
+}
+
+/// What a worker needs of a record, beyond its bytes and key, to hold it for a parked
+/// key and decode it again later (`on_error: park` only).
+#[derive(Debug, Default)]
+pub struct Extras {
+    tombstone: bool,
+    timestamp: Option<i64>,
+    headers: Vec<(Box<str>, Option<Box<[u8]>>)>,
+    /// It failed before the views (an upcaster, a declared type): code and message.
+    error: Option<(&'static str, String)>,
+}
+
+impl Extras {
+    /// The extras of `rec`, which failed with `error` if given.
+    pub(crate) fn of(rec: &RecordIn<'_>, error: Option<(&'static str, String)>) -> Self {
+        Extras {
+            tombstone: rec.value.is_none(),
+            timestamp: rec.timestamp,
+            headers: rec
+                .headers
+                .iter()
+                .map(|(n, v)| (Box::from(*n), v.map(Box::from)))
+                .collect(),
+            error,
+        }
+    }
 }
 
 #[derive(Debug, Clone, Copy)]
@@ -48,10 +82,12 @@ impl EventBatch {
             meta: Vec::with_capacity(events),
             values: Vec::with_capacity(events * slots),
             slots,
+            extras: Vec::new(),
         }
     }
 
-    /// Appends an event, taking its decoded values (leaving nulls behind).
+    /// Appends an event, taking its decoded values (leaving nulls behind); `extras`
+    /// with `on_error: park` (then for every event).
     pub fn push(
         &mut self,
         partition: u32,
@@ -59,7 +95,12 @@ impl EventBatch {
         raw: &[u8],
         key: Option<&[u8]>,
         values: &mut [Value],
+        extras: Option<Extras>,
     ) {
+        if let Some(x) = extras {
+            debug_assert_eq!(self.extras.len(), self.meta.len());
+            self.extras.push(x);
+        }
         debug_assert_eq!(values.len(), self.slots);
         let start = self.raw.len();
         self.raw.extend_from_slice(raw);
@@ -112,6 +153,8 @@ pub enum WorkerMsg {
     },
     /// These units are no longer this instance's: drop their state.
     Release(Vec<u32>),
+    /// Retry or skip a parked key, if this worker holds it.
+    Park(ParkRequest),
     /// Stop after the messages before this one.
     Stop,
 }
@@ -148,6 +191,12 @@ pub(crate) struct Worker {
     pub bad: Arc<BadRecords>,
     /// The epoch the first events belong to (dead letters are staged by epoch).
     pub first_epoch: u64,
+    /// How records become events: a parked key's records are decoded again on retry.
+    pub decoding: Arc<Decoding>,
+    /// `park.max_held`.
+    pub max_held: usize,
+    /// Where this worker lists its parked keys.
+    pub board: Arc<ParkBoard>,
 }
 
 impl Worker {
@@ -172,6 +221,149 @@ impl Worker {
         now
     }
 
+    /// This worker's parked keys, for `/parked`.
+    fn parked_keys(&self, partitions: &BTreeMap<u32, PartitionState>) -> Vec<ParkedInfo> {
+        partitions
+            .iter()
+            .flat_map(|(unit, state)| {
+                let unit = self.units.name(*unit);
+                state
+                    .parked
+                    .iter()
+                    .map(move |(key, p)| ParkedInfo::of(key, unit, p))
+            })
+            .collect()
+    }
+
+    /// Retries (or skips the failing event of) `request.key` in every unit where this
+    /// worker holds it parked: its records are decoded again and applied in order, until
+    /// one fails (which parks the key again there, holding the rest). `None`: this
+    /// worker holds no such key.
+    fn resolve(
+        &self,
+        partitions: &mut BTreeMap<u32, PartitionState>,
+        scratch: &mut Scratch,
+        request: &ParkRequest,
+        epoch: u64,
+    ) -> Option<Resolved> {
+        let key = request.key.as_str();
+        let mut resolved: Option<Resolved> = None;
+        let mut slots = vec![Value::Null; self.decoding.slots()];
+        let mut copied = Vec::new();
+        for (unit, state) in partitions.iter_mut() {
+            let Some(parked) = state.parked.remove(key) else {
+                continue;
+            };
+            touch_rows(state, key);
+            let done = resolved.get_or_insert_with(|| Resolved {
+                key: key.to_string(),
+                ..Resolved::default()
+            });
+            let (code, message) = (parked.code.clone(), parked.message.clone());
+            let mut records = parked.into_records();
+            if request.skip {
+                let failing = records.next().expect("a parked key has its failing event");
+                let message = format!("skipped while parked: {code}: {message}");
+                self.bad.report(
+                    &self.counters,
+                    BadRecord {
+                        raw: failing.value.as_deref().unwrap_or_default(),
+                        code: "park.skipped",
+                        message: &message,
+                        partition: &failing.partition,
+                        offset: failing.offset,
+                        key: failing.key.as_deref(),
+                        event: None,
+                    },
+                    epoch,
+                );
+                done.skipped = Some(failing.offset);
+            }
+            while let Some(record) = records.next() {
+                match self.redo(state, scratch, key, &record, &mut slots, &mut copied) {
+                    Ok(true) => done.applied += 1,
+                    Ok(false) => done.dropped += 1,
+                    Err((code, message)) => {
+                        let mut again = Parked::new(code, &message, record);
+                        again.held.extend(records);
+                        done.parked = Some(ParkedInfo::of(key, self.units.name(*unit), &again));
+                        state.parked.insert(Arc::from(key), again);
+                        touch_rows(state, key);
+                        break;
+                    }
+                }
+            }
+        }
+        if let Some(done) = &resolved {
+            Counters::add(&self.counters.applied, done.applied);
+            Counters::add(&self.counters.duplicates, done.dropped);
+        }
+        resolved
+    }
+
+    /// Decodes a held record of `key` again and applies it: `Ok(true)` applied,
+    /// `Ok(false)` dropped (a duplicate, or nothing for the views), `Err` why it fails.
+    fn redo(
+        &self,
+        state: &mut PartitionState,
+        scratch: &mut Scratch,
+        key: &str,
+        record: &HeldRecord,
+        slots: &mut [Value],
+        copied: &mut Vec<Value>,
+    ) -> Result<bool, (&'static str, String)> {
+        let names = self.units.partition_names();
+        let Some(partition) = names.iter().position(|n| **n == *record.partition) else {
+            let message = format!(
+                "partition {} is not read by the pipeline any more: skip the event",
+                record.partition
+            );
+            return Err(("park.unknown_partition", message));
+        };
+        let partition = partition as u32;
+        let headers: Vec<(&str, Option<&[u8]>)> = record
+            .headers
+            .iter()
+            .map(|(n, v)| (&**n, v.as_deref()))
+            .collect();
+        let rec = RecordIn {
+            partition,
+            offset: record.offset,
+            value: record.value.as_deref(),
+            key: record.key.as_deref(),
+            timestamp: record.timestamp,
+            headers: &headers,
+        };
+        let stream = self.units.stream(partition);
+        match self
+            .decoding
+            .decode(&rec, usize::from(stream), slots, copied)
+        {
+            Step::Event => {}
+            Step::Ignored => return Ok(false),
+            Step::Bad { code, message, .. } => return Err((code, message)),
+            Step::RegistryDown(why) => return Err(("registry.unavailable", why)),
+        }
+        let now = self
+            .projection
+            .key(slots)
+            .map_err(|e| (e.code(), e.to_string()))?;
+        let now = key_text(now).expect("key() checked the kind");
+        if now != key {
+            let message =
+                format!("decoded again, the event's key is '{now}', not '{key}': skip the event");
+            return Err(("park.key_changed", message));
+        }
+        match self
+            .projection
+            .apply_in(state, scratch, slots, Some(record.offset), stream)
+        {
+            Ok(Outcome::Applied) => Ok(true),
+            Ok(Outcome::Duplicate) => Ok(false),
+            Err(e) => Err((e.code(), e.to_string())),
+        }
+    }
+
     /// The worker loop; returns when told to stop or when the coordinator is gone.
     pub(crate) fn run(self) {
         let mut partitions: BTreeMap<u32, PartitionState> = BTreeMap::new();
@@ -186,6 +378,8 @@ impl Worker {
         let mut encoded: BTreeMap<u32, usize> = BTreeMap::new();
         // The dedup ids and bytes last added to the shared gauges.
         let mut reported = (0u64, 0u64);
+        // A key was parked, held an event or was resumed since the last epoch.
+        let mut parked_changed = false;
         while let Ok(msg) = self.inbox.recv() {
             match msg {
                 WorkerMsg::Batch(batch) => {
@@ -201,6 +395,37 @@ impl Worker {
                             .entry(self.units.of(m.partition))
                             .or_insert_with(|| self.projection.new_partition_state());
                         let stream = self.units.stream(m.partition);
+                        let extras = batch.extras.get(i);
+                        if let Some(x) = extras
+                            && (x.error.is_some() || !state.parked.is_empty())
+                        {
+                            let held = || held_record(partition, m, &batch.raw, x);
+                            let key = self.projection.key(event).ok().and_then(key_text);
+                            let key = key.expect("routed by its key");
+                            if let Some(p) = state.parked.get_mut(&*key) {
+                                if p.held.len() >= self.max_held {
+                                    self.bad.stop(Fatal::ParkFull {
+                                        key: key.into_owned(),
+                                        unit: self.units.name(self.units.of(m.partition)).into(),
+                                        code: p.code.to_string(),
+                                        partition: p.failing.partition.to_string(),
+                                        offset: p.failing.offset,
+                                        max_held: self.max_held,
+                                    });
+                                    continue;
+                                }
+                                p.held.push_back(held());
+                                Counters::add(&self.counters.parked, 1);
+                                parked_changed = true;
+                                continue;
+                            }
+                            if let Some((code, message)) = &x.error {
+                                park(state, &key, code, message, held());
+                                Counters::add(&self.counters.parked, 1);
+                                (dirty, parked_changed) = (true, true);
+                                continue;
+                            }
+                        }
                         match self.projection.apply_in(
                             state,
                             &mut scratch,
@@ -210,6 +435,14 @@ impl Worker {
                         ) {
                             Ok(Outcome::Applied) => applied += 1,
                             Ok(Outcome::Duplicate) => dups += 1,
+                            Err(e) if extras.is_some() => {
+                                let key = self.projection.key(event).ok().and_then(key_text);
+                                let key = key.expect("routed by its key");
+                                let held = held_record(partition, m, &batch.raw, &batch.extras[i]);
+                                park(state, &key, e.code(), &e.to_string(), held);
+                                Counters::add(&self.counters.parked, 1);
+                                (dirty, parked_changed) = (true, true);
+                            }
                             Err(e) => {
                                 let message = e.to_string();
                                 let code = e.code();
@@ -254,6 +487,10 @@ impl Worker {
                         }
                         dirty = false;
                     }
+                    if parked_changed {
+                        self.board.set(self.id, self.parked_keys(&partitions));
+                        parked_changed = false;
+                    }
                     let views = cached
                         .iter()
                         .map(|c| c.clone().expect("built above"))
@@ -288,6 +525,7 @@ impl Worker {
                     }
                 }
                 WorkerMsg::Restore { partition, state } => {
+                    parked_changed |= !state.parked.is_empty();
                     partitions.insert(partition, state);
                     chunks.iter_mut().for_each(|c| {
                         c.remove(&partition);
@@ -298,10 +536,48 @@ impl Worker {
                     for p in gone {
                         dirty |= partitions.remove(&p).is_some();
                     }
+                    parked_changed = true;
+                }
+                WorkerMsg::Park(request) => {
+                    let resolved =
+                        self.resolve(&mut partitions, &mut scratch, &request, current_epoch);
+                    if resolved.is_some() {
+                        (dirty, parked_changed) = (true, true);
+                    }
+                    let _ = request.reply.send(resolved);
                 }
                 WorkerMsg::Stop => return,
             }
         }
+    }
+}
+
+/// Parks `key` in `state` on `failing`, which failed with `code` and `message`.
+fn park(state: &mut PartitionState, key: &str, code: &str, message: &str, failing: HeldRecord) {
+    state
+        .parked
+        .insert(Arc::from(key), Parked::new(code, message, failing));
+    touch_rows(state, key);
+}
+
+/// Marks `key`'s fold rows changed, so their `_parked` column is built again.
+fn touch_rows(state: &mut PartitionState, key: &str) {
+    for view in &mut state.views {
+        if let ViewState::Fold(rows) = view {
+            rows.get_mut(key);
+        }
+    }
+}
+
+/// The record behind event `m` of a batch (whose bytes are in `raw`), of `partition`.
+fn held_record(partition: &str, m: &EventMeta, raw: &[u8], x: &Extras) -> HeldRecord {
+    HeldRecord {
+        partition: Arc::from(partition),
+        offset: m.offset,
+        value: (!x.tombstone).then(|| raw[m.start..m.end].into()),
+        key: m.key.map(|(a, b)| raw[a..b].into()),
+        timestamp: x.timestamp,
+        headers: x.headers.clone(),
     }
 }
 
@@ -319,7 +595,8 @@ fn refresh_chunks(
     cache.retain(|p, _| partitions.contains_key(p));
     let schema = view_schema(spec);
     for (p, state) in partitions.iter_mut() {
-        let ViewState::Fold(rows) = &mut state.views[v] else {
+        let PartitionState { views, parked, .. } = state;
+        let ViewState::Fold(rows) = &mut views[v] else {
             continue;
         };
         let fresh = !cache.contains_key(p);
@@ -333,7 +610,7 @@ fn refresh_chunks(
         };
         for c in rebuild {
             if c < batches.len() {
-                batches[c] = build_fold_chunk(spec, &schema, *p, rows.chunk(c));
+                batches[c] = build_fold_chunk(spec, &schema, *p, rows.chunk(c), parked);
             }
         }
     }

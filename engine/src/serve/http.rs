@@ -1,9 +1,10 @@
-//! The HTTP face: `POST /sql`, `GET /views`, `GET /status`, `GET /health`, and
+//! The HTTP face: `POST /sql`, `GET /views`, `GET /status`, `GET /health`, `GET
+//! /parked` with `POST /parked/retry` and `/parked/skip` (`on_error: park`), and
 //! `POST /cluster/scan`, which other instances of the pipeline send (see
 //! `serve/cluster`).
 
 use crate::runtime::pipeline::Shared;
-use crate::serve::auth::{Auth, Caller, guard};
+use crate::serve::auth::{Auth, Caller, guard, refuse};
 use crate::serve::cluster::wire::{ABSENT, COVERED, Contribution, ScanRequest, scan_sql};
 use crate::serve::output::{OutputFormat, render};
 use crate::serve::query::{QueryError, QueryErrorKind, QueryOptions, QueryResult, SqlEngine};
@@ -111,6 +112,9 @@ pub(crate) fn router(state: AppState) -> Router {
         .route("/status", get(status))
         .route("/health", get(health))
         .route("/cluster/scan", post(cluster_scan))
+        .route("/parked", get(parked))
+        .route("/parked/retry", post(parked_retry))
+        .route("/parked/skip", post(parked_skip))
         .with_state(state)
         .layer(axum::middleware::from_fn_with_state(auth, guard))
 }
@@ -465,6 +469,12 @@ pub fn status_json(shared: &Shared) -> serde_json::Value {
             "ids": shared.counters.dedup_ids.load(std::sync::atomic::Ordering::Relaxed),
             "bytes": shared.counters.dedup_bytes.load(std::sync::atomic::Ordering::Relaxed),
         },
+        // `on_error: park`: keys parked and the events they hold (as of each
+        // worker's last epoch; GET /parked lists them).
+        "parked": {
+            "keys": shared.parked.totals().0,
+            "events": shared.parked.totals().1,
+        },
         "checkpoint": shared.checkpoints.get(),
         "checkpoints_skipped": shared.checkpoints.skipped(),
         "restored_from_epoch": shared.restored_epoch.load(std::sync::atomic::Ordering::Relaxed),
@@ -512,6 +522,83 @@ pub(crate) fn partitions_json(shared: &Shared) -> serde_json::Value {
 
 async fn status(State(app): State<AppState>) -> Response {
     axum::Json(status_json(&app.shared)).into_response()
+}
+
+/// Parked keys hold events of every view: only a caller who may read every view sees
+/// or resumes them.
+fn may_park(caller: &Caller) -> Option<Response> {
+    match caller.grant() {
+        Some(grant) if !matches!(grant, crate::config::ViewGrant::All) => Some(refuse(
+            StatusCode::FORBIDDEN,
+            "auth.forbidden",
+            "parked keys hold events of every view: this token may read only some",
+        )),
+        _ => None,
+    }
+}
+
+/// `GET /parked`: the parked keys of this instance (`on_error: park`).
+async fn parked(State(app): State<AppState>, Extension(caller): Extension<Caller>) -> Response {
+    if let Some(refused) = may_park(&caller) {
+        return refused;
+    }
+    let keys = app.shared.parked.list();
+    axum::Json(json!({ "parked": keys })).into_response()
+}
+
+#[derive(Deserialize)]
+struct ParkParams {
+    key: String,
+}
+
+/// `POST /parked/retry?key=K`: applies the key's failing event and held events again.
+async fn parked_retry(
+    State(app): State<AppState>,
+    Extension(caller): Extension<Caller>,
+    Query(params): Query<ParkParams>,
+) -> Response {
+    resolve_parked(app, caller, params.key, false).await
+}
+
+/// `POST /parked/skip?key=K`: sends the key's failing event to the dead letters and
+/// applies its held events.
+async fn parked_skip(
+    State(app): State<AppState>,
+    Extension(caller): Extension<Caller>,
+    Query(params): Query<ParkParams>,
+) -> Response {
+    resolve_parked(app, caller, params.key, true).await
+}
+
+async fn resolve_parked(app: AppState, caller: Caller, key: String, skip: bool) -> Response {
+    if let Some(refused) = may_park(&caller) {
+        return refused;
+    }
+    if !app.shared.bad.parks() {
+        return error_response(
+            StatusCode::CONFLICT,
+            "park.off",
+            "the pipeline does not park keys (on_error is not park)",
+        );
+    }
+    let shared = app.shared.clone();
+    let wait = std::time::Duration::from_secs(30);
+    let asked = key.clone();
+    let done = tokio::task::spawn_blocking(move || shared.resolve_parked(&asked, skip, wait)).await;
+    match done {
+        Ok(Ok(Some(resolved))) => axum::Json(resolved).into_response(),
+        Ok(Ok(None)) => error_response(
+            StatusCode::NOT_FOUND,
+            "park.not_parked",
+            &format!("key '{key}' is not parked on this instance (GET /parked lists them)"),
+        ),
+        Ok(Err(why)) => error_response(StatusCode::SERVICE_UNAVAILABLE, "park.busy", &why),
+        Err(e) => error_response(
+            StatusCode::INTERNAL_SERVER_ERROR,
+            "park.failed",
+            &e.to_string(),
+        ),
+    }
 }
 
 async fn health(State(app): State<AppState>) -> Response {

@@ -28,6 +28,8 @@ pub struct Counters {
     pub dedup_ids: AtomicU64,
     /// Bytes of those ids' text.
     pub dedup_bytes: AtomicU64,
+    /// Events that parked their key, or were held for a parked key (`on_error: park`).
+    pub parked: AtomicU64,
 }
 
 impl Counters {

@@ -16,12 +16,14 @@
 //! retention is not part of the shape: a changed one applies from the next event).
 //! Sections only some pieces need follow, flagged after their own magic (so pieces
 //! without them read as before): the versions of streams after the first (a partition
-//! fed by several topics), and the keys' recent event ids (`dedup:`). Integers are little-endian, strings are length-prefixed
-//! UTF-8. Maps are written in their iteration order; equal states may encode to
+//! fed by several topics), the keys' recent event ids (`dedup:`) and the parked keys
+//! with their held records (`on_error: park`). Integers are little-endian, strings are
+//! length-prefixed UTF-8. Maps are written in their iteration order; equal states may encode to
 //! different bytes, which nothing depends on.
 
 use crate::aggregate::{Acc, AggregateSpec};
 use crate::dedup::RecentIds;
+use crate::park::{HeldRecord, Parked};
 use crate::projection::{AggState, PartitionState, Projection, ViewState};
 use crate::table::{TableRow, TableState};
 use crate::value::Value;
@@ -33,13 +35,15 @@ use std::sync::Arc;
 /// First bytes of every encoded piece (format version 1).
 const MAGIC: &[u8; 4] = b"PJS1";
 /// First bytes of a piece with sections beyond format version 1: a `u64` of flags
-/// ([`STREAMS`], [`DEDUP`]) follows, and the flagged sections follow the views, in
+/// ([`STREAMS`], [`DEDUP`], [`PARKED`]) follows, and the flagged sections follow the views, in
 /// flag order.
 const MAGIC_EXT: &[u8; 4] = b"PJSX";
 /// Section: the versions of the streams after the first.
 const STREAMS: u64 = 1;
 /// Section: the keys' recent event ids (`dedup:`).
 const DEDUP: u64 = 2;
+/// Section: the parked keys (`on_error: park`).
+const PARKED: u64 = 4;
 
 /// A piece that cannot be read back.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -110,7 +114,8 @@ pub fn encode(projection: &Projection, state: &PartitionState, out: &mut Vec<u8>
         0
     } else {
         STREAMS
-    } | if state.dedup.is_empty() { 0 } else { DEDUP };
+    } | if state.dedup.is_empty() { 0 } else { DEDUP }
+        | if state.parked.is_empty() { 0 } else { PARKED };
     if flags == 0 {
         out.extend_from_slice(MAGIC);
     } else {
@@ -171,6 +176,39 @@ pub fn encode(projection: &Projection, state: &PartitionState, out: &mut Vec<u8>
             }
         }
     }
+    if flags & PARKED != 0 {
+        put_u64(out, state.parked.len() as u64);
+        for (key, parked) in &state.parked {
+            put_str(out, key);
+            put_str(out, &parked.code);
+            put_str(out, &parked.message);
+            out.extend_from_slice(&parked.since_ms.to_le_bytes());
+            put_held(out, &parked.failing);
+            put_u64(out, parked.held.len() as u64);
+            parked.held.iter().for_each(|h| put_held(out, h));
+        }
+    }
+}
+
+fn put_held(out: &mut Vec<u8>, h: &HeldRecord) {
+    put_str(out, &h.partition);
+    put_u64(out, h.offset);
+    put_opt_bytes(out, h.value.as_deref());
+    put_opt_bytes(out, h.key.as_deref());
+    put_opt_i64(out, h.timestamp);
+    put_u64(out, h.headers.len() as u64);
+    for (name, value) in &h.headers {
+        put_str(out, name);
+        put_opt_bytes(out, value.as_deref());
+    }
+}
+
+fn put_opt_bytes(out: &mut Vec<u8>, b: Option<&[u8]>) {
+    out.push(u8::from(b.is_some()));
+    if let Some(b) = b {
+        put_u64(out, b.len() as u64);
+        out.extend_from_slice(b);
+    }
 }
 
 /// Reads one piece written by [`encode`] for the same views.
@@ -181,7 +219,7 @@ pub fn decode(projection: &Projection, bytes: &[u8]) -> Result<PartitionState, C
         m if m == MAGIC_EXT => r.u64()?,
         _ => return Err(CodecError::BadMagic),
     };
-    if flags & !(STREAMS | DEDUP) != 0 {
+    if flags & !(STREAMS | DEDUP | PARKED) != 0 {
         return Err(CodecError::BadMagic);
     }
     let mut expected = Vec::new();
@@ -284,6 +322,27 @@ pub fn decode(projection: &Projection, bytes: &[u8]) -> Result<PartitionState, C
             state.dedup.insert(key, RecentIds::from_ids(ids));
         }
     }
+    if flags & PARKED != 0 {
+        for _ in 0..r.u64()? {
+            let key = r.str()?;
+            let code = r.str()?;
+            let message = r.str()?;
+            let since_ms = i64::from_le_bytes(r.array()?);
+            let failing = r.held()?;
+            let mut held = std::collections::VecDeque::new();
+            for _ in 0..r.u64()? {
+                held.push_back(r.held()?);
+            }
+            let parked = Parked {
+                code,
+                message,
+                since_ms,
+                failing,
+                held,
+            };
+            state.parked.insert(key, parked);
+        }
+    }
     if r.at != bytes.len() {
         return Err(CodecError::TrailingBytes {
             count: bytes.len() - r.at,
@@ -362,6 +421,7 @@ pub fn merge(state: &mut PartitionState, mut other: PartitionState) {
         mine.extend(theirs);
     }
     state.dedup.extend(other.dedup);
+    state.parked.extend(other.parked);
     for (mine, theirs) in state.views.iter_mut().zip(other.views) {
         match (mine, theirs) {
             (ViewState::Fold(a), ViewState::Fold(b)) => {
@@ -407,6 +467,9 @@ pub fn split(
     }
     for (key, recent) in state.dedup {
         pieces[route(&key)].dedup.insert(key, recent);
+    }
+    for (key, parked) in state.parked {
+        pieces[route(&key)].parked.insert(key, parked);
     }
     for (v, view) in state.views.into_iter().enumerate() {
         match view {
@@ -588,6 +651,35 @@ impl<'a> Reader<'a> {
         std::str::from_utf8(bytes).map_err(|source| CodecError::InvalidUtf8 {
             end: self.at,
             source,
+        })
+    }
+
+    fn opt_bytes(&mut self) -> Result<Option<Box<[u8]>>, CodecError> {
+        if !self.bool()? {
+            return Ok(None);
+        }
+        let len = usize::try_from(self.u64()?).map_err(CodecError::StringTooLong)?;
+        Ok(Some(self.take(len)?.into()))
+    }
+
+    fn held(&mut self) -> Result<HeldRecord, CodecError> {
+        let partition = self.str()?;
+        let offset = self.u64()?;
+        let value = self.opt_bytes()?;
+        let key = self.opt_bytes()?;
+        let timestamp = self.opt_i64()?;
+        let mut headers = Vec::new();
+        for _ in 0..self.u64()? {
+            let name = Box::from(self.str_ref()?);
+            headers.push((name, self.opt_bytes()?));
+        }
+        Ok(HeldRecord {
+            partition,
+            offset,
+            value,
+            key,
+            timestamp,
+            headers,
         })
     }
 

@@ -53,7 +53,9 @@ fn canonical(state: &PartitionState) -> String {
         .collect();
     let mut dedup: Vec<_> = state.dedup.iter().collect();
     dedup.sort_by(|a, b| a.0.cmp(b.0));
-    format!("{versions:?}|{streams:?}|{dedup:?}|{views:?}")
+    let mut parked: Vec<_> = state.parked.iter().collect();
+    parked.sort_by(|a, b| a.0.cmp(b.0));
+    format!("{versions:?}|{streams:?}|{dedup:?}|{parked:?}|{views:?}")
 }
 
 /// A projection with a fold view (every column type), an aggregate view (every
@@ -91,6 +93,7 @@ fn projection() -> Projection {
             .into_iter()
             .collect(),
         star: None,
+        parked_column: false,
     };
     let agg = |name: &str, func, ty| AggColumn {
         name: name.into(),
@@ -154,6 +157,32 @@ fn value() -> impl Strategy<Value = Value> {
     ]
 }
 
+/// A held record: every field, with and without its optional parts.
+fn held() -> impl Strategy<Value = HeldRecord> {
+    let bytes = || proptest::option::of(proptest::collection::vec(any::<u8>(), 0..8));
+    (
+        "[a-z]{1,4}/[0-9]",
+        any::<u64>(),
+        bytes(),
+        bytes(),
+        proptest::option::of(any::<i64>()),
+        proptest::collection::vec(("[a-z]{1,4}", bytes()), 0..3),
+    )
+        .prop_map(
+            |(partition, offset, value, key, timestamp, headers)| HeldRecord {
+                partition: partition.into(),
+                offset,
+                value: value.map(Into::into),
+                key: key.map(Into::into),
+                timestamp,
+                headers: headers
+                    .into_iter()
+                    .map(|(n, v)| (n.into(), v.map(Into::into)))
+                    .collect(),
+            },
+        )
+}
+
 fn state(p: &Projection) -> impl Strategy<Value = PartitionState> + use<> {
     let empty = p.new_partition_state();
     let key = "[a-z]{1,6}";
@@ -187,6 +216,7 @@ fn state(p: &Projection) -> impl Strategy<Value = PartitionState> + use<> {
                 ),
                 0..5,
             ),
+            proptest::collection::hash_map(key, proptest::collection::vec(held(), 1..4), 0..4),
         ),
         proptest::collection::hash_map(key, row, 0..20),
         proptest::collection::vec((value(), accs), 0..6),
@@ -194,7 +224,7 @@ fn state(p: &Projection) -> impl Strategy<Value = PartitionState> + use<> {
         proptest::option::of(any::<i64>()),
     )
         .prop_map(
-            move |(versions, (streams, dedup), rows, groups, table_rows, max_time)| {
+            move |(versions, (streams, dedup, parked), rows, groups, table_rows, max_time)| {
                 let mut s = empty.clone();
                 s.versions = versions
                     .into_iter()
@@ -211,6 +241,16 @@ fn state(p: &Projection) -> impl Strategy<Value = PartitionState> + use<> {
                             ids.into_iter().map(|(i, t)| (Arc::from(i), t)),
                         );
                         (Arc::from(k), recent)
+                    })
+                    .collect();
+                s.parked = parked
+                    .into_iter()
+                    .map(|(k, records)| {
+                        let mut records = records.into_iter();
+                        let first = records.next().expect("at least one");
+                        let mut p = Parked::new("apply.expression", "it failed", first);
+                        p.held.extend(records);
+                        (Arc::from(k), p)
                     })
                     .collect();
                 s.views[0] = ViewState::Fold(
@@ -294,6 +334,7 @@ proptest! {
                 prop_assert!(versions.keys().all(|k| route(k) == w));
             }
             prop_assert!(piece.dedup.keys().all(|k| route(k) == w));
+            prop_assert!(piece.parked.keys().all(|k| route(k) == w));
         }
         let mut merged = p.new_partition_state();
         for piece in pieces {

@@ -67,6 +67,7 @@ pub(super) fn fold(
         columns,
         handlers,
         star,
+        parked_column: false,
     })
 }
 

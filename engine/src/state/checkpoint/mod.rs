@@ -123,7 +123,9 @@ pub enum CheckpointError {
         "{at} was written by other logic for view(s) {}:\n{}\nResuming would give rows \
          that neither the old logic nor the new one computes. Either run the pipeline \
          as it was, or rebuild the views from the start of the input with an empty \
-         state (another --state-dir, or remove {store})",
+         state (another --state-dir, or remove {store}), or, when the change is safe \
+         for the state built so far (it only changes what failed, before retrying \
+         parked keys), resume with --accept-logic-change VIEW",
         changes.iter().map(|c| c.view.as_str()).collect::<Vec<_>>().join(", "),
         changes.iter().flat_map(|c| c.lines.iter().map(move |l| format!("  {}: {l}", c.view))).collect::<Vec<_>>().join("\n")
     )]

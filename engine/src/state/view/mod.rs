@@ -13,7 +13,8 @@ use self::columns::{ColumnBuilder, arrow_type};
 use arrow::array::{Array, AsArray, RecordBatch};
 use arrow::datatypes::{Field, Schema, SchemaRef};
 use projector_operators::aggregate::AggregateSpec;
-use projector_operators::projection::{AggState, PartitionState, ViewState};
+use projector_operators::park::Parked;
+use projector_operators::projection::{AggState, FastMap, PartitionState, ViewState};
 use projector_operators::rows::Row;
 use projector_operators::value::{ColumnType, Value};
 use projector_operators::view::{ViewKind, ViewSpec};
@@ -33,6 +34,13 @@ pub fn view_schema(spec: &ViewSpec) -> SchemaRef {
                 .iter()
                 .map(|c| Field::new(&c.name, arrow_type(c.ty), true)),
         )
+        .chain(f.parked_column.then(|| {
+            Field::new(
+                projector_operators::fold::PARKED_COLUMN,
+                arrow_type(ColumnType::Bool),
+                false,
+            )
+        }))
         .collect(),
         ViewKind::Aggregate(a) => a
             .group_by
@@ -106,13 +114,14 @@ pub(crate) fn build_worker_view_from(
                 partitions
                     .iter()
                     .filter_map(|(id, p)| match &p.views[v] {
-                        ViewState::Fold(s) => Some((*id, s)),
+                        ViewState::Fold(s) => Some((*id, s, &p.parked)),
                         _ => None,
                     })
-                    .flat_map(|(id, s)| {
+                    .flat_map(|(id, s, parked)| {
                         let schema = &schema;
-                        (0..s.chunks())
-                            .filter_map(move |c| build_fold_chunk(spec, schema, id, s.chunk(c)))
+                        (0..s.chunks()).filter_map(move |c| {
+                            build_fold_chunk(spec, schema, id, s.chunk(c), parked)
+                        })
                     })
                     .collect(),
             )
@@ -177,12 +186,14 @@ impl FoldChunk {
 
 /// One chunk of a fold view's rows of source partition `partition` (`None` when the
 /// chunk has no rows); `schema` is the view's ([`view_schema`]), made once by the
-/// caller for all its chunks.
+/// caller for all its chunks. `parked`: the partition's parked keys, whose rows the
+/// `_parked` column marks (when the view has it).
 pub fn build_fold_chunk<'a>(
     spec: &ViewSpec,
     schema: &SchemaRef,
     partition: u32,
     rows: impl Iterator<Item = &'a Row> + Clone,
+    parked: &FastMap<Arc<str>, Parked>,
 ) -> Option<FoldChunk> {
     let ViewKind::Fold(f) = &spec.kind else {
         return None;
@@ -209,14 +220,21 @@ pub fn build_fold_chunk<'a>(
         .zip(&str_bytes)
         .map(|(c, b)| ColumnBuilder::with_bytes(c.ty, n, *b))
         .collect();
+    let mut marks = f
+        .parked_column
+        .then(|| ColumnBuilder::new(ColumnType::Bool, n));
     for r in rows {
         key.append_str(&r.key);
         for (b, val) in cols.iter_mut().zip(r.values.iter()) {
             b.append(val);
         }
+        if let Some(m) = &mut marks {
+            m.append(&Value::Bool(parked.contains_key(&r.key)));
+        }
     }
     let arrays = std::iter::once(key.finish())
         .chain(cols.into_iter().map(ColumnBuilder::finish))
+        .chain(marks.map(ColumnBuilder::finish))
         .collect();
     let batch = RecordBatch::try_new(schema.clone(), arrays).expect("columns match the schema");
     Some(FoldChunk::new(partition, batch))

@@ -298,6 +298,7 @@ mod tests {
                     versions: FastMap::default(),
                     stream_versions: Vec::new(),
                     dedup: FastMap::default(),
+                    parked: FastMap::default(),
                     views: vec![ViewState::Table(s)],
                 };
                 (p, state)
