@@ -14,7 +14,7 @@ use projector_connectors::generator::{GeneratorConfig, GeneratorSource, Scenario
 use projector_connectors::{RawBatch, Resume, Source};
 use projector_engine::config::PipelineConfig;
 use projector_engine::internals::Router;
-use projector_engine::internals::WorkerMsg;
+use projector_engine::internals::{EventRef, WorkerMsg};
 use projector_engine::internals::{
     Published, PublishedView, build_fold_chunk, build_worker_view, view_schema,
 };
@@ -91,9 +91,14 @@ fn route(c: &mut Criterion) {
                     let key = key_text(projection.key(event).expect("keyed")).expect("text");
                     let w = router.worker_of(&key);
                     let rec = &raw.records[i];
-                    router
-                        .push(w, 0, rec.offset, raw.bytes(rec), None, event)
-                        .expect("sinks run");
+                    let record = EventRef {
+                        partition: 0,
+                        offset: rec.offset,
+                        raw: raw.bytes(rec),
+                        key: None,
+                        letter: false,
+                    };
+                    router.push(w, record, event, None).expect("sinks run");
                 }
                 router.flush().expect("sinks run");
             },
@@ -145,7 +150,8 @@ fn snapshot(c: &mut Criterion) {
     };
     let schema = view_schema(spec);
     group.bench_function("fold_one_chunk", |b| {
-        b.iter(|| black_box(build_fold_chunk(spec, &schema, 0, rows.chunk(7))))
+        let parked = &partitions[&0].parked;
+        b.iter(|| black_box(build_fold_chunk(spec, &schema, 0, rows.chunk(7), parked)))
     });
     group.finish();
 }

@@ -158,20 +158,49 @@ enum Command {
         #[arg(long)]
         state_dir: Option<PathBuf>,
     },
-    /// Print the dead letters a pipeline keeps in its checkpoint store (with
-    /// `checkpoint.store` set), one JSON line per bad record, partition by partition.
+    /// The dead letters of a pipeline: list them, or replay them through it (after a
+    /// fix), each once.
     DeadLetters {
-        /// The pipeline file (YAML).
-        pipeline: PathBuf,
-        /// The state directory, for a store that is the default `checkpoints` directory
-        /// in it [default: as for `projector run`].
-        #[arg(long)]
-        state_dir: Option<PathBuf>,
+        #[command(subcommand)]
+        action: DeadLetterAction,
     },
     /// Check a pipeline file and report every problem in it.
     Validate {
         /// The pipeline file (YAML).
         pipeline: PathBuf,
+    },
+}
+
+/// `projector dead-letters ...`.
+#[derive(Subcommand)]
+enum DeadLetterAction {
+    /// Print every dead letter, one JSON line each (the dead-letter file's format),
+    /// from the pipeline's destination: its dead-letter topic, its checkpoint store
+    /// (with `checkpoint.store`), or `<state_dir>/dead-letters.ndjson`.
+    List {
+        /// The pipeline file (YAML).
+        pipeline: PathBuf,
+        /// The state directory [default: as for `projector run`].
+        #[arg(long)]
+        state_dir: Option<PathBuf>,
+    },
+    /// Send the dead letters back through the pipeline (after a fix), each once, to
+    /// the state of their original partition, in order, before the input's new
+    /// records; then run to the end of the input as `run --once` does. A replay
+    /// killed midway resumes where its last checkpoint was. Letters that fail again
+    /// stay dead letters (and are named).
+    Replay {
+        /// The pipeline file (YAML).
+        pipeline: PathBuf,
+        /// The state directory [default: as for `projector run`].
+        #[arg(long)]
+        state_dir: Option<PathBuf>,
+        /// Worker threads [default: as for `projector run`].
+        #[arg(long)]
+        workers: Option<usize>,
+        /// Resume VIEW although its logic changed (the fix): see `projector run`.
+        #[arg(long, value_name = "VIEW")]
+        accept_logic_change: Vec<String>,
     },
 }
 
@@ -210,7 +239,7 @@ fn checkpoints(pipeline: &std::path::Path, state_dir: Option<PathBuf>) -> Result
     Ok(ExitCode::SUCCESS)
 }
 
-/// `projector dead-letters`: the letters in the checkpoint store, to stdout.
+/// `projector dead-letters list`: every letter of the destination, to stdout.
 fn dead_letters(pipeline: &std::path::Path, state_dir: Option<PathBuf>) -> Result<ExitCode> {
     use std::io::Write;
     let cfg = match load(pipeline) {
@@ -218,8 +247,8 @@ fn dead_letters(pipeline: &std::path::Path, state_dir: Option<PathBuf>) -> Resul
         Err(code) => return Ok(code),
     };
     let options = projector_engine::RunOptions::resolve(&cfg, state_dir);
-    let letters = projector_engine::stored_dead_letters(&cfg.checkpoint, &options.state_dir)
-        .context("reading dead letters from the checkpoint store")?;
+    let letters = projector_engine::letter_lines(&cfg, &options.state_dir)
+        .context("reading the dead letters")?;
     std::io::stdout()
         .write_all(&letters)
         .context("writing to stdout")?;
@@ -238,9 +267,26 @@ fn main() -> ExitCode {
     let result = match cli.command {
         Command::Validate { pipeline } => validate(&pipeline),
         Command::DeadLetters {
+            action:
+                DeadLetterAction::List {
+                    pipeline,
+                    state_dir,
+                },
+        } => dead_letters(&pipeline, state_dir),
+        Command::DeadLetters {
+            action:
+                DeadLetterAction::Replay {
+                    pipeline,
+                    state_dir,
+                    workers,
+                    accept_logic_change,
+                },
+        } => run::run(RunArgs::replay(
             pipeline,
             state_dir,
-        } => dead_letters(&pipeline, state_dir),
+            workers,
+            accept_logic_change,
+        )),
         Command::Checkpoints {
             pipeline,
             state_dir,

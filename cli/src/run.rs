@@ -78,6 +78,39 @@ pub(crate) struct RunArgs {
     /// retrying parked keys). Repeat for several views.
     #[arg(long, value_name = "VIEW")]
     accept_logic_change: Vec<String>,
+    /// Replay the pipeline's dead letters (file, checkpoint store or topic) through
+    /// it, each once, as their partitions are restored and before their new records.
+    /// `projector dead-letters replay` is this with --once.
+    #[arg(long)]
+    replay_dead_letters: bool,
+}
+
+impl RunArgs {
+    /// `run PIPELINE --once --replay-dead-letters`, as `projector dead-letters replay`
+    /// runs it.
+    pub(crate) fn replay(
+        pipeline: PathBuf,
+        state_dir: Option<PathBuf>,
+        workers: Option<usize>,
+        accept_logic_change: Vec<String>,
+    ) -> Self {
+        #[derive(clap::Parser)]
+        struct Command {
+            #[command(flatten)]
+            run: RunArgs,
+        }
+        let argv: Vec<std::ffi::OsString> = vec![
+            "run".into(),
+            "--once".into(),
+            "--replay-dead-letters".into(),
+            pipeline.clone().into(),
+        ];
+        let mut args = <Command as clap::Parser>::parse_from(argv).run;
+        args.state_dir = state_dir;
+        args.workers = workers;
+        args.accept_logic_change = accept_logic_change;
+        args
+    }
 }
 
 pub(crate) fn run(args: RunArgs) -> Result<ExitCode> {
@@ -111,6 +144,7 @@ pub(crate) fn run(args: RunArgs) -> Result<ExitCode> {
         return Ok(ExitCode::from(2));
     }
     options.accept_logic_change = args.accept_logic_change.clone();
+    options.replay_dead_letters = args.replay_dead_letters;
     let format = OutputFormat::from(args.format);
     let runtime = query_runtime().context("starting the query runtime")?;
     let http_addr = match (&args.http, args.once) {
@@ -396,6 +430,28 @@ fn print_summary(shared: &Shared) {
             shared.name,
             shared.bad.destination()
         );
+    }
+    let r = shared.counters.redrive.snapshot();
+    if r.queued > 0 || r.before > 0 || r.failed > 0 {
+        eprintln!(
+            "{}: dead letters replayed: {} · {} applied · {} dropped (duplicates) · {} replayed before · {} failed again",
+            shared.name,
+            thousands(r.queued),
+            thousands(r.applied),
+            thousands(r.dropped),
+            thousands(r.before),
+            thousands(r.failed),
+        );
+        for f in &r.failures {
+            eprintln!("{}: failed again (left as a dead letter): {f}", shared.name);
+        }
+        if r.failed > r.failures.len() as u64 {
+            eprintln!(
+                "{}: ... and {} more",
+                shared.name,
+                r.failed - r.failures.len() as u64
+            );
+        }
     }
     tracing::debug!(status = %status_json(shared), "final status");
 }

@@ -146,7 +146,10 @@ fn a_poison_event_parks_its_key_until_it_is_retried_or_skipped() {
         .map(|(_, raw)| serde_json::from_slice(raw).expect("generator JSON"))
         .collect();
     let first = pick(&events, &[]);
-    let k1 = events[first]["aggregateId"].as_str().expect("key").to_string();
+    let k1 = events[first]["aggregateId"]
+        .as_str()
+        .expect("key")
+        .to_string();
     let second = pick(&events, std::slice::from_ref(&k1));
     let k2 = events[second]["aggregateId"]
         .as_str()
@@ -197,7 +200,10 @@ fn a_poison_event_parks_its_key_until_it_is_retried_or_skipped() {
     let mut engine = start(dir.path(), port, &[]);
     assert!(
         wait_for(60, || parked(port).len() == 2
-            && parked(port).iter().map(|p| p["held"].as_u64()).sum::<Option<u64>>()
+            && parked(port)
+                .iter()
+                .map(|p| p["held"].as_u64())
+                .sum::<Option<u64>>()
                 == Some((held(&k1, first) + held(&k2, second)) as u64)),
         "two keys parked: {:?}",
         parked(port)
@@ -281,7 +287,11 @@ fn a_poison_event_parks_its_key_until_it_is_retried_or_skipped() {
         .args(["--once", "--format", "json", "--sql", SQL])
         .output()
         .expect("run --once");
-    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     let rows = common::json_lines(&out.stdout).remove(0);
     assert_eq!(by_key(rows), final_rows);
 }

@@ -240,22 +240,46 @@ pub struct StoredDeadLetter {
     pub partition: String,
     /// The offset within the partition.
     pub offset: u64,
+    /// The record's message key (a dead-letter topic keeps it; the file does not).
+    pub key: Option<Vec<u8>>,
+}
+
+impl StoredDeadLetter {
+    /// The letter as a line of the dead-letter file (with its newline; the time is
+    /// now, and the event's ids are not known).
+    pub fn line(&self) -> std::io::Result<Vec<u8>> {
+        DeadLetterFile::line(&DeadLetter {
+            raw: &self.raw,
+            code: &self.code,
+            message: &self.message,
+            partition: &self.partition,
+            offset: self.offset,
+            ids: &EventIds::default(),
+        })
+    }
 }
 
 /// Reads all dead letters of a file written by [`DeadLetterFile`] (blank lines are
 /// ignored), for tests and tools.
 pub fn read_dead_letters(path: &Path) -> Result<Vec<StoredDeadLetter>> {
-    let context = |line: Option<usize>| match line {
-        Some(n) => format!("reading dead-letter file {} line {n}", path.display()),
-        None => format!("reading dead-letter file {}", path.display()),
-    };
-    let invalid = |msg: String| std::io::Error::new(std::io::ErrorKind::InvalidData, msg);
+    let what = format!("dead-letter file {}", path.display());
     let file = File::open(path).map_err(|source| Error::Io {
-        context: context(None),
+        context: format!("reading {what}"),
         source,
     })?;
+    parse_dead_letters(BufReader::new(file), &what)
+}
+
+/// Reads dead letters in the file's format (one JSON line each, blank lines ignored)
+/// from `input`, which is `what` in errors (`dead-letter file x`).
+pub fn parse_dead_letters(input: impl BufRead, what: &str) -> Result<Vec<StoredDeadLetter>> {
+    let context = |line: Option<usize>| match line {
+        Some(n) => format!("reading {what} line {n}"),
+        None => format!("reading {what}"),
+    };
+    let invalid = |msg: String| std::io::Error::new(std::io::ErrorKind::InvalidData, msg);
     let mut letters = Vec::new();
-    for (i, text) in BufReader::new(file).lines().enumerate() {
+    for (i, text) in input.lines().enumerate() {
         let text = text.map_err(|source| Error::Io {
             context: context(None),
             source,
@@ -281,6 +305,7 @@ pub fn read_dead_letters(path: &Path) -> Result<Vec<StoredDeadLetter>> {
             message: line.error.message.into_owned(),
             partition: line.source.partition.into_owned(),
             offset: line.source.offset,
+            key: None,
         });
     }
     Ok(letters)
@@ -413,6 +438,7 @@ mod tests {
                 message: "expected value at line 1 column 1 \"here\"".into(),
                 partition: "file:events.ndjson".into(),
                 offset: i as u64,
+                key: None,
             })
             .collect();
         assert_eq!(stored, expected);

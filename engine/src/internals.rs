@@ -3,7 +3,7 @@
 //! a stable API; an embedder needs none of it.
 
 pub use crate::runtime::router::Router;
-pub use crate::runtime::worker::WorkerMsg;
+pub use crate::runtime::worker::{EventRef, WorkerMsg};
 pub use crate::state::view::{
     Only, Published, PublishedView, WorkerViewData, build_fold_chunk, build_worker_view,
     view_schema,

@@ -30,6 +30,7 @@ mod state;
 
 pub use error::{Error, Fatal, Result};
 pub use runtime::pipeline::{Pipeline, RunOptions, Shared};
+pub use runtime::redrive::{letter_lines, read_letters};
 pub use serve::auth::Auth;
 pub use serve::catalog::Catalog;
 pub use serve::cluster::ClusterOptions;

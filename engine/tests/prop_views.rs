@@ -499,6 +499,7 @@ fn check(lines: &[Line], workers: usize, publish_ms: u64) -> Result<(), TestCase
         replay_if_damaged: false,
         cluster: None,
         accept_logic_change: Vec::new(),
+        replay_dead_letters: false,
     };
     let pipeline = Pipeline::start(&config, &options).expect("starts");
     pipeline.wait_until_finished().expect("finishes");

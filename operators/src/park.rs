@@ -14,6 +14,9 @@
 use std::collections::VecDeque;
 use std::sync::Arc;
 
+/// A record header: its name and value (`None`: a null value).
+pub type Header = (Box<str>, Option<Box<[u8]>>);
+
 /// One record as read from its source, enough to decode it again.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct HeldRecord {
@@ -28,7 +31,7 @@ pub struct HeldRecord {
     /// The Kafka timestamp, in milliseconds.
     pub timestamp: Option<i64>,
     /// The Kafka headers, in order.
-    pub headers: Vec<(Box<str>, Option<Box<[u8]>>)>,
+    pub headers: Vec<Header>,
 }
 
 impl HeldRecord {

@@ -150,6 +150,9 @@ pub struct PartitionState {
     /// The parked keys (only with `on_error: park`): the failing event and the
     /// events held since.
     pub parked: FastMap<Arc<str>, Parked>,
+    /// Per key, the dead letters replayed into this state (stream, offset), so a
+    /// replay applies each once (`projector dead-letters replay`).
+    pub redriven: FastMap<Arc<str>, Vec<(u16, u64)>>,
     /// One state per view, in pipeline order.
     pub views: Vec<ViewState>,
 }
@@ -293,6 +296,7 @@ impl Projection {
             stream_versions: Vec::new(),
             dedup: FastMap::default(),
             parked: FastMap::default(),
+            redriven: FastMap::default(),
             views: self
                 .views
                 .iter()

@@ -64,13 +64,13 @@ impl Store {
     }
 
     /// A file holding every dead letter of the pipeline's run on `state`: the state
-    /// directory's own, or what `projector dead-letters` prints from the store.
+    /// directory's own, or what `projector dead-letters list` prints from the store.
     pub(crate) fn dead_letter_file(&self, pipeline: &Path, state: &Path) -> PathBuf {
         if let Store::Local = self {
             return state.join("dead-letters.ndjson");
         }
         let out = projector()
-            .arg("dead-letters")
+            .args(["dead-letters", "list"])
             .arg(pipeline)
             .output()
             .expect("projector dead-letters");

@@ -1,6 +1,7 @@
 //! Topic administration and one-pass topic reads: [`ensure_topic`] (`projector
-//! produce`, the dead-letter topic) and [`letters_in_topic`], which finds the letters a
-//! dead-letter topic already holds so a replay does not write them again.
+//! produce`, the dead-letter topic), [`letters_in_topic`], which finds the letters a
+//! dead-letter topic already holds so a replay does not write them again, and
+//! [`read_letters_in_topic`], which reads them all back (`projector dead-letters`).
 
 use super::config::{METADATA_TIMEOUT, client_config};
 use super::dead_letter_headers;
@@ -55,7 +56,71 @@ pub fn letters_in_topic(
     topic: &str,
     partitions: &[(&str, u64)],
 ) -> Result<crate::dead_letter::Written> {
+    let mut found = crate::dead_letter::Written::new();
+    scan_topic(brokers, properties, topic, |m| {
+        let source = header(m, dead_letter_headers::SOURCE);
+        let offset = header(m, dead_letter_headers::OFFSET).and_then(|o| o.parse::<u64>().ok());
+        if let (Some(name), Some(o)) = (source, offset)
+            && let Some((_, from)) = partitions.iter().find(|(p, _)| *p == name)
+            && o >= *from
+        {
+            found.entry(name.to_string()).or_default().insert(o);
+        }
+    })?;
+    Ok(found)
+}
+
+/// Every letter in dead-letter topic `topic`, from its start to its end, partition by
+/// partition in offset order (the letters of one source partition go to one topic
+/// partition when they are keyed, so their order is kept). Messages without the
+/// letter headers are passed over.
+pub fn read_letters_in_topic(
+    brokers: &str,
+    properties: &BTreeMap<String, String>,
+    topic: &str,
+) -> Result<Vec<crate::dead_letter::StoredDeadLetter>> {
+    let mut letters = Vec::new();
+    scan_topic(brokers, properties, topic, |m| {
+        let source = header(m, dead_letter_headers::SOURCE);
+        let offset = header(m, dead_letter_headers::OFFSET).and_then(|o| o.parse::<u64>().ok());
+        let (Some(partition), Some(offset)) = (source, offset) else {
+            return;
+        };
+        letters.push(crate::dead_letter::StoredDeadLetter {
+            raw: m.payload().unwrap_or_default().to_vec(),
+            code: header(m, dead_letter_headers::CODE)
+                .unwrap_or_default()
+                .to_string(),
+            message: header(m, dead_letter_headers::MESSAGE)
+                .unwrap_or_default()
+                .to_string(),
+            partition: partition.to_string(),
+            offset,
+            key: m.key().map(<[u8]>::to_vec),
+        });
+    })?;
+    Ok(letters)
+}
+
+/// A header of `m` as text (the last one when it repeats).
+fn header<'m>(m: &'m rdkafka::message::BorrowedMessage<'_>, name: &str) -> Option<&'m str> {
     use rdkafka::message::Headers;
+    let headers = m.headers()?;
+    headers
+        .iter()
+        .filter(|h| h.key == name)
+        .last()
+        .and_then(|h| h.value)
+        .and_then(|v| std::str::from_utf8(v).ok())
+}
+
+/// Reads `topic` from its start to its end (as of now), handing each message to `f`.
+fn scan_topic(
+    brokers: &str,
+    properties: &BTreeMap<String, String>,
+    topic: &str,
+    mut f: impl FnMut(&rdkafka::message::BorrowedMessage<'_>),
+) -> Result<()> {
     let mut client = client_config(brokers, properties);
     client
         .set("group.id", "projector-dead-letter-reader")
@@ -76,9 +141,8 @@ pub fn letters_in_topic(
     }
     let count = tpl.count();
     let mut ended = BTreeSet::new();
-    let mut found = crate::dead_letter::Written::new();
     if count == 0 {
-        return Ok(found);
+        return Ok(());
     }
     consumer
         .assign(&tpl)
@@ -96,28 +160,8 @@ pub fn letters_in_topic(
                 ended.insert(p);
             }
             Some(Err(e)) => tracing::warn!(error = %e, "kafka: reading dead letters"),
-            Some(Ok(m)) => {
-                let Some(headers) = m.headers() else { continue };
-                let (mut source, mut offset) = (None, None);
-                for h in headers.iter() {
-                    match h.key {
-                        dead_letter_headers::SOURCE => source = h.value,
-                        dead_letter_headers::OFFSET => offset = h.value,
-                        _ => {}
-                    }
-                }
-                let offset = offset
-                    .and_then(|o| std::str::from_utf8(o).ok())
-                    .and_then(|o| o.parse::<u64>().ok());
-                let source = source.and_then(|s| std::str::from_utf8(s).ok());
-                if let (Some(name), Some(o)) = (source, offset)
-                    && let Some((_, from)) = partitions.iter().find(|(p, _)| *p == name)
-                    && o >= *from
-                {
-                    found.entry(name.to_string()).or_default().insert(o);
-                }
-            }
+            Some(Ok(m)) => f(&m),
         }
     }
-    Ok(found)
+    Ok(())
 }

@@ -298,7 +298,7 @@ views:
     assert_eq!(msg(1), "expected an integer, found a string");
     assert_eq!(
         msg(2),
-        "unknown value 'explode' (expected one of: dead_letter, skip, fail)"
+        "unknown value 'explode' (expected one of: dead_letter, skip, fail, park)"
     );
     assert!(msg(3).contains("'STATE_ROOT' is not set"), "{}", msg(3));
     assert_eq!(msg(4), "unknown key 'ad' (did you mean 'add'?)");

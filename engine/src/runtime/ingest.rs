@@ -7,11 +7,12 @@ use super::pipeline::{BATCH, Shared};
 use crate::runtime::bad_records::BadRecord;
 use crate::runtime::epoch::CoordMsg;
 use crate::runtime::router::Router;
-use crate::runtime::worker::{Extras, WorkerMsg};
+use crate::runtime::worker::{EventRef, Extras, WorkerMsg};
 use crate::serve::status::Counters;
 use crate::state::units::Units;
 use crate::{Error, Fatal, Result};
 use crossbeam_channel::Sender;
+use projector_connectors::dead_letter::StoredDeadLetter;
 use projector_connectors::{Poll, RawBatch, Source};
 use projector_operators::envelope::key_text;
 use projector_operators::projection::Projection;
@@ -48,6 +49,10 @@ pub(super) struct Ingress {
     pub(super) known: Vec<bool>,
     /// The units of the partitions.
     pub(super) units: Arc<Units>,
+    /// Dead letters to replay (partition, letter), before the source's next records.
+    pub(super) letters: std::collections::VecDeque<(u32, StoredDeadLetter)>,
+    /// The epoch the last letters replayed belong to: the next ones wait for its cut.
+    pub(super) letters_epoch: u64,
 }
 
 impl Ingress {
@@ -119,6 +124,35 @@ pub(super) fn ingest_loop(mut source: Box<dyn Source>, decoding: &Decoding, owne
             return;
         }
         report_checkpointed(shared, source.as_mut());
+        {
+            // Dead letters to replay go first: they are older than anything the source
+            // reads next.
+            let mut ing = ingress.lock().expect("ingress lock");
+            if !ing.letters.is_empty() && ing.epoch < ing.letters_epoch {
+                // One batch of letters per epoch: each is published and checkpointed
+                // on its own, so a long replay shows progress and resumes near where
+                // it stopped.
+                drop(ing);
+                std::thread::sleep(Duration::from_millis(2));
+                continue;
+            }
+            if !ing.letters.is_empty() {
+                ing.letters_epoch = ing.epoch + 1;
+                let mut replay = Replay {
+                    decoding,
+                    projection,
+                    shared,
+                    names,
+                    units: &owner.units,
+                    park,
+                };
+                if replay.batch(&mut ing, &mut slots, &mut copied).is_err() {
+                    shared.lost_thread();
+                    return;
+                }
+                continue;
+            }
+        }
         if let Err(e) = owner.drop_fenced() {
             if let Error::Fatal(f) = e {
                 shared.set_fatal(f);
@@ -236,11 +270,14 @@ pub(super) fn ingest_loop(mut source: Box<dyn Source>, decoding: &Decoding, owne
                     }
                 };
                 let extras = park.then(|| Extras::of(&record, error));
-                if ing
-                    .router
-                    .push(w, rec.partition, rec.offset, bytes, key, &mut slots, extras)
-                    .is_err()
-                {
+                let event = EventRef {
+                    partition: rec.partition,
+                    offset: rec.offset,
+                    raw: bytes,
+                    key,
+                    letter: false,
+                };
+                if ing.router.push(w, event, &mut slots, extras).is_err() {
                     shared.lost_thread();
                     return;
                 }
@@ -275,6 +312,90 @@ pub(super) fn ingest_loop(mut source: Box<dyn Source>, decoding: &Decoding, owne
                 return;
             }
         }
+    }
+}
+
+/// Dead letters replayed per epoch at most.
+const LETTERS_PER_EPOCH: usize = 4 * BATCH;
+
+/// Replays dead letters: decodes them like records and routes them, marked, to the
+/// workers (which apply each once, see [`super::redrive`]).
+struct Replay<'a> {
+    decoding: &'a Decoding,
+    projection: &'a Projection,
+    shared: &'a Shared,
+    names: &'a [String],
+    units: &'a Units,
+    park: bool,
+}
+
+impl Replay<'_> {
+    /// Replays up to a batch of the queued letters.
+    fn batch(
+        &mut self,
+        ing: &mut Ingress,
+        slots: &mut [Value],
+        copied: &mut Vec<Value>,
+    ) -> std::result::Result<(), crate::runtime::router::Disconnected> {
+        let counts = &self.shared.counters.redrive;
+        for _ in 0..LETTERS_PER_EPOCH {
+            let Some((p, letter)) = ing.letters.pop_front() else {
+                break;
+            };
+            if !ing.owned[p as usize] {
+                continue; // given up meanwhile: whoever owns it now replays it
+            }
+            let partition = self.names[p as usize].as_str();
+            let key = letter.key.as_deref();
+            let record = RecordIn {
+                partition: p,
+                offset: letter.offset,
+                // A letter of a tombstone has no bytes, only its key.
+                value: (!(letter.raw.is_empty() && key.is_some())).then_some(&letter.raw[..]),
+                key,
+                timestamp: None,
+                headers: &[],
+            };
+            let stream = usize::from(self.units.stream(p));
+            let failed = |code: &str, message: &str| {
+                counts.fail(partition, letter.offset, code, message);
+            };
+            match self.decoding.decode(&record, stream, slots, copied) {
+                Step::Event => {}
+                Step::Ignored => {
+                    Counters::add(&counts.dropped, 1);
+                    continue;
+                }
+                Step::Bad { code, message, .. } => {
+                    failed(code, &message);
+                    continue;
+                }
+                Step::RegistryDown(why) => {
+                    failed("registry.unavailable", &why);
+                    continue;
+                }
+            }
+            let w = match self.projection.key(slots) {
+                Ok(k) => ing
+                    .router
+                    .worker_of(&key_text(k).expect("key() checked it")),
+                Err(e) => {
+                    failed(e.code(), &e.to_string());
+                    continue;
+                }
+            };
+            let extras = self.park.then(|| Extras::of(&record, None));
+            let event = EventRef {
+                partition: p,
+                offset: letter.offset,
+                raw: &letter.raw,
+                key,
+                letter: true,
+            };
+            ing.router.push(w, event, slots, extras)?;
+        }
+        ing.force = true;
+        ing.router.flush()
     }
 }
 

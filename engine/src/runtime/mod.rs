@@ -6,6 +6,7 @@
 //!              │ ownership: owner (restore / revoke)                 checkpoint)
 //!  bad records ─▶ bad_records (dead letters, skip, or fail)
 //!              ─▶ parking (on_error: park: the key's events held in its worker)
+//!  dead letters ─▶ redrive (replayed once, before the source's records)
 //! ```
 
 pub(crate) mod bad_records;
@@ -15,6 +16,7 @@ mod ingest;
 mod owner;
 pub(crate) mod parking;
 pub(crate) mod pipeline;
+pub(crate) mod redrive;
 mod registry;
 pub(crate) mod router;
 mod timer;

@@ -4,8 +4,10 @@
 
 use super::ingest::Ingress;
 use super::pipeline::Shared;
+use crate::runtime::redrive::Redrive;
 use crate::runtime::router::{KeyHasher, worker_for};
 use crate::runtime::worker::WorkerMsg;
+use crate::serve::status::Counters;
 use crate::state::checkpoint::recovery::{self, Checkpoints};
 use crate::state::units::Units;
 use crate::{Error, Result};
@@ -28,6 +30,9 @@ pub(super) struct Owner {
     pub(super) checkpoints: Option<Arc<Checkpoints>>,
     pub(super) units: Arc<Units>,
     pub(super) workers: usize,
+    /// Dead letters to replay (`--replay-dead-letters`), handed over per partition as
+    /// its unit is restored.
+    pub(super) redrive: Option<Arc<Redrive>>,
 }
 
 impl Owner {
@@ -120,10 +125,17 @@ impl Owner {
                         w,
                         WorkerMsg::Restore {
                             partition: unit,
-                            state,
+                            state: Box::new(state),
                         },
                     )
                     .map_err(|_| Error::Stopped)?;
+            }
+        }
+        if let Some(redrive) = &self.redrive {
+            for &p in &partitions {
+                let letters = redrive.take(p, resume.get(&p).copied());
+                Counters::add(&self.shared.counters.redrive.queued, letters.len() as u64);
+                ing.letters.extend(letters.into_iter().map(|l| (p, l)));
             }
         }
         for &p in &partitions {

@@ -9,6 +9,7 @@ use super::decoding::{Decoding, KafkaFields};
 use super::ingest::{Ingress, ingest_loop};
 use super::owner::Owner;
 use super::parking::{ParkBoard, ParkRequest, Resolved};
+use super::redrive::Redrive;
 use super::registry;
 use super::timer::timer_loop;
 use crate::config::{EnvelopeRole, Format, FormatConfig, PipelineConfig, ReaderSchema};
@@ -58,6 +59,9 @@ pub struct RunOptions {
     /// Views resumed on their checkpointed state although their logic changed
     /// (`--accept-logic-change`): the user says the change is safe for that state.
     pub accept_logic_change: Vec<String>,
+    /// Replay the dead letters of each unit as it is restored, before its new records
+    /// (`--replay-dead-letters`; see [`crate::runtime::redrive`]).
+    pub replay_dead_letters: bool,
 }
 
 impl RunOptions {
@@ -78,6 +82,7 @@ impl RunOptions {
             replay_if_damaged: false,
             cluster: None,
             accept_logic_change: Vec::new(),
+            replay_dead_letters: false,
         }
     }
 }
@@ -550,7 +555,23 @@ impl Pipeline {
             owned: vec![false; count],
             known: vec![false; count],
             units: units.clone(),
+            letters: Default::default(),
+            letters_epoch: 0,
         }));
+        let redrive = match options.replay_dead_letters {
+            false => None,
+            true => {
+                let (redrive, foreign) = Redrive::load(config, &options.state_dir, &units)?;
+                if foreign > 0 {
+                    eprintln!(
+                        "{}: warning: {foreign} dead letter(s) of partitions this pipeline \
+                         does not read are left alone",
+                        config.name
+                    );
+                }
+                Some(Arc::new(redrive))
+            }
+        };
 
         let _ = shared.ingress.0.set(ingress.clone());
         let owner = Owner {
@@ -560,6 +581,7 @@ impl Pipeline {
             checkpoints: checkpoints.clone(),
             units: units.clone(),
             workers: n,
+            redrive,
         };
         let shared_source = source.set_assignment_listener(Box::new(owner.clone()));
         let heartbeat = match (shared_source, checkpoints, &options.cluster) {

@@ -9,6 +9,7 @@
 //! matters, because ahash promises no stable output across its versions or CPU
 //! features; the fixed seeds only make a run repeatable on one build and machine.
 
+use super::worker::EventRef;
 use crate::runtime::worker::{EventBatch, WorkerMsg};
 use crossbeam_channel::Sender;
 
@@ -84,14 +85,11 @@ impl Router {
     pub fn push(
         &mut self,
         w: usize,
-        partition: u32,
-        offset: u64,
-        raw: &[u8],
-        key: Option<&[u8]>,
+        event: EventRef<'_>,
         values: &mut [projector_operators::value::Value],
         extras: Option<super::worker::Extras>,
     ) -> Result<(), Disconnected> {
-        self.pending[w].push(partition, offset, raw, key, values, extras);
+        self.pending[w].push(event, values, extras);
         if self.pending[w].len() >= self.batch_size {
             self.send(w)?;
         }

@@ -19,7 +19,7 @@ use crate::state::view::{
 use crossbeam_channel::{Receiver, Sender};
 use projector_operators::codec;
 use projector_operators::envelope::key_text;
-use projector_operators::park::{HeldRecord, Parked};
+use projector_operators::park::{Header, HeldRecord, Parked};
 use projector_operators::projection::{Outcome, PartitionState, Projection, Scratch, ViewState};
 use projector_operators::value::Value;
 use projector_operators::view::{ViewKind, ViewSpec};
@@ -37,13 +37,28 @@ pub struct EventBatch {
     extras: Vec<Extras>,
 }
 
+/// An event's record, as the router hands it to a worker.
+#[derive(Debug, Clone, Copy)]
+pub struct EventRef<'a> {
+    /// Its source partition (index).
+    pub partition: u32,
+    /// Its offset there.
+    pub offset: u64,
+    /// Its bytes.
+    pub raw: &'a [u8],
+    /// Its message key (Kafka).
+    pub key: Option<&'a [u8]>,
+    /// A dead letter being replayed (see [`crate::runtime::redrive`]).
+    pub letter: bool,
+}
+
 /// What a worker needs of a record, beyond its bytes and key, to hold it for a parked
 /// key and decode it again later (`on_error: park` only).
 #[derive(Debug, Default)]
 pub struct Extras {
     tombstone: bool,
     timestamp: Option<i64>,
-    headers: Vec<(Box<str>, Option<Box<[u8]>>)>,
+    headers: Vec<Header>,
     /// It failed before the views (an upcaster, a declared type): code and message.
     error: Option<(&'static str, String)>,
 }
@@ -72,6 +87,8 @@ struct EventMeta {
     end: usize,
     /// The record's key (Kafka, when a dead-letter topic wants it), after the bytes.
     key: Option<(usize, usize)>,
+    /// A dead letter being replayed (see [`crate::runtime::redrive`]).
+    letter: bool,
 }
 
 impl EventBatch {
@@ -88,33 +105,26 @@ impl EventBatch {
 
     /// Appends an event, taking its decoded values (leaving nulls behind); `extras`
     /// with `on_error: park` (then for every event).
-    pub fn push(
-        &mut self,
-        partition: u32,
-        offset: u64,
-        raw: &[u8],
-        key: Option<&[u8]>,
-        values: &mut [Value],
-        extras: Option<Extras>,
-    ) {
+    pub fn push(&mut self, event: EventRef<'_>, values: &mut [Value], extras: Option<Extras>) {
         if let Some(x) = extras {
             debug_assert_eq!(self.extras.len(), self.meta.len());
             self.extras.push(x);
         }
         debug_assert_eq!(values.len(), self.slots);
         let start = self.raw.len();
-        self.raw.extend_from_slice(raw);
+        self.raw.extend_from_slice(event.raw);
         let end = self.raw.len();
-        let key = key.map(|k| {
+        let key = event.key.map(|k| {
             self.raw.extend_from_slice(k);
             (end, self.raw.len())
         });
         self.meta.push(EventMeta {
-            partition,
-            offset,
+            partition: event.partition,
+            offset: event.offset,
             start,
             end,
             key,
+            letter: event.letter,
         });
         self.values.extend(values.iter_mut().map(std::mem::take));
     }
@@ -149,7 +159,7 @@ pub enum WorkerMsg {
         /// The unit.
         partition: u32,
         /// This worker's share of its state.
-        state: PartitionState,
+        state: Box<PartitionState>,
     },
     /// These units are no longer this instance's: drop their state.
     Release(Vec<u32>),
@@ -364,6 +374,58 @@ impl Worker {
         }
     }
 
+    /// Applies a replayed dead letter unless `state` lists it as replayed already, and
+    /// lists it; true when it changed the views.
+    fn replay(
+        &self,
+        state: &mut PartitionState,
+        scratch: &mut Scratch,
+        event: &[Value],
+        m: &EventMeta,
+        stream: u16,
+    ) -> bool {
+        let counts = &self.counters.redrive;
+        let partition = self.units.partition_name(m.partition);
+        let key = self.projection.key(event).ok().and_then(key_text);
+        let key = key.expect("routed by its key");
+        let id = (stream, m.offset);
+        if state.redriven.get(&*key).is_some_and(|l| l.contains(&id)) {
+            Counters::add(&counts.before, 1);
+            return false;
+        }
+        if state.parked.contains_key(&*key) {
+            let message = "its key is parked: retry or skip the key, then replay again";
+            counts.fail(partition, m.offset, "park.parked", message);
+            return false;
+        }
+        let applied = match self
+            .projection
+            .apply_in(state, scratch, event, Some(m.offset), stream)
+        {
+            Ok(Outcome::Applied) => true,
+            Ok(Outcome::Duplicate) => false,
+            Err(e) => {
+                counts.fail(partition, m.offset, e.code(), &e.to_string());
+                return false;
+            }
+        };
+        Counters::add(
+            if applied {
+                &counts.applied
+            } else {
+                &counts.dropped
+            },
+            1,
+        );
+        match state.redriven.get_mut(&*key) {
+            Some(l) => l.push(id),
+            None => {
+                state.redriven.insert(Arc::from(&*key), vec![id]);
+            }
+        }
+        applied
+    }
+
     /// The worker loop; returns when told to stop or when the coordinator is gone.
     pub(crate) fn run(self) {
         let mut partitions: BTreeMap<u32, PartitionState> = BTreeMap::new();
@@ -395,6 +457,10 @@ impl Worker {
                             .entry(self.units.of(m.partition))
                             .or_insert_with(|| self.projection.new_partition_state());
                         let stream = self.units.stream(m.partition);
+                        if m.letter {
+                            dirty |= self.replay(state, &mut scratch, event, m, stream);
+                            continue;
+                        }
                         let extras = batch.extras.get(i);
                         if let Some(x) = extras
                             && (x.error.is_some() || !state.parked.is_empty())
@@ -526,7 +592,7 @@ impl Worker {
                 }
                 WorkerMsg::Restore { partition, state } => {
                     parked_changed |= !state.parked.is_empty();
-                    partitions.insert(partition, state);
+                    partitions.insert(partition, *state);
                     chunks.iter_mut().for_each(|c| {
                         c.remove(&partition);
                     });

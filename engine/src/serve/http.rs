@@ -475,6 +475,8 @@ pub fn status_json(shared: &Shared) -> serde_json::Value {
             "keys": shared.parked.totals().0,
             "events": shared.parked.totals().1,
         },
+        // Dead letters replayed by this run (`--replay-dead-letters`).
+        "redrive": shared.counters.redrive.snapshot(),
         "checkpoint": shared.checkpoints.get(),
         "checkpoints_skipped": shared.checkpoints.skipped(),
         "restored_from_epoch": shared.restored_epoch.load(std::sync::atomic::Ordering::Relaxed),

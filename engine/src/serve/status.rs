@@ -30,6 +30,69 @@ pub struct Counters {
     pub dedup_bytes: AtomicU64,
     /// Events that parked their key, or were held for a parked key (`on_error: park`).
     pub parked: AtomicU64,
+    /// Dead letters replayed: what became of them (see [`RedriveCounts`]).
+    pub redrive: RedriveCounters,
+}
+
+/// What became of the dead letters a run replays.
+#[derive(Debug, Default)]
+pub struct RedriveCounters {
+    /// Handed to the ingest thread, to replay.
+    pub queued: AtomicU64,
+    /// Applied to the views.
+    pub applied: AtomicU64,
+    /// Dropped as duplicates (version or id) or by design (an upcaster, an ignored
+    /// tombstone).
+    pub dropped: AtomicU64,
+    /// Replayed by an earlier run into the same state: not applied again.
+    pub before: AtomicU64,
+    /// Failed again: left as they are.
+    pub failed: AtomicU64,
+    /// The first failures, `partition offset: code: message`.
+    pub failures: Mutex<Vec<String>>,
+}
+
+/// Most failures [`RedriveCounters::failures`] keeps.
+const MAX_FAILURES: usize = 20;
+
+impl RedriveCounters {
+    /// Counts a letter that failed again, keeping the first few reasons.
+    pub fn fail(&self, partition: &str, offset: u64, code: &str, message: &str) {
+        self.failed.fetch_add(1, Ordering::Relaxed);
+        let mut f = self.failures.lock().expect("failures lock");
+        if f.len() < MAX_FAILURES {
+            f.push(format!("{partition} offset {offset}: {code}: {message}"));
+        }
+    }
+
+    /// A copy for reports.
+    pub fn snapshot(&self) -> RedriveCounts {
+        RedriveCounts {
+            queued: self.queued.load(Ordering::Relaxed),
+            applied: self.applied.load(Ordering::Relaxed),
+            dropped: self.dropped.load(Ordering::Relaxed),
+            before: self.before.load(Ordering::Relaxed),
+            failed: self.failed.load(Ordering::Relaxed),
+            failures: self.failures.lock().expect("failures lock").clone(),
+        }
+    }
+}
+
+/// Plain copy of [`RedriveCounters`].
+#[derive(Debug, Clone, Default, Serialize, PartialEq, Eq)]
+pub struct RedriveCounts {
+    /// Letters handed over to replay.
+    pub queued: u64,
+    /// Applied.
+    pub applied: u64,
+    /// Dropped as duplicates or by design.
+    pub dropped: u64,
+    /// Replayed by an earlier run.
+    pub before: u64,
+    /// Failed again.
+    pub failed: u64,
+    /// The first failures.
+    pub failures: Vec<String>,
 }
 
 impl Counters {

@@ -17,7 +17,8 @@
 //! Sections only some pieces need follow, flagged after their own magic (so pieces
 //! without them read as before): the versions of streams after the first (a partition
 //! fed by several topics), the keys' recent event ids (`dedup:`) and the parked keys
-//! with their held records (`on_error: park`). Integers are little-endian, strings are
+//! with their held records (`on_error: park`), and the dead letters replayed per key.
+//! Integers are little-endian, strings are
 //! length-prefixed UTF-8. Maps are written in their iteration order; equal states may encode to
 //! different bytes, which nothing depends on.
 
@@ -35,7 +36,7 @@ use std::sync::Arc;
 /// First bytes of every encoded piece (format version 1).
 const MAGIC: &[u8; 4] = b"PJS1";
 /// First bytes of a piece with sections beyond format version 1: a `u64` of flags
-/// ([`STREAMS`], [`DEDUP`], [`PARKED`]) follows, and the flagged sections follow the views, in
+/// ([`STREAMS`], [`DEDUP`], [`PARKED`], [`REDRIVEN`]) follows, and the flagged sections follow the views, in
 /// flag order.
 const MAGIC_EXT: &[u8; 4] = b"PJSX";
 /// Section: the versions of the streams after the first.
@@ -44,6 +45,8 @@ const STREAMS: u64 = 1;
 const DEDUP: u64 = 2;
 /// Section: the parked keys (`on_error: park`).
 const PARKED: u64 = 4;
+/// Section: the dead letters replayed, per key.
+const REDRIVEN: u64 = 8;
 
 /// A piece that cannot be read back.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -115,7 +118,12 @@ pub fn encode(projection: &Projection, state: &PartitionState, out: &mut Vec<u8>
     } else {
         STREAMS
     } | if state.dedup.is_empty() { 0 } else { DEDUP }
-        | if state.parked.is_empty() { 0 } else { PARKED };
+        | if state.parked.is_empty() { 0 } else { PARKED }
+        | if state.redriven.is_empty() {
+            0
+        } else {
+            REDRIVEN
+        };
     if flags == 0 {
         out.extend_from_slice(MAGIC);
     } else {
@@ -188,6 +196,17 @@ pub fn encode(projection: &Projection, state: &PartitionState, out: &mut Vec<u8>
             parked.held.iter().for_each(|h| put_held(out, h));
         }
     }
+    if flags & REDRIVEN != 0 {
+        put_u64(out, state.redriven.len() as u64);
+        for (key, letters) in &state.redriven {
+            put_str(out, key);
+            put_u64(out, letters.len() as u64);
+            for (stream, offset) in letters {
+                out.extend_from_slice(&stream.to_le_bytes());
+                put_u64(out, *offset);
+            }
+        }
+    }
 }
 
 fn put_held(out: &mut Vec<u8>, h: &HeldRecord) {
@@ -219,7 +238,7 @@ pub fn decode(projection: &Projection, bytes: &[u8]) -> Result<PartitionState, C
         m if m == MAGIC_EXT => r.u64()?,
         _ => return Err(CodecError::BadMagic),
     };
-    if flags & !(STREAMS | DEDUP | PARKED) != 0 {
+    if flags & !(STREAMS | DEDUP | PARKED | REDRIVEN) != 0 {
         return Err(CodecError::BadMagic);
     }
     let mut expected = Vec::new();
@@ -343,6 +362,19 @@ pub fn decode(projection: &Projection, bytes: &[u8]) -> Result<PartitionState, C
             state.parked.insert(key, parked);
         }
     }
+    if flags & REDRIVEN != 0 {
+        let n = r.u64()?;
+        state.redriven.reserve(r.at_most(n, 8 + 8));
+        for _ in 0..n {
+            let key = r.str()?;
+            let mut letters = Vec::new();
+            for _ in 0..r.u64()? {
+                let stream = u16::from_le_bytes(r.array()?);
+                letters.push((stream, r.u64()?));
+            }
+            state.redriven.insert(key, letters);
+        }
+    }
     if r.at != bytes.len() {
         return Err(CodecError::TrailingBytes {
             count: bytes.len() - r.at,
@@ -422,6 +454,7 @@ pub fn merge(state: &mut PartitionState, mut other: PartitionState) {
     }
     state.dedup.extend(other.dedup);
     state.parked.extend(other.parked);
+    state.redriven.extend(other.redriven);
     for (mine, theirs) in state.views.iter_mut().zip(other.views) {
         match (mine, theirs) {
             (ViewState::Fold(a), ViewState::Fold(b)) => {
@@ -470,6 +503,9 @@ pub fn split(
     }
     for (key, parked) in state.parked {
         pieces[route(&key)].parked.insert(key, parked);
+    }
+    for (key, letters) in state.redriven {
+        pieces[route(&key)].redriven.insert(key, letters);
     }
     for (v, view) in state.views.into_iter().enumerate() {
         match view {

@@ -55,7 +55,9 @@ fn canonical(state: &PartitionState) -> String {
     dedup.sort_by(|a, b| a.0.cmp(b.0));
     let mut parked: Vec<_> = state.parked.iter().collect();
     parked.sort_by(|a, b| a.0.cmp(b.0));
-    format!("{versions:?}|{streams:?}|{dedup:?}|{parked:?}|{views:?}")
+    let mut redriven: Vec<_> = state.redriven.iter().collect();
+    redriven.sort_by(|a, b| a.0.cmp(b.0));
+    format!("{versions:?}|{streams:?}|{dedup:?}|{parked:?}|{redriven:?}|{views:?}")
 }
 
 /// A projection with a fold view (every column type), an aggregate view (every
@@ -217,6 +219,11 @@ fn state(p: &Projection) -> impl Strategy<Value = PartitionState> + use<> {
                 0..5,
             ),
             proptest::collection::hash_map(key, proptest::collection::vec(held(), 1..4), 0..4),
+            proptest::collection::hash_map(
+                key,
+                proptest::collection::vec((any::<u16>(), any::<u64>()), 0..4),
+                0..4,
+            ),
         ),
         proptest::collection::hash_map(key, row, 0..20),
         proptest::collection::vec((value(), accs), 0..6),
@@ -224,7 +231,14 @@ fn state(p: &Projection) -> impl Strategy<Value = PartitionState> + use<> {
         proptest::option::of(any::<i64>()),
     )
         .prop_map(
-            move |(versions, (streams, dedup, parked), rows, groups, table_rows, max_time)| {
+            move |(
+                versions,
+                (streams, dedup, parked, redriven),
+                rows,
+                groups,
+                table_rows,
+                max_time,
+            )| {
                 let mut s = empty.clone();
                 s.versions = versions
                     .into_iter()
@@ -252,6 +266,10 @@ fn state(p: &Projection) -> impl Strategy<Value = PartitionState> + use<> {
                         p.held.extend(records);
                         (Arc::from(k), p)
                     })
+                    .collect();
+                s.redriven = redriven
+                    .into_iter()
+                    .map(|(k, v)| (Arc::from(k), v))
                     .collect();
                 s.views[0] = ViewState::Fold(
                     rows.into_iter()
@@ -335,6 +353,7 @@ proptest! {
             }
             prop_assert!(piece.dedup.keys().all(|k| route(k) == w));
             prop_assert!(piece.parked.keys().all(|k| route(k) == w));
+            prop_assert!(piece.redriven.keys().all(|k| route(k) == w));
         }
         let mut merged = p.new_partition_state();
         for piece in pieces {

@@ -299,6 +299,7 @@ mod tests {
                     stream_versions: Vec::new(),
                     dedup: FastMap::default(),
                     parked: FastMap::default(),
+                    redriven: FastMap::default(),
                     views: vec![ViewState::Table(s)],
                 };
                 (p, state)
