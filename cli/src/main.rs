@@ -3,6 +3,7 @@
 //! ```text
 //!  main.rs     arguments, dispatch, errors on one line; validate and bench
 //!  run.rs      run: the pipeline, HTTP or --once with --sql, progress and summary
+//!  rebuild.rs  run while views are rebuilt beside the running ones, then the switch
 //!  query.rs    query: SQL against a running instance
 //!  parked.rs   parked: list, retry and skip the parked keys of a running instance
 //!  produce.rs  produce: events into a Kafka topic
@@ -11,6 +12,7 @@
 mod parked;
 mod produce;
 mod query;
+mod rebuild;
 mod run;
 
 use anyhow::{Context, Result};

@@ -83,6 +83,15 @@ pub(crate) struct RunArgs {
     /// `projector dead-letters replay` is this with --once.
     #[arg(long)]
     replay_dead_letters: bool,
+    /// Rebuild VIEW from the start of the input beside the running version, and switch
+    /// to it once it has caught up, although neither its logic nor its version changed.
+    /// Repeat for several views.
+    #[arg(long, value_name = "VIEW")]
+    rebuild: Vec<String>,
+    /// Rebuild although the input no longer holds its oldest records (Kafka
+    /// retention): the rebuilt views are then built from what is left.
+    #[arg(long)]
+    accept_incomplete_rebuild: bool,
 }
 
 impl RunArgs {
@@ -145,6 +154,7 @@ pub(crate) fn run(args: RunArgs) -> Result<ExitCode> {
     }
     options.accept_logic_change = args.accept_logic_change.clone();
     options.replay_dead_letters = args.replay_dead_letters;
+    options.accept_incomplete_rebuild = args.accept_incomplete_rebuild;
     let format = OutputFormat::from(args.format);
     let runtime = query_runtime().context("starting the query runtime")?;
     let http_addr = match (&args.http, args.once) {
@@ -196,6 +206,32 @@ pub(crate) fn run(args: RunArgs) -> Result<ExitCode> {
         }
         options.cluster = Some(cluster);
     }
+    // Views with a new version (or --rebuild) are rebuilt beside the running ones
+    // first, then switched to.
+    let plan = match projector_engine::plan_rebuild(&cfg, &options, &args.rebuild) {
+        Ok(p) => p,
+        Err(e) => {
+            eprintln!("{}: error: {}: {e}", cfg.name, e.code());
+            return Ok(ExitCode::from(1));
+        }
+    };
+    let mut listener = listener;
+    let mut face = None;
+    if let Some(plan) = &plan {
+        let outcome = crate::rebuild::run(
+            plan,
+            &cfg,
+            &options,
+            &runtime,
+            &mut listener,
+            tls.as_ref(),
+            args.quiet,
+        )?;
+        match outcome {
+            crate::rebuild::Outcome::Switched(f) => face = f,
+            crate::rebuild::Outcome::Stopped(code) => return Ok(code),
+        }
+    }
     let pipeline = Pipeline::start(&cfg, &options).context("starting the pipeline")?;
     let shared = pipeline.shared().clone();
     let sql = Arc::new(SqlEngine::new(
@@ -204,12 +240,17 @@ pub(crate) fn run(args: RunArgs) -> Result<ExitCode> {
     )?);
     let progress = (!args.quiet).then(|| spawn_progress(shared.clone()));
 
+    if let Some(face) = &face {
+        // The restored views first, then SQL moves to them: no query sees them empty.
+        crate::rebuild::wait_for_first_epoch(&pipeline);
+        face.switch(shared.clone(), sql.clone());
+    }
     if let Some(listener) = listener {
-        let state = AppState {
-            shared: shared.clone(),
-            sql: sql.clone(),
-            auth: Arc::new(Auth::new(cfg.auth.as_ref())),
-        };
+        let state = AppState::new(
+            shared.clone(),
+            sql.clone(),
+            Arc::new(Auth::new(cfg.auth.as_ref())),
+        );
         let bound =
             serve_on(&runtime, listener, state, tls.as_ref()).context("serving the HTTP API")?;
         eprintln!(

@@ -30,6 +30,7 @@ mod state;
 
 pub use error::{Error, Fatal, Result};
 pub use runtime::pipeline::{Pipeline, RunOptions, Shared};
+pub use runtime::rebuild::{RebuildPlan, merge as switch_rebuild, plan as plan_rebuild};
 pub use runtime::redrive::{letter_lines, read_letters};
 pub use serve::auth::Auth;
 pub use serve::catalog::Catalog;

@@ -500,6 +500,7 @@ fn check(lines: &[Line], workers: usize, publish_ms: u64) -> Result<(), TestCase
         cluster: None,
         accept_logic_change: Vec::new(),
         replay_dead_letters: false,
+        accept_incomplete_rebuild: false,
     };
     let pipeline = Pipeline::start(&config, &options).expect("starts");
     pipeline.wait_until_finished().expect("finishes");

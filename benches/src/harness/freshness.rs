@@ -32,11 +32,7 @@ pub(super) fn paced_run(
         shared.catalog.clone(),
         QueryLimits::default(),
     )?);
-    let state = AppState {
-        shared: shared.clone(),
-        sql: sql.clone(),
-        auth: Default::default(),
-    };
+    let state = AppState::new(shared.clone(), sql.clone(), Default::default());
     let addr = serve(&runtime, "127.0.0.1:0", state).context("binding the HTTP API")?;
 
     let label = if query_clients > 0 {

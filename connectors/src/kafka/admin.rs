@@ -165,3 +165,33 @@ fn scan_topic(
     }
     Ok(())
 }
+
+/// The first offset each partition of `topics` still holds (above 0 when retention
+/// or a deletion dropped its oldest records), by partition name (`topic/N`).
+pub fn low_watermarks(
+    brokers: &str,
+    properties: &BTreeMap<String, String>,
+    topics: &[String],
+) -> Result<Vec<(String, i64)>> {
+    let consumer: BaseConsumer<SourceContext> = client_config(brokers, properties)
+        .set("group.id", "projector-retention-check")
+        .create_with_context(SourceContext::default())
+        .map_err(|e| Error::kafka("creating the retention check", e))?;
+    let mut out = Vec::new();
+    for topic in topics {
+        let metadata = consumer
+            .fetch_metadata(Some(topic), METADATA_TIMEOUT)
+            .map_err(|e| Error::kafka(format!("reading the metadata of topic '{topic}'"), e))?;
+        for t in metadata.topics().iter().filter(|t| t.name() == topic) {
+            for p in t.partitions() {
+                let (low, _) = consumer
+                    .fetch_watermarks(topic, p.id(), METADATA_TIMEOUT)
+                    .map_err(|e| {
+                        Error::kafka(format!("reading the offsets of {topic}/{}", p.id()), e)
+                    })?;
+                out.push((format!("{topic}/{}", p.id()), low));
+            }
+        }
+    }
+    Ok(out)
+}

@@ -44,7 +44,7 @@ mod source;
 pub use config::{KafkaConfig, Partitioner, StartFrom};
 
 #[cfg(feature = "kafka")]
-pub use admin::{ensure_topic, letters_in_topic, read_letters_in_topic};
+pub use admin::{ensure_topic, letters_in_topic, low_watermarks, read_letters_in_topic};
 #[cfg(feature = "kafka")]
 pub use config::{check_properties, client_config};
 #[cfg(feature = "kafka")]

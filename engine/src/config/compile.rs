@@ -392,6 +392,7 @@ pub(crate) fn pipeline(ctx: &mut Ctx<'_>, root: &Node, file: &Path) -> Option<Pi
     Some(PipelineConfig {
         dedup: dedup?,
         logic,
+        text: String::new(),
         upcasters: upcasters?,
         file: file.to_path_buf(),
         name: name?,

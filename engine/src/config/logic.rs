@@ -117,6 +117,15 @@ impl Logic {
         }
     }
 
+    /// The `version:` of `view`, as written (`None`: it has none).
+    pub fn version_of(&self, view: &str) -> Option<String> {
+        self.views
+            .get(view)?
+            .iter()
+            .find_map(|l| l.strip_prefix("version = "))
+            .map(|v| v.trim_matches('"').to_string())
+    }
+
     /// As a checkpoint's manifest keeps it.
     pub fn to_json(&self) -> serde_json::Value {
         serde_json::to_value(&self.views).expect("strings serialize")

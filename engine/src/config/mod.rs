@@ -259,6 +259,9 @@ pub struct PipelineConfig {
     pub auth: Option<AuthConfig>,
     /// What shapes each view's state, which checkpoints record and restores compare.
     pub logic: Logic,
+    /// The pipeline file's text as written (before `${VAR}` substitution, so no secret
+    /// is in it): checkpoints keep it, so a rebuild can run the old views beside the new.
+    pub text: String,
     /// `dedup:`: which event ids each key remembers, to drop repeats (`None`: off).
     pub dedup: Option<projector_operators::dedup::Window>,
     /// `upcast:`: old versions of events brought to the newest shape (empty: none).
@@ -438,7 +441,10 @@ pub(crate) fn load_with_env(
     };
     let errors = finish(&mut ctx, parsed.root.as_ref(), env_issues, file);
     match config {
-        Some(config) if errors.is_empty() => Ok(config),
+        Some(mut config) if errors.is_empty() => {
+            config.text = text.to_string();
+            Ok(config)
+        }
         _ if !errors.is_empty() => Err(ConfigErrors(errors)),
         _ => Err(ConfigErrors(vec![ConfigError {
             code: "config.invalid_value",

@@ -902,6 +902,7 @@ fn the_documented_example_is_the_tested_one() {
         registry,
         on_error,
         max_held,
+        text: _,
         on_tombstone,
         envelope,
         preset,

@@ -124,6 +124,32 @@ pub(super) fn ingest_loop(mut source: Box<dyn Source>, decoding: &Decoding, owne
             return;
         }
         report_checkpointed(shared, source.as_mut());
+        if shared.hold.load(Ordering::SeqCst) {
+            shared.holding.store(true, Ordering::SeqCst);
+            std::thread::sleep(Duration::from_millis(2));
+            continue;
+        }
+        shared.holding.store(false, Ordering::SeqCst);
+        let stop_at = shared.stop_at.lock().expect("stop_at lock").clone();
+        if let Some(ends) = &stop_at {
+            let mut ing = ingress.lock().expect("ingress lock");
+            let reached = (0..ing.offsets.len())
+                .all(|p| !ing.owned[p] || ing.offsets[p] >= ends.get(p).copied().unwrap_or(0));
+            if reached && ing.letters.is_empty() {
+                if ing.barrier(true, true).is_err() {
+                    shared.lost_thread();
+                }
+                drop(ing);
+                while !shared.progress.get().finished
+                    && shared.fatal().is_none()
+                    && !shared.stop.load(Ordering::Relaxed)
+                {
+                    shared.progress.wait(Duration::from_millis(20));
+                }
+                report_checkpointed(shared, source.as_mut());
+                return;
+            }
+        }
         {
             // Dead letters to replay go first: they are older than anything the source
             // reads next.
@@ -202,6 +228,12 @@ pub(super) fn ingest_loop(mut source: Box<dyn Source>, decoding: &Decoding, owne
             for (i, rec) in raw.records.iter().enumerate() {
                 if !ing.owned[rec.partition as usize] {
                     // Taken over by another instance (see Owner::drop_fenced).
+                    continue;
+                }
+                if let Some(ends) = &stop_at
+                    && rec.offset >= ends.get(rec.partition as usize).copied().unwrap_or(0)
+                {
+                    // Past where this run's input ends: the next run reads it.
                     continue;
                 }
                 let bytes = raw.bytes(rec);

@@ -16,6 +16,7 @@ mod ingest;
 mod owner;
 pub(crate) mod parking;
 pub(crate) mod pipeline;
+pub(crate) mod rebuild;
 pub(crate) mod redrive;
 mod registry;
 pub(crate) mod router;

@@ -62,6 +62,9 @@ pub struct RunOptions {
     /// Replay the dead letters of each unit as it is restored, before its new records
     /// (`--replay-dead-letters`; see [`crate::runtime::redrive`]).
     pub replay_dead_letters: bool,
+    /// Rebuild views although the input no longer holds its oldest records
+    /// (`--accept-incomplete-rebuild`).
+    pub accept_incomplete_rebuild: bool,
 }
 
 impl RunOptions {
@@ -83,6 +86,7 @@ impl RunOptions {
             cluster: None,
             accept_logic_change: Vec::new(),
             replay_dead_letters: false,
+            accept_incomplete_rebuild: false,
         }
     }
 }
@@ -122,6 +126,15 @@ pub struct Shared {
     /// The epoch-cutting side, to publish and checkpoint a retry at once (also after
     /// the input finished, when no timer cuts epochs any more).
     ingress: IngressCell,
+    /// Reading is held (the ingest thread reads no record while set; see
+    /// [`Pipeline::hold_reading`]).
+    pub(crate) hold: AtomicBool,
+    /// The ingest thread saw `hold` and reads nothing.
+    pub(crate) holding: AtomicBool,
+    /// Where each partition's input ends for this run (see [`Pipeline::finish_at`]).
+    pub(crate) stop_at: Mutex<Option<Vec<u64>>>,
+    /// While views are rebuilt beside this pipeline's: how far along, for `/status`.
+    pub rebuild: Mutex<Option<serde_json::Value>>,
     /// Offsets of the newest checkpoint, not yet handed to the source.
     pub(super) durable: Arc<Mutex<Option<Resume>>>,
     /// Why the source cannot make progress now (it keeps retrying).
@@ -384,21 +397,7 @@ impl Pipeline {
         let lock = lock_state_dir(&options.state_dir)?;
         let dlq_path = options.state_dir.join("dead-letters.ndjson");
         let n = options.workers;
-        let unversioned = config
-            .topics
-            .iter()
-            .map(|t| t.envelope.contains(&(EnvelopeRole::Version, None)))
-            .collect();
-        let mut projection = Projection::new(
-            config.envelope.clone(),
-            config.views.clone(),
-            &config.fields,
-        )
-        .with_unversioned_streams(unversioned);
-        if let Some(window) = config.dedup {
-            projection = projection.with_dedup(window);
-        }
-        let projection = Arc::new(projection);
+        let projection = Arc::new(projection_of(config));
 
         let mut source = open(&Resume::new()).map_err(Error::Source)?;
         let partitions = source.partitions();
@@ -417,6 +416,7 @@ impl Pipeline {
                     logic.accepted = options.accept_logic_change.iter().cloned().collect();
                     logic
                 },
+                config.text.clone(),
             )?)),
             false => None,
         };
@@ -459,6 +459,10 @@ impl Pipeline {
             parked: Arc::default(),
             inboxes: Mutex::new(Vec::new()),
             ingress: IngressCell::default(),
+            hold: AtomicBool::new(false),
+            holding: AtomicBool::new(false),
+            stop_at: Mutex::new(None),
+            rebuild: Mutex::new(None),
         });
 
         let writer = match &checkpoints {
@@ -661,6 +665,44 @@ impl Pipeline {
         &self.shared
     }
 
+    /// Stops reading records (the epochs go on) and waits, at most `wait`, until the
+    /// ingest thread reads none; then returns where each partition's reading stands
+    /// (next offset, by partition id). `None`: it did not stop in time.
+    pub fn hold_reading(&self, wait: Duration) -> Option<Vec<u64>> {
+        self.shared.hold.store(true, Ordering::SeqCst);
+        let deadline = Instant::now() + wait;
+        while !self.shared.holding.load(Ordering::SeqCst) {
+            if Instant::now() > deadline || self.ingest.as_ref().is_none_or(|i| i.is_finished()) {
+                // A finished ingest thread reads nothing any more either.
+                break;
+            }
+            std::thread::sleep(Duration::from_millis(2));
+        }
+        let stopped = self.shared.holding.load(Ordering::SeqCst)
+            || self.ingest.as_ref().is_none_or(|i| i.is_finished());
+        stopped.then(|| {
+            self.shared
+                .positions
+                .snapshot()
+                .iter()
+                .map(|p| p.next_offset)
+                .collect()
+        })
+    }
+
+    /// Reads again after [`Pipeline::hold_reading`].
+    pub fn resume_reading(&self) {
+        self.shared.hold.store(false, Ordering::SeqCst);
+    }
+
+    /// Reads on to `offsets` (next offset, by partition id) and no further, then
+    /// finishes as at the end of the input (the last epoch published and
+    /// checkpointed); resumes reading after [`Pipeline::hold_reading`].
+    pub fn finish_at(&self, offsets: Vec<u64>) {
+        *self.shared.stop_at.lock().expect("stop_at lock") = Some(offsets);
+        self.shared.hold.store(false, Ordering::SeqCst);
+    }
+
     /// Blocks until the input is exhausted and its last epoch is published (`Ok`), or
     /// the pipeline failed (`Err` with the reason).
     pub fn wait_until_finished(&self) -> Result<()> {
@@ -739,6 +781,25 @@ impl Pipeline {
             source: e,
         })?;
         Ok(())
+    }
+}
+
+/// The compiled views of `config`.
+pub(crate) fn projection_of(config: &PipelineConfig) -> Projection {
+    let unversioned = config
+        .topics
+        .iter()
+        .map(|t| t.envelope.contains(&(EnvelopeRole::Version, None)))
+        .collect();
+    let projection = Projection::new(
+        config.envelope.clone(),
+        config.views.clone(),
+        &config.fields,
+    )
+    .with_unversioned_streams(unversioned);
+    match config.dedup {
+        Some(window) => projection.with_dedup(window),
+        None => projection,
     }
 }
 

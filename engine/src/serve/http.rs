@@ -8,6 +8,7 @@ use crate::serve::auth::{Auth, Caller, guard, refuse};
 use crate::serve::cluster::wire::{ABSENT, COVERED, Contribution, ScanRequest, scan_sql};
 use crate::serve::output::{OutputFormat, render};
 use crate::serve::query::{QueryError, QueryErrorKind, QueryOptions, QueryResult, SqlEngine};
+use arc_swap::ArcSwap;
 use axum::Router;
 use axum::body::Bytes;
 use axum::extract::{Extension, Query, State};
@@ -22,12 +23,39 @@ use std::sync::Arc;
 /// What the handlers share.
 #[derive(Clone)]
 pub struct AppState {
-    /// The pipeline.
-    pub shared: Arc<Shared>,
-    /// Its SQL engine.
-    pub sql: Arc<SqlEngine>,
+    /// The pipeline and its SQL engine: swapped at once when a rebuild switches.
+    face: Arc<ArcSwap<Face>>,
     /// Who may ask what ([`Auth::default`]: anyone, anything).
     pub auth: Arc<Auth>,
+}
+
+/// The pipeline the HTTP face answers for.
+struct Face {
+    /// The pipeline.
+    shared: Arc<Shared>,
+    /// Its SQL engine.
+    sql: Arc<SqlEngine>,
+}
+
+impl AppState {
+    /// The face of the pipeline `shared`, querying with `sql`, guarded by `auth`.
+    pub fn new(shared: Arc<Shared>, sql: Arc<SqlEngine>, auth: Arc<Auth>) -> Self {
+        AppState {
+            face: Arc::new(ArcSwap::from_pointee(Face { shared, sql })),
+            auth,
+        }
+    }
+
+    /// From now on, answers for `shared` with `sql` (requests under way finish with
+    /// the pipeline they started with).
+    pub fn switch(&self, shared: Arc<Shared>, sql: Arc<SqlEngine>) {
+        self.face.store(Arc::new(Face { shared, sql }));
+    }
+
+    /// The pipeline answered for now.
+    fn face(&self) -> Arc<Face> {
+        self.face.load_full()
+    }
 }
 
 /// The runtime SQL and HTTP run on: two threads of their own, never the pipeline's.
@@ -215,6 +243,7 @@ async fn sql(
     headers: HeaderMap,
     body: Bytes,
 ) -> Response {
+    let face = app.face();
     let format = match params.format.as_deref() {
         None => OutputFormat::Json,
         Some(f) => match OutputFormat::from_name(f) {
@@ -248,7 +277,7 @@ async fn sql(
         grant: caller.and_then(|Extension(c)| c.grant().cloned()),
         ..QueryOptions::default()
     };
-    match app.sql.query_with(&sql_text, &options).await {
+    match face.sql.query_with(&sql_text, &options).await {
         Ok(r) => match render(&r.schema, &r.batches, format) {
             Ok(bytes) => {
                 let mut response = (
@@ -257,7 +286,7 @@ async fn sql(
                     bytes,
                 )
                     .into_response();
-                answer_headers(response.headers_mut(), &app.shared, &r);
+                answer_headers(response.headers_mut(), &face.shared, &r);
                 response
             }
             Err(e) => SqlRequestError::Render(e).into_response(),
@@ -303,19 +332,20 @@ fn answer_headers(headers: &mut HeaderMap, shared: &Shared, r: &QueryResult) {
 /// partials) of some partitions of a view. Answers from its pinned epoch only, and
 /// says which of the partitions it holds (see `serve/cluster/wire.rs`).
 async fn cluster_scan(State(app): State<AppState>, body: Bytes) -> Response {
+    let face = app.face();
     let bad = |status, code, message: String| error_response(status, code, &message);
     let req: ScanRequest = match serde_json::from_slice(&body) {
         Ok(r) => r,
         Err(e) => return bad(StatusCode::BAD_REQUEST, "http.bad_body", e.to_string()),
     };
-    let catalog = &app.shared.catalog;
-    if req.pipeline != app.shared.name {
+    let catalog = &face.shared.catalog;
+    if req.pipeline != face.shared.name {
         return bad(
             StatusCode::CONFLICT,
             "cluster.other_pipeline",
             format!(
                 "this instance runs pipeline '{}', not '{}'",
-                app.shared.name, req.pipeline
+                face.shared.name, req.pipeline
             ),
         );
     }
@@ -380,7 +410,7 @@ async fn cluster_scan(State(app): State<AppState>, body: Bytes) -> Response {
         local_only: Some(ids),
         ..QueryOptions::default()
     };
-    match app.sql.query_with(&scan_sql(&req), &options).await {
+    match face.sql.query_with(&scan_sql(&req), &options).await {
         Ok(r) => match render(&r.schema, &r.batches, OutputFormat::Arrow) {
             Ok(bytes) => {
                 absent.extend(r.missing.into_iter().map(|(p, _)| p));
@@ -409,7 +439,8 @@ struct ColumnInfo {
 }
 
 async fn views(State(app): State<AppState>, caller: Option<Extension<Caller>>) -> Response {
-    let catalog = &app.shared.catalog;
+    let face = app.face();
+    let catalog = &face.shared.catalog;
     let published = catalog.current();
     let grant = caller.and_then(|Extension(c)| c.grant().cloned());
     let infos: Vec<ViewInfo> = catalog
@@ -475,6 +506,8 @@ pub fn status_json(shared: &Shared) -> serde_json::Value {
             "keys": shared.parked.totals().0,
             "events": shared.parked.totals().1,
         },
+        // Views rebuilt beside these (a new `version:`, or `--rebuild`).
+        "rebuild": shared.rebuild.lock().expect("rebuild lock").clone(),
         // Dead letters replayed by this run (`--replay-dead-letters`).
         "redrive": shared.counters.redrive.snapshot(),
         "checkpoint": shared.checkpoints.get(),
@@ -523,7 +556,8 @@ pub(crate) fn partitions_json(shared: &Shared) -> serde_json::Value {
 }
 
 async fn status(State(app): State<AppState>) -> Response {
-    axum::Json(status_json(&app.shared)).into_response()
+    let face = app.face();
+    axum::Json(status_json(&face.shared)).into_response()
 }
 
 /// Parked keys hold events of every view: only a caller who may read every view sees
@@ -541,10 +575,11 @@ fn may_park(caller: &Caller) -> Option<Response> {
 
 /// `GET /parked`: the parked keys of this instance (`on_error: park`).
 async fn parked(State(app): State<AppState>, Extension(caller): Extension<Caller>) -> Response {
+    let face = app.face();
     if let Some(refused) = may_park(&caller) {
         return refused;
     }
-    let keys = app.shared.parked.list();
+    let keys = face.shared.parked.list();
     axum::Json(json!({ "parked": keys })).into_response()
 }
 
@@ -573,17 +608,18 @@ async fn parked_skip(
 }
 
 async fn resolve_parked(app: AppState, caller: Caller, key: String, skip: bool) -> Response {
+    let face = app.face();
     if let Some(refused) = may_park(&caller) {
         return refused;
     }
-    if !app.shared.bad.parks() {
+    if !face.shared.bad.parks() {
         return error_response(
             StatusCode::CONFLICT,
             "park.off",
             "the pipeline does not park keys (on_error is not park)",
         );
     }
-    let shared = app.shared.clone();
+    let shared = face.shared.clone();
     let wait = std::time::Duration::from_secs(30);
     let asked = key.clone();
     let done = tokio::task::spawn_blocking(move || shared.resolve_parked(&asked, skip, wait)).await;
@@ -604,9 +640,10 @@ async fn resolve_parked(app: AppState, caller: Caller, key: String, skip: bool) 
 }
 
 async fn health(State(app): State<AppState>) -> Response {
+    let face = app.face();
     // Degraded is still 200: the views stay queryable (they are only getting stale) and
     // a liveness probe must not restart an engine that is waiting for its broker.
-    match (app.shared.fatal(), app.shared.degraded()) {
+    match (face.shared.fatal(), face.shared.degraded()) {
         (None, None) => axum::Json(json!({"status": "ok"})).into_response(),
         (None, Some(reason)) => {
             axum::Json(json!({"status": "degraded", "reason": reason})).into_response()

@@ -60,7 +60,28 @@ pub(super) fn view(
     has_time: Option<bool>,
 ) -> Option<ViewSpec> {
     const KINDS: [&str; 3] = ["fold", "aggregate", "table"];
-    let rec = ctx.record(node, path, &["name", "fold", "aggregate", "table"])?;
+    let rec = ctx.record(
+        node,
+        path,
+        &["name", "version", "fold", "aggregate", "table"],
+    )?;
+    if let Some(e) = rec.get("version") {
+        // Only recorded (in the logic checkpoints keep): a new version is rebuilt.
+        let ok = match &e.value.data {
+            YamlData::Value(saphyr::Scalar::Integer(n)) => *n >= 0,
+            YamlData::Value(saphyr::Scalar::String(s)) => {
+                !s.is_empty()
+                    && s.len() <= 32
+                    && s.chars().all(|c| c.is_ascii_alphanumeric() || c == '_')
+            }
+            _ => false,
+        };
+        if !ok {
+            let message =
+                "a view's version is a number, or up to 32 letters, digits and '_'".to_string();
+            ctx.error("config.invalid_value", e.value, &e.path, message);
+        }
+    }
     let name = rec.require(ctx, "name").and_then(|e| {
         let name = identifier(ctx, e.value, &e.path, "view name")?;
         if let Some((_, first)) = names.iter().find(|(n, _)| *n == name) {

@@ -185,6 +185,16 @@ impl std::fmt::Debug for SqlEngine {
 impl SqlEngine {
     /// An engine with one table per view of `catalog`.
     pub fn new(catalog: Arc<Catalog>, limits: QueryLimits) -> Result<Self, QueryError> {
+        Self::with_beside(catalog, None, limits)
+    }
+
+    /// An engine with one table per view of `catalog` and of `beside` (views rebuilt
+    /// beside the pipeline's, each read at its own newest epoch).
+    pub fn with_beside(
+        catalog: Arc<Catalog>,
+        beside: Option<Arc<Catalog>>,
+        limits: QueryLimits,
+    ) -> Result<Self, QueryError> {
         let runtime = RuntimeEnvBuilder::new()
             .with_memory_limit(limits.memory_bytes, 1.0)
             .build_arc()
@@ -203,6 +213,15 @@ impl SqlEngine {
                 Arc::new(ViewTable::new(catalog.clone(), i)),
             )
             .map_err(|e| QueryError::new(QueryErrorKind::Internal, e.to_string()))?;
+        }
+        for other in beside.iter() {
+            for (i, v) in other.views.iter().enumerate() {
+                ctx.register_table(
+                    v.name.as_str(),
+                    Arc::new(ViewTable::beside(other.clone(), i)),
+                )
+                .map_err(|e| QueryError::new(QueryErrorKind::Internal, e.to_string()))?;
+            }
         }
         Ok(SqlEngine {
             state: ctx.state(),

@@ -59,12 +59,28 @@ pub(crate) struct PartitionsUnavailable(pub Vec<(String, String)>);
 pub(crate) struct ViewTable {
     catalog: Arc<Catalog>,
     index: usize,
+    /// The catalog is not the one the query pinned an epoch of (views rebuilt beside
+    /// the pipeline's): scans read its own newest epoch.
+    own_epoch: bool,
 }
 
 impl ViewTable {
     /// The table for view number `index`.
     pub(crate) fn new(catalog: Arc<Catalog>, index: usize) -> Self {
-        ViewTable { catalog, index }
+        ViewTable {
+            catalog,
+            index,
+            own_epoch: false,
+        }
+    }
+
+    /// The table for view number `index` of a catalog beside the query's.
+    pub(crate) fn beside(catalog: Arc<Catalog>, index: usize) -> Self {
+        ViewTable {
+            catalog,
+            index,
+            own_epoch: true,
+        }
     }
 
     /// The key of a `key = 'literal'` filter on a fold view's key column: such a
@@ -131,7 +147,11 @@ impl TableProvider for ViewTable {
         _limit: Option<usize>,
     ) -> Result<Arc<dyn ExecutionPlan>> {
         let fallback;
-        let scope = match state.config().get_extension::<QueryScope>() {
+        let pinned = match self.own_epoch {
+            true => None,
+            false => state.config().get_extension::<QueryScope>(),
+        };
+        let scope = match pinned {
             Some(s) => s,
             None => {
                 fallback = Arc::new(QueryScope {

@@ -127,6 +127,9 @@ pub(crate) struct Checkpoints {
     replay_if_damaged: bool,
     /// What shapes each view's state: recorded in every checkpoint, compared on restore.
     logic: Logic,
+    /// The pipeline file's text, recorded in every checkpoint (a rebuild runs the old
+    /// views from it).
+    definition: String,
     /// The partitions this instance holds, with the head it last wrote.
     leases: Mutex<BTreeMap<u32, Arc<Mutex<Lease>>>>,
     /// The generation each lease was taken at (read without waiting for a commit).
@@ -143,9 +146,11 @@ impl Checkpoints {
         units: Arc<Units>,
         replay_if_damaged: bool,
         logic: Logic,
+        definition: String,
     ) -> Result<Self> {
         let blobs = open_blobs(config, state_dir)?;
         Ok(Checkpoints {
+            definition,
             location: blobs.describe(""),
             blobs,
             keep: config.keep,
@@ -403,7 +408,10 @@ impl Checkpoints {
                     })
                     .collect(),
                 files: vec![(STATE_FILE.to_string(), state)],
-                extra: serde_json::json!({ "logic": self.logic.to_json() }),
+                extra: serde_json::json!({
+                    "logic": self.logic.to_json(),
+                    "definition": self.definition,
+                }),
             },
             letters,
         );
@@ -417,6 +425,51 @@ impl Checkpoints {
             }
             Err(e) => Err(e),
         }
+    }
+
+    /// Writes unit `id`'s checkpoint of `epoch` for other logic than this store was
+    /// opened with: the switch of a rebuild writes the new pipeline's first checkpoints
+    /// (its `logic` and `definition`) from the old and the rebuilt state.
+    #[allow(clippy::too_many_arguments)]
+    pub(crate) fn rewrite(
+        &self,
+        id: u32,
+        epoch: u64,
+        pipeline: &str,
+        offsets: &Resume,
+        state: &[u8],
+        logic: &Logic,
+        definition: &str,
+    ) -> Result<()> {
+        let Some(lease) = self.leases.lock().expect("leases lock").get(&id).cloned() else {
+            return Err(CheckpointError::NothingUsable {
+                partition: self.units.name(id).to_string(),
+                reasons: "it is not held by this instance".into(),
+            }
+            .into());
+        };
+        let mut lease = lease.lock().expect("lease lock");
+        self.log(id).commit(
+            &mut lease,
+            NewCheckpoint {
+                epoch,
+                pipeline: pipeline.to_string(),
+                partitions: offsets
+                    .iter()
+                    .map(|(&p, &next_offset)| PartitionOffset {
+                        name: self.units.partition_name(p).to_string(),
+                        next_offset,
+                    })
+                    .collect(),
+                files: vec![(STATE_FILE.to_string(), state)],
+                extra: serde_json::json!({
+                    "logic": logic.to_json(),
+                    "definition": definition,
+                }),
+            },
+            &[],
+        )?;
+        Ok(())
     }
 
     /// Partitions taken over by another instance since the last call.
@@ -500,6 +553,21 @@ fn stored_heads(
         )?);
     }
     Ok((blobs, heads))
+}
+
+/// The manifest of every unit's newest checkpoint in the store `config` names (or
+/// `<state_dir>/checkpoints`), by unit name (`None`: it has none).
+pub(crate) fn stored_manifests(
+    config: &CheckpointConfig,
+    state_dir: &Path,
+) -> Result<Vec<(String, Option<super::store::Manifest>)>> {
+    let (blobs, heads) = stored_heads(config, state_dir)?;
+    let mut out = Vec::with_capacity(heads.len());
+    for head in heads {
+        let log = PartitionLog::new(blobs.clone(), &head.partition, config.keep);
+        out.push((head.partition.clone(), log.peek()?.1));
+    }
+    Ok(out)
 }
 
 /// Every partition's checkpoints in the store `config` names (or
@@ -675,7 +743,15 @@ mod tests {
 
     fn checkpoints(dir: &Path, units: Units, config: &PipelineConfig) -> Checkpoints {
         let c = CheckpointConfig::default();
-        Checkpoints::open(&c, dir, Arc::new(units), false, config.logic.clone()).expect("open")
+        Checkpoints::open(
+            &c,
+            dir,
+            Arc::new(units),
+            false,
+            config.logic.clone(),
+            config.text.clone(),
+        )
+        .expect("open")
     }
 
     fn projection(config: &PipelineConfig) -> Projection {
