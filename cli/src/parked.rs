@@ -1,9 +1,8 @@
 //! `projector parked list | retry KEY | skip KEY`: the parked keys of a running
 //! instance (`on_error: park`), over HTTP.
 
-use crate::query::{Connection, print_error};
-use anyhow::{Context, Result, anyhow};
-use std::io::Read;
+use crate::query::{Connection, answer, print_error};
+use anyhow::{Context, Result};
 use std::process::ExitCode;
 
 /// What to do with parked keys.
@@ -54,15 +53,7 @@ pub(crate) fn parked(conn: &Connection<'_>, action: &ParkedAction) -> Result<Exi
             r.send_empty()
         }
     };
-    let url = conn.url;
-    let mut resp =
-        sent.map_err(|e| anyhow!("cannot reach {url}: {e} (is `projector run` serving there?)"))?;
-    let status = resp.status();
-    let mut body = Vec::new();
-    resp.body_mut()
-        .as_reader()
-        .read_to_end(&mut body)
-        .context("reading the response")?;
+    let (status, body, _) = answer(conn.url, sent)?;
     if !status.is_success() {
         print_error(&body);
         return Ok(ExitCode::from(1));

@@ -40,6 +40,21 @@ impl Connection<'_> {
     }
 }
 
+/// The status and body of the answer to a request `sent` to `url`.
+pub(crate) fn answer(
+    url: &str,
+    sent: Result<ureq::http::Response<ureq::Body>, ureq::Error>,
+) -> Result<(ureq::http::StatusCode, Vec<u8>, ureq::http::HeaderMap)> {
+    let mut resp =
+        sent.map_err(|e| anyhow!("cannot reach {url}: {e} (is `projector run` serving there?)"))?;
+    let mut body = Vec::new();
+    resp.body_mut()
+        .as_reader()
+        .read_to_end(&mut body)
+        .context("reading the response")?;
+    Ok((resp.status(), body, resp.headers().clone()))
+}
+
 /// Prints an error answer (`{"error": {"code", "message"}}`) as `error: code: message`.
 pub(crate) fn print_error(body: &[u8]) {
     let v: serde_json::Value = serde_json::from_slice(body).unwrap_or_default();
@@ -73,22 +88,14 @@ pub(crate) fn query(
     if let Some(token) = conn.token {
         request = request.header("authorization", format!("Bearer {token}"));
     }
-    let mut resp = request
-        .send(sql)
-        .map_err(|e| anyhow!("cannot reach {url}: {e} (is `projector run` serving there?)"))?;
-    let status = resp.status();
-    let mut body = Vec::new();
-    resp.body_mut()
-        .as_reader()
-        .read_to_end(&mut body)
-        .context("reading the response")?;
+    let (status, body, headers) = answer(url, request.send(sql))?;
     if !status.is_success() {
         print_error(&body);
         return Ok(ExitCode::from(1));
     }
     // Only with --partial: the partitions no instance answered for.
     let header = |name: &str| {
-        resp.headers()
+        headers
             .get(name)
             .and_then(|v| v.to_str().ok())
             .map(str::to_string)

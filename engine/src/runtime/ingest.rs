@@ -136,17 +136,9 @@ pub(super) fn ingest_loop(mut source: Box<dyn Source>, decoding: &Decoding, owne
             let reached = (0..ing.offsets.len())
                 .all(|p| !ing.owned[p] || ing.offsets[p] >= ends.get(p).copied().unwrap_or(0));
             if reached && ing.letters.is_empty() {
-                if ing.barrier(true, true).is_err() {
-                    shared.lost_thread();
-                }
+                let cut = ing.barrier(true, true);
                 drop(ing);
-                while !shared.progress.get().finished
-                    && shared.fatal().is_none()
-                    && !shared.stop.load(Ordering::Relaxed)
-                {
-                    shared.progress.wait(Duration::from_millis(20));
-                }
-                report_checkpointed(shared, source.as_mut());
+                finish(cut, shared, source.as_mut());
                 return;
             }
         }
@@ -326,21 +318,8 @@ pub(super) fn ingest_loop(mut source: Box<dyn Source>, decoding: &Decoding, owne
             Poll::Ready => {}
             Poll::Idle => source.wait(IDLE_WAIT),
             Poll::Exhausted => {
-                {
-                    let mut ing = ingress.lock().expect("ingress lock");
-                    if ing.barrier(true, true).is_err() {
-                        shared.lost_thread();
-                        return;
-                    }
-                }
-                // Hand the final checkpoint's offsets to the source before leaving.
-                while !shared.progress.get().finished
-                    && shared.fatal().is_none()
-                    && !shared.stop.load(Ordering::Relaxed)
-                {
-                    shared.progress.wait(Duration::from_millis(20));
-                }
-                report_checkpointed(shared, source.as_mut());
+                let cut = ingress.lock().expect("ingress lock").barrier(true, true);
+                finish(cut, shared, source.as_mut());
                 return;
             }
         }
@@ -429,6 +408,22 @@ impl Replay<'_> {
         ing.force = true;
         ing.router.flush()
     }
+}
+
+/// The end of this run's input: after the last epoch was `cut`, waits until it is
+/// published and checkpointed, and hands the final checkpoint's offsets to the source.
+fn finish(cut: Result<()>, shared: &Shared, source: &mut dyn Source) {
+    if cut.is_err() {
+        shared.lost_thread();
+        return;
+    }
+    while !shared.progress.get().finished
+        && shared.fatal().is_none()
+        && !shared.stop.load(Ordering::Relaxed)
+    {
+        shared.progress.wait(Duration::from_millis(20));
+    }
+    report_checkpointed(shared, source);
 }
 
 /// Hands the offsets of the newest durable checkpoint, if there is a new one, to the

@@ -395,26 +395,15 @@ impl Checkpoints {
             return Ok(false);
         };
         let mut lease = lease.lock().expect("lease lock");
-        let written = self.log(id).commit(
-            &mut lease,
-            NewCheckpoint {
-                epoch,
-                pipeline: pipeline.to_string(),
-                partitions: offsets
-                    .iter()
-                    .map(|(&p, &next_offset)| PartitionOffset {
-                        name: self.units.partition_name(p).to_string(),
-                        next_offset,
-                    })
-                    .collect(),
-                files: vec![(STATE_FILE.to_string(), state)],
-                extra: serde_json::json!({
-                    "logic": self.logic.to_json(),
-                    "definition": self.definition,
-                }),
-            },
-            letters,
+        let checkpoint = self.checkpoint(
+            epoch,
+            pipeline,
+            offsets,
+            state,
+            &self.logic,
+            &self.definition,
         );
+        let written = self.log(id).commit(&mut lease, checkpoint, letters);
         match written {
             Ok(_) => Ok(true),
             Err(e @ Error::Checkpoint(CheckpointError::Fenced { .. })) => {
@@ -449,27 +438,38 @@ impl Checkpoints {
             .into());
         };
         let mut lease = lease.lock().expect("lease lock");
-        self.log(id).commit(
-            &mut lease,
-            NewCheckpoint {
-                epoch,
-                pipeline: pipeline.to_string(),
-                partitions: offsets
-                    .iter()
-                    .map(|(&p, &next_offset)| PartitionOffset {
-                        name: self.units.partition_name(p).to_string(),
-                        next_offset,
-                    })
-                    .collect(),
-                files: vec![(STATE_FILE.to_string(), state)],
-                extra: serde_json::json!({
-                    "logic": logic.to_json(),
-                    "definition": definition,
-                }),
-            },
-            &[],
-        )?;
+        let checkpoint = self.checkpoint(epoch, pipeline, offsets, state, logic, definition);
+        self.log(id).commit(&mut lease, checkpoint, &[])?;
         Ok(())
+    }
+
+    /// A checkpoint of `epoch` with `state`, resuming at `offsets`, recording `logic`
+    /// and the pipeline's `definition`.
+    fn checkpoint<'a>(
+        &self,
+        epoch: u64,
+        pipeline: &str,
+        offsets: &Resume,
+        state: &'a [u8],
+        logic: &Logic,
+        definition: &str,
+    ) -> NewCheckpoint<'a> {
+        NewCheckpoint {
+            epoch,
+            pipeline: pipeline.to_string(),
+            partitions: offsets
+                .iter()
+                .map(|(&p, &next_offset)| PartitionOffset {
+                    name: self.units.partition_name(p).to_string(),
+                    next_offset,
+                })
+                .collect(),
+            files: vec![(STATE_FILE.to_string(), state)],
+            extra: serde_json::json!({
+                "logic": logic.to_json(),
+                "definition": definition,
+            }),
+        }
     }
 
     /// Partitions taken over by another instance since the last call.
