@@ -97,6 +97,7 @@ fn route(c: &mut Criterion) {
                         raw: raw.bytes(rec),
                         key: None,
                         letter: false,
+                        lettered: false,
                     };
                     router.push(w, record, event, None).expect("sinks run");
                 }

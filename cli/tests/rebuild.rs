@@ -282,6 +282,12 @@ fn rebuild_forces_a_rebuild_of_an_unchanged_view() {
         !dir.path().join("state/rebuild").exists(),
         "its state is gone"
     );
+    // The rows are the rebuilt ones: the switch wrote a checkpoint from them.
+    let switched = common::checkpoint_dirs(&dir.path().join("state"))
+        .iter()
+        .filter_map(|d| common::manifest(d))
+        .any(|m| m["extra"]["switched"].is_string());
+    assert!(switched, "the switch wrote the rebuilt state");
 
     // A new version of one view and a changed one without: refused, naming it.
     let text = new_pipeline().replace(

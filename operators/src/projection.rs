@@ -153,10 +153,6 @@ pub struct PartitionState {
     /// Per key, the dead letters replayed into this state (stream, offset), so a
     /// replay applies each once (`projector dead-letters replay`).
     pub redriven: FastMap<Arc<str>, Vec<(u16, u64)>>,
-    /// While new versions of views are rebuilt beside the old ones: their state, for
-    /// [`Projection::rebuild`] (its own versions, ids and rows: it reads the input
-    /// again from the start).
-    pub rebuild: Option<Box<PartitionState>>,
     /// One state per view, in pipeline order.
     pub views: Vec<ViewState>,
 }
@@ -199,9 +195,6 @@ pub struct Projection {
     unversioned: Vec<bool>,
     /// `dedup:`: the event ids each key remembers, to drop repeats.
     dedup: Option<Window>,
-    /// The new versions of views being rebuilt beside these (see
-    /// [`PartitionState::rebuild`]).
-    rebuild: Option<Arc<Projection>>,
 }
 
 /// The field paths the envelope reads, as written in the pipeline, for error messages.
@@ -263,19 +256,7 @@ impl Projection {
             names,
             unversioned: Vec::new(),
             dedup: None,
-            rebuild: None,
         }
-    }
-
-    /// Rebuilds `rebuild`'s views beside these: every state gets a state of its own.
-    pub fn with_rebuild(mut self, rebuild: Arc<Projection>) -> Self {
-        self.rebuild = Some(rebuild);
-        self
-    }
-
-    /// The views being rebuilt beside these, if any.
-    pub fn rebuild(&self) -> Option<&Arc<Projection>> {
-        self.rebuild.as_ref()
     }
 
     /// Drops repeats of an event id within `window` (per key): an event whose id its
@@ -316,10 +297,6 @@ impl Projection {
             dedup: FastMap::default(),
             parked: FastMap::default(),
             redriven: FastMap::default(),
-            rebuild: self
-                .rebuild
-                .as_ref()
-                .map(|r| Box::new(r.new_partition_state())),
             views: self
                 .views
                 .iter()

@@ -49,6 +49,8 @@ pub struct BadRecords {
     staged: Mutex<BTreeMap<u64, Vec<Letter>>>,
     /// Per partition name: offsets after its checkpoint whose letter is in the file.
     written: Mutex<BTreeMap<String, BTreeSet<u64>>>,
+    /// `written` holds an offset (checked first, without the lock).
+    any_written: AtomicBool,
     fatal: Mutex<Option<Fatal>>,
     failed: AtomicBool,
     /// Reads the ids of a bad record.
@@ -181,6 +183,7 @@ impl BadRecords {
             producer: Mutex::new(None),
             staged: Mutex::new(BTreeMap::new()),
             written: Mutex::new(BTreeMap::new()),
+            any_written: AtomicBool::new(false),
             fatal: Mutex::new(None),
             failed: AtomicBool::new(false),
             ids: IdReader::default(),
@@ -445,7 +448,22 @@ impl BadRecords {
             written.remove(*name);
         }
         written.extend(found);
+        self.any_written
+            .store(written.values().any(|w| !w.is_empty()), Ordering::Relaxed);
         Ok(())
+    }
+
+    /// Whether the record at `offset` of `partition` has a letter already (written
+    /// before a restart; see [`BadRecords::already_written`]): applied now (after a
+    /// fix), it must count as that letter replayed.
+    pub fn has_letter(&self, partition: &str, offset: u64) -> bool {
+        self.any_written.load(Ordering::Relaxed)
+            && self
+                .written
+                .lock()
+                .expect("dead-letter lock")
+                .get(partition)
+                .is_some_and(|w| w.contains(&offset))
     }
 
     /// Drops the letters staged for `partition` that no epoch committed yet: its

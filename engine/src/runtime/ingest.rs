@@ -300,6 +300,7 @@ pub(super) fn ingest_loop(mut source: Box<dyn Source>, decoding: &Decoding, owne
                     raw: bytes,
                     key,
                     letter: false,
+                    lettered: shared.bad.has_letter(partition, rec.offset),
                 };
                 if ing.router.push(w, event, &mut slots, extras).is_err() {
                     shared.lost_thread();
@@ -402,6 +403,7 @@ impl Replay<'_> {
                 raw: &letter.raw,
                 key,
                 letter: true,
+                lettered: false,
             };
             ing.router.push(w, event, slots, extras)?;
         }

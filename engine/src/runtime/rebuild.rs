@@ -48,6 +48,9 @@ pub struct RebuildPlan {
     pub views: Vec<(String, String)>,
     /// Only the switch is left to do: an earlier run stopped half way through it.
     pub switch_only: bool,
+    /// Names this rebuild (the old logic and the rebuilt views'): the switch writes it
+    /// in each unit's new checkpoint, so an interrupted switch knows what it wrote.
+    pub id: String,
 }
 
 /// Why a rebuild cannot go ahead.
@@ -116,8 +119,10 @@ pub fn plan(
         }
         _ => {
             return Err(refused(
-                "the checkpoints of the units were written by more than two versions of the \
-                 pipeline: rebuild the views on an empty state"
+                "the units' checkpoints were written by different versions of the pipeline, \
+                 none of them this one (a switch was interrupted, then the pipeline changed \
+                 again): run the pipeline of the interrupted switch once, or rebuild the \
+                 views on an empty state"
                     .into(),
             ));
         }
@@ -255,12 +260,23 @@ pub fn plan(
             })?;
         }
     }
+    let id = {
+        use sha2::Digest;
+        let mut h = sha2::Sha256::new();
+        h.update(old_logic.to_json().to_string());
+        h.update(side.logic.to_json().to_string());
+        h.finalize()[..8]
+            .iter()
+            .map(|b| format!("{b:02x}"))
+            .collect()
+    };
     Ok(Some(RebuildPlan {
         old,
         rebuilt: side,
         rebuilt_options: side_options,
         views: rebuilt,
         switch_only,
+        id,
     }))
 }
 
@@ -326,14 +342,14 @@ pub fn merge(plan: &RebuildPlan, new: &PipelineConfig, options: &RunOptions) -> 
         plan.rebuilt.logic.clone(),
         plan.rebuilt.text.clone(),
     )?;
-    let stored: BTreeMap<String, Option<Logic>> =
+    // Per unit: it has a checkpoint, and the rebuild it was switched by, if any.
+    let stored: BTreeMap<String, Option<String>> =
         stored_manifests(&new.checkpoint, &options.state_dir)?
             .into_iter()
-            .map(|(unit, m)| {
-                let logic = m
-                    .and_then(|m| m.extra.get("logic").cloned())
-                    .and_then(|l| Logic::from_json(&l));
-                (unit, logic)
+            .filter_map(|(unit, m)| {
+                let m = m?;
+                let switched = m.extra.get("switched").and_then(|s| s.as_str());
+                Some((unit, switched.map(str::to_string)))
             })
             .collect();
     let rebuilt: Vec<&str> = plan.views.iter().map(|(n, _)| n.as_str()).collect();
@@ -341,11 +357,11 @@ pub fn merge(plan: &RebuildPlan, new: &PipelineConfig, options: &RunOptions) -> 
     for id in 0..units.names().len() as u32 {
         let name = units.name(id);
         match stored.get(name) {
-            // Written by an earlier, interrupted switch.
-            Some(Some(l)) if l.views == new.logic.views => continue,
+            // Written by an earlier, interrupted switch of this rebuild.
+            Some(Some(id)) if *id == plan.id => continue,
             // No checkpoint: the new pipeline starts it from the beginning.
-            None | Some(None) => continue,
-            Some(Some(_)) => {}
+            None => continue,
+            Some(_) => {}
         }
         let old = main.restore(id, &old_projection, 1, |_| 0)?;
         let built = side.restore(id, &side_projection, 1, |_| 0)?;
@@ -401,7 +417,15 @@ pub fn merge(plan: &RebuildPlan, new: &PipelineConfig, options: &RunOptions) -> 
         file.extend_from_slice(&(piece.len() as u64).to_le_bytes());
         file.extend_from_slice(&piece);
         let epoch = old.epoch.max(built.epoch).max(old.epoch_floor) + 1;
-        main.rewrite(id, epoch, &new.name, at, &file, &new.logic, &new.text)?;
+        main.rewrite(
+            id,
+            epoch,
+            &new.name,
+            at,
+            &file,
+            (&new.logic, &new.text),
+            &plan.id,
+        )?;
     }
     let dir = &plan.rebuilt_options.state_dir;
     drop(side);

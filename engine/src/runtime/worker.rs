@@ -50,6 +50,8 @@ pub struct EventRef<'a> {
     pub key: Option<&'a [u8]>,
     /// A dead letter being replayed (see [`crate::runtime::redrive`]).
     pub letter: bool,
+    /// A record with a letter already (see [`BadRecords::has_letter`]).
+    pub lettered: bool,
 }
 
 /// What a worker needs of a record, beyond its bytes and key, to hold it for a parked
@@ -89,6 +91,9 @@ struct EventMeta {
     key: Option<(usize, usize)>,
     /// A dead letter being replayed (see [`crate::runtime::redrive`]).
     letter: bool,
+    /// A record read again from the source that has a letter already: applied, it
+    /// counts as that letter replayed.
+    lettered: bool,
 }
 
 impl EventBatch {
@@ -125,6 +130,7 @@ impl EventBatch {
             end,
             key,
             letter: event.letter,
+            lettered: event.lettered,
         });
         self.values.extend(values.iter_mut().map(std::mem::take));
     }
@@ -417,12 +423,7 @@ impl Worker {
             },
             1,
         );
-        match state.redriven.get_mut(&*key) {
-            Some(l) => l.push(id),
-            None => {
-                state.redriven.insert(Arc::from(&*key), vec![id]);
-            }
-        }
+        note_replayed(state, &self.projection, event, stream, m.offset);
         applied
     }
 
@@ -499,8 +500,15 @@ impl Worker {
                             Some(m.offset),
                             stream,
                         ) {
-                            Ok(Outcome::Applied) => applied += 1,
-                            Ok(Outcome::Duplicate) => dups += 1,
+                            Ok(outcome) => {
+                                match outcome {
+                                    Outcome::Applied => applied += 1,
+                                    Outcome::Duplicate => dups += 1,
+                                }
+                                if m.lettered {
+                                    note_replayed(state, &self.projection, event, stream, m.offset);
+                                }
+                            }
                             Err(e) if extras.is_some() => {
                                 let key = self.projection.key(event).ok().and_then(key_text);
                                 let key = key.expect("routed by its key");
@@ -614,6 +622,28 @@ impl Worker {
                 }
                 WorkerMsg::Stop => return,
             }
+        }
+    }
+}
+
+/// Lists the letter of `event` (at `offset` of `stream`) as replayed into its key's
+/// state, so no replay applies it again.
+fn note_replayed(
+    state: &mut PartitionState,
+    projection: &Projection,
+    event: &[Value],
+    stream: u16,
+    offset: u64,
+) {
+    let Some(key) = projection.key(event).ok().and_then(key_text) else {
+        return;
+    };
+    match state.redriven.get_mut(&*key) {
+        Some(l) => l.push((stream, offset)),
+        None => {
+            state
+                .redriven
+                .insert(Arc::from(&*key), vec![(stream, offset)]);
         }
     }
 }

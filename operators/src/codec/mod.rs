@@ -36,8 +36,8 @@ use std::sync::Arc;
 /// First bytes of every encoded piece (format version 1).
 const MAGIC: &[u8; 4] = b"PJS1";
 /// First bytes of a piece with sections beyond format version 1: a `u64` of flags
-/// ([`STREAMS`], [`DEDUP`], [`PARKED`], [`REDRIVEN`]) follows, and the flagged sections follow the views, in
-/// flag order.
+/// ([`STREAMS`], [`DEDUP`], [`PARKED`], [`REDRIVEN`]) follows, and the flagged sections
+/// follow the views, in flag order.
 const MAGIC_EXT: &[u8; 4] = b"PJSX";
 /// Section: the versions of the streams after the first.
 const STREAMS: u64 = 1;
@@ -47,8 +47,6 @@ const DEDUP: u64 = 2;
 const PARKED: u64 = 4;
 /// Section: the dead letters replayed, per key.
 const REDRIVEN: u64 = 8;
-/// Section: the state of views rebuilt beside these (a piece of its own).
-const REBUILD: u64 = 16;
 
 /// A piece that cannot be read back.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -125,10 +123,6 @@ pub fn encode(projection: &Projection, state: &PartitionState, out: &mut Vec<u8>
             0
         } else {
             REDRIVEN
-        }
-        | match (&state.rebuild, projection.rebuild()) {
-            (Some(_), Some(_)) => REBUILD,
-            _ => 0,
         };
     if flags == 0 {
         out.extend_from_slice(MAGIC);
@@ -213,12 +207,6 @@ pub fn encode(projection: &Projection, state: &PartitionState, out: &mut Vec<u8>
             }
         }
     }
-    if let (Some(rebuild), Some(projection)) = (&state.rebuild, projection.rebuild()) {
-        let mut piece = Vec::new();
-        encode(projection, rebuild, &mut piece);
-        put_u64(out, piece.len() as u64);
-        out.extend_from_slice(&piece);
-    }
 }
 
 fn put_held(out: &mut Vec<u8>, h: &HeldRecord) {
@@ -250,7 +238,7 @@ pub fn decode(projection: &Projection, bytes: &[u8]) -> Result<PartitionState, C
         m if m == MAGIC_EXT => r.u64()?,
         _ => return Err(CodecError::BadMagic),
     };
-    if flags & !(STREAMS | DEDUP | PARKED | REDRIVEN | REBUILD) != 0 {
+    if flags & !(STREAMS | DEDUP | PARKED | REDRIVEN) != 0 {
         return Err(CodecError::BadMagic);
     }
     let mut expected = Vec::new();
@@ -387,14 +375,6 @@ pub fn decode(projection: &Projection, bytes: &[u8]) -> Result<PartitionState, C
             state.redriven.insert(key, letters);
         }
     }
-    if flags & REBUILD != 0 {
-        let Some(rebuild) = projection.rebuild() else {
-            return Err(CodecError::OtherViews);
-        };
-        let len = usize::try_from(r.u64()?).map_err(CodecError::StringTooLong)?;
-        let piece = r.take(len)?;
-        state.rebuild = Some(Box::new(decode(rebuild, piece)?));
-    }
     if r.at != bytes.len() {
         return Err(CodecError::TrailingBytes {
             count: bytes.len() - r.at,
@@ -475,11 +455,6 @@ pub fn merge(state: &mut PartitionState, mut other: PartitionState) {
     state.dedup.extend(other.dedup);
     state.parked.extend(other.parked);
     state.redriven.extend(other.redriven);
-    match (&mut state.rebuild, other.rebuild) {
-        (Some(mine), Some(theirs)) => merge(mine, *theirs),
-        (mine @ None, theirs) => *mine = theirs,
-        (Some(_), None) => {}
-    }
     for (mine, theirs) in state.views.iter_mut().zip(other.views) {
         match (mine, theirs) {
             (ViewState::Fold(a), ViewState::Fold(b)) => {
@@ -504,15 +479,6 @@ pub fn split(
     state: PartitionState,
     n: usize,
     route: impl Fn(&str) -> usize,
-) -> Vec<PartitionState> {
-    split_by(projection, state, n, &route)
-}
-
-fn split_by(
-    projection: &Projection,
-    state: PartitionState,
-    n: usize,
-    route: &dyn Fn(&str) -> usize,
 ) -> Vec<PartitionState> {
     if n == 1 {
         return vec![state];
@@ -540,14 +506,6 @@ fn split_by(
     }
     for (key, letters) in state.redriven {
         pieces[route(&key)].redriven.insert(key, letters);
-    }
-    if let (Some(rebuild), Some(projection)) = (state.rebuild, projection.rebuild()) {
-        for (piece, part) in pieces
-            .iter_mut()
-            .zip(split_by(projection, *rebuild, n, route))
-        {
-            piece.rebuild = Some(Box::new(part));
-        }
     }
     for (v, view) in state.views.into_iter().enumerate() {
         match view {

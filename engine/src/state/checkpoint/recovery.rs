@@ -419,6 +419,8 @@ impl Checkpoints {
     /// Writes unit `id`'s checkpoint of `epoch` for other logic than this store was
     /// opened with: the switch of a rebuild writes the new pipeline's first checkpoints
     /// (its `logic` and `definition`) from the old and the rebuilt state.
+    /// `(logic, definition)`: the new pipeline's; `switched`: the rebuild's id, recorded
+    /// in the checkpoint.
     #[allow(clippy::too_many_arguments)]
     pub(crate) fn rewrite(
         &self,
@@ -427,8 +429,8 @@ impl Checkpoints {
         pipeline: &str,
         offsets: &Resume,
         state: &[u8],
-        logic: &Logic,
-        definition: &str,
+        (logic, definition): (&Logic, &str),
+        switched: &str,
     ) -> Result<()> {
         let Some(lease) = self.leases.lock().expect("leases lock").get(&id).cloned() else {
             return Err(CheckpointError::NothingUsable {
@@ -438,7 +440,8 @@ impl Checkpoints {
             .into());
         };
         let mut lease = lease.lock().expect("lease lock");
-        let checkpoint = self.checkpoint(epoch, pipeline, offsets, state, logic, definition);
+        let mut checkpoint = self.checkpoint(epoch, pipeline, offsets, state, logic, definition);
+        checkpoint.extra["switched"] = switched.into();
         self.log(id).commit(&mut lease, checkpoint, &[])?;
         Ok(())
     }

@@ -300,7 +300,6 @@ mod tests {
                     dedup: FastMap::default(),
                     parked: FastMap::default(),
                     redriven: FastMap::default(),
-                    rebuild: None,
                     views: vec![ViewState::Table(s)],
                 };
                 (p, state)
