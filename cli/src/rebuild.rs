@@ -16,6 +16,8 @@ use std::time::{Duration, Instant};
 const SWITCH_LAG: u64 = 1_000;
 /// How long each pipeline may take to stop reading before the switch.
 const HOLD_PATIENCE: Duration = Duration::from_secs(30);
+/// How long both may take to read on to the same offsets.
+const SWITCH_PATIENCE: Duration = Duration::from_secs(120);
 
 /// How a rebuild ended.
 pub(crate) enum Outcome {
@@ -105,17 +107,9 @@ fn catch_up(
     let mut last = (Instant::now(), 0u64);
     let mut last_print = Instant::now();
     let mut rate = 0.0;
+    let (mut side_ends, mut waiting_for_parked) = (false, false);
     loop {
-        let signalled = runtime.block_on(async {
-            let mut term =
-                tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
-                    .expect("installing SIGTERM handler");
-            tokio::select! {
-                _ = tokio::signal::ctrl_c() => true,
-                _ = term.recv() => true,
-                _ = tokio::time::sleep(Duration::from_millis(100)) => false,
-            }
-        });
+        let signalled = signalled_within(runtime, Duration::from_millis(100));
         let failed = main.shared().fatal().or_else(|| side.shared().fatal());
         if signalled || failed.is_some() {
             eprintln!(
@@ -167,7 +161,29 @@ fn catch_up(
             );
         }
         let side_done = side.shared().progress.get().finished;
+        if main.shared().progress.get().finished && !side_ends {
+            // The running version read to its end (`--once`): so does the rebuild.
+            side.finish_at(ahead.clone());
+            side_ends = true;
+        }
         if lag > SWITCH_LAG && !side_done {
+            continue;
+        }
+        // Held events of parked keys were applied by the rebuilt views already; after
+        // the switch, a retry would apply them to those views again.
+        let (parked, _) = main.shared().parked.totals();
+        if parked > 0 {
+            if !waiting_for_parked {
+                eprintln!(
+                    "{}: the rebuilt views caught up; {parked} key(s) are parked: retry or skip \
+                     them (projector parked), then the switch goes ahead",
+                    new.name
+                );
+                waiting_for_parked = true;
+            }
+            if let Some(s) = main.shared().rebuild.lock().expect("rebuild lock").as_mut() {
+                s["state"] = "waiting for parked keys".into();
+            }
             continue;
         }
         // Both stop reading, then read on to the same offsets (the further of the two)
@@ -187,18 +203,55 @@ fn catch_up(
         eprintln!("{}: the rebuilt views caught up: switching", new.name);
         main.finish_at(ends.clone());
         side.finish_at(ends);
-        main.wait_until_finished().context("the running version")?;
-        side.wait_until_finished().context("the rebuild")?;
+        let deadline = Instant::now() + SWITCH_PATIENCE;
+        let aligned = loop {
+            let done = |p: &Pipeline| p.shared().progress.get().finished;
+            if done(&main) && done(&side) {
+                break true;
+            }
+            let failed = main.shared().fatal().or_else(|| side.shared().fatal());
+            if let Some(e) = failed {
+                let _ = side.stop();
+                let _ = main.stop();
+                eprintln!("{}: failed: {e}", new.name);
+                return Ok(Some(ExitCode::from(1)));
+            }
+            if Instant::now() > deadline || signalled_within(runtime, Duration::from_millis(50)) {
+                break false;
+            }
+        };
         side.stop().context("stopping the rebuild")?;
         main.stop().context("stopping the running version")?;
+        if !aligned {
+            eprintln!(
+                "{}: the switch did not complete (the two could not reach the same offsets \
+                 in time, or a signal came): the next start resumes the rebuild",
+                new.name
+            );
+            return Ok(Some(ExitCode::from(1)));
+        }
         return Ok(None);
     }
 }
 
-/// Waits (at most 30 s) until `p` has published its first epoch: its restored state.
+/// Whether SIGINT or SIGTERM comes within `wait`.
+fn signalled_within(runtime: &tokio::runtime::Runtime, wait: Duration) -> bool {
+    runtime.block_on(async {
+        let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
+            .expect("installing SIGTERM handler");
+        tokio::select! {
+            _ = tokio::signal::ctrl_c() => true,
+            _ = term.recv() => true,
+            _ = tokio::time::sleep(wait) => false,
+        }
+    })
+}
+
+/// Waits until `p` has published its first epoch (its restored state), or failed; at
+/// most two minutes (a consumer group may take long to assign partitions).
 pub(crate) fn wait_for_first_epoch(p: &Pipeline) {
     let shared = p.shared();
-    let deadline = Instant::now() + Duration::from_secs(30);
+    let deadline = Instant::now() + Duration::from_secs(120);
     while shared.progress.get().epoch == 0 && shared.fatal().is_none() && Instant::now() < deadline
     {
         shared.progress.wait(Duration::from_millis(20));

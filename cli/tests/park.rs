@@ -224,8 +224,24 @@ fn a_poison_event_parks_its_key_until_it_is_retried_or_skipped() {
     assert!(wait_for(60, || parked(port) == list), "{:?}", parked(port));
     assert!(wait_for(30, || by_key(rows(port)) == parked_rows));
 
-    // The fix changes the view's logic: refused, unless accepted explicitly.
+    // Parked keys need on_error: park to be resumed: another policy is refused.
     assert_eq!(engine.terminate(30), Some(0));
+    let other = text.replace("on_error: park", "on_error: dead_letter");
+    assert_ne!(other, text);
+    std::fs::write(dir.path().join("bank.yaml"), &other).expect("write pipeline");
+    let refused = projector()
+        .arg("run")
+        .arg(dir.path().join("bank.yaml"))
+        .arg("--state-dir")
+        .arg(dir.path().join("state"))
+        .arg("--once")
+        .output()
+        .expect("run");
+    let stderr = String::from_utf8_lossy(&refused.stderr);
+    assert_eq!(refused.status.code(), Some(1), "{stderr}");
+    assert!(stderr.contains("holds 2 parked key(s)"), "{stderr}");
+
+    // The fix changes the view's logic: refused, unless accepted explicitly.
     std::fs::write(dir.path().join("bank.yaml"), fixed(&text)).expect("write fix");
     let refused = projector()
         .arg("run")

@@ -133,8 +133,10 @@ pub(super) fn ingest_loop(mut source: Box<dyn Source>, decoding: &Decoding, owne
         let stop_at = shared.stop_at.lock().expect("stop_at lock").clone();
         if let Some(ends) = &stop_at {
             let mut ing = ingress.lock().expect("ingress lock");
+            // Every partition owned (this instance reads them all: a rebuild runs alone)
+            // and read to its end.
             let reached = (0..ing.offsets.len())
-                .all(|p| !ing.owned[p] || ing.offsets[p] >= ends.get(p).copied().unwrap_or(0));
+                .all(|p| ing.owned[p] && ing.offsets[p] >= ends.get(p).copied().unwrap_or(0));
             if reached && ing.letters.is_empty() {
                 let cut = ing.barrier(true, true);
                 drop(ing);

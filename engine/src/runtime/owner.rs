@@ -66,6 +66,18 @@ impl Owner {
                     ..Default::default()
                 },
             };
+            let parked: usize = r.workers.iter().map(|w| w.parked.len()).sum();
+            if parked > 0 && !self.shared.bad.parks() {
+                return Err(Error::Io {
+                    context: format!("restoring {name}"),
+                    source: std::io::Error::other(format!(
+                        "its checkpoint holds {parked} parked key(s), and on_error is not \
+                         park any more: their held events would never be applied. Run with \
+                         on_error: park and retry or skip them (projector parked), then \
+                         change on_error"
+                    )),
+                });
+            }
             for s in &r.skipped {
                 eprintln!("{}: warning: {s}", self.shared.name);
             }

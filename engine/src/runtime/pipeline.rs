@@ -187,6 +187,8 @@ impl Shared {
         }
         let deadline = Instant::now() + wait;
         let (tx, rx) = unbounded();
+        let mut sent = 0;
+        let mut outcome: std::result::Result<Option<Resolved>, String> = Ok(None);
         for inbox in &inboxes {
             let request = ParkRequest {
                 key: key.to_string(),
@@ -194,21 +196,38 @@ impl Shared {
                 reply: tx.clone(),
             };
             let left = deadline.saturating_duration_since(Instant::now());
-            inbox
-                .send_timeout(WorkerMsg::Park(request), left)
-                .map_err(|_| "a worker did not take the request in time".to_string())?;
+            if inbox.send_timeout(WorkerMsg::Park(request), left).is_err() {
+                outcome = Err(
+                    "a worker did not take the request in time: it may or may not \
+                               be done (GET /parked tells)"
+                        .into(),
+                );
+                break;
+            }
+            sent += 1;
         }
-        let mut found = None;
-        for _ in &inboxes {
+        for _ in 0..sent {
             let left = deadline.saturating_duration_since(Instant::now());
             match rx.recv_timeout(left) {
-                Ok(Some(r)) => found = Some(r),
+                Ok(Some(r)) => {
+                    if let Ok(found) = &mut outcome {
+                        *found = Some(r);
+                    }
+                }
                 Ok(None) => {}
-                Err(_) => return Err("a worker did not answer in time".into()),
+                Err(_) => {
+                    outcome = Err("a worker did not answer in time: the request may or may \
+                                   not be done (GET /parked tells)"
+                        .into());
+                    break;
+                }
             }
         }
-        // Published and checkpointed now, not at the next input: the input may be over.
-        if found.is_some()
+        // Published and checkpointed now, not at the next input (the input may be
+        // over); also when a worker was late: it does the request all the same.
+        let changed = !matches!(outcome, Ok(None));
+        if sent > 0
+            && changed
             && let Some(ingress) = self.ingress.0.get()
             && self.fatal().is_none()
             && !self.stop.load(Ordering::Relaxed)
@@ -217,7 +236,7 @@ impl Shared {
             ing.barrier(false, true)
                 .map_err(|_| "the pipeline is stopping".to_string())?;
         }
-        Ok(found)
+        outcome
     }
 
     /// Records why the pipeline must stop; the first reason wins.

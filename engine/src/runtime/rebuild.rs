@@ -149,6 +149,9 @@ pub fn plan(
         }
     }
     if rebuilt.is_empty() {
+        // A rebuild no longer asked for (the versions were put back), or whose switch
+        // was written whole: its leftovers go.
+        tidy(&options.state_dir.join(REBUILD_DIR), options, &new.name)?;
         return Ok(None);
     }
     if !unversioned.is_empty() {
@@ -236,6 +239,9 @@ pub fn plan(
     if let SourceConfig::Kafka(k) = &mut side.source {
         k.group_id = format!("{}-rebuild", k.group_id);
         k.start_from = projector_connectors::kafka::StartFrom::Earliest;
+        // Where the rebuild ends is the running version's end (see the switch), not
+        // the end the topic has when the rebuild starts.
+        k.stop_at_end = false;
     }
     let mut side_options = RunOptions::resolve(&side, Some(options.state_dir.join(REBUILD_DIR)));
     side_options.workers = options.workers;
@@ -278,6 +284,33 @@ pub fn plan(
         switch_only,
         id,
     }))
+}
+
+/// Removes a rebuild's state `dir`, keeping the records it dead-lettered (the ones the
+/// new versions could not apply) beside the pipeline's own letters.
+fn tidy(dir: &std::path::Path, options: &RunOptions, name: &str) -> Result<()> {
+    if !dir.exists() {
+        return Ok(());
+    }
+    let letters = dir.join("dead-letters.ndjson");
+    if std::fs::metadata(&letters).is_ok_and(|m| m.len() > 0) {
+        let kept = options.state_dir.join(format!(
+            "dead-letters.rebuild-{}.ndjson",
+            crate::state::checkpoint::recovery::now_ms()
+        ));
+        std::fs::rename(&letters, &kept).map_err(|e| Error::Io {
+            context: format!("keeping {}", letters.display()),
+            source: e,
+        })?;
+        eprintln!(
+            "{name}: the records the rebuilt views could not apply are in {}",
+            kept.display()
+        );
+    }
+    std::fs::remove_dir_all(dir).map_err(|e| Error::Io {
+        context: format!("removing the rebuilt views' state {}", dir.display()),
+        source: e,
+    })
 }
 
 /// Refuses a rebuild from input whose oldest records are gone (Kafka retention, or a
@@ -427,29 +460,8 @@ pub fn merge(plan: &RebuildPlan, new: &PipelineConfig, options: &RunOptions) -> 
             &plan.id,
         )?;
     }
-    let dir = &plan.rebuilt_options.state_dir;
     drop(side);
-    // The records the new versions could not apply: kept beside the pipeline's own.
-    let letters = dir.join("dead-letters.ndjson");
-    if std::fs::metadata(&letters).is_ok_and(|m| m.len() > 0) {
-        let kept = options.state_dir.join(format!(
-            "dead-letters.rebuild-{}.ndjson",
-            crate::state::checkpoint::recovery::now_ms()
-        ));
-        std::fs::rename(&letters, &kept).map_err(|e| Error::Io {
-            context: format!("keeping {}", letters.display()),
-            source: e,
-        })?;
-        eprintln!(
-            "{}: the records the rebuilt views could not apply are in {}",
-            new.name,
-            kept.display()
-        );
-    }
-    std::fs::remove_dir_all(dir).map_err(|e| Error::Io {
-        context: format!("removing the rebuilt views' state {}", dir.display()),
-        source: e,
-    })?;
+    tidy(&plan.rebuilt_options.state_dir, options, &new.name)?;
     Ok(())
 }
 

@@ -66,6 +66,9 @@ impl Redrive {
         };
         let mut letters = waiting.remove(&partition).unwrap_or_default();
         letters.retain(|l| l.offset < resume);
+        // In offset order: within an epoch, the ingest thread's letters and the
+        // workers' reach the destination in the order they were found.
+        letters.sort_by_key(|l| l.offset);
         letters
     }
 }
