@@ -60,7 +60,7 @@ pub struct RunOptions {
     /// (`--accept-logic-change`): the user says the change is safe for that state.
     pub accept_logic_change: Vec<String>,
     /// Replay the dead letters of each unit as it is restored, before its new records
-    /// (`--replay-dead-letters`; see [`crate::runtime::redrive`]).
+    /// (`--replay-dead-letters`; see `runtime/redrive.rs`).
     pub replay_dead_letters: bool,
     /// Rebuild views although the input no longer holds its oldest records
     /// (`--accept-incomplete-rebuild`).

@@ -331,6 +331,7 @@ fn check_retained(config: &PipelineConfig) -> Result<()> {
 
 /// Why a rebuild from partitions whose first offsets are `lows` (name, offset) would
 /// miss records, if it would.
+#[cfg_attr(not(feature = "kafka"), allow(dead_code))]
 fn lost_input(lows: &[(String, i64)]) -> Option<String> {
     let lost: Vec<String> = lows
         .iter()

@@ -116,7 +116,10 @@ pub fn read_letters(config: &PipelineConfig, state_dir: &Path) -> Result<Vec<Sto
         )
         .map_err(Error::Source);
         #[cfg(not(feature = "kafka"))]
-        return Err(Error::Source(projector_connectors::Error::NoKafkaSupport));
+        {
+            let _ = topic;
+            return Err(Error::Source(projector_connectors::Error::NoKafkaSupport));
+        }
     }
     if config.checkpoint.store.is_some() {
         let bytes =

@@ -48,9 +48,9 @@ pub struct EventRef<'a> {
     pub raw: &'a [u8],
     /// Its message key (Kafka).
     pub key: Option<&'a [u8]>,
-    /// A dead letter being replayed (see [`crate::runtime::redrive`]).
+    /// A dead letter being replayed (see `runtime/redrive.rs`).
     pub letter: bool,
-    /// A record with a letter already (see [`BadRecords::has_letter`]).
+    /// A record with a letter already (see `BadRecords::has_letter`).
     pub lettered: bool,
 }
 
@@ -89,7 +89,7 @@ struct EventMeta {
     end: usize,
     /// The record's key (Kafka, when a dead-letter topic wants it), after the bytes.
     key: Option<(usize, usize)>,
-    /// A dead letter being replayed (see [`crate::runtime::redrive`]).
+    /// A dead letter being replayed (see `runtime/redrive.rs`).
     letter: bool,
     /// A record read again from the source that has a letter already: applied, it
     /// counts as that letter replayed.

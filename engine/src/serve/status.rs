@@ -30,7 +30,7 @@ pub struct Counters {
     pub dedup_bytes: AtomicU64,
     /// Events that parked their key, or were held for a parked key (`on_error: park`).
     pub parked: AtomicU64,
-    /// Dead letters replayed: what became of them (see [`RedriveCounts`]).
+    /// Dead letters replayed: what became of them (see `RedriveCounts`).
     pub redrive: RedriveCounters,
 }
 
