@@ -570,3 +570,53 @@ fn explain_is_a_query() {
     assert_eq!(r.status, 200, "{}", r.text());
     sigterm(&mut server);
 }
+
+/// Every error answer has the JSON error shape, also those of no handler: an unknown
+/// path (404), a wrong method (405), a body over the limit (413) and a missing query
+/// parameter (400).
+#[test]
+fn every_error_answer_is_json() {
+    let input =
+        br#"{"eventType":"AccountOpened","aggregateId":"a","version":1,"payload":{"owner":"A"}}"#;
+    let (dir, pipeline, state, _, _) = setup(input);
+    let mut server = start(&pipeline, &state, dir.path());
+    let agent = agent();
+    wait_finished(&agent, &server);
+    let big = "x".repeat((2 << 20) + 1024);
+    let cases = [
+        (get(&agent, &server.url("/nope")), 404, "http.not_found"),
+        (
+            reply(agent.delete(server.url("/sql")).call()),
+            405,
+            "http.method_not_allowed",
+        ),
+        (
+            // On a connection of its own: the server stops reading at the limit.
+            post(&self::agent(), &server.url("/sql"), "text/plain", &big),
+            413,
+            "http.too_large",
+        ),
+        (
+            post(&agent, &server.url("/parked/retry"), "text/plain", ""),
+            400,
+            "http.bad_request",
+        ),
+    ];
+    for (r, status, code) in cases {
+        assert_eq!(r.status, status, "{}", String::from_utf8_lossy(&r.body));
+        assert!(
+            r.content_type.starts_with("application/json"),
+            "{}",
+            r.content_type
+        );
+        let v = r.json();
+        assert_eq!(v["error"]["code"], code, "{v}");
+        assert!(
+            v["error"]["message"]
+                .as_str()
+                .is_some_and(|m| !m.is_empty()),
+            "{v}"
+        );
+    }
+    sigterm(&mut server);
+}

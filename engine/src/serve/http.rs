@@ -143,8 +143,76 @@ pub(crate) fn router(state: AppState) -> Router {
         .route("/parked", get(parked))
         .route("/parked/retry", post(parked_retry))
         .route("/parked/skip", post(parked_skip))
+        .fallback(not_found)
         .with_state(state)
         .layer(axum::middleware::from_fn_with_state(auth, guard))
+        .layer(axum::middleware::from_fn(json_errors))
+}
+
+/// Any path the API does not have.
+async fn not_found(uri: axum::http::Uri) -> Response {
+    error_response(
+        StatusCode::NOT_FOUND,
+        "http.not_found",
+        &format!(
+            "no such endpoint: {}; the API: POST /sql, GET /views, /status, /health, /parked, \
+             POST /parked/retry, /parked/skip",
+            uri.path()
+        ),
+    )
+}
+
+/// Gives the error answers no handler wrote (a wrong method, a body over the limit, a
+/// query string that does not parse) the JSON error shape every other one has.
+async fn json_errors(req: axum::extract::Request, next: axum::middleware::Next) -> Response {
+    let response = next.run(req).await;
+    let status = response.status();
+    let is_json = response
+        .headers()
+        .get(header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .is_some_and(|v| v.starts_with("application/json"));
+    if !(status.is_client_error() || status.is_server_error()) || is_json {
+        return response;
+    }
+    let code = match status {
+        StatusCode::NOT_FOUND => "http.not_found",
+        StatusCode::METHOD_NOT_ALLOWED => "http.method_not_allowed",
+        StatusCode::PAYLOAD_TOO_LARGE => "http.too_large",
+        StatusCode::UNSUPPORTED_MEDIA_TYPE => "http.unsupported_media_type",
+        s if s.is_server_error() => "http.internal",
+        _ => "http.bad_request",
+    };
+    let (parts, body) = response.into_parts();
+    let text = axum::body::to_bytes(body, 64 << 10)
+        .await
+        .map(|b| String::from_utf8_lossy(&b).trim().to_string())
+        .unwrap_or_default();
+    let message = match (text.is_empty(), status) {
+        (false, _) => text,
+        (true, StatusCode::METHOD_NOT_ALLOWED) => {
+            "this endpoint does not take that method (POST /sql; GET /views, /status, \
+             /health, /parked)"
+                .to_string()
+        }
+        (true, s) => s.canonical_reason().unwrap_or("error").to_string(),
+    };
+    let mut answer = error_response(status, code, &message);
+    // Keep what the original answer said beyond its body (`Allow`, `WWW-Authenticate`).
+    for (name, value) in parts.headers.iter() {
+        if name != header::CONTENT_TYPE && name != header::CONTENT_LENGTH {
+            answer.headers_mut().insert(name.clone(), value.clone());
+        }
+    }
+    if status == StatusCode::PAYLOAD_TOO_LARGE {
+        // The rest of the body was never read, so the connection cannot carry another
+        // request: say so, or a client that pools connections sends its next one there.
+        answer.headers_mut().insert(
+            header::CONNECTION,
+            header::HeaderValue::from_static("close"),
+        );
+    }
+    answer
 }
 
 #[derive(Deserialize)]
