@@ -602,6 +602,21 @@ fn every_error_answer_is_json() {
             "http.bad_request",
         ),
     ];
+    // A regular expression too large to compile is the query's fault, said so: not
+    // DataFusion's "Internal error, please file a bug".
+    let r = post(
+        &agent,
+        &server.url("/sql"),
+        "text/plain",
+        "SELECT regexp_like(owner, 'a{1000}{1000}') FROM accounts",
+    );
+    let v = r.json();
+    assert_eq!(v["error"]["code"], "sql.execution", "{v}");
+    let message = v["error"]["message"].as_str().unwrap_or_default();
+    assert!(
+        message.contains("regular expression") && !message.contains("bug"),
+        "{message}"
+    );
     for (r, status, code) in cases {
         assert_eq!(r.status, status, "{}", String::from_utf8_lossy(&r.body));
         assert!(

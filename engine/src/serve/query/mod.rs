@@ -407,6 +407,27 @@ fn classify(e: DataFusionError) -> QueryError {
     {
         return QueryError::new(QueryErrorKind::PartitionUnavailable, u.to_string());
     }
+    // A pattern that does not compile is the query's fault; DataFusion reports it as
+    // an internal error with a request to file a bug.
+    let text = e.to_string();
+    if let Some(at) = text.find("Regular expression did not compile: ") {
+        let detail = text[at + "Regular expression did not compile: ".len()..]
+            .lines()
+            .next()
+            .unwrap_or_default()
+            .trim_end_matches('.');
+        let why = match detail {
+            d if d.starts_with("CompiledTooBig") => {
+                "it is too large once compiled (at most 10 MiB)".to_string()
+            }
+            d => d.to_string(),
+        };
+        return QueryError {
+            kind: QueryErrorKind::Execution,
+            message: format!("a regular expression in the query does not compile: {why}"),
+            source: Some(Arc::new(e)),
+        };
+    }
     let kind = match e.find_root() {
         DataFusionError::SQL(..) => QueryErrorKind::Parse,
         DataFusionError::Plan(_) | DataFusionError::SchemaError(..) => QueryErrorKind::Plan,
