@@ -5,8 +5,8 @@ use crate::run::thousands;
 use anyhow::{Context, Result};
 use projector_benches::harness::si;
 use projector_engine::{
-    AppState, Auth, Pipeline, QueryLimits, RebuildPlan, RunOptions, SqlEngine, TlsFiles,
-    config::PipelineConfig, serve_on,
+    AppState, Auth, Pipeline, RebuildPlan, RunOptions, SqlEngine, TlsFiles, config::PipelineConfig,
+    serve_on,
 };
 use std::process::ExitCode;
 use std::sync::Arc;
@@ -57,7 +57,7 @@ pub(crate) fn run(
         let sql = Arc::new(SqlEngine::with_beside(
             main.shared().catalog.clone(),
             Some(side.shared().catalog.clone()),
-            QueryLimits::default(),
+            new.query.clone(),
         )?);
         if let Some(l) = listener.take() {
             // The restored old version first: no query sees it empty.

@@ -7,8 +7,8 @@ use anyhow::{Context, Result};
 use projector_benches::harness::si;
 use projector_connectors::SourceConfig;
 use projector_engine::{
-    AppState, Auth, ClusterOptions, OutputFormat, Pipeline, QueryLimits, RunOptions, Shared,
-    SqlEngine, TlsFiles, bind, query_runtime, render, serve_on, status_json,
+    AppState, Auth, ClusterOptions, OutputFormat, Pipeline, RunOptions, Shared, SqlEngine,
+    TlsFiles, bind, http_runtime, render, serve_on, status_json,
 };
 use std::io::{IsTerminal, Write};
 use std::path::PathBuf;
@@ -156,7 +156,7 @@ pub(crate) fn run(args: RunArgs) -> Result<ExitCode> {
     options.replay_dead_letters = args.replay_dead_letters;
     options.accept_incomplete_rebuild = args.accept_incomplete_rebuild;
     let format = OutputFormat::from(args.format);
-    let runtime = query_runtime().context("starting the query runtime")?;
+    let runtime = http_runtime().context("starting the query runtime")?;
     let http_addr = match (&args.http, args.once) {
         (Some(a), _) => Some(a.clone()),
         (None, false) => Some("127.0.0.1:8080".to_string()),
@@ -234,10 +234,7 @@ pub(crate) fn run(args: RunArgs) -> Result<ExitCode> {
     }
     let pipeline = Pipeline::start(&cfg, &options).context("starting the pipeline")?;
     let shared = pipeline.shared().clone();
-    let sql = Arc::new(SqlEngine::new(
-        shared.catalog.clone(),
-        QueryLimits::default(),
-    )?);
+    let sql = Arc::new(SqlEngine::new(shared.catalog.clone(), cfg.query.clone())?);
     let progress = (!args.quiet).then(|| spawn_progress(shared.clone()));
 
     if let Some(face) = &face {

@@ -35,8 +35,8 @@ pub use runtime::redrive::{letter_lines, read_letters};
 pub use serve::auth::Auth;
 pub use serve::catalog::Catalog;
 pub use serve::cluster::ClusterOptions;
-pub use serve::http::{AppState, TlsFiles, bind, query_runtime, serve, serve_on, status_json};
-pub use serve::output::{OutputFormat, read_arrow, render};
+pub use serve::http::{AppState, TlsFiles, bind, http_runtime, serve, serve_on, status_json};
+pub use serve::output::{Chunks, OutputFormat, read_arrow, render, render_chunks};
 pub use serve::query::{
     Contribution, QueryError, QueryErrorKind, QueryLimits, QueryOptions, QueryResult, SqlEngine,
 };

@@ -9,9 +9,7 @@ use crate::replay::{Recording, ReplaySource, ReplayStart};
 use anyhow::{Context, Result, anyhow, bail};
 use hdrhistogram::Histogram;
 use projector_engine::config::PipelineConfig;
-use projector_engine::{
-    AppState, QueryLimits, RunOptions, Shared, SqlEngine, query_runtime, serve,
-};
+use projector_engine::{AppState, RunOptions, Shared, SqlEngine, http_runtime, serve};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
@@ -24,14 +22,11 @@ pub(super) fn paced_run(
     query_clients: usize,
     options: &BenchOptions,
 ) -> Result<(Freshness, Vec<QueryLatency>)> {
-    let runtime = query_runtime().context("starting the query runtime")?;
+    let runtime = http_runtime().context("starting the query runtime")?;
     let start = ReplayStart::default();
     let pipeline = start_replay(cfg, opts, recording, Some(rate), &start)?;
     let shared = pipeline.shared().clone();
-    let sql = Arc::new(SqlEngine::new(
-        shared.catalog.clone(),
-        QueryLimits::default(),
-    )?);
+    let sql = Arc::new(SqlEngine::new(shared.catalog.clone(), cfg.query.clone())?);
     let state = AppState::new(shared.clone(), sql.clone(), Default::default());
     let addr = serve(&runtime, "127.0.0.1:0", state).context("binding the HTTP API")?;
 

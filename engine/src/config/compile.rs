@@ -6,6 +6,7 @@ use super::{
     CheckpointConfig, DeadLetterTopic, Format, IdPaths, OnError, OnTombstone, PipelineConfig,
     StoreConfig,
 };
+use crate::serve::query::QueryLimits;
 use projector_connectors::SourceConfig;
 use projector_connectors::file::FileConfig;
 use projector_connectors::generator::{GeneratorConfig, Scenario, scenario_from_name};
@@ -37,6 +38,7 @@ const TOP_KEYS: &[&str] = &[
     "upcast",
     "views",
     "auth",
+    "query",
 ];
 
 /// Most keys a generator may simulate (it holds 9 bytes of state per key).
@@ -343,6 +345,10 @@ pub(crate) fn pipeline(ctx: &mut Ctx<'_>, root: &Node, file: &Path) -> Option<Pi
         }
         (Some(_), None) => None,
     };
+    let query = match top.get("query") {
+        Some(e) => super::query::query(ctx, e.value, &e.path),
+        None => Some(QueryLimits::default()),
+    };
     let dead_letter = match top.get("dead_letter") {
         None => Some(None),
         Some(e) => dead_letter(ctx, e.value, &e.path, source.as_ref(), on_error).map(Some),
@@ -415,6 +421,7 @@ pub(crate) fn pipeline(ctx: &mut Ctx<'_>, root: &Node, file: &Path) -> Option<Pi
         state_dir: state_dir?,
         dead_letter: dead_letter?,
         auth: auth?,
+        query: query?,
     })
 }
 

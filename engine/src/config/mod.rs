@@ -10,6 +10,7 @@ mod env;
 mod format;
 mod kafka;
 mod logic;
+mod query;
 mod topics;
 mod upcast;
 mod views;
@@ -266,6 +267,9 @@ pub struct PipelineConfig {
     pub dedup: Option<projector_operators::dedup::Window>,
     /// `upcast:`: old versions of events brought to the newest shape (empty: none).
     pub upcasters: projector_operators::upcast::Upcasters,
+    /// `query:`: the limits SQL runs under (timeout, rows, result bytes, memory,
+    /// concurrency, queue).
+    pub query: crate::serve::query::QueryLimits,
 }
 
 /// A Kafka topic for dead letters: value = the record's bytes, key = its key, headers

@@ -919,8 +919,11 @@ fn the_documented_example_is_the_tested_one() {
         logic,
         upcasters,
         dedup,
+        query,
     } = load_ok(&documented_example());
     assert!(upcasters.is_empty() && dedup.is_none());
+    // Query limits have their own section of the reference (and tests in query.rs).
+    assert_eq!(query, crate::serve::query::QueryLimits::default());
     assert_eq!(
         logic.views.keys().collect::<Vec<_>>(),
         ["accounts", "volume_by_type"]

@@ -6,7 +6,7 @@
 use crate::runtime::pipeline::Shared;
 use crate::serve::auth::{Auth, Caller, guard, refuse};
 use crate::serve::cluster::wire::{ABSENT, COVERED, Contribution, ScanRequest, scan_sql};
-use crate::serve::output::{OutputFormat, render};
+use crate::serve::output::{OutputFormat, render, render_chunks};
 use crate::serve::query::{QueryError, QueryErrorKind, QueryOptions, QueryResult, SqlEngine};
 use arc_swap::ArcSwap;
 use axum::Router;
@@ -58,11 +58,12 @@ impl AppState {
     }
 }
 
-/// The runtime SQL and HTTP run on: two threads of their own, never the pipeline's.
-pub fn query_runtime() -> std::io::Result<tokio::runtime::Runtime> {
+/// The runtime HTTP runs on: two threads of its own, never the pipeline's nor the
+/// query threads (queries run apart, so a heavy one cannot delay `/health`).
+pub fn http_runtime() -> std::io::Result<tokio::runtime::Runtime> {
     tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)
-        .thread_name("query")
+        .thread_name("http")
         .enable_all()
         .build()
 }
@@ -104,10 +105,8 @@ pub fn serve_on(
 ) -> std::io::Result<std::net::SocketAddr> {
     let bound = listener.local_addr()?;
     let app = router(state);
-    match tls {
-        None => {
-            runtime.spawn(async move { axum::serve(listener, app).await });
-        }
+    let acceptor = match tls {
+        None => None,
         Some(files) => {
             let config = runtime
                 .block_on(axum_server::tls_rustls::RustlsConfig::from_pem_file(
@@ -121,13 +120,10 @@ pub fn serve_on(
                         files.key.display()
                     ))
                 })?;
-            let listener = listener.into_std()?;
-            // Registering the socket again needs the runtime's reactor.
-            let _entered = runtime.enter();
-            let server = axum_server::from_tcp_rustls(listener, config)?;
-            runtime.spawn(async move { server.serve(app.into_make_service()).await });
+            Some(tokio_rustls::TlsAcceptor::from(config.get_inner()))
         }
-    }
+    };
+    runtime.spawn(crate::serve::listen::accept(listener, app, acceptor));
     Ok(bound)
 }
 
@@ -274,6 +270,7 @@ impl SqlRequestError {
                     StatusCode::SERVICE_UNAVAILABLE
                 }
                 QueryErrorKind::Forbidden => StatusCode::FORBIDDEN,
+                QueryErrorKind::Busy => StatusCode::TOO_MANY_REQUESTS,
                 QueryErrorKind::Internal => StatusCode::INTERNAL_SERVER_ERROR,
                 QueryErrorKind::Parse
                 | QueryErrorKind::Plan
@@ -282,7 +279,9 @@ impl SqlRequestError {
                 | QueryErrorKind::Execution
                 | QueryErrorKind::ReadOnly
                 | QueryErrorKind::TooManyRows
-                | QueryErrorKind::Timeout => StatusCode::BAD_REQUEST,
+                | QueryErrorKind::Timeout
+                | QueryErrorKind::ResultTooLarge
+                | QueryErrorKind::TooComplex => StatusCode::BAD_REQUEST,
             },
             SqlRequestError::Render(_) => StatusCode::INTERNAL_SERVER_ERROR,
         }
@@ -346,19 +345,22 @@ async fn sql(
         ..QueryOptions::default()
     };
     match face.sql.query_with(&sql_text, &options).await {
-        Ok(r) => match render(&r.schema, &r.batches, format) {
-            Ok(bytes) => {
-                let mut response = (
-                    StatusCode::OK,
-                    [(header::CONTENT_TYPE, format.content_type())],
-                    bytes,
-                )
-                    .into_response();
-                answer_headers(response.headers_mut(), &face.shared, &r);
-                response
-            }
-            Err(e) => SqlRequestError::Render(e).into_response(),
-        },
+        Ok(mut r) => {
+            // Sent while rendered, a batch at a time: the rendered answer (JSON is a
+            // few times the Arrow size) is never held whole.
+            let batches = std::mem::take(&mut r.batches);
+            let chunks = render_chunks(r.schema.clone(), batches, format)
+                .map(|chunk| chunk.map(Bytes::from));
+            let body = axum::body::Body::from_stream(futures::stream::iter(chunks));
+            let mut response = (
+                StatusCode::OK,
+                [(header::CONTENT_TYPE, format.content_type())],
+                body,
+            )
+                .into_response();
+            answer_headers(response.headers_mut(), &face.shared, &r);
+            response
+        }
         Err(e) => SqlRequestError::Query(e).into_response(),
     }
 }

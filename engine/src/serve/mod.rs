@@ -1,12 +1,14 @@
 //! The query side: the published views ([`catalog`]), SQL over them with DataFusion
 //! ([`query`]), the other instances' partitions ([`cluster`]), the HTTP API ([`http`])
-//! behind its token guard ([`auth`]) with its status document ([`status`]), and result
-//! rendering for the CLI and HTTP ([`output`]).
+//! behind its token guard ([`auth`]) with its status document ([`status`]) on
+//! connections accepted within limits ([`listen`]), and result rendering for the CLI
+//! and HTTP ([`output`]).
 
 pub(crate) mod auth;
 pub(crate) mod catalog;
 pub(crate) mod cluster;
 pub(crate) mod http;
+pub(crate) mod listen;
 pub(crate) mod output;
 pub(crate) mod query;
 pub(crate) mod status;

@@ -48,52 +48,177 @@ pub fn render(
     batches: &[RecordBatch],
     format: OutputFormat,
 ) -> Result<Vec<u8>, ArrowError> {
-    let mut out = Vec::new();
-    match format {
-        OutputFormat::Table => {
-            let text = if batches.is_empty() {
-                arrow::util::pretty::pretty_format_batches(&[RecordBatch::new_empty(
-                    schema.clone(),
-                )])?
-            } else {
-                arrow::util::pretty::pretty_format_batches(batches)?
-            };
-            out.extend_from_slice(text.to_string().as_bytes());
-            out.push(b'\n');
-        }
-        OutputFormat::Json => {
-            let mut w = WriterBuilder::new()
-                .with_explicit_nulls(true)
-                .build::<_, JsonArray>(&mut out);
-            for b in batches {
-                w.write(b)?;
-            }
-            w.finish()?;
-        }
-        OutputFormat::Csv => {
-            let mut w = arrow::csv::WriterBuilder::new()
-                .with_header(true)
-                .build(&mut out);
-            if batches.is_empty() {
-                w.write(&RecordBatch::new_empty(schema.clone()))?;
-            }
-            for b in batches {
-                w.write(b)?;
-            }
-        }
-        OutputFormat::Arrow => {
-            // Sized up front: growing a buffer of megabytes by doubling copies it over
-            // and over (a scan between instances is all Arrow).
-            let size: usize = batches.iter().map(|b| b.get_array_memory_size()).sum();
-            out.reserve(size + 4096);
-            let mut w = arrow::ipc::writer::StreamWriter::try_new(&mut out, schema)?;
-            for b in batches {
-                w.write(b)?;
-            }
-            w.finish()?;
-        }
+    if format == OutputFormat::Table {
+        let text = if batches.is_empty() {
+            arrow::util::pretty::pretty_format_batches(&[RecordBatch::new_empty(schema.clone())])?
+        } else {
+            arrow::util::pretty::pretty_format_batches(batches)?
+        };
+        let mut out = text.to_string().into_bytes();
+        out.push(b'\n');
+        return Ok(out);
+    }
+    let mut chunks = Chunks::new(schema.clone(), batches.to_vec(), format);
+    let first = chunks.next().transpose()?.unwrap_or_default();
+    let size: usize = batches.iter().map(|b| b.get_array_memory_size()).sum();
+    let mut out = Vec::with_capacity(first.len().max(size + 4096));
+    out.extend_from_slice(&first);
+    for chunk in chunks {
+        out.extend_from_slice(&chunk?);
     }
     Ok(out)
+}
+
+/// Renders batches in `format` one batch at a time, so that a large answer is sent
+/// while it is rendered instead of being rendered whole first. The chunks, joined,
+/// are what [`render`] returns (which see); `Table` comes as one chunk.
+pub fn render_chunks(schema: SchemaRef, batches: Vec<RecordBatch>, format: OutputFormat) -> Chunks {
+    Chunks::new(schema, batches, format)
+}
+
+/// The chunks of a rendered answer ([`render_chunks`]).
+pub struct Chunks {
+    schema: SchemaRef,
+    batches: std::vec::IntoIter<RecordBatch>,
+    format: OutputFormat,
+    /// Nothing rendered yet.
+    start: bool,
+    /// The end is rendered.
+    done: bool,
+    /// Rows rendered so far (JSON needs a comma before the next).
+    rows: usize,
+    /// The Arrow IPC writer, across batches.
+    ipc: Option<arrow::ipc::writer::StreamWriter<Vec<u8>>>,
+}
+
+impl std::fmt::Debug for Chunks {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Chunks")
+            .field("format", &self.format)
+            .field("rows", &self.rows)
+            .finish_non_exhaustive()
+    }
+}
+
+impl Chunks {
+    fn new(schema: SchemaRef, batches: Vec<RecordBatch>, format: OutputFormat) -> Self {
+        Chunks {
+            schema,
+            batches: batches.into_iter(),
+            format,
+            start: true,
+            done: false,
+            rows: 0,
+            ipc: None,
+        }
+    }
+
+    fn first(&mut self) -> Result<Vec<u8>, ArrowError> {
+        match self.format {
+            OutputFormat::Table => {
+                let batches: Vec<RecordBatch> = self.batches.by_ref().collect();
+                self.done = true;
+                render(&self.schema, &batches, OutputFormat::Table)
+            }
+            OutputFormat::Json => Ok(b"[".to_vec()),
+            OutputFormat::Csv => {
+                // The header, from an empty batch.
+                let mut out = Vec::new();
+                arrow::csv::WriterBuilder::new()
+                    .with_header(true)
+                    .build(&mut out)
+                    .write(&RecordBatch::new_empty(self.schema.clone()))?;
+                Ok(out)
+            }
+            OutputFormat::Arrow => {
+                let mut w = arrow::ipc::writer::StreamWriter::try_new(Vec::new(), &self.schema)?;
+                let out = std::mem::take(w.get_mut());
+                self.ipc = Some(w);
+                Ok(out)
+            }
+        }
+    }
+
+    fn batch(&mut self, batch: &RecordBatch) -> Result<Vec<u8>, ArrowError> {
+        match self.format {
+            OutputFormat::Table => Ok(Vec::new()),
+            OutputFormat::Json => {
+                let mut out = Vec::new();
+                if batch.num_rows() == 0 {
+                    return Ok(out);
+                }
+                if self.rows > 0 {
+                    out.push(b',');
+                }
+                let mut w = WriterBuilder::new()
+                    .with_explicit_nulls(true)
+                    .build::<_, JsonArray>(&mut out);
+                w.write(batch)?;
+                w.finish()?;
+                drop(w);
+                // One batch's array, `[...]`: its rows join the answer's array.
+                out.pop();
+                out.remove(usize::from(self.rows > 0));
+                self.rows += batch.num_rows();
+                Ok(out)
+            }
+            OutputFormat::Csv => {
+                let mut out = Vec::new();
+                arrow::csv::WriterBuilder::new()
+                    .with_header(false)
+                    .build(&mut out)
+                    .write(batch)?;
+                Ok(out)
+            }
+            OutputFormat::Arrow => {
+                let w = self
+                    .ipc
+                    .as_mut()
+                    .expect("the writer, made by the first chunk");
+                // Sized up front: growing a buffer of megabytes by doubling copies it
+                // over and over (a scan between instances is all Arrow).
+                w.get_mut().reserve(batch.get_array_memory_size() + 1024);
+                w.write(batch)?;
+                Ok(std::mem::take(w.get_mut()))
+            }
+        }
+    }
+
+    fn end(&mut self) -> Result<Vec<u8>, ArrowError> {
+        match self.format {
+            OutputFormat::Json => Ok(b"]".to_vec()),
+            OutputFormat::Arrow => {
+                let w = self
+                    .ipc
+                    .as_mut()
+                    .expect("the writer, made by the first chunk");
+                w.finish()?;
+                Ok(std::mem::take(w.get_mut()))
+            }
+            OutputFormat::Table | OutputFormat::Csv => Ok(Vec::new()),
+        }
+    }
+}
+
+impl Iterator for Chunks {
+    type Item = Result<Vec<u8>, ArrowError>;
+
+    fn next(&mut self) -> Option<Self::Item> {
+        if self.start {
+            self.start = false;
+            return Some(self.first());
+        }
+        if self.done {
+            return None;
+        }
+        match self.batches.next() {
+            Some(batch) => Some(self.batch(&batch)),
+            None => {
+                self.done = true;
+                Some(self.end())
+            }
+        }
+    }
 }
 
 /// The batches of an Arrow IPC stream (what [`render`] writes for

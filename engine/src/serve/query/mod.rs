@@ -1,13 +1,20 @@
 //! SQL over the views: DataFusion, read-only, with limits.
 //!
-//! Every query pins the newest published epoch, plans against it, and runs under a
-//! timeout, a row cap, a memory pool and a concurrency limit. Only queries: DDL, DML,
-//! `COPY` and `SET` are rejected before anything runs. Queries run on the query
-//! runtime, never on ingestion threads. Logical plans of repeated queries (key lookups
-//! with any key) come from a cache (`plans.rs`).
+//! Every query pins the newest published epoch, plans against it, and runs under the
+//! pipeline's `query:` limits ([`QueryLimits`]): a deadline that includes the wait for
+//! a slot, a bounded queue, a row cap, a cap on result bytes, a memory pool, and bounds
+//! on expression nesting (`guard.rs`) and on what a function may return
+//! (`bounded.rs`). Only queries: DDL, DML, `COPY` and `SET` are rejected before
+//! anything runs. Queries run on threads of their own (`threads.rs`), never on
+//! ingestion threads nor on the HTTP threads that answer health checks. Logical plans
+//! of repeated queries (key lookups with any key) come from a cache (`plans.rs`).
 
+mod bounded;
+mod deadline;
+mod guard;
 mod plans;
 pub(crate) mod provider;
+mod threads;
 
 pub use crate::serve::cluster::wire::Contribution;
 
@@ -26,21 +33,31 @@ use futures::StreamExt;
 use plans::{Cached, PlanCache, parameterise};
 use provider::{PartitionsUnavailable, QueryScope, ViewTable};
 use std::collections::BTreeSet;
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 use tokio::sync::Semaphore;
 
-/// Limits every query runs under.
-#[derive(Debug, Clone)]
+/// Limits every query runs under: the pipeline's `query:` section.
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub struct QueryLimits {
-    /// Wall-clock time a query may take.
+    /// `timeout:` (default 30s): wall-clock time from a query's arrival to its
+    /// answer, the wait for a slot included. At the deadline the caller gets
+    /// `sql.timeout` and the query is abandoned wherever it is.
     pub timeout: Duration,
-    /// Rows a result may have.
+    /// `max_rows:` (default 1,000,000): rows a result may have.
     pub max_rows: usize,
-    /// Bytes of memory the query engine may use for all queries together.
+    /// `max_result_bytes:` (default 256 MiB): bytes a result may hold in Arrow
+    /// form; also the most one function call may produce.
+    pub max_result_bytes: usize,
+    /// `memory:` (default 1 GiB): bytes of memory sorts, joins and groups of all
+    /// queries together may hold.
     pub memory_bytes: usize,
-    /// Queries that may run at once; others wait.
+    /// `concurrency:` (default 8): queries that run at once.
     pub concurrency: usize,
+    /// `queue:` (default 64): queries that may wait for a slot; one more is refused
+    /// at once with `sql.busy` (HTTP 429, Postgres SQLSTATE 53300).
+    pub queue: usize,
 }
 
 impl Default for QueryLimits {
@@ -48,8 +65,10 @@ impl Default for QueryLimits {
         QueryLimits {
             timeout: Duration::from_secs(30),
             max_rows: 1_000_000,
+            max_result_bytes: 256 << 20,
             memory_bytes: 1 << 30,
             concurrency: 8,
+            queue: 64,
         }
     }
 }
@@ -106,6 +125,12 @@ pub enum QueryErrorKind {
     TooManyRows,
     /// The query ran longer than the limit (`sql.timeout`).
     Timeout,
+    /// Every query slot is taken and the queue is full (`sql.busy`).
+    Busy,
+    /// The result holds more bytes than the limit (`sql.result_too_large`).
+    ResultTooLarge,
+    /// The query's expressions nest deeper than the limit (`sql.too_complex`).
+    TooComplex,
     /// The query engine is shutting down (`sql.unavailable`).
     Unavailable,
     /// The engine could not be set up (`sql.internal`).
@@ -129,6 +154,9 @@ impl QueryErrorKind {
             QueryErrorKind::ReadOnly => "sql.read_only",
             QueryErrorKind::TooManyRows => "sql.too_many_rows",
             QueryErrorKind::Timeout => "sql.timeout",
+            QueryErrorKind::Busy => "sql.busy",
+            QueryErrorKind::ResultTooLarge => "sql.result_too_large",
+            QueryErrorKind::TooComplex => "sql.too_complex",
             QueryErrorKind::Unavailable => "sql.unavailable",
             QueryErrorKind::Internal => "sql.internal",
             QueryErrorKind::PartitionUnavailable => "query.partition_unavailable",
@@ -170,8 +198,11 @@ pub struct SqlEngine {
     state: SessionState,
     catalog: Arc<Catalog>,
     limits: QueryLimits,
-    permits: Semaphore,
-    plans: PlanCache,
+    /// One permit per query that may run at once.
+    permits: Arc<Semaphore>,
+    /// Queries waiting for a permit.
+    waiting: AtomicUsize,
+    plans: Arc<PlanCache>,
 }
 
 impl std::fmt::Debug for SqlEngine {
@@ -179,6 +210,15 @@ impl std::fmt::Debug for SqlEngine {
         f.debug_struct("SqlEngine")
             .field("limits", &self.limits)
             .finish_non_exhaustive()
+    }
+}
+
+/// Takes a waiting place back when the wait ends, however it ends.
+struct Waiting<'a>(&'a AtomicUsize);
+
+impl Drop for Waiting<'_> {
+    fn drop(&mut self) {
+        self.0.fetch_sub(1, Ordering::Relaxed);
     }
 }
 
@@ -195,10 +235,12 @@ impl SqlEngine {
         beside: Option<Arc<Catalog>>,
         limits: QueryLimits,
     ) -> Result<Self, QueryError> {
+        let internal =
+            |e: DataFusionError| QueryError::new(QueryErrorKind::Internal, e.to_string());
         let runtime = RuntimeEnvBuilder::new()
             .with_memory_limit(limits.memory_bytes, 1.0)
             .build_arc()
-            .map_err(|e| QueryError::new(QueryErrorKind::Internal, e.to_string()))?;
+            .map_err(internal)?;
         let config = SessionConfig::new()
             .with_information_schema(true)
             .with_target_partitions(
@@ -212,7 +254,7 @@ impl SqlEngine {
                 v.name.as_str(),
                 Arc::new(ViewTable::new(catalog.clone(), i)),
             )
-            .map_err(|e| QueryError::new(QueryErrorKind::Internal, e.to_string()))?;
+            .map_err(internal)?;
         }
         for other in beside.iter() {
             for (i, v) in other.views.iter().enumerate() {
@@ -220,16 +262,28 @@ impl SqlEngine {
                     v.name.as_str(),
                     Arc::new(ViewTable::beside(other.clone(), i)),
                 )
-                .map_err(|e| QueryError::new(QueryErrorKind::Internal, e.to_string()))?;
+                .map_err(internal)?;
             }
         }
+        // Checks each query's deadline inside nested loop joins (`deadline.rs`).
+        let mut state = datafusion::execution::SessionStateBuilder::new_from_existing(ctx.state())
+            .with_physical_optimizer_rule(Arc::new(deadline::DeadlineRule))
+            .build();
+        let per_call = limits.max_result_bytes.min(limits.memory_bytes);
+        bounded::bound_functions(&mut state, per_call).map_err(internal)?;
         Ok(SqlEngine {
-            state: ctx.state(),
+            state,
             catalog,
-            permits: Semaphore::new(limits.concurrency.max(1)),
+            permits: Arc::new(Semaphore::new(limits.concurrency.max(1))),
+            waiting: AtomicUsize::new(0),
             limits,
-            plans: PlanCache::default(),
+            plans: Arc::default(),
         })
+    }
+
+    /// The limits queries run under.
+    pub fn limits(&self) -> &QueryLimits {
+        &self.limits
     }
 
     /// Runs one read-only SQL statement against the newest published epoch, over
@@ -238,96 +292,193 @@ impl SqlEngine {
         self.query_with(sql, &QueryOptions::default()).await
     }
 
-    /// Runs one read-only SQL statement with `options`.
+    /// Runs one read-only SQL statement with `options`: waits for a slot (or is
+    /// refused when the queue is full), then runs on the query threads until done or
+    /// until the deadline, whichever comes first.
     pub async fn query_with(
         &self,
         sql: &str,
         options: &QueryOptions,
     ) -> Result<QueryResult, QueryError> {
-        let _permit = self.permits.acquire().await.map_err(|_| {
-            QueryError::new(
-                QueryErrorKind::Unavailable,
-                "the query engine is shutting down",
-            )
-        })?;
-        let pinned = self.catalog.current();
-        let epoch = pinned.epoch;
-        let mut state = self.state.clone();
-        let scope = Arc::new(QueryScope {
-            pinned,
-            local_only: options.local_only.clone(),
-            partial: options.partial,
-            answer: Mutex::default(),
-        });
-        state.config_mut().set_extension(scope.clone());
-        let limits = self.limits.clone();
-        let plans = &self.plans;
-        let catalog = &self.catalog;
-        let work = async move {
-            let plan = logical_plan(&state, plans, sql).await?;
-            if let Some(grant) = &options.grant {
-                check_grant(catalog, &plan, grant)?;
-            }
-            SQLOptions::new()
-                .with_allow_ddl(false)
-                .with_allow_dml(false)
-                .with_allow_statements(false)
-                .verify_plan(&plan)
-                .map_err(|e| {
-                    QueryError::new(
-                        QueryErrorKind::ReadOnly,
-                        format!(
-                            "only queries are allowed (no DDL, DML, COPY or SET): {}",
-                            strip(&e)
-                        ),
-                    )
-                })?;
-            let df = DataFrame::new(state, plan);
-            let schema: SchemaRef = Arc::new(df.schema().as_arrow().clone());
-            // The row cap is checked while the result streams in, not added to the plan
-            // as a LIMIT: DataFusion refuses a LIMIT above an EXPLAIN, and streaming
-            // stops as early as a LIMIT would.
-            let mut stream = df.execute_stream().await.map_err(classify)?;
-            let (mut batches, mut rows) = (Vec::new(), 0usize);
-            // Another instance's scan feeds a query that is capped where it runs.
-            let max_rows = match options.local_only {
-                Some(_) => usize::MAX,
-                None => limits.max_rows,
+        let started = tokio::time::Instant::now();
+        let deadline = started + self.limits.timeout;
+        let timed_out = |waited: bool| {
+            let message = if waited {
+                format!(
+                    "the query waited {:?} for one of {} query slots and was given up; \
+                     the instance is busy with other queries",
+                    self.limits.timeout, self.limits.concurrency
+                )
+            } else {
+                format!(
+                    "the query ran longer than {:?} (query.timeout) and was stopped",
+                    self.limits.timeout
+                )
             };
-            while let Some(batch) = stream.next().await {
-                let batch = batch.map_err(classify)?;
-                rows += batch.num_rows();
-                if rows > max_rows {
+            QueryError::new(QueryErrorKind::Timeout, message)
+        };
+        let permit = match self.permits.clone().try_acquire_owned() {
+            Ok(p) => p,
+            Err(tokio::sync::TryAcquireError::Closed) => return Err(unavailable()),
+            Err(tokio::sync::TryAcquireError::NoPermits) => {
+                if self.waiting.fetch_add(1, Ordering::Relaxed) >= self.limits.queue {
+                    self.waiting.fetch_sub(1, Ordering::Relaxed);
                     return Err(QueryError::new(
-                        QueryErrorKind::TooManyRows,
+                        QueryErrorKind::Busy,
                         format!(
-                            "the result has more than {} rows; add a LIMIT or an aggregate",
-                            limits.max_rows
+                            "{} queries are running and {} waiting, the most query.concurrency \
+                             and query.queue allow; try again shortly",
+                            self.limits.concurrency, self.limits.queue
                         ),
                     ));
                 }
-                batches.push(batch);
+                let _waiting = Waiting(&self.waiting);
+                let acquire = self.permits.clone().acquire_owned();
+                match tokio::time::timeout_at(deadline, acquire).await {
+                    Ok(Ok(p)) => p,
+                    Ok(Err(_)) => return Err(unavailable()),
+                    Err(_) => return Err(timed_out(true)),
+                }
             }
-            let answer = std::mem::take(&mut *scope.answer.lock().expect("answer lock"));
-            Ok(QueryResult {
-                schema,
-                batches,
-                epoch,
-                partitions: answer.covered.into_values().collect(),
-                missing: answer.missing.into_iter().collect(),
-            })
         };
-        match tokio::time::timeout(self.limits.timeout, work).await {
-            Ok(r) => r,
-            Err(_) => Err(QueryError::new(
-                QueryErrorKind::Timeout,
-                format!(
-                    "the query ran longer than {:?} and was stopped",
-                    self.limits.timeout
-                ),
+        let mut state = self.state.clone();
+        let left = deadline.saturating_duration_since(tokio::time::Instant::now());
+        state
+            .config_mut()
+            .options_mut()
+            .extensions
+            .insert(deadline::QueryDeadline::after(left));
+        let work = execute(
+            state,
+            self.catalog.clone(),
+            self.plans.clone(),
+            self.limits.clone(),
+            sql.to_string(),
+            options.clone(),
+        );
+        // The permit goes with the work: a query abandoned at its deadline holds its
+        // slot until its threads have really let it go.
+        let task = threads::handle().spawn(async move {
+            let _permit = permit;
+            work.await
+        });
+        let abort = task.abort_handle();
+        match tokio::time::timeout_at(deadline, task).await {
+            Ok(Ok(r)) => r,
+            Ok(Err(e)) => Err(QueryError::new(
+                QueryErrorKind::Internal,
+                format!("the query failed unexpectedly: {e}"),
             )),
+            Err(_) => {
+                abort.abort();
+                Err(timed_out(false))
+            }
         }
     }
+}
+
+fn unavailable() -> QueryError {
+    QueryError::new(
+        QueryErrorKind::Unavailable,
+        "the query engine is shutting down",
+    )
+}
+
+/// Plans and runs one query on the query threads.
+async fn execute(
+    mut state: SessionState,
+    catalog: Arc<Catalog>,
+    plans: Arc<PlanCache>,
+    limits: QueryLimits,
+    sql: String,
+    options: QueryOptions,
+) -> Result<QueryResult, QueryError> {
+    let pinned = catalog.current();
+    let epoch = pinned.epoch;
+    let scope = Arc::new(QueryScope {
+        pinned,
+        local_only: options.local_only.clone(),
+        partial: options.partial,
+        answer: Mutex::default(),
+    });
+    state.config_mut().set_extension(scope.clone());
+    let plan = logical_plan(&state, &plans, &sql).await?;
+    if let Some(grant) = &options.grant {
+        check_grant(&catalog, &plan, grant)?;
+    }
+    SQLOptions::new()
+        .with_allow_ddl(false)
+        .with_allow_dml(false)
+        .with_allow_statements(false)
+        .verify_plan(&plan)
+        .map_err(|e| {
+            QueryError::new(
+                QueryErrorKind::ReadOnly,
+                format!(
+                    "only queries are allowed (no DDL, DML, COPY or SET): {}",
+                    strip(&e)
+                ),
+            )
+        })?;
+    let df = DataFrame::new(state, plan);
+    let schema: SchemaRef = Arc::new(df.schema().as_arrow().clone());
+    // The row cap is checked while the result streams in, not added to the plan as a
+    // LIMIT: DataFusion refuses a LIMIT above an EXPLAIN, and streaming stops as early
+    // as a LIMIT would.
+    let mut stream = df.execute_stream().await.map_err(classify)?;
+    let (mut batches, mut rows, mut bytes) = (Vec::new(), 0usize, 0usize);
+    // Another instance's scan feeds a query that is capped where it runs.
+    let (max_rows, max_bytes) = match options.local_only {
+        Some(_) => (usize::MAX, usize::MAX),
+        None => (limits.max_rows, limits.max_result_bytes),
+    };
+    while let Some(batch) = stream.next().await {
+        let batch = batch.map_err(classify)?;
+        rows += batch.num_rows();
+        if rows > max_rows {
+            return Err(QueryError::new(
+                QueryErrorKind::TooManyRows,
+                format!(
+                    "the result has more than {} rows (query.max_rows); add a LIMIT or an \
+                     aggregate",
+                    limits.max_rows
+                ),
+            ));
+        }
+        bytes += batch_bytes(&batch);
+        if bytes > max_bytes {
+            return Err(QueryError::new(
+                QueryErrorKind::ResultTooLarge,
+                format!(
+                    "the result holds more than {} bytes (query.max_result_bytes); select \
+                     fewer or shorter columns, or add a LIMIT",
+                    limits.max_result_bytes
+                ),
+            ));
+        }
+        batches.push(batch);
+    }
+    let answer = std::mem::take(&mut *scope.answer.lock().expect("answer lock"));
+    Ok(QueryResult {
+        schema,
+        batches,
+        epoch,
+        partitions: answer.covered.into_values().collect(),
+        missing: answer.missing.into_iter().collect(),
+    })
+}
+
+/// The bytes a batch's rows hold (a slice counts its rows, not its whole buffers).
+fn batch_bytes(batch: &RecordBatch) -> usize {
+    batch
+        .columns()
+        .iter()
+        .map(|c| {
+            c.to_data()
+                .get_slice_memory_size()
+                .unwrap_or_else(|_| c.get_array_memory_size())
+        })
+        .sum()
 }
 
 /// Refuses a plan that reads a view `grant` does not cover, wherever in the plan
@@ -369,7 +520,7 @@ async fn logical_plan(
         let cached = match cache.get(&shape) {
             Some(c) => c,
             None => {
-                let c = match state.create_logical_plan(&shape).await {
+                let c = match plan_text(state, &shape).await {
                     Ok(plan) => Cached::Plan(plan),
                     Err(_) => Cached::Unparameterisable,
                 };
@@ -384,14 +535,31 @@ async fn logical_plan(
             }
         }
         // Planned from its text, exactly as without the cache (errors included).
-        return state.create_logical_plan(sql).await.map_err(classify);
+        return plan_text(state, sql).await;
     }
     if let Some(Cached::Plan(plan)) = cache.get(sql) {
         return Ok(plan);
     }
-    let plan = state.create_logical_plan(sql).await.map_err(classify)?;
+    let plan = plan_text(state, sql).await?;
     cache.put(sql.to_string(), Cached::Plan(plan.clone()));
     Ok(plan)
+}
+
+/// Parses and plans `sql`, unless its expressions nest too deep to do so safely.
+async fn plan_text(state: &SessionState, sql: &str) -> Result<LogicalPlan, QueryError> {
+    if let Some(depth) = guard::nesting_bound(sql)
+        && depth > guard::MAX_NESTING
+    {
+        return Err(QueryError::new(
+            QueryErrorKind::TooComplex,
+            format!(
+                "the query's expressions nest about {depth} levels deep, more than {}; \
+                 write a long chain of OR-ed equalities as IN (...), and split long sums",
+                guard::MAX_NESTING
+            ),
+        ));
+    }
+    state.create_logical_plan(sql).await.map_err(classify)
 }
 
 fn strip(e: &DataFusionError) -> String {

@@ -1,0 +1,180 @@
+//! A query's deadline, checked inside the one operator that can compute for minutes
+//! without ever pausing: a nested loop join with a filter.
+//!
+//! A query past its deadline is abandoned by its caller at once (`mod.rs`), and its task
+//! is cancelled, which takes effect the next time the task pauses. Most operators pause
+//! after every batch or two; a nested loop join probes its whole buffered side against
+//! each batch of the other in one go, pausing only when an output batch fills. With a
+//! selective filter (`WHERE a.x + b.x + c.x = 7` over three 20,000-row views) nothing
+//! fills for hours, and the query held both cores and its slot long after its answer
+//! was sent. So the join's filter is wrapped in an expression that fails once the
+//! deadline has passed: it is evaluated every few thousand rows, and the query stops
+//! within milliseconds of its deadline.
+
+use arrow::array::RecordBatch;
+use arrow::datatypes::{DataType, FieldRef, Schema};
+use datafusion::common::config::ConfigOptions;
+use datafusion::common::tree_node::{Transformed, TreeNode};
+use datafusion::common::{DataFusionError, Result, extensions_options};
+use datafusion::config::ConfigExtension;
+use datafusion::logical_expr::ColumnarValue;
+use datafusion::physical_expr::PhysicalExpr;
+use datafusion::physical_optimizer::PhysicalOptimizerRule;
+use datafusion::physical_plan::ExecutionPlan;
+use datafusion::physical_plan::joins::utils::JoinFilter;
+use datafusion::physical_plan::joins::{NestedLoopJoinExec, NestedLoopJoinExecBuilder};
+use std::sync::Arc;
+
+extensions_options! {
+    /// The deadline of the query being planned, set on each query's copy of the
+    /// session's options.
+    pub(crate) struct QueryDeadline {
+        /// Milliseconds since the Unix epoch; 0: none.
+        pub(crate) at_unix_ms: u64, default = 0
+    }
+}
+
+impl ConfigExtension for QueryDeadline {
+    const PREFIX: &'static str = "projector_deadline";
+}
+
+impl QueryDeadline {
+    /// The deadline `after` from now.
+    pub(crate) fn after(after: std::time::Duration) -> Self {
+        QueryDeadline {
+            at_unix_ms: now_ms().saturating_add(after.as_millis() as u64),
+        }
+    }
+}
+
+fn now_ms() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_millis() as u64)
+}
+
+/// Wraps the filter of every nested loop join of a plan in [`Checked`], with the
+/// deadline of the query's [`QueryDeadline`].
+#[derive(Debug, Default)]
+pub(crate) struct DeadlineRule;
+
+impl PhysicalOptimizerRule for DeadlineRule {
+    fn optimize(
+        &self,
+        plan: Arc<dyn ExecutionPlan>,
+        config: &ConfigOptions,
+    ) -> Result<Arc<dyn ExecutionPlan>> {
+        let Some(at) = config
+            .extensions
+            .get::<QueryDeadline>()
+            .map(|d| d.at_unix_ms)
+            .filter(|&at| at > 0)
+        else {
+            return Ok(plan);
+        };
+        plan.transform_up(|node| {
+            let Some(join) = node.downcast_ref::<NestedLoopJoinExec>() else {
+                return Ok(Transformed::no(node));
+            };
+            let Some(filter) = join.filter() else {
+                return Ok(Transformed::no(node));
+            };
+            if filter.expression().is::<Checked>() {
+                return Ok(Transformed::no(node));
+            }
+            let checked = JoinFilter::new(
+                Arc::new(Checked {
+                    inner: filter.expression().clone(),
+                    at_unix_ms: at,
+                }),
+                filter.column_indices().to_vec(),
+                filter.schema().clone(),
+            );
+            let rebuilt = NestedLoopJoinExecBuilder::from(join)
+                .with_filter(Some(checked))
+                .build()?;
+            Ok(Transformed::yes(Arc::new(rebuilt) as Arc<dyn ExecutionPlan>))
+        })
+        .map(|t| t.data)
+    }
+
+    fn name(&self) -> &str {
+        "projector_deadline"
+    }
+
+    fn schema_check(&self) -> bool {
+        true
+    }
+}
+
+/// An expression that is `inner`, until the deadline: then an error.
+#[derive(Debug, Eq)]
+struct Checked {
+    inner: Arc<dyn PhysicalExpr>,
+    at_unix_ms: u64,
+}
+
+// By hand: deriving them for a field of `Arc<dyn …>` does not compile
+// (rust-lang/rust#78808).
+impl PartialEq for Checked {
+    fn eq(&self, other: &Self) -> bool {
+        self.inner.eq(&other.inner) && self.at_unix_ms == other.at_unix_ms
+    }
+}
+
+impl std::hash::Hash for Checked {
+    fn hash<H: std::hash::Hasher>(&self, state: &mut H) {
+        self.inner.hash(state);
+        self.at_unix_ms.hash(state);
+    }
+}
+
+impl std::fmt::Display for Checked {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{}", self.inner)
+    }
+}
+
+impl PhysicalExpr for Checked {
+    fn data_type(&self, input_schema: &Schema) -> Result<DataType> {
+        self.inner.data_type(input_schema)
+    }
+
+    fn nullable(&self, input_schema: &Schema) -> Result<bool> {
+        self.inner.nullable(input_schema)
+    }
+
+    fn return_field(&self, input_schema: &Schema) -> Result<FieldRef> {
+        self.inner.return_field(input_schema)
+    }
+
+    fn evaluate(&self, batch: &RecordBatch) -> Result<ColumnarValue> {
+        if now_ms() > self.at_unix_ms {
+            return Err(DataFusionError::Execution(
+                "the query ran past its deadline (query.timeout) and was stopped".into(),
+            ));
+        }
+        self.inner.evaluate(batch)
+    }
+
+    fn children(&self) -> Vec<&Arc<dyn PhysicalExpr>> {
+        vec![&self.inner]
+    }
+
+    fn with_new_children(
+        self: Arc<Self>,
+        children: Vec<Arc<dyn PhysicalExpr>>,
+    ) -> Result<Arc<dyn PhysicalExpr>> {
+        let inner = children.into_iter().next().ok_or_else(|| {
+            DataFusionError::Internal("a checked expression has one child".into())
+        })?;
+        Ok(Arc::new(Checked {
+            inner,
+            at_unix_ms: self.at_unix_ms,
+        }))
+    }
+
+    fn fmt_sql(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        self.inner.fmt_sql(f)
+    }
+}
