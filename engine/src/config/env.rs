@@ -1,18 +1,28 @@
-//! `${VAR}` substitution in the raw pipeline text, before YAML parsing.
+//! `${VAR}` substitution, done so that a value can only ever be text inside one scalar.
 //!
 //! Forms: `${VAR}`, `${VAR:-default}` (default when unset or empty), `${VAR:?message}`
 //! (an error with that message when unset or empty) and `$$` (a literal `$`). A `$`
 //! followed by anything else is kept as is. References inside YAML comments are left alone.
 //!
-//! The substituted text has different positions than the file, so [`Substituted`] keeps a
-//! map from positions in the substituted text back to lines and columns of the file.
+//! Values are never pasted into the YAML text: a value holding a quote, a line break or
+//! `: ` would then add keys, even inside the quotes one would put around the reference.
+//! Instead [`substitute`] replaces each reference with a stand-in: three private-use
+//! characters, which are plain text in any YAML context (unquoted, quoted, flow, block
+//! scalars), and the loader replaces the stand-ins in each scalar with their values
+//! ([`Substituted::resolve`]), before the scalar's type is decided. Variables are only
+//! read then, so a reference in a comment, which the parser drops, is never looked up:
+//! the parser, not a guess at YAML quoting, decides what is a comment. (That guess, a
+//! scan per character over every comment, also made comment-heavy files quadratic.)
+//!
+//! Positions in the text with stand-ins differ from the file's, so [`Substituted`] keeps
+//! a map from them back to lines and columns of the file.
 
 /// A problem found while substituting.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub(crate) struct EnvIssue {
     /// Error code.
     pub(crate) code: &'static str,
-    /// Char index in the substituted text where the reference was (it is replaced by nothing).
+    /// Char index in the substituted text of the reference's stand-in.
     pub(crate) at: usize,
     /// What is wrong (never contains a variable's value).
     pub(crate) message: String,
@@ -27,7 +37,7 @@ pub(crate) struct VarUse {
     pub(crate) value: String,
     /// True when the value came from the environment (not from a `:-` default).
     pub(crate) from_env: bool,
-    /// Char range of the value in the substituted text.
+    /// Char index of the reference's stand-in in the substituted text.
     pub(crate) start: usize,
     /// End (exclusive) of that range.
     pub(crate) end: usize,
@@ -44,19 +54,83 @@ struct Segment {
     literal: bool,
 }
 
+/// What a stand-in stands for.
+#[derive(Debug)]
+enum Stand {
+    /// A reference, or why it is malformed.
+    Ref(Result<Reference, String>),
+    /// A character of the file that happens to be a stand-in character: it stands for
+    /// itself, so that no file text is mistaken for a reference.
+    Literal(char),
+}
+
+/// One stand-in in the substituted text.
+#[derive(Debug)]
+struct StandIn {
+    stand: Stand,
+    /// The reference as written.
+    reference: String,
+    /// Its char index in the substituted text.
+    at: usize,
+    /// Its value, once resolved.
+    value: Option<String>,
+}
+
 /// The result of substitution.
-#[derive(Debug, Clone)]
+#[derive(Debug)]
 pub(crate) struct Substituted {
-    /// The text to parse.
+    /// The text to parse, with a stand-in for each reference.
     pub(crate) text: String,
-    /// Every reference replaced by a value.
+    /// Every reference resolved to a non-empty value.
     pub(crate) uses: Vec<VarUse>,
     /// Every problem.
     pub(crate) issues: Vec<EnvIssue>,
+    stand_ins: Vec<StandIn>,
     segments: Vec<Segment>,
     /// Char index of the start of each line of the original text.
     line_starts: Vec<usize>,
     orig_len: usize,
+}
+
+/// A stand-in is this character and two digits, three chars in all. They are
+/// private-use characters of plane 15, which YAML takes as plain text anywhere; the file's
+/// own characters of that range are replaced by stand-ins too (each standing for itself),
+/// so that no text of the file is mistaken for a reference.
+const MARK: char = '\u{F0000}';
+/// The digits: U+F0001 to U+FFFFD (the plane's last two code points are noncharacters).
+const DIGITS: (u32, u32) = (0xF_0001, 0xF_FFFD);
+const BASE: usize = (DIGITS.1 - DIGITS.0 + 1) as usize;
+/// How many stand-ins there can be: over four billion, more than a file can hold.
+const MAX_STAND_INS: usize = BASE * BASE;
+/// The length of a stand-in, in chars.
+const STAND_IN_LEN: usize = 3;
+
+/// Stand-in number `n`.
+fn stand_in(n: usize) -> Option<[char; STAND_IN_LEN]> {
+    if n >= MAX_STAND_INS {
+        return None;
+    }
+    let digit = |d: usize| char::from_u32(DIGITS.0 + u32::try_from(d).ok()?);
+    Some([MARK, digit(n / BASE)?, digit(n % BASE)?])
+}
+
+/// Whether `c` is one of the characters stand-ins are made of.
+fn is_reserved(c: char) -> bool {
+    (u32::from(MARK)..=DIGITS.1).contains(&u32::from(c))
+}
+
+/// The number of the stand-in at the start of `chars`, if one starts there.
+fn stand_in_at(chars: &[char]) -> Option<usize> {
+    let digit = |c: char| {
+        let c = u32::from(c);
+        (DIGITS.0..=DIGITS.1)
+            .contains(&c)
+            .then(|| (c - DIGITS.0) as usize)
+    };
+    match chars {
+        [MARK, hi, lo, ..] => Some(digit(*hi)? * BASE + digit(*lo)?),
+        _ => None,
+    }
 }
 
 impl Substituted {
@@ -86,16 +160,140 @@ impl Substituted {
         let line = self.line_starts.partition_point(|&s| s <= orig).max(1);
         (line, orig - self.line_starts[line - 1] + 1)
     }
+
+    /// `scalar` (the text of a scalar parsed from the chars `within` of the substituted
+    /// text) with its stand-ins replaced by their values, reading variables with `lookup`;
+    /// `None` when it holds no stand-in.
+    ///
+    /// Each stand-in is in one place of the text, so it is resolved (and its problems
+    /// recorded) once, when the parser hands over the scalar that holds it. A stand-in
+    /// character that is not in `within` came from an escape (`"\U000F0000"`) and is
+    /// kept as it is.
+    pub(crate) fn resolve(
+        &mut self,
+        scalar: &str,
+        within: std::ops::Range<usize>,
+        lookup: &dyn Fn(&str) -> Option<String>,
+    ) -> Option<String> {
+        if !scalar.contains(MARK) {
+            return None;
+        }
+        let chars: Vec<char> = scalar.chars().collect();
+        let mut out = String::with_capacity(scalar.len());
+        let mut i = 0;
+        while i < chars.len() {
+            let n = stand_in_at(&chars[i..]).filter(|&n| {
+                self.stand_ins
+                    .get(n)
+                    .is_some_and(|s| within.contains(&s.at))
+            });
+            match n {
+                Some(n) => {
+                    out.push_str(self.value(n, lookup));
+                    i += STAND_IN_LEN;
+                }
+                None => {
+                    out.push(chars[i]);
+                    i += 1;
+                }
+            }
+        }
+        Some(out)
+    }
+
+    /// `chars` (a piece of the substituted text) with the stand-ins resolved so far
+    /// replaced by their values: a scalar as written, after substitution.
+    pub(crate) fn render(&self, chars: &[char]) -> String {
+        let mut out = String::with_capacity(chars.len());
+        let mut i = 0;
+        while i < chars.len() {
+            match stand_in_at(&chars[i..]).and_then(|n| self.stand_ins.get(n)) {
+                Some(s) => {
+                    out.push_str(s.value.as_deref().unwrap_or_default());
+                    i += STAND_IN_LEN;
+                }
+                None => {
+                    out.push(chars[i]);
+                    i += 1;
+                }
+            }
+        }
+        out
+    }
+
+    /// The value of stand-in `n`, looked up the first time.
+    fn value(&mut self, n: usize, lookup: &dyn Fn(&str) -> Option<String>) -> &str {
+        if self.stand_ins[n].value.is_none() {
+            let value = self.look_up(n, lookup);
+            self.stand_ins[n].value = Some(value);
+        }
+        self.stand_ins[n].value.as_deref().unwrap_or_default()
+    }
+
+    fn look_up(&mut self, n: usize, lookup: &dyn Fn(&str) -> Option<String>) -> String {
+        let s = &self.stand_ins[n];
+        let at = s.at;
+        let r = match &s.stand {
+            Stand::Literal(c) => return c.to_string(),
+            Stand::Ref(Err(message)) => {
+                self.issues.push(EnvIssue {
+                    code: "config.invalid_value",
+                    at,
+                    message: message.clone(),
+                });
+                return String::new();
+            }
+            Stand::Ref(Ok(r)) => r,
+        };
+        let found = lookup(&r.name);
+        let set = found.as_deref().is_some_and(|v| !v.is_empty());
+        let (value, from_env) = match (&r.op, set) {
+            (Op::Plain, _) if found.is_some() => (found, true),
+            (Op::Plain, _) => {
+                let message = format!(
+                    "environment variable '{}' is not set (use ${{{}:-default}} for a default)",
+                    r.name, r.name
+                );
+                self.issues.push(EnvIssue {
+                    code: "config.env_unset",
+                    at,
+                    message,
+                });
+                (None, false)
+            }
+            (_, true) => (found, true),
+            (Op::Default(d), false) => (Some(d.clone()), false),
+            (Op::Require(m), false) => {
+                let message = if m.is_empty() {
+                    format!("environment variable '{}' is not set or empty", r.name)
+                } else {
+                    format!("environment variable '{}' is not set or empty: {m}", r.name)
+                };
+                self.issues.push(EnvIssue {
+                    code: "config.env_unset",
+                    at,
+                    message,
+                });
+                (None, false)
+            }
+        };
+        let value = value.unwrap_or_default();
+        if !value.is_empty() {
+            self.uses.push(VarUse {
+                reference: self.stand_ins[n].reference.clone(),
+                value: value.clone(),
+                from_env,
+                start: at,
+                end: at + STAND_IN_LEN,
+            });
+        }
+        value
+    }
 }
 
-/// Substitutes the process environment into `text`.
-#[cfg(test)]
-pub(crate) fn substitute_env(text: &str) -> Substituted {
-    substitute(text, &|name| std::env::var(name).ok())
-}
-
-/// Substitutes `${...}` references in `text`, reading variables with `lookup`.
-pub(crate) fn substitute(text: &str, lookup: &dyn Fn(&str) -> Option<String>) -> Substituted {
+/// Replaces the `${...}` references in `text` with stand-ins (and `$$` with `$`); the
+/// variables are read later, per scalar, by [`Substituted::resolve`].
+pub(crate) fn substitute(text: &str) -> Substituted {
     let chars: Vec<char> = text.chars().collect();
     let mut line_starts = vec![0];
     line_starts.extend(
@@ -109,18 +307,24 @@ pub(crate) fn substitute(text: &str, lookup: &dyn Fn(&str) -> Option<String>) ->
         text: String::with_capacity(text.len()),
         uses: Vec::new(),
         issues: Vec::new(),
+        stand_ins: Vec::new(),
         segments: Vec::new(),
         line_starts,
         orig_len: chars.len(),
     };
-    let comments = comment_starts(&chars);
     let mut out_len = 0usize; // chars written
     let mut i = 0usize;
     let mut literal_open = false;
+    // The next `}` or line break at or after `i`: where a reference can end. Kept from one
+    // reference to the next, so that a line of many unterminated `${` is not scanned to
+    // its end once per `${`.
+    let mut stop = 0usize;
+    let mut capped = false;
     while i < chars.len() {
         let c = chars[i];
-        let in_comment = comments.iter().any(|&(start, end)| i >= start && i < end);
-        if c != '$' || in_comment || i + 1 >= chars.len() || !matches!(chars[i + 1], '$' | '{') {
+        let reference = c == '$' && i + 1 < chars.len() && matches!(chars[i + 1], '$' | '{');
+        let look_alike = is_reserved(c);
+        if !reference && !look_alike {
             if !literal_open {
                 out.segments.push(Segment {
                     subst: out_len,
@@ -135,80 +339,54 @@ pub(crate) fn substitute(text: &str, lookup: &dyn Fn(&str) -> Option<String>) ->
             continue;
         }
         literal_open = false;
-        if chars[i + 1] == '$' {
-            out.segments.push(Segment {
-                subst: out_len,
-                orig: i,
-                literal: false,
-            });
-            out.text.push('$');
-            out_len += 1;
-            i += 2;
-            continue;
-        }
-        // `${`
-        let (reference, next) = parse_reference(&chars, i);
         out.segments.push(Segment {
             subst: out_len,
             orig: i,
             literal: false,
         });
-        let written = match reference {
-            Err(message) => {
+        if reference && chars[i + 1] == '$' {
+            out.text.push('$');
+            out_len += 1;
+            i += 2;
+            continue;
+        }
+        let (stand, next) = if look_alike {
+            (Stand::Literal(c), i + 1)
+        } else {
+            if stop < i + 2 {
+                stop = chars[i + 2..]
+                    .iter()
+                    .position(|&c| c == '}' || c == '\n')
+                    .map_or(chars.len(), |p| i + 2 + p);
+            }
+            let close = (stop < chars.len() && chars[stop] == '}').then_some(stop);
+            let (r, next) = parse_reference(&chars, i, close);
+            (Stand::Ref(r), next)
+        };
+        match stand_in(out.stand_ins.len()) {
+            Some(stand_in) => {
+                out.stand_ins.push(StandIn {
+                    stand,
+                    reference: chars[i..next].iter().collect(),
+                    at: out_len,
+                    value: None,
+                });
+                out.text.extend(stand_in);
+                out_len += STAND_IN_LEN;
+            }
+            None if capped => {} // replaced by nothing
+            None => {
+                capped = true;
                 out.issues.push(EnvIssue {
                     code: "config.invalid_value",
                     at: out_len,
-                    message,
+                    message: format!(
+                        "more than {MAX_STAND_INS} `${{...}}` references: this one and every \
+                         later one are ignored; split the file or use fewer references"
+                    ),
                 });
-                String::new()
             }
-            Ok(r) => {
-                let found = lookup(&r.name);
-                let set = found.as_deref().is_some_and(|v| !v.is_empty());
-                let (value, from_env) = match (&r.op, set) {
-                    (Op::Plain, _) if found.is_some() => (found, true),
-                    (Op::Plain, _) => {
-                        out.issues.push(EnvIssue {
-                            code: "config.env_unset",
-                            at: out_len,
-                            message: format!(
-                                "environment variable '{}' is not set (use ${{{}:-default}} for a default)",
-                                r.name, r.name
-                            ),
-                        });
-                        (None, false)
-                    }
-                    (_, true) => (found, true),
-                    (Op::Default(d), false) => (Some(d.clone()), false),
-                    (Op::Require(m), false) => {
-                        let message = if m.is_empty() {
-                            format!("environment variable '{}' is not set or empty", r.name)
-                        } else {
-                            format!("environment variable '{}' is not set or empty: {m}", r.name)
-                        };
-                        out.issues.push(EnvIssue {
-                            code: "config.env_unset",
-                            at: out_len,
-                            message,
-                        });
-                        (None, false)
-                    }
-                };
-                let value = value.unwrap_or_default();
-                if !value.is_empty() {
-                    out.uses.push(VarUse {
-                        reference: chars[i..next].iter().collect(),
-                        value: value.clone(),
-                        from_env,
-                        start: out_len,
-                        end: out_len + value.chars().count(),
-                    });
-                }
-                value
-            }
-        };
-        out_len += written.chars().count();
-        out.text.push_str(&written);
+        }
         i = next;
     }
     out
@@ -227,15 +405,15 @@ struct Reference {
     op: Op,
 }
 
-/// Parses the reference starting with `${` at `start`; returns it (or an error message)
-/// and the index after it.
-fn parse_reference(chars: &[char], start: usize) -> (Result<Reference, String>, usize) {
+/// Parses the reference starting with `${` at `start`, whose closing `}` is at `close`
+/// (`None`: a line break or the end of the text comes first); returns it (or an error
+/// message) and the index after it.
+fn parse_reference(
+    chars: &[char],
+    start: usize,
+    close: Option<usize>,
+) -> (Result<Reference, String>, usize) {
     const FORMS: &str = "use ${NAME}, ${NAME:-default} or ${NAME:?message}";
-    let close = chars[start..]
-        .iter()
-        .position(|&c| c == '}' || c == '\n')
-        .map(|p| start + p)
-        .filter(|&p| chars[p] == '}');
     let Some(close) = close else {
         return (
             Err(format!("unterminated variable reference '${{' ({FORMS})")),
@@ -270,83 +448,34 @@ fn parse_reference(chars: &[char], start: usize) -> (Result<Reference, String>, 
     (Ok(Reference { name, op }), close + 1)
 }
 
-/// Char ranges of YAML comments (from `#` to the end of its line), found with a per-line
-/// approximation of YAML quoting.
-fn comment_starts(chars: &[char]) -> Vec<(usize, usize)> {
-    #[derive(PartialEq)]
-    enum Quote {
-        None,
-        Single,
-        Double,
-    }
-    let mut ranges = Vec::new();
-    let mut i = 0;
-    while i < chars.len() {
-        let line_end = chars[i..]
-            .iter()
-            .position(|&c| c == '\n')
-            .map_or(chars.len(), |p| i + p);
-        let mut q = Quote::None;
-        let mut j = i;
-        while j < line_end {
-            let c = chars[j];
-            let after_space = j == i || matches!(chars[j - 1], ' ' | '\t');
-            match q {
-                Quote::None => {
-                    let opener = j == i || matches!(chars[j - 1], ' ' | '\t' | '[' | '{' | ',');
-                    if c == '#' && after_space {
-                        ranges.push((j, line_end));
-                        break;
-                    } else if c == '\'' && opener {
-                        q = Quote::Single;
-                    } else if c == '"' && opener {
-                        q = Quote::Double;
-                    }
-                }
-                Quote::Single => {
-                    if c == '\'' {
-                        if j + 1 < line_end && chars[j + 1] == '\'' {
-                            j += 1;
-                        } else {
-                            q = Quote::None;
-                        }
-                    }
-                }
-                Quote::Double => {
-                    if c == '\\' {
-                        j += 1;
-                    } else if c == '"' {
-                        q = Quote::None;
-                    }
-                }
-            }
-            j += 1;
-        }
-        i = line_end + 1;
-    }
-    ranges
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
     use std::collections::HashMap;
 
-    fn sub(text: &str, vars: &[(&str, &str)]) -> Substituted {
+    /// `text` substituted, with every stand-in resolved (as if each were in a scalar), and
+    /// the text with the values in place of the stand-ins.
+    fn sub(text: &str, vars: &[(&str, &str)]) -> (Substituted, String) {
         let vars: HashMap<String, String> = vars
             .iter()
             .map(|(k, v)| (k.to_string(), v.to_string()))
             .collect();
-        substitute(text, &move |n| vars.get(n).cloned())
+        let mut s = substitute(text);
+        let with_stand_ins = s.text.clone();
+        let all = 0..s.text.chars().count();
+        let _ = s.resolve(&with_stand_ins, all, &move |n| vars.get(n).cloned());
+        let chars: Vec<char> = with_stand_ins.chars().collect();
+        let rendered = s.render(&chars);
+        (s, rendered)
     }
 
     #[test]
     fn plain_default_and_dollar() {
-        let s = sub(
+        let (s, text) = sub(
             "a: ${A}\nb: ${B:-dflt}\nc: $$x $y\nd: ${E:-e}\n",
             &[("A", "va"), ("E", "")],
         );
-        assert_eq!(s.text, "a: va\nb: dflt\nc: $x $y\nd: e\n");
+        assert_eq!(text, "a: va\nb: dflt\nc: $x $y\nd: e\n");
         assert!(s.issues.is_empty());
         assert_eq!(s.uses.len(), 3);
         assert!(s.uses[0].from_env && !s.uses[1].from_env);
@@ -354,15 +483,15 @@ mod tests {
 
     #[test]
     fn set_but_empty_plain_is_empty() {
-        let s = sub("a: '${A}'\n", &[("A", "")]);
-        assert_eq!(s.text, "a: ''\n");
+        let (s, text) = sub("a: '${A}'\n", &[("A", "")]);
+        assert_eq!(text, "a: ''\n");
         assert!(s.issues.is_empty());
     }
 
     #[test]
     fn required_and_unset() {
-        let s = sub("a: ${A:?give me A}\nbb: ${B}\nc: ${C:?}\n", &[]);
-        assert_eq!(s.text, "a: \nbb: \nc: \n");
+        let (s, text) = sub("a: ${A:?give me A}\nbb: ${B}\nc: ${C:?}\n", &[]);
+        assert_eq!(text, "a: \nbb: \nc: \n");
         assert_eq!(s.issues.len(), 3);
         assert_eq!(s.issues[0].code, "config.env_unset");
         assert_eq!(
@@ -373,14 +502,14 @@ mod tests {
         assert!(s.issues[1].message.contains("'B'"));
         assert_eq!(s.line_col(s.issues[1].at), (2, 5));
         assert_eq!(s.line_col(s.issues[2].at), (3, 4));
-        let ok = sub("a: ${A:?give me A}\n", &[("A", "x")]);
-        assert_eq!(ok.text, "a: x\n");
+        let (ok, text) = sub("a: ${A:?give me A}\n", &[("A", "x")]);
+        assert_eq!(text, "a: x\n");
         assert!(ok.issues.is_empty());
     }
 
     #[test]
     fn malformed_references() {
-        let s = sub("a: ${1X}\nb: ${X-y}\nc: ${X\nd: ${}\n", &[("X", "v")]);
+        let (s, _) = sub("a: ${1X}\nb: ${X-y}\nc: ${X\nd: ${}\n", &[("X", "v")]);
         let codes: Vec<_> = s
             .issues
             .iter()
@@ -399,39 +528,80 @@ mod tests {
 
     #[test]
     fn positions_map_back_to_the_file() {
-        let s = sub(
+        let (s, text) = sub(
             "k: ${LONG_NAME}x ${B} $$z\nnext: 1\n",
             &[("LONG_NAME", "ab"), ("B", "q")],
         );
-        assert_eq!(s.text, "k: abx q $z\nnext: 1\n");
-        let at = |needle: &str| s.text.find(needle).unwrap(); // ASCII: bytes == chars
-        assert_eq!(s.line_col(at("ab")), (1, 4)); // start of ${LONG_NAME}
-        assert_eq!(s.line_col(at("b")), (1, 4)); // inside the value: the reference
-        assert_eq!(s.line_col(at("x")), (1, 16));
-        assert_eq!(s.line_col(at("q")), (1, 18));
-        assert_eq!(s.line_col(at("z")), (1, 25));
-        assert_eq!(s.line_col(at("next")), (2, 1));
-        assert_eq!(s.line_col(at("1")), (2, 7));
-    }
-
-    #[test]
-    fn comments_are_left_alone() {
-        let s = sub(
-            "# ${NOPE}\na: 1 # ${NOPE}\nb: '# ${A}' # ${NOPE}\nc: x#${A}\nd: it's ${A} # ${NOPE}\n",
-            &[("A", "v")],
-        );
-        assert!(s.issues.is_empty(), "{:?}", s.issues);
+        assert_eq!(text, "k: abx q $z\nnext: 1\n");
+        // Positions in the text with stand-ins (three chars per reference).
+        let with_stand_ins: Vec<char> = s.text.chars().collect();
+        let at = |needle: char| with_stand_ins.iter().position(|&c| c == needle).unwrap();
+        let (first, second) = (s.stand_ins[0].at, s.stand_ins[1].at);
+        assert_eq!(s.line_col(first), (1, 4)); // ${LONG_NAME}
+        assert_eq!(s.line_col(first + 2), (1, 4)); // inside the stand-in: the reference
+        assert_eq!(s.line_col(at('x')), (1, 16));
+        assert_eq!(s.line_col(second), (1, 18)); // ${B}
+        assert_eq!(s.line_col(at('z')), (1, 25));
+        assert_eq!(s.line_col(at('n')), (2, 1));
+        assert_eq!(s.line_col(at('1')), (2, 7));
         assert_eq!(
-            s.text,
-            "# ${NOPE}\na: 1 # ${NOPE}\nb: '# v' # ${NOPE}\nc: x#v\nd: it's v # ${NOPE}\n"
+            (s.uses[0].start, s.uses[0].end),
+            (first, first + STAND_IN_LEN)
         );
     }
 
     #[test]
-    fn process_environment_is_read() {
-        // PATH is set in any test environment; its value is not asserted on.
-        let s = substitute_env("p: ${PATH}\n");
+    fn unresolved_references_are_never_looked_up() {
+        // A reference the parser drops (in a comment) is never resolved: no lookup, no
+        // error. Here the scalar holds the second and third references only.
+        let mut s = substitute("# ${NOPE}\na: \"x # ${A}\n  # ${A}\" # ${NOPE} ${\n");
+        let p = |n: usize| stand_in(n).unwrap().iter().collect::<String>();
+        let within = s.stand_ins[1].at..s.stand_ins[2].at + STAND_IN_LEN;
+        let lookup = |n: &str| (n == "A").then(|| "v".to_string());
+        let value = s.resolve(&format!("x # {} # {}", p(1), p(2)), within.clone(), &lookup);
+        assert_eq!(value.as_deref(), Some("x # v # v"));
         assert!(s.issues.is_empty());
-        assert!(s.uses[0].from_env);
+        assert_eq!(s.uses.len(), 2);
+        // A stand-in from elsewhere (written as escapes) is kept as it is.
+        let value = s.resolve(&format!("{}{}", p(0), p(1)), within, &lookup);
+        assert_eq!(value, Some(format!("{}v", p(0))));
+        assert!(s.issues.is_empty());
+    }
+
+    #[test]
+    fn look_alike_characters_stand_for_themselves() {
+        let text = "a: \u{F0000}${A}\u{F0001}\u{FFFFD}\u{F0000}\n";
+        let (s, rendered) = sub(text, &[("A", "\u{F0002}")]);
+        assert_eq!(
+            rendered,
+            "a: \u{F0000}\u{F0002}\u{F0001}\u{FFFFD}\u{F0000}\n"
+        );
+        assert_eq!(s.uses.len(), 1);
+        assert_eq!(s.uses[0].reference, "${A}");
+    }
+
+    #[test]
+    fn many_unterminated_references_are_linear() {
+        // Each `${` without `}` on its line is an error; finding that must not scan the
+        // rest of the line once per `${` (200,000 of them here).
+        let line = "${".repeat(200_000);
+        let (s, rendered) = sub(&line, &[]);
+        assert_eq!(s.stand_ins.len(), 200_000);
+        assert_eq!(s.issues.len(), 200_000);
+        assert_eq!(s.line_col(s.issues[199_999].at), (1, 399_999));
+        assert!(rendered.is_empty());
+    }
+
+    #[test]
+    fn stand_in_numbering_round_trips() {
+        for n in [0, 1, BASE - 1, BASE, BASE + 1, MAX_STAND_INS - 1] {
+            let chars = stand_in(n).unwrap();
+            assert!(chars.iter().all(|&c| is_reserved(c)));
+            assert_eq!(stand_in_at(&chars), Some(n), "{n}");
+        }
+        assert_eq!(stand_in(MAX_STAND_INS), None);
+        assert_eq!(stand_in_at(&['a', 'b', 'c']), None);
+        assert_eq!(stand_in_at(&[MARK, MARK, 'c']), None);
+        assert!(!is_reserved('\u{FFFFE}')); // a noncharacter
     }
 }

@@ -409,7 +409,10 @@ pub(crate) fn load_with_env(
     file: &Path,
     lookup: &dyn Fn(&str) -> Option<String>,
 ) -> Result<PipelineConfig, ConfigErrors> {
-    let sub = env::substitute(text, lookup);
+    let mut sub = env::substitute(text);
+    // Variables are read while parsing, per scalar: substitution problems are known after.
+    let mut parse_issues = Vec::new();
+    let parsed = yaml::parse(&mut sub, lookup, &mut parse_issues);
     let mut issues: Vec<Issue> = sub
         .issues
         .iter()
@@ -422,8 +425,8 @@ pub(crate) fn load_with_env(
         })
         .collect();
     let env_issues = issues.len();
-    let parsed = yaml::parse(&sub.text, &mut issues);
-    let parse_failed = issues.len() > env_issues;
+    let parse_failed = !parse_issues.is_empty();
+    issues.extend(parse_issues);
     let mut ctx = Ctx::new(&sub, &parsed, issues);
     let config = match &parsed.root {
         Some(root) => {
@@ -518,5 +521,7 @@ fn finish(
     out.into_iter().map(|(_, e)| e).collect()
 }
 
+#[cfg(test)]
+mod hostile_tests;
 #[cfg(test)]
 mod tests;

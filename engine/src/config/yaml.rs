@@ -1,20 +1,36 @@
 //! The spanned YAML tree and typed accessors that record errors instead of stopping.
 //!
-//! Parsing uses saphyr's [`MarkedYaml`]. Its loader refuses duplicate keys (and stops
-//! there), so a duplicate is renamed in the text (its first character is replaced by a
-//! private-use character, which keeps every position) and the text parsed again; the
-//! walker then reports each renamed key as `config.duplicate_key` and ignores it.
+//! The tree is saphyr's [`MarkedYaml`], built here from saphyr-parser's events rather
+//! than by saphyr's loader, for three reasons:
+//! - `${VAR}` values: each scalar's stand-ins are replaced by their values before the
+//!   scalar's type is decided (see [`super::env`]), so a value is never YAML text.
+//! - Duplicate keys: saphyr's loader stops at the first. Here each duplicate is kept
+//!   under a stand-in key (which the walker reports as `config.duplicate_key` and
+//!   ignores), so a file with any number of duplicates is parsed once.
+//! - Aliases: an alias is a copy of its anchor's subtree, so a few bytes of file can
+//!   stand for gigabytes (a 1 MiB string aliased 3,000 times is 3 GiB). The bytes that
+//!   anchors and aliases copy are counted as they are met, from sizes kept per node, and
+//!   the copy that would cross [`COPY_BUDGET`] is refused before it is made.
 
 use super::env::Substituted;
-use saphyr::{LoadableYamlNode, MarkedYaml, Scalar, YamlData};
+use saphyr::{LoadableYamlNode, MarkedYaml, Scalar, Yaml, YamlData};
+use saphyr_parser::{Event, Parser, Span, Tag};
+use std::borrow::Cow;
+use std::collections::HashMap;
 
 /// A node of the parsed pipeline file.
 pub(crate) type Node = MarkedYaml<'static>;
 
-/// First private-use character used to rename duplicate keys.
-const DUP_BASE: u32 = 0xE000;
-/// At most this many duplicate keys are renamed (and reparses done).
-const MAX_DUPLICATES: u32 = 200;
+/// At most this many bytes of tree may be copies made for anchors and aliases. A
+/// pipeline file repeats a few small blocks; this is thousands of times that, and small
+/// enough that a hostile file cannot take the process's memory.
+const COPY_BUDGET: u64 = 16 << 20;
+
+/// What a node costs besides its text: its own size (children are counted apart).
+const NODE_COST: u64 = std::mem::size_of::<Node>() as u64;
+
+/// Marks the stand-in key under which a duplicate key's value is kept.
+const DUP_MARK: char = '\u{E000}';
 
 /// One problem, positioned in the substituted text (char indices).
 #[derive(Debug, Clone)]
@@ -26,114 +42,344 @@ pub(crate) struct Issue {
     pub(crate) message: String,
 }
 
+/// A duplicate key, kept aside: its mapping holds its value under a stand-in key.
+#[derive(Debug, Clone)]
+pub(crate) struct Dup {
+    /// The key as written.
+    key: Node,
+    /// Char index of the first occurrence of the key (the one that is used).
+    first_at: usize,
+}
+
 /// The outcome of parsing.
 pub(crate) struct Parsed {
     /// The single document, if the text parsed.
     pub(crate) root: Option<Node>,
-    /// The original first character of each renamed duplicate key, by rename number.
-    renamed: Vec<char>,
+    /// The duplicate keys, by stand-in number.
+    dups: Vec<Dup>,
 }
 
-/// Parses `text` (already substituted), pushing syntax problems into `issues`.
-pub(crate) fn parse(text: &str, issues: &mut Vec<Issue>) -> Parsed {
-    let mut chars: Vec<char> = text.chars().collect();
-    let mut renamed = Vec::new();
-    loop {
-        let src: String = chars.iter().collect();
-        match MarkedYaml::load_from_str(&src) {
-            Ok(docs) => {
-                let mut docs = docs.into_iter();
-                let root = docs.next();
-                if let Some(extra) = docs.next() {
-                    // Which document was meant is unclear: check none of them.
-                    let at = extra.span.start.index();
-                    issues.push(Issue {
-                        code: "config.yaml_syntax",
-                        start: at,
-                        end: at,
-                        path: String::new(),
-                        message: "a pipeline file holds exactly one YAML document (remove '---')"
-                            .into(),
-                    });
-                    return Parsed {
-                        root: None,
-                        renamed,
-                    };
-                }
-                return Parsed { root, renamed };
-            }
+/// Parses `sub.text`, resolving `${VAR}` stand-ins in scalars with `lookup` (which
+/// records substitution problems in `sub`), and pushing syntax problems into `issues`.
+pub(crate) fn parse(
+    sub: &mut Substituted,
+    lookup: &dyn Fn(&str) -> Option<String>,
+    issues: &mut Vec<Issue>,
+) -> Parsed {
+    let text = std::mem::take(&mut sub.text);
+    let mut b = Builder {
+        sub,
+        lookup,
+        text: &text,
+        docs: Vec::new(),
+        stack: Vec::new(),
+        anchors: HashMap::new(),
+        copied: 0,
+        dups: Vec::new(),
+        stopped: None,
+    };
+    let mut failed = None;
+    for event in Parser::new_from_str(&text) {
+        match event {
+            Ok((ev, span)) => b.event(ev, span),
             Err(e) => {
-                let at = e.marker().index();
-                if e.info() == "duplicated key in mapping"
-                    && (renamed.len() as u32) < MAX_DUPLICATES
-                {
-                    if let Some(pos) = rename_position(&chars, at) {
-                        renamed.push(chars[pos]);
-                        chars[pos] = char::from_u32(DUP_BASE + renamed.len() as u32 - 1)
-                            .expect("private-use character");
-                        continue;
-                    }
-                    issues.push(Issue {
-                        code: "config.duplicate_key",
-                        start: at,
-                        end: at,
-                        path: String::new(),
-                        message: "duplicate key in mapping".into(),
-                    });
-                    return Parsed {
-                        root: None,
-                        renamed,
-                    };
-                }
-                issues.push(Issue {
-                    code: "config.yaml_syntax",
-                    start: at,
-                    end: at,
-                    path: String::new(),
-                    message: e.info().to_string(),
-                });
-                return Parsed {
-                    root: None,
-                    renamed,
-                };
+                failed = Some(e);
+                break;
             }
+        }
+        if b.stopped.is_some() {
+            break;
+        }
+    }
+    let Builder {
+        docs,
+        dups,
+        stopped,
+        ..
+    } = b;
+    sub.text = text;
+    let none = |dups| Parsed { root: None, dups };
+    if let Some(issue) = stopped {
+        issues.push(issue);
+        return none(Vec::new());
+    }
+    if let Some(e) = failed {
+        // A syntax error wins over duplicates: nothing else is checked.
+        let at = e.marker().index();
+        issues.push(Issue {
+            code: "config.yaml_syntax",
+            start: at,
+            end: at,
+            path: String::new(),
+            message: e.info().to_string(),
+        });
+        return none(Vec::new());
+    }
+    let mut docs = docs.into_iter();
+    let root = docs.next();
+    if let Some(extra) = docs.next() {
+        // Which document was meant is unclear: check none of them.
+        let at = extra.span.start.index();
+        issues.push(Issue {
+            code: "config.yaml_syntax",
+            start: at,
+            end: at,
+            path: String::new(),
+            message: "a pipeline file holds exactly one YAML document (remove '---')".into(),
+        });
+        return none(Vec::new());
+    }
+    Parsed { root, dups }
+}
+
+/// A copy that anchors and aliases make.
+#[derive(Clone, Copy)]
+enum Copied {
+    /// An anchored node is copied when it is complete (aliases copy that copy).
+    Anchor,
+    /// Each alias is a copy of its anchor's node.
+    Alias,
+}
+
+/// A collection being built.
+struct Frame {
+    node: Node,
+    /// Its anchor id (0: none).
+    anchor: usize,
+    tag: Option<Cow<'static, Tag>>,
+    /// In a mapping: the key whose value comes next (`None`: a key comes next).
+    key: Option<Node>,
+    /// Bytes of the node and of its children so far.
+    cost: u64,
+}
+
+/// Builds the tree from parser events (as saphyr's loader does, see the module doc).
+struct Builder<'a> {
+    sub: &'a mut Substituted,
+    lookup: &'a dyn Fn(&str) -> Option<String>,
+    /// The text being parsed (`sub.text`, moved out while `sub` is borrowed mutably).
+    text: &'a str,
+    docs: Vec<Node>,
+    stack: Vec<Frame>,
+    /// Each anchor's node and its cost in bytes.
+    anchors: HashMap<usize, (Node, u64)>,
+    /// Bytes copied for anchors and aliases so far.
+    copied: u64,
+    dups: Vec<Dup>,
+    /// The problem that stopped the build.
+    stopped: Option<Issue>,
+}
+
+impl Builder<'_> {
+    fn event(&mut self, ev: Event<'_>, span: Span) {
+        match ev {
+            Event::Nothing | Event::StreamStart | Event::StreamEnd | Event::DocumentStart(_) => {}
+            Event::DocumentEnd => {
+                let doc = match self.stack.pop() {
+                    Some(frame) => frame.node,
+                    // An empty document.
+                    None => Node::from_bare_yaml(Yaml::BadValue).with_span(span),
+                };
+                self.docs.push(doc);
+            }
+            Event::SequenceStart(anchor, tag) => {
+                self.open(Yaml::Sequence(Vec::new()), anchor, tag, span)
+            }
+            Event::MappingStart(anchor, tag) => {
+                self.open(Yaml::Mapping(Default::default()), anchor, tag, span)
+            }
+            Event::SequenceEnd | Event::MappingEnd => {
+                let Some(frame) = self.stack.pop() else {
+                    return; // the parser pairs starts and ends
+                };
+                let mut node = frame.node.with_end_marker(span.start);
+                if let Some(tag) = frame.tag.filter(|t| !t.is_yaml_core_schema()) {
+                    node = node.into_tagged(tag);
+                }
+                self.insert(node, frame.cost, frame.anchor);
+            }
+            Event::Scalar(text, style, anchor, tag) => {
+                let within = span.start.index()..span.end.index();
+                let value: Cow<'static, str> = match self.sub.resolve(&text, within, self.lookup) {
+                    Some(resolved) => Cow::Owned(resolved),
+                    None => Cow::Owned(text.into_owned()),
+                };
+                let cost = NODE_COST + value.len() as u64;
+                let tag = tag.map(|t| Cow::Owned(t.into_owned()));
+                let node = MarkedYaml::value_from_cow_and_metadata(value, style, tag.as_ref())
+                    .with_span(span);
+                self.insert(node, cost, anchor);
+            }
+            Event::Alias(id) => {
+                let Some(cost) = self.anchors.get(&id).map(|(_, cost)| *cost) else {
+                    // The parser refuses an unknown alias; kept as saphyr's loader does.
+                    let bad = Node::from_bare_yaml(Yaml::BadValue).with_span(span);
+                    self.insert(bad, NODE_COST, 0);
+                    return;
+                };
+                // Charged before the copy is made: a refused copy is never allocated.
+                if !self.charge(cost, span, Copied::Alias) {
+                    return;
+                }
+                let node = self.anchors[&id].0.clone().with_span(span);
+                self.insert(node, cost, 0);
+            }
+        }
+    }
+
+    fn open(&mut self, bare: Yaml<'static>, anchor: usize, tag: Option<Cow<'_, Tag>>, span: Span) {
+        self.stack.push(Frame {
+            node: Node::from_bare_yaml(bare).with_start_marker(span.start),
+            anchor,
+            tag: tag.map(|t| Cow::Owned(t.into_owned())),
+            key: None,
+            cost: NODE_COST,
+        });
+    }
+
+    /// Counts `cost` more copied bytes for the anchor or alias at `span`; false (and the
+    /// build stops) when that would cross the budget.
+    fn charge(&mut self, cost: u64, span: Span, copy: Copied) -> bool {
+        if self.copied.saturating_add(cost) <= COPY_BUDGET {
+            self.copied += cost;
+            return true;
+        }
+        let start = span.start.index();
+        let what = match copy {
+            Copied::Alias => {
+                let name: String = self
+                    .text
+                    .chars()
+                    .skip(start)
+                    .take(span.end.index().saturating_sub(start))
+                    .collect();
+                format!("the alias '{}'", name.trim())
+            }
+            Copied::Anchor => "the anchored value here (kept for its aliases)".to_string(),
+        };
+        let message = format!(
+            "{what} copies {}, which with the copies before it is more than the {} that \
+             anchors and aliases may copy: repeat a smaller value, or repeat it fewer times",
+            human(cost),
+            human(COPY_BUDGET)
+        );
+        self.stopped = Some(Issue {
+            code: "config.alias_too_large",
+            start,
+            end: start,
+            path: self.path(),
+            message,
+        });
+        false
+    }
+
+    /// The key path where the next node goes.
+    fn path(&self) -> String {
+        let mut path = String::new();
+        for frame in &self.stack {
+            match &frame.node.data {
+                YamlData::Sequence(items) => path = format!("{path}[{}]", items.len()),
+                YamlData::Mapping(_) => {
+                    if let Some(key) = &frame.key {
+                        path = join(&path, &scalar_text(key));
+                    }
+                }
+                _ => {}
+            }
+        }
+        path
+    }
+
+    /// Adds a finished node (of `cost` bytes) to its parent, or makes it the document.
+    fn insert(&mut self, node: Node, cost: u64, anchor: usize) {
+        if anchor > 0 {
+            // Aliases copy this copy (so that later changes to the tree don't show).
+            if !self.charge(cost, node.span, Copied::Anchor) {
+                return;
+            }
+            self.anchors.insert(anchor, (node.clone(), cost));
+        }
+        let Some(parent) = self.stack.last_mut() else {
+            self.stack.push(Frame {
+                node,
+                anchor,
+                tag: None,
+                key: None,
+                cost,
+            });
+            return;
+        };
+        parent.cost = parent.cost.saturating_add(cost);
+        match &mut parent.node.data {
+            YamlData::Sequence(items) => items.push(node),
+            YamlData::Mapping(map) => match parent.key.take() {
+                None => parent.key = Some(node),
+                Some(key) => match map.get_key_value(&key) {
+                    None => {
+                        map.insert(key, node);
+                    }
+                    Some((first, _)) => {
+                        let first_at = first.span.start.index();
+                        let mut name = format!("{DUP_MARK}{}", self.dups.len());
+                        while map.contains_key(&dup_key(&name, key.span)) {
+                            name.insert(0, DUP_MARK);
+                        }
+                        map.insert(dup_key(&name, key.span), node);
+                        self.dups.push(Dup { key, first_at });
+                    }
+                },
+            },
+            _ => {}
         }
     }
 }
 
-/// Where to put the rename mark of a duplicate key starting at `at`: its first character
-/// (after the quote for a quoted key), if that is safe.
-fn rename_position(chars: &[char], at: usize) -> Option<usize> {
-    let c = *chars.get(at)?;
-    let pos = match c {
-        '\'' | '"' => at + 1,
-        '!' | '&' | '*' | '?' | '[' | '{' | '|' | '>' => return None,
-        _ => at,
-    };
-    let first = *chars.get(pos)?;
-    if pos != at && (first == c || first == '\\') || first.is_whitespace() {
-        return None;
+/// The stand-in key `name` at `span`.
+fn dup_key(name: &str, span: Span) -> Node {
+    MarkedYaml {
+        span,
+        data: YamlData::Value(Scalar::String(Cow::Owned(name.to_string()))),
     }
-    Some(pos)
 }
 
-/// Carries the text, the recorded problems and the duplicate-key renames while the tree is
+/// A scalar's text, for a key path.
+fn scalar_text(node: &Node) -> String {
+    match &node.data {
+        YamlData::Value(Scalar::String(s)) => s.to_string(),
+        YamlData::Value(Scalar::Integer(i)) => i.to_string(),
+        YamlData::Value(Scalar::FloatingPoint(f)) => f.to_string(),
+        YamlData::Value(Scalar::Boolean(b)) => b.to_string(),
+        YamlData::Value(Scalar::Null) => "null".into(),
+        _ => "?".into(),
+    }
+}
+
+/// `bytes` for a message: "1.5 MiB".
+fn human(bytes: u64) -> String {
+    if bytes < 1 << 20 {
+        format!("{:.1} KiB", bytes as f64 / 1024.0)
+    } else {
+        format!("{:.1} MiB", bytes as f64 / f64::from(1u32 << 20))
+    }
+}
+
+/// Carries the text, the recorded problems and the duplicate keys while the tree is
 /// walked.
 pub(crate) struct Ctx<'a> {
     sub: &'a Substituted,
     chars: Vec<char>,
-    renamed: Vec<char>,
+    dups: &'a [Dup],
     /// Problems found so far.
     pub(crate) issues: Vec<Issue>,
 }
 
 impl<'a> Ctx<'a> {
     /// A context over the substituted text.
-    pub(crate) fn new(sub: &'a Substituted, parsed: &Parsed, issues: Vec<Issue>) -> Self {
+    pub(crate) fn new(sub: &'a Substituted, parsed: &'a Parsed, issues: Vec<Issue>) -> Self {
         Ctx {
             sub,
             chars: sub.text.chars().collect(),
-            renamed: parsed.renamed.clone(),
+            dups: &parsed.dups,
             issues,
         }
     }
@@ -160,7 +406,7 @@ impl<'a> Ctx<'a> {
         self.error("config.invalid_type", node, path, message);
     }
 
-    /// The source text of a scalar node (for non-string keys).
+    /// The source text of a scalar node (for non-string keys), with `${VAR}` values.
     fn raw(&self, node: &Node) -> String {
         let (s, e) = (
             node.span.start.index(),
@@ -168,23 +414,22 @@ impl<'a> Ctx<'a> {
         );
         self.chars
             .get(s..e)
-            .map(|c| c.iter().collect::<String>())
+            .map(|c| self.sub.render(c))
             .unwrap_or_default()
             .trim()
             .into()
     }
 
     /// The key of a mapping entry as text; `None` (after an error) for a collection key.
-    /// The second value is true for a renamed duplicate.
-    fn key_text(&mut self, key: &Node, path: &str) -> Option<(String, bool)> {
-        let text = self.key_text_quiet(key);
+    fn key_text(&mut self, key: &Node, path: &str) -> Option<String> {
+        let text = self.key_name(key);
         if text.is_none() {
             self.wrong_type(key, path, "a string key");
         }
         text
     }
 
-    /// The entries of a mapping, in file order, without renamed duplicates (which are
+    /// The entries of a mapping, in file order, without duplicate keys (which are
     /// reported). `None` (after an error) if `node` is not a mapping. With `null_is_empty`,
     /// a null node counts as an empty mapping.
     pub(crate) fn entries<'n>(
@@ -203,12 +448,12 @@ impl<'a> Ctx<'a> {
         };
         let mut out: Vec<Entry<'n>> = Vec::new();
         for (k, v) in map.iter() {
-            let Some((name, dup)) = self.key_text(k, path) else {
-                continue;
-            };
-            if dup {
+            if self.dup(k).is_some() {
                 continue; // reported by `report_all_duplicates`
             }
+            let Some(name) = self.key_text(k, path) else {
+                continue;
+            };
             let key_path = join(path, &name);
             out.push(Entry {
                 name,
@@ -241,34 +486,32 @@ impl<'a> Ctx<'a> {
         })
     }
 
-    /// Walks every mapping and sequence to report renamed duplicate keys anywhere (also
-    /// under keys the typed walk does not visit).
+    /// Walks every mapping and sequence to report duplicate keys anywhere (also under
+    /// keys the typed walk does not visit).
     pub(crate) fn report_all_duplicates(&mut self, node: &Node, path: &str) {
         match &node.data {
             YamlData::Mapping(map) => {
                 for (k, v) in map.iter() {
-                    let Some((name, dup)) = self.key_text_quiet(k) else {
-                        continue;
-                    };
-                    let key_path = join(path, &name);
-                    if dup {
-                        let first = map
-                            .iter()
-                            .find(|(fk, _)| {
-                                self.key_text_quiet(fk)
-                                    .is_some_and(|(n, d)| !d && n == name)
-                            })
-                            .map(|(fk, _)| fk.span.start.index());
-                        let message = match first {
-                            Some(i) => format!(
-                                "duplicate key '{name}' (first defined on line {}, which is used)",
-                                self.sub.line_col(i).0
+                    if let Some(dup) = self.dup(k) {
+                        let line = self.sub.line_col(dup.first_at).0;
+                        let (key_path, message) = match self.key_name(&dup.key) {
+                            Some(name) => (
+                                join(path, &name),
+                                format!(
+                                    "duplicate key '{name}' (first defined on line {line}, which is used)"
+                                ),
                             ),
-                            None => format!("duplicate key '{name}'"),
+                            None => (
+                                path.to_string(),
+                                format!(
+                                    "duplicate key: {} that is also the key on line {line}, which is used",
+                                    kind(&dup.key)
+                                ),
+                            ),
                         };
                         self.error("config.duplicate_key", k, &key_path, message);
-                    } else {
-                        self.report_all_duplicates(v, &key_path);
+                    } else if let Some(name) = self.key_name(k) {
+                        self.report_all_duplicates(v, &join(path, &name));
                     }
                 }
             }
@@ -322,21 +565,38 @@ impl<'a> Ctx<'a> {
         }
     }
 
+    /// The key of a mapping entry as text (`None` for a collection key); the second
+    /// value is true for a duplicate key, whose text is the duplicate's.
     fn key_text_quiet(&self, key: &Node) -> Option<(String, bool)> {
+        match self.dup(key) {
+            Some(dup) => self.key_name(&dup.key).map(|n| (n, true)),
+            None => self.key_name(key).map(|n| (n, false)),
+        }
+    }
+
+    /// A scalar key's text.
+    fn key_name(&self, key: &Node) -> Option<String> {
         match &key.data {
-            YamlData::Value(Scalar::String(s)) => {
-                let mut it = s.chars();
-                if let Some(first) = it.next() {
-                    let n = (first as u32).wrapping_sub(DUP_BASE) as usize;
-                    if let Some(orig) = self.renamed.get(n) {
-                        return Some((format!("{orig}{}", it.as_str()), true));
-                    }
-                }
-                Some((s.to_string(), false))
-            }
-            YamlData::Value(_) => Some((self.raw(key), false)),
+            YamlData::Value(Scalar::String(s)) => Some(s.to_string()),
+            YamlData::Value(_) => Some(self.raw(key)),
             _ => None,
         }
+    }
+
+    /// The duplicate whose value `key` (a stand-in key) holds, if it is one.
+    fn dup(&self, key: &Node) -> Option<&'a Dup> {
+        let YamlData::Value(Scalar::String(s)) = &key.data else {
+            return None;
+        };
+        let n: usize = s
+            .strip_prefix(DUP_MARK)?
+            .trim_start_matches(DUP_MARK)
+            .parse()
+            .ok()?;
+        // The span check tells a stand-in from a key that merely looks like one.
+        let dups: &'a [Dup] = self.dups;
+        dups.get(n)
+            .filter(|d| d.key.span.start.index() == key.span.start.index())
     }
 
     /// A string scalar.
@@ -558,20 +818,39 @@ mod tests {
     }
 
     #[test]
-    fn duplicate_keys_are_renamed_and_syntax_errors_win() {
-        let mut issues = Vec::new();
-        let text = "a: 1\nb:\n  c: 1\n  c: 2\n  'c': 3\n  d: [\na: 2\n";
-        let parsed = parse(text, &mut issues);
+    fn duplicate_keys_are_kept_aside_and_syntax_errors_win() {
+        let parse_text = |text: &str| {
+            let mut sub = super::super::env::substitute(text);
+            let mut issues = Vec::new();
+            let parsed = parse(&mut sub, &|_| None, &mut issues);
+            (parsed, issues)
+        };
+        let (parsed, issues) = parse_text("a: 1\nb:\n  c: 1\n  c: 2\n  'c': 3\n  d: [\na: 2\n");
         // A syntax error wins over duplicates.
-        assert!(parsed.renamed.is_empty());
+        assert!(parsed.dups.is_empty());
         assert!(parsed.root.is_none());
         assert_eq!(issues.len(), 1);
         assert_eq!(issues[0].code, "config.yaml_syntax");
 
-        let mut issues = Vec::new();
-        let text = "a: 1\nb:\n  c: 1\n  c: 2\n  'c': 3\na: 2\n";
-        let parsed = parse(text, &mut issues);
+        let (parsed, issues) = parse_text("a: 1\nb:\n  c: 1\n  c: 2\n  'c': 3\na: 2\n");
         assert!(issues.is_empty());
-        assert_eq!(parsed.renamed, vec!['c', 'c', 'a']);
+        let dups: Vec<(String, usize, usize)> = parsed
+            .dups
+            .iter()
+            .map(|d| (scalar_text(&d.key), d.key.span.start.index(), d.first_at))
+            .collect();
+        assert_eq!(
+            dups,
+            vec![
+                ("c".to_string(), 17, 10),
+                ("c".to_string(), 24, 10),
+                ("a".to_string(), 31, 0)
+            ]
+        );
+        // Each value is kept, under a stand-in key, in file order.
+        let Some(YamlData::Mapping(root)) = parsed.root.map(|r| r.data) else {
+            panic!("a mapping");
+        };
+        assert_eq!(root.len(), 3);
     }
 }
