@@ -45,9 +45,7 @@ pub(crate) fn produce(
     let resume = projector_connectors::Resume::new();
     let mut source: Box<dyn projector_connectors::Source> = match from_file {
         Some(path) => Box::new(projector_connectors::file::FileSource::open(
-            &projector_connectors::file::FileConfig {
-                path: path.to_path_buf(),
-            },
+            &projector_connectors::file::FileConfig::new(path),
             &resume,
         )?),
         None => Box::new(GeneratorSource::new(&config, &resume)),

@@ -4,8 +4,9 @@
 
 mod common;
 
-use common::cluster::{Running, free_port, get_json, wait_for};
-use common::{generator_pipeline, replace_line};
+use common::cluster::{Running, free_port, get_json, query_once, wait_for};
+use common::oracle::expected;
+use common::{assert_rows, file_pipeline, generator_pipeline, generator_records, replace_line};
 use serde_json::Value;
 use std::io::Read;
 use std::path::Path;
@@ -213,4 +214,74 @@ fn idle_connections_cannot_starve_health() {
         );
     }
     assert_eq!(running.terminate(30), Some(0));
+}
+
+#[test]
+fn an_oversize_line_is_dead_lettered_with_a_prefix_and_a_hash() {
+    use sha2::Digest;
+    use std::io::Write;
+    let dir = tempfile::tempdir().unwrap();
+    let records = generator_records(2_000, 100, 7);
+    // 200 MB of NUL bytes on one line, between two halves of ordinary events. Written
+    // and hashed a MiB at a time: memory this process holds would count in its
+    // child's peak (the child is forked from it).
+    let huge_len = 200u64 << 20;
+    let mut hasher = sha2::Sha256::new();
+    let mut file =
+        std::io::BufWriter::new(std::fs::File::create(dir.path().join("events.ndjson")).unwrap());
+    for (i, (_, bytes)) in records.iter().enumerate() {
+        if i == 1_000 {
+            let zeros = vec![0u8; 1 << 20];
+            for _ in 0..huge_len >> 20 {
+                file.write_all(&zeros).unwrap();
+                hasher.update(&zeros);
+            }
+            file.write_all(b"\n").unwrap();
+        }
+        file.write_all(bytes).unwrap();
+        file.write_all(b"\n").unwrap();
+    }
+    file.flush().unwrap();
+    drop(file);
+    let hash: String = hasher
+        .finalize()
+        .iter()
+        .map(|b| format!("{b:02x}"))
+        .collect();
+    let pipeline = dir.path().join("pipeline.yaml");
+    std::fs::write(&pipeline, file_pipeline("events.ndjson", "dead_letter")).unwrap();
+    let state = dir.path().join("state");
+
+    let rows = query_once(
+        &pipeline,
+        &state,
+        "SELECT * FROM accounts ORDER BY account_id",
+    );
+    assert_rows("accounts", &rows, &expected(&records).accounts_json());
+    // The line was never held whole: the run's peak memory is far below its size
+    // (it was 1.85 GB for a 100 MB line).
+    let peak_kb = nix::sys::resource::getrusage(nix::sys::resource::UsageWho::RUSAGE_CHILDREN)
+        .expect("getrusage")
+        .max_rss();
+    assert!(peak_kb < 160 << 10, "peak RSS {peak_kb} KiB");
+
+    let letters = std::fs::read_to_string(state.join("dead-letters.ndjson")).unwrap();
+    let letters: Vec<Value> = letters
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect();
+    assert_eq!(letters.len(), 1, "{letters:?}");
+    let letter = &letters[0];
+    assert_eq!(letter["error"]["code"], "record.too_large", "{letter}");
+    assert_eq!(letter["source"]["offset"], 1_000, "{letter}");
+    assert_eq!(
+        letter["raw"].as_str().unwrap().len(),
+        4096,
+        "a 4 KiB prefix"
+    );
+    let message = letter["error"]["message"].as_str().unwrap();
+    assert!(
+        message.contains(&hash) && message.contains(&huge_len.to_string()),
+        "{message}"
+    );
 }

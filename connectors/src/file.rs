@@ -4,9 +4,14 @@
 //! otherwise (a `\r` before the `\n` stays, invalid UTF-8 passes through). Lines that
 //! are empty or only ASCII whitespace give no record but still count, so a record's
 //! offset is always its 0-based line number in the input.
+//!
+//! A line longer than `max_record_bytes` is not held whole: the source keeps its first
+//! [`PREFIX_BYTES`], its size and its SHA-256 ([`Oversize`]), and the engine sends that
+//! to the dead letters. A 100 MB line once took 1.85 GB, a 1.5 GB one ~20 GB.
 
-use crate::source::{PartitionInfo, Poll, RawBatch, RawRecord, Resume, Source};
+use crate::source::{Oversize, PartitionInfo, Poll, RawBatch, RawRecord, Resume, Source};
 use crate::{Error, Result};
+use sha2::{Digest, Sha256};
 use std::fs::File;
 use std::io::{BufRead, BufReader, Read};
 use std::path::{Path, PathBuf};
@@ -14,14 +19,31 @@ use std::path::{Path, PathBuf};
 /// Read buffer size.
 const BUFFER_BYTES: usize = 256 * 1024;
 
-/// `source: {type: file, path: ...}`.
+/// Default `max_record_bytes`: 8 MiB.
+pub const DEFAULT_MAX_RECORD_BYTES: usize = 8 << 20;
+
+/// Bytes of an oversize record kept for its dead letter.
+pub const PREFIX_BYTES: usize = 4096;
+
+/// `source: {type: file, path: ..., max_record_bytes: ...}`.
 #[derive(Debug, Clone, PartialEq)]
 pub struct FileConfig {
     /// Path to a newline-delimited JSON file, one event per line; `-` reads stdin.
     pub path: PathBuf,
+    /// The most bytes one line may have (without its `\n`); a longer one is a bad
+    /// record (`record.too_large`) whose dead letter keeps a prefix and a hash.
+    pub max_record_bytes: usize,
 }
 
 impl FileConfig {
+    /// Reads `path` with the default `max_record_bytes`.
+    pub fn new(path: impl Into<PathBuf>) -> Self {
+        FileConfig {
+            path: path.into(),
+            max_record_bytes: DEFAULT_MAX_RECORD_BYTES,
+        }
+    }
+
     /// True when the path is `-` (read stdin).
     pub fn is_stdin(&self) -> bool {
         self.path == Path::new("-")
@@ -116,7 +138,8 @@ impl Source for FileSource {
             // Read straight into the batch buffer; drop the bytes again if the line
             // gives no record.
             let start = out.data.len();
-            let read = match self.reader.read_until(b'\n', &mut out.data) {
+            let max = self.config.max_record_bytes;
+            let (read, oversize) = match read_line(&mut self.reader, &mut out.data, max) {
                 Ok(read) => read,
                 Err(source) => {
                     out.data.truncate(start);
@@ -132,15 +155,24 @@ impl Source for FileSource {
                 self.eof = true;
                 break;
             }
-            if out.data.last() == Some(&b'\n') {
+            if out.data.last() == Some(&b'\n') && oversize.is_none() {
                 out.data.pop();
             }
             let offset = self.next_line;
             self.next_line += 1;
             let line = &out.data[start..];
-            if offset < self.skip_before || line.iter().all(u8::is_ascii_whitespace) {
+            let blank = oversize.is_none() && line.iter().all(u8::is_ascii_whitespace);
+            if offset < self.skip_before || blank {
                 out.data.truncate(start);
                 continue;
+            }
+            if let Some((bytes, sha256)) = oversize {
+                out.oversize.push(Oversize {
+                    record: out.records.len(),
+                    bytes,
+                    sha256,
+                    limit: max as u64,
+                });
             }
             out.records.push(RawRecord {
                 partition: 0,
@@ -159,16 +191,120 @@ impl Source for FileSource {
     }
 }
 
+/// A line over the limit: its size and SHA-256.
+type TooLong = (u64, [u8; 32]);
+
+/// Reads one line (with its `\n`, if it has one) onto `out`, and returns the bytes
+/// read (0 at the end of the input). A line of more than `max` bytes (without its
+/// `\n`) is not kept whole: `out` gets its first [`PREFIX_BYTES`] only, and the size
+/// and SHA-256 of all its bytes come back.
+fn read_line(
+    reader: &mut impl BufRead,
+    out: &mut Vec<u8>,
+    max: usize,
+) -> std::io::Result<(usize, Option<TooLong>)> {
+    let start = out.len();
+    let prefix = PREFIX_BYTES.min(max.max(1));
+    let mut read = 0usize;
+    // Once the line is known to be too long: its hash so far and its size.
+    let mut over: Option<(Sha256, u64)> = None;
+    loop {
+        let buf = match reader.fill_buf() {
+            Ok(buf) => buf,
+            Err(e) if e.kind() == std::io::ErrorKind::Interrupted => continue,
+            Err(e) => return Err(e),
+        };
+        if buf.is_empty() {
+            break;
+        }
+        let (chunk, done) = match memchr::memchr(b'\n', buf) {
+            Some(i) => (&buf[..=i], true),
+            None => (buf, false),
+        };
+        let used = chunk.len();
+        let content = &chunk[..used - usize::from(done)];
+        match &mut over {
+            Some((hash, size)) => {
+                hash.update(content);
+                *size += content.len() as u64;
+            }
+            None if out.len() - start + content.len() > max => {
+                let mut hash = Sha256::new();
+                hash.update(&out[start..]);
+                hash.update(content);
+                let size = (out.len() - start + content.len()) as u64;
+                let keep = prefix.saturating_sub(out.len() - start).min(content.len());
+                out.extend_from_slice(&content[..keep]);
+                out.truncate(start + prefix.min(out.len() - start));
+                over = Some((hash, size));
+            }
+            None => out.extend_from_slice(chunk),
+        }
+        read += used;
+        reader.consume(used);
+        if done {
+            break;
+        }
+    }
+    Ok((
+        read,
+        over.map(|(hash, size)| (size, hash.finalize().into())),
+    ))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
     use std::io::Write;
 
+    #[test]
+    fn a_line_over_the_limit_keeps_a_prefix_its_size_and_hash() {
+        let long: Vec<u8> = (0..10_000u32).map(|i| b'a' + (i % 26) as u8).collect();
+        let mut input = b"first\n".to_vec();
+        input.extend_from_slice(&long);
+        input.extend_from_slice(b"\nlast");
+        for capacity in [7, 4096, 1 << 20] {
+            let reader = BufReader::with_capacity(capacity, std::io::Cursor::new(input.clone()));
+            let mut source = FileSource::from_reader(
+                &FileConfig {
+                    path: "x".into(),
+                    max_record_bytes: 1_000,
+                },
+                Box::new(reader),
+                &Resume::new(),
+            );
+            let mut batch = RawBatch::default();
+            while source.poll(&mut batch, 10).unwrap() != Poll::Exhausted {}
+            let lines: Vec<&[u8]> = batch.records.iter().map(|r| batch.bytes(r)).collect();
+            assert_eq!(
+                lines,
+                [&b"first"[..], &long[..1_000], b"last"],
+                "{capacity}"
+            );
+            let offsets: Vec<u64> = batch.records.iter().map(|r| r.offset).collect();
+            assert_eq!(offsets, [0, 1, 2]);
+            let hash: [u8; 32] = Sha256::digest(&long).into();
+            assert_eq!(
+                batch.oversize,
+                [Oversize {
+                    record: 1,
+                    bytes: 10_000,
+                    sha256: hash,
+                    limit: 1_000,
+                }]
+            );
+            let mut cursor = 0;
+            assert!(batch.oversize_of(0, &mut cursor).is_none());
+            assert!(batch.oversize_of(1, &mut cursor).is_some());
+            assert!(batch.oversize_of(2, &mut cursor).is_none());
+        }
+    }
+
     fn write_file(bytes: &[u8]) -> (tempfile::TempDir, FileConfig) {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("events.ndjson");
         File::create(&path).unwrap().write_all(bytes).unwrap();
-        (dir, FileConfig { path })
+        (dir, FileConfig::new(path))
     }
 
     /// All (offset, bytes) records, polling `chunk` at a time.
@@ -281,7 +417,7 @@ mod tests {
     fn missing_file_is_a_clear_error() {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("nope.ndjson");
-        let err = FileSource::open(&FileConfig { path: path.clone() }, &Resume::new()).unwrap_err();
+        let err = FileSource::open(&FileConfig::new(path.clone()), &Resume::new()).unwrap_err();
         match &err {
             Error::Io { context, source } => {
                 assert_eq!(context, &format!("opening {}", path.display()));
@@ -306,14 +442,14 @@ mod tests {
                 format!("file:{}", config.path.display())
             )]
         );
-        let stdin = FileConfig { path: "-".into() };
+        let stdin = FileConfig::new("-");
         let source = FileSource::from_reader(&stdin, Box::new(&b"a\n"[..]), &Resume::new());
         assert_eq!(source.partitions(), vec![PartitionInfo::single(0, "stdin")]);
     }
 
     #[test]
     fn from_reader_and_appending_to_a_non_empty_batch() {
-        let config = FileConfig { path: "-".into() };
+        let config = FileConfig::new("-");
         let mut source =
             FileSource::from_reader(&config, Box::new(&b"a\n\nbc\n"[..]), &Resume::new());
         let mut batch = RawBatch::default();
@@ -343,7 +479,7 @@ mod tests {
 
     #[test]
     fn a_quiet_pipe_does_not_hold_back_lines_already_read() {
-        let config = FileConfig { path: "-".into() };
+        let config = FileConfig::new("-");
         let reader = Trickle(vec![b"c\n", b"a\nb\n"]);
         let mut source = FileSource::from_reader(&config, Box::new(reader), &Resume::new());
         let mut batch = RawBatch::default();

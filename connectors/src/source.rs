@@ -35,6 +35,23 @@ pub struct RawBatch {
     pub meta: Vec<RecordMeta>,
     /// The headers of every record, back to back (see [`RecordMeta::headers`]).
     pub headers: Vec<RawHeader>,
+    /// The records larger than their source allows, in record order: their bytes in
+    /// [`RawBatch::data`] are only a prefix.
+    pub oversize: Vec<Oversize>,
+}
+
+/// A record larger than its source allows (`max_record_bytes`): only a prefix of it
+/// was kept, with its size and hash, for the dead letter that reports it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Oversize {
+    /// Index of the record in [`RawBatch::records`].
+    pub record: usize,
+    /// Its whole size in bytes.
+    pub bytes: u64,
+    /// The SHA-256 of all its bytes.
+    pub sha256: [u8; 32],
+    /// The most bytes a record of its source may have.
+    pub limit: u64,
 }
 
 /// A record's metadata (Kafka): byte ranges are into [`RawBatch::data`].
@@ -153,6 +170,16 @@ impl RawBatch {
         self.records.clear();
         self.meta.clear();
         self.headers.clear();
+        self.oversize.clear();
+    }
+
+    /// Whether record `index` is larger than its source allows (and its bytes only a
+    /// prefix); `oversize` is a cursor the caller keeps across a batch's records.
+    pub fn oversize_of(&self, index: usize, cursor: &mut usize) -> Option<&Oversize> {
+        while self.oversize.get(*cursor).is_some_and(|o| o.record < index) {
+            *cursor += 1;
+        }
+        self.oversize.get(*cursor).filter(|o| o.record == index)
     }
 }
 

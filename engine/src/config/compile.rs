@@ -512,7 +512,7 @@ fn source(
     ];
     const GENERATOR_KEYS: &[&str] = &["type", "scenario", "events", "keys", "seed"];
     const NEXMARK_KEYS: &[&str] = &["type", "events", "rate", "base_time", "pregenerate"];
-    const FILE_KEYS: &[&str] = &["type", "path"];
+    const FILE_KEYS: &[&str] = &["type", "path", "max_record_bytes"];
     const ALL_KEYS: &[&str] = &[
         "type",
         "scenario",
@@ -523,6 +523,7 @@ fn source(
         "base_time",
         "pregenerate",
         "path",
+        "max_record_bytes",
         "brokers",
         "topics",
         "group_id",
@@ -652,8 +653,13 @@ fn file_source(ctx: &mut Ctx<'_>, rec: &Record<'_>, file: &Path) -> Option<FileC
         );
         return None;
     }
+    let max_record_bytes = match rec.get("max_record_bytes") {
+        Some(e) => byte_size(ctx, e.value, &e.path)?,
+        None => projector_connectors::file::DEFAULT_MAX_RECORD_BYTES,
+    };
     Some(FileConfig {
         path: resolve_source_path(&text, file),
+        max_record_bytes,
     })
 }
 
@@ -783,6 +789,33 @@ pub(super) fn duration(ctx: &mut Ctx<'_>, node: &Node, path: &str) -> Option<Dur
         }
         Err(e) => {
             let message = format!("invalid duration '{text}': {e} (examples: 100ms, 2s, 1m)");
+            ctx.error("config.invalid_value", node, path, message);
+            None
+        }
+    }
+}
+
+/// A size in bytes: an integer, or a string such as `64MiB`, `1 GB` or `512k`.
+pub(super) fn byte_size(ctx: &mut Ctx<'_>, node: &Node, path: &str) -> Option<usize> {
+    let parsed = match &node.data {
+        saphyr::YamlData::Value(saphyr::Scalar::Integer(i)) => Ok(*i),
+        saphyr::YamlData::Value(saphyr::Scalar::String(s)) => s
+            .parse::<bytesize::ByteSize>()
+            .map(|b| i64::try_from(b.as_u64()).unwrap_or(i64::MAX))
+            .map_err(|e| format!("invalid size '{s}': {e} (examples: 1048576, 64MiB, 1GB)")),
+        _ => {
+            ctx.wrong_type(node, path, "a size such as 64MiB or 1GB");
+            return None;
+        }
+    };
+    match parsed {
+        Ok(n) if n >= 1024 => Some(usize::try_from(n).unwrap_or(usize::MAX)),
+        Ok(n) => {
+            let message = format!("{n} bytes is too small: the minimum is 1KiB");
+            ctx.error("config.invalid_value", node, path, message);
+            None
+        }
+        Err(message) => {
             ctx.error("config.invalid_value", node, path, message);
             None
         }

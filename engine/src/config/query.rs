@@ -49,40 +49,13 @@ pub(super) fn query(ctx: &mut Ctx<'_>, node: &Node, path: &str) -> Option<QueryL
         ("memory", &mut limits.memory_bytes),
     ] {
         if let Some(e) = rec.get(key) {
-            match byte_size(ctx, e.value, &e.path) {
+            match super::compile::byte_size(ctx, e.value, &e.path) {
                 Some(n) => *slot = n,
                 None => ok = false,
             }
         }
     }
     ok.then_some(limits)
-}
-
-/// A size in bytes: an integer, or a string such as `64MiB`, `1 GB` or `512k`.
-fn byte_size(ctx: &mut Ctx<'_>, node: &Node, path: &str) -> Option<usize> {
-    let parsed = match &node.data {
-        saphyr::YamlData::Value(saphyr::Scalar::Integer(i)) => Ok(*i),
-        saphyr::YamlData::Value(saphyr::Scalar::String(s)) => s
-            .parse::<bytesize::ByteSize>()
-            .map(|b| i64::try_from(b.as_u64()).unwrap_or(i64::MAX))
-            .map_err(|e| format!("invalid size '{s}': {e} (examples: 1048576, 64MiB, 1GB)")),
-        _ => {
-            ctx.wrong_type(node, path, "a size such as 64MiB or 1GB");
-            return None;
-        }
-    };
-    match parsed {
-        Ok(n) if n >= 1024 => Some(usize::try_from(n).unwrap_or(usize::MAX)),
-        Ok(n) => {
-            let message = format!("{n} bytes is too small: the minimum is 1KiB");
-            ctx.error("config.invalid_value", node, path, message);
-            None
-        }
-        Err(message) => {
-            ctx.error("config.invalid_value", node, path, message);
-            None
-        }
-    }
 }
 
 #[cfg(test)]

@@ -507,9 +507,9 @@ fn source_kinds() {
     let c = load_ok(&with_source("{ type: file, path: events.ndjson }"));
     assert_eq!(
         c.source,
-        SourceConfig::File(projector_connectors::file::FileConfig {
-            path: PathBuf::from("pipelines/events.ndjson")
-        })
+        SourceConfig::File(projector_connectors::file::FileConfig::new(
+            "pipelines/events.ndjson"
+        ))
     );
     let c = load_ok(&with_source("{ type: file, path: '-' }"));
     let SourceConfig::File(f) = &c.source else {

@@ -219,6 +219,7 @@ pub(super) fn ingest_loop(mut source: Box<dyn Source>, decoding: &Decoding, owne
             // The epoch these records belong to: its barrier is not cut yet.
             let epoch = ing.epoch + 1;
             let mut headers: Vec<(&str, Option<&[u8]>)> = Vec::new();
+            let mut oversize = 0;
             for (i, rec) in raw.records.iter().enumerate() {
                 if !ing.owned[rec.partition as usize] {
                     // Taken over by another instance (see Owner::drop_fenced).
@@ -247,6 +248,23 @@ pub(super) fn ingest_loop(mut source: Box<dyn Source>, decoding: &Decoding, owne
                     };
                     shared.bad.report(&shared.counters, r, epoch);
                 };
+                if let Some(o) = raw.oversize_of(i, &mut oversize) {
+                    // Only a prefix was kept: the record cannot be decoded.
+                    let message = format!(
+                        "the record has {} bytes, more than the source's max_record_bytes \
+                         ({}); the dead letter keeps its first {} bytes, and all its bytes \
+                         have the SHA-256 {}",
+                        o.bytes,
+                        o.limit,
+                        bytes.len(),
+                        o.sha256
+                            .iter()
+                            .map(|b| format!("{b:02x}"))
+                            .collect::<String>()
+                    );
+                    report("record.too_large", &message, None);
+                    continue;
+                }
                 let stream = usize::from(owner.units.stream(rec.partition));
                 if reads_headers {
                     headers.clear();
