@@ -139,12 +139,19 @@ impl Source for ReplaySource {
                 return Ok(Poll::Idle);
             }
         }
+        let mut oversize = 0;
         for i in self.next..end {
             let rec = &all.records[i];
             if rec.offset < self.resume.get(&rec.partition).copied().unwrap_or(0) {
                 continue;
             }
             out.push(rec.partition, rec.offset, all.bytes(rec));
+            if let Some(o) = all.oversize_of(i, &mut oversize) {
+                out.oversize.push(projector_connectors::source::Oversize {
+                    record: out.records.len() - 1,
+                    ..*o
+                });
+            }
             if let Some(meta) = all.meta.get(i) {
                 let headers = all.headers[meta.headers.0..meta.headers.1].iter().map(|h| {
                     let name = std::str::from_utf8(&all.data[h.name.0..h.name.1]).unwrap_or("");

@@ -156,7 +156,7 @@ pub(crate) fn run(args: RunArgs) -> Result<ExitCode> {
     options.replay_dead_letters = args.replay_dead_letters;
     options.accept_incomplete_rebuild = args.accept_incomplete_rebuild;
     let format = OutputFormat::from(args.format);
-    let runtime = http_runtime().context("starting the query runtime")?;
+    let runtime = http_runtime().context("starting the HTTP runtime")?;
     let http_addr = match (&args.http, args.once) {
         (Some(a), _) => Some(a.clone()),
         (None, false) => Some("127.0.0.1:8080".to_string()),

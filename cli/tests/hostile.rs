@@ -8,7 +8,7 @@ use common::cluster::{Running, free_port, get_json, query_once, wait_for};
 use common::oracle::expected;
 use common::{assert_rows, file_pipeline, generator_pipeline, generator_records, replace_line};
 use serde_json::Value;
-use std::io::Read;
+use std::io::{Read, Write};
 use std::path::Path;
 use std::time::{Duration, Instant};
 
@@ -62,6 +62,17 @@ fn events_read(port: u16) -> u64 {
         .expect("events.read")
 }
 
+/// Asserts that the process never aborted, answers a query, and stops cleanly.
+fn still_whole(mut running: Running, port: u16) {
+    assert!(
+        running.0.try_wait().unwrap().is_none(),
+        "the process exited"
+    );
+    let (status, body) = sql(port, "SELECT 1 AS one");
+    assert_eq!((status, body[0]["one"].as_i64()), (200, Some(1)), "{body}");
+    assert_eq!(running.terminate(30), Some(0));
+}
+
 fn start(dir: &Path, limits: &str) -> (Running, u16) {
     let port = free_port();
     let running = Running::start(&pipeline(dir, limits), &dir.join("state"), port, 1);
@@ -76,7 +87,7 @@ fn start(dir: &Path, limits: &str) -> (Running, u16) {
 #[test]
 fn hostile_queries_get_clear_errors_while_ingestion_goes_on() {
     let dir = tempfile::tempdir().unwrap();
-    let (mut running, port) = start(dir.path(), LIMITS);
+    let (running, port) = start(dir.path(), LIMITS);
 
     // Deep expressions: refused before planning (they overflowed a query thread's
     // stack and aborted the process), while one just under the bound runs.
@@ -85,6 +96,13 @@ fn hostile_queries_get_clear_errors_while_ingestion_goes_on() {
     let ors: Vec<String> = (0..2000).map(|i| format!("account_id = 'k{i}'")).collect();
     let lookup = format!("SELECT * FROM accounts WHERE {}", ors.join(" OR "));
     refused(sql(port, &lookup), 400, "sql.too_complex", "nest");
+    let slices = "[1:1]".repeat(200_000);
+    refused(
+        sql(port, &format!("SELECT [1]{slices} AS a")),
+        400,
+        "sql.too_complex",
+        "nest",
+    );
     let (status, body) = sql(port, &sum(480));
     assert_eq!((status, body[0]["s"].as_i64()), (200, Some(480)), "{body}");
 
@@ -95,6 +113,11 @@ fn hostile_queries_get_clear_errors_while_ingestion_goes_on() {
         "SELECT array_length(range(200000000))",
         "SELECT repeat(owner, 5000) FROM accounts",
         "SELECT length(lpad('x', 2000000000))",
+        "SELECT cardinality(range(TIMESTAMP '2000-01-01', TIMESTAMP '2100-01-01', \
+         INTERVAL '1 millisecond'))",
+        "SELECT cardinality(array_repeat(repeat('x', 60000), 2000))",
+        "WITH t AS (SELECT array_repeat(1, 3000) AS a) \
+         SELECT cardinality(array_concat(a, a, a, a, a, a, a, a, a, a, a, a)) FROM t",
     ] {
         refused(sql(port, q), 400, "sql.resources_exhausted", "bytes");
     }
@@ -126,13 +149,7 @@ fn hostile_queries_get_clear_errors_while_ingestion_goes_on() {
     assert!(body[0]["n"].as_u64().unwrap() > 0, "{body}");
 
     // The instance is whole: the process never aborted, and answers again.
-    assert!(
-        running.0.try_wait().unwrap().is_none(),
-        "the process exited"
-    );
-    let (status, body) = sql(port, "SELECT 1 AS one");
-    assert_eq!((status, body[0]["one"].as_i64()), (200, Some(1)), "{body}");
-    assert_eq!(running.terminate(30), Some(0));
+    still_whole(running, port);
 }
 
 #[test]
@@ -140,7 +157,7 @@ fn a_query_past_its_deadline_is_stopped_while_health_and_ingestion_go_on() {
     let dir = tempfile::tempdir().unwrap();
     // Memory enough for the join's sides: only time stops it.
     let limits = "  timeout: 3s\n  concurrency: 1\n  queue: 1\n";
-    let (mut running, port) = start(dir.path(), limits);
+    let (running, port) = start(dir.path(), limits);
     // A query that would run for hours. Stopped at its deadline, and meanwhile
     // /health answers and ingestion goes on. The one slot is taken, so a second query
     // waits and a third finds the queue full; the stopped query gives its slot up at
@@ -173,13 +190,43 @@ fn a_query_past_its_deadline_is_stopped_while_health_and_ingestion_go_on() {
         "ingestion went on during the query"
     );
 
+    // A client that gives up: its query ends by its deadline at the latest (sooner
+    // when the connection's end is noticed), slot and all, although nothing in a
+    // cross join without a filter checks the deadline.
+    let agent: ureq::Agent = ureq::Agent::config_builder()
+        .timeout_global(Some(Duration::from_secs(1)))
+        .build()
+        .into();
+    let product = "SELECT sum(a.balance * b.balance * c.balance) AS s \
+                   FROM accounts a, accounts b, accounts c";
+    let gave_up = agent
+        .post(format!("http://127.0.0.1:{port}/sql"))
+        .send(product);
+    assert!(gave_up.is_err(), "the client timed out");
+    let queries_running = || {
+        let agent: ureq::Agent = ureq::Agent::config_builder().build().into();
+        let text = agent
+            .get(format!("http://127.0.0.1:{port}/metrics"))
+            .call()
+            .ok()
+            .and_then(|mut r| r.body_mut().read_to_string().ok())
+            .unwrap_or_default();
+        text.lines()
+            .find(|l| l.starts_with("projector_query_running"))
+            .and_then(|l| l.rsplit(' ').next())
+            .and_then(|v| v.parse::<u64>().ok())
+    };
+    let started = Instant::now();
     assert!(
-        running.0.try_wait().unwrap().is_none(),
-        "the process exited"
+        wait_for(10, || queries_running() == Some(0)),
+        "the abandoned query still runs"
     );
+    let ended = started.elapsed();
+    assert!(ended < Duration::from_secs(10), "{ended:?}");
     let (status, body) = sql(port, "SELECT 1 AS one");
     assert_eq!((status, body[0]["one"].as_i64()), (200, Some(1)), "{body}");
-    assert_eq!(running.terminate(30), Some(0));
+
+    still_whole(running, port);
 }
 
 #[test]
@@ -213,13 +260,26 @@ fn idle_connections_cannot_starve_health() {
             "an idle connection is still open: {read:?}"
         );
     }
+    // A body that trickles in: the request is answered (or the connection closed)
+    // once its time is up, instead of holding the connection for ever.
+    let mut slow = std::net::TcpStream::connect(("127.0.0.1", port)).unwrap();
+    slow.write_all(b"POST /sql HTTP/1.1\r\nhost: x\r\ncontent-length: 100\r\n\r\nSE")
+        .unwrap();
+    slow.set_read_timeout(Some(Duration::from_secs(60)))
+        .unwrap();
+    let mut answer = Vec::new();
+    let read = slow.read_to_end(&mut answer);
+    let answer = String::from_utf8_lossy(&answer);
+    assert!(
+        read.is_ok() || !answer.is_empty(),
+        "a trickling body held its connection: {read:?}"
+    );
     assert_eq!(running.terminate(30), Some(0));
 }
 
 #[test]
 fn an_oversize_line_is_dead_lettered_with_a_prefix_and_a_hash() {
     use sha2::Digest;
-    use std::io::Write;
     let dir = tempfile::tempdir().unwrap();
     let records = generator_records(2_000, 100, 7);
     // 200 MB of NUL bytes on one line, between two halves of ordinary events. Written

@@ -174,7 +174,8 @@ impl RawBatch {
     }
 
     /// Whether record `index` is larger than its source allows (and its bytes only a
-    /// prefix); `oversize` is a cursor the caller keeps across a batch's records.
+    /// prefix); `cursor` is where the previous call left off in [`RawBatch::oversize`]
+    /// (start at 0 and keep it across a batch's records, in order).
     pub fn oversize_of(&self, index: usize, cursor: &mut usize) -> Option<&Oversize> {
         while self.oversize.get(*cursor).is_some_and(|o| o.record < index) {
             *cursor += 1;

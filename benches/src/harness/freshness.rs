@@ -22,7 +22,7 @@ pub(super) fn paced_run(
     query_clients: usize,
     options: &BenchOptions,
 ) -> Result<(Freshness, Vec<QueryLatency>)> {
-    let runtime = http_runtime().context("starting the query runtime")?;
+    let runtime = http_runtime().context("starting the HTTP runtime")?;
     let start = ReplayStart::default();
     let pipeline = start_replay(cfg, opts, recording, Some(rate), &start)?;
     let shared = pipeline.shared().clone();

@@ -163,6 +163,16 @@ impl EventProducer {
         loop {
             batch.clear();
             let poll = source.poll(&mut batch, 4096)?;
+            if let Some(o) = batch.oversize.first() {
+                // Only a prefix of it was read: sending that would be sending a lie.
+                return Err(Error::Io {
+                    context: format!(
+                        "record {} has {} bytes, more than the {} a record may have",
+                        batch.records[o.record].offset, o.bytes, o.limit
+                    ),
+                    source: std::io::Error::from(std::io::ErrorKind::InvalidData),
+                });
+            }
             for r in &batch.records {
                 let value = batch.bytes(r);
                 let key = serde_json::from_slice::<Key<'_>>(value).map(|k| k.aggregate_id);

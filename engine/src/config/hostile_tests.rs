@@ -6,7 +6,6 @@
 //! for minutes or gives a wrong answer; no test asserts a duration.
 
 use super::*;
-use std::collections::HashMap;
 use std::fmt::Write as _;
 
 /// A valid pipeline; tests append top-level keys.
@@ -19,25 +18,15 @@ views:
       on: { A: delete }
 ";
 
-fn load_vars(text: &str, vars: &[(&str, &str)]) -> Result<PipelineConfig, ConfigErrors> {
-    let vars: HashMap<String, String> = vars
-        .iter()
-        .map(|(k, v)| (k.to_string(), v.to_string()))
-        .collect();
-    load_with_env(text, Path::new("pipelines/x.yaml"), &move |n| {
-        vars.get(n).cloned()
-    })
-}
-
 fn load_errors(text: &str, vars: &[(&str, &str)]) -> Vec<ConfigError> {
-    match load_vars(text, vars) {
+    match super::tests::load_env(text, vars) {
         Ok(_) => panic!("expected errors"),
         Err(e) => e.0,
     }
 }
 
 fn loaded(text: &str, vars: &[(&str, &str)]) -> PipelineConfig {
-    match load_vars(text, vars) {
+    match super::tests::load_env(text, vars) {
         Ok(c) => c,
         Err(e) => panic!("expected a valid pipeline, got:\n{e}"),
     }
@@ -292,7 +281,7 @@ fn values_are_scalars_wherever_the_reference_is() {
                 assert_eq!(errs[0].message, "expected a string, found a sequence");
                 continue;
             }
-            let c = match load_vars(&text, &vars) {
+            let c = match super::tests::load_env(&text, &vars) {
                 Ok(c) => c,
                 Err(e) => panic!("{what} {value:?}: {e}"),
             };

@@ -12,6 +12,10 @@
 
 use super::yaml::{Ctx, Node};
 use crate::serve::query::QueryLimits;
+use std::time::Duration;
+
+/// The longest `query.timeout`.
+const MAX_TIMEOUT: Duration = Duration::from_secs(24 * 3600);
 
 /// `query: {timeout, max_rows, max_result_bytes, memory, concurrency, queue}`: the
 /// limits SQL runs under, each defaulting to [`QueryLimits::default`]'s.
@@ -29,7 +33,12 @@ pub(super) fn query(ctx: &mut Ctx<'_>, node: &Node, path: &str) -> Option<QueryL
     let mut ok = true;
     if let Some(e) = rec.get("timeout") {
         match super::compile::duration(ctx, e.value, &e.path) {
-            Some(d) => limits.timeout = d,
+            Some(d) if d <= MAX_TIMEOUT => limits.timeout = d,
+            Some(_) => {
+                let message = "a query timeout is at most 24h".to_string();
+                ctx.error("config.invalid_value", e.value, &e.path, message);
+                ok = false;
+            }
             None => ok = false,
         }
     }

@@ -37,7 +37,8 @@ fn no_env(_: &str) -> Option<String> {
     None
 }
 
-fn load_env(text: &str, vars: &[(&str, &str)]) -> Result<PipelineConfig, ConfigErrors> {
+/// Loads `text` with only the environment variables `vars` (also for hostile_tests.rs).
+pub(super) fn load_env(text: &str, vars: &[(&str, &str)]) -> Result<PipelineConfig, ConfigErrors> {
     let vars: HashMap<String, String> = vars
         .iter()
         .map(|(k, v)| (k.to_string(), v.to_string()))

@@ -120,7 +120,11 @@ pub fn serve_on(
                         files.key.display()
                     ))
                 })?;
-            Some(tokio_rustls::TlsAcceptor::from(config.get_inner()))
+            // HTTP/1.1 only (serve/listen.rs): a client offered h2 would agree on it
+            // and then be refused.
+            let mut config = (*config.get_inner()).clone();
+            config.alpn_protocols = vec![b"http/1.1".to_vec()];
+            Some(tokio_rustls::TlsAcceptor::from(Arc::new(config)))
         }
     };
     runtime.spawn(crate::serve::listen::accept(listener, app, acceptor));
@@ -141,6 +145,9 @@ pub(crate) fn router(state: AppState) -> Router {
         .route("/parked/skip", post(parked_skip))
         .fallback(not_found)
         .with_state(state)
+        .layer(tower_http::timeout::RequestBodyTimeoutLayer::new(
+            crate::serve::listen::BODY_TIMEOUT,
+        ))
         .layer(axum::middleware::from_fn_with_state(auth, guard))
         .layer(axum::middleware::from_fn(json_errors))
 }

@@ -4,9 +4,10 @@
 //! * At most [`MAX_CONNECTIONS`] are open at once; one more is closed at once.
 //! * A client has [`HEADER_TIMEOUT`] to send a request's headers, the first one and
 //!   each next one on a kept-alive connection; a connection that idles longer is
-//!   closed. A TLS handshake has as long.
+//!   closed. A TLS handshake has as long, and a request's body [`BODY_TIMEOUT`]
+//!   (applied by the router, `http.rs`).
 //!
-//! HTTP/1.1 only: its connections upgrade to WebSocket, and the API has no use for
+//! HTTP/1.1 only (HTTPS offers no other protocol in ALPN): the API has no use for
 //! HTTP/2's streams.
 
 use axum::Router;
@@ -23,6 +24,9 @@ pub(crate) const MAX_CONNECTIONS: usize = 1024;
 /// Time a client has for a request's headers, or for a TLS handshake; also the most a
 /// kept-alive connection idles.
 pub(crate) const HEADER_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// Time a client has to send a request's whole body (at most 2 MB).
+pub(crate) const BODY_TIMEOUT: Duration = Duration::from_secs(30);
 
 /// Accepts connections on `listener` and serves `app` on each, over TLS when `tls` is
 /// given, until the runtime stops.

@@ -210,6 +210,9 @@ impl Cluster {
         keys: Option<KeyPartitions>,
     ) -> Result<Self, String> {
         let mut client = reqwest::Client::builder()
+            // Below the 10 s an instance keeps an idle connection (serve/listen.rs):
+            // a pooled connection is never one the other side just closed.
+            .pool_idle_timeout(std::time::Duration::from_secs(5))
             .timeout(options.peer_timeout)
             .connect_timeout(options.peer_timeout.min(Duration::from_secs(2)));
         if let Some(pem) = &options.ca {

@@ -29,11 +29,15 @@ enum Estimate {
     Pad,
     /// `replace(s, from, to)`: every `from` becomes `to`.
     Replace,
-    /// `array_repeat(e, n)`, `array_resize(a, n, ...)`: `n` elements.
-    Elements,
-    /// `range(stop)`, `range(start, stop[, step])` and `generate_series`: that many
-    /// 8-byte elements.
+    /// `array_repeat(e, n)`, `array_resize(a, n, ...)`: `n` elements, each the size
+    /// of the argument at this index (at least 8 bytes).
+    Elements(Option<usize>),
+    /// `range(stop)`, `range(start, stop[, step])` and `generate_series`, of integers
+    /// or of dates and times: that many 8-byte elements.
     Series,
+    /// `array_concat(a, b, ...)` and the like: the sum of the arguments' sizes (an
+    /// argument may be repeated).
+    Sum,
     /// Only the result is checked.
     None,
 }
@@ -44,14 +48,18 @@ const FUNCTIONS: &[(&str, Estimate)] = &[
     ("lpad", Estimate::Pad),
     ("rpad", Estimate::Pad),
     ("replace", Estimate::Replace),
-    ("array_repeat", Estimate::Elements),
-    ("array_resize", Estimate::Elements),
+    ("array_repeat", Estimate::Elements(Some(0))),
+    ("array_resize", Estimate::Elements(Some(2))),
     ("range", Estimate::Series),
     ("generate_series", Estimate::Series),
+    ("array_concat", Estimate::Sum),
+    ("array_append", Estimate::Sum),
+    ("array_prepend", Estimate::Sum),
+    ("make_array", Estimate::Sum),
+    ("concat", Estimate::Sum),
+    ("concat_ws", Estimate::Sum),
     ("regexp_replace", Estimate::None),
     ("overlay", Estimate::None),
-    ("concat", Estimate::None),
-    ("concat_ws", Estimate::None),
 ];
 
 /// Replaces the functions of [`FUNCTIONS`] that `state` has with bounded ones: no call
@@ -114,19 +122,28 @@ impl Bounded {
                     .map(|(s, (f, t))| (s / (*f).max(1)).saturating_mul(*t).saturating_add(*s));
                 Some(sum(each.collect()))
             }
-            Estimate::Elements => {
+            Estimate::Elements(element) => {
                 let n = counts(a.get(1)?, rows)?;
-                Some(sum(n).saturating_mul(8))
+                let each = element
+                    .and_then(|i| a.get(i))
+                    .map_or(8, |e| (value_bytes(e, rows) / rows.max(1) as u64).max(8));
+                Some(sum(n).saturating_mul(each))
             }
+            Estimate::Sum => Some(sum(a.iter().map(|v| value_bytes(v, rows)).collect())),
             Estimate::Series => {
+                let temporal = a.first()?.data_type().is_temporal();
+                let point = |v: &ColumnarValue| match temporal {
+                    true => nanos(v, rows),
+                    false => signed(v, rows),
+                };
+                let step = |v: &ColumnarValue| match temporal {
+                    true => step_nanos(v, rows),
+                    false => signed(v, rows),
+                };
                 let (start, stop, step) = match a.len() {
-                    1 => (None, signed(&a[0], rows)?, None),
-                    2 => (Some(signed(&a[0], rows)?), signed(&a[1], rows)?, None),
-                    _ => (
-                        Some(signed(&a[0], rows)?),
-                        signed(&a[1], rows)?,
-                        Some(signed(&a[2], rows)?),
-                    ),
+                    1 => (None, point(&a[0])?, None),
+                    2 => (Some(point(&a[0])?), point(&a[1])?, None),
+                    _ => (Some(point(&a[0])?), point(&a[1])?, Some(step(&a[2])?)),
                 };
                 let each = (0..rows).map(|i| {
                     let from = start.as_ref().map_or(0, |s| s[i]);
@@ -140,35 +157,95 @@ impl Bounded {
     }
 }
 
+/// `f` of each row of an argument: of an array's rows, or of a scalar once (a large
+/// literal is not copied once per row to be measured).
+fn per_row<T: Clone>(
+    value: &ColumnarValue,
+    rows: usize,
+    f: impl Fn(&ArrayRef) -> Option<Vec<T>>,
+) -> Option<Vec<T>> {
+    match value {
+        ColumnarValue::Array(a) => f(a),
+        ColumnarValue::Scalar(s) => {
+            let one = f(&s.to_array_of_size(1).ok()?)?.into_iter().next()?;
+            Some(vec![one; rows])
+        }
+    }
+}
+
 /// Byte length of each row of a string or binary argument (null: 0).
 fn lengths(value: &ColumnarValue, rows: usize) -> Option<Vec<u64>> {
-    let array = value.to_array(rows).ok()?;
-    let lens = length(&array).ok()?;
-    Some(non_negative(
-        &arrow::compute::cast(&lens, &DataType::Int64).ok()?,
-    ))
+    per_row(value, rows, |array| {
+        let lens = length(array).ok()?;
+        Some(non_negative(
+            &arrow::compute::cast(&lens, &DataType::Int64).ok()?,
+        ))
+    })
 }
 
 /// Each row of an integer argument, negatives as 0 (null: 0).
 fn counts(value: &ColumnarValue, rows: usize) -> Option<Vec<u64>> {
-    let array = value.to_array(rows).ok()?;
-    if !array.data_type().is_integer() {
-        return None;
-    }
-    Some(non_negative(
-        &arrow::compute::cast(&array, &DataType::Int64).ok()?,
-    ))
+    per_row(value, rows, |array| {
+        if !array.data_type().is_integer() {
+            return None;
+        }
+        Some(non_negative(
+            &arrow::compute::cast(array, &DataType::Int64).ok()?,
+        ))
+    })
 }
 
 /// Each row of an integer argument (null: 0).
 fn signed(value: &ColumnarValue, rows: usize) -> Option<Vec<i64>> {
-    let array = value.to_array(rows).ok()?;
-    if !array.data_type().is_integer() {
-        return None;
+    per_row(value, rows, |array| {
+        if !array.data_type().is_integer() {
+            return None;
+        }
+        int64s(&arrow::compute::cast(array, &DataType::Int64).ok()?)
+    })
+}
+
+/// Each row of a date or time argument, in nanoseconds since the epoch (null: 0).
+fn nanos(value: &ColumnarValue, rows: usize) -> Option<Vec<i64>> {
+    use arrow::datatypes::TimeUnit;
+    per_row(value, rows, |array| {
+        let ts = DataType::Timestamp(TimeUnit::Nanosecond, None);
+        let cast = arrow::compute::cast(array, &ts).ok()?;
+        int64s(&arrow::compute::cast(&cast, &DataType::Int64).ok()?)
+    })
+}
+
+/// Each row of an interval argument, in nanoseconds (a month as 30 days; null: 0).
+fn step_nanos(value: &ColumnarValue, rows: usize) -> Option<Vec<i64>> {
+    use arrow::datatypes::{IntervalMonthDayNanoType, IntervalUnit};
+    const DAY: i64 = 86_400_000_000_000;
+    per_row(value, rows, |array| {
+        let unit = DataType::Interval(IntervalUnit::MonthDayNano);
+        let cast = arrow::compute::cast(array, &unit).ok()?;
+        let steps = cast.as_primitive::<IntervalMonthDayNanoType>();
+        let each = steps.iter().map(|v| {
+            v.map_or(0, |v| {
+                (i64::from(v.months) * 30 * DAY)
+                    .saturating_add(i64::from(v.days) * DAY)
+                    .saturating_add(v.nanoseconds)
+            })
+        });
+        Some(each.collect())
+    })
+}
+
+fn int64s(array: &ArrayRef) -> Option<Vec<i64>> {
+    let ints = array.as_primitive_opt::<Int64Type>()?;
+    let each = (0..ints.len()).map(|i| if ints.is_null(i) { 0 } else { ints.value(i) });
+    Some(each.collect())
+}
+
+/// The bytes an argument holds over `rows` rows (a scalar counts once per row).
+fn value_bytes(value: &ColumnarValue, rows: usize) -> u64 {
+    match value {
+        ColumnarValue::Array(_) => result_bytes(value),
+        ColumnarValue::Scalar(s) => (s.size() as u64).saturating_mul(rows as u64),
     }
-    let array = arrow::compute::cast(&array, &DataType::Int64).ok()?;
-    let ints = array.as_primitive::<Int64Type>();
-    Some((0..ints.len()).map(|i| ints.value(i)).collect())
 }
 
 fn non_negative(array: &ArrayRef) -> Vec<u64> {

@@ -1,15 +1,19 @@
-//! A query's deadline, checked inside the one operator that can compute for minutes
-//! without ever pausing: a nested loop join with a filter.
+//! A query's deadline, where an operator can compute for hours without pausing.
 //!
 //! A query past its deadline is abandoned by its caller at once (`mod.rs`), and its task
-//! is cancelled, which takes effect the next time the task pauses. Most operators pause
-//! after every batch or two; a nested loop join probes its whole buffered side against
+//! is cancelled, which takes effect the next time the task pauses. A nested loop join probes its whole buffered side against
 //! each batch of the other in one go, pausing only when an output batch fills. With a
 //! selective filter (`WHERE a.x + b.x + c.x = 7` over three 20,000-row views) nothing
 //! fills for hours, and the query held both cores and its slot long after its answer
 //! was sent. So the join's filter is wrapped in an expression that fails once the
 //! deadline has passed: it is evaluated every few thousand rows, and the query stops
 //! within milliseconds of its deadline.
+//!
+//! Other operators pause only when an input makes them wait, and views in memory never
+//! do: an aggregate over the cross join `a, b, c` consumed trillions of rows in one
+//! poll and could not be cancelled at all. So every join's output (rows multiply
+//! there) is wrapped in DataFusion's `CooperativeExec`, which spends the task's
+//! scheduling budget per batch and makes it pause when the budget is spent.
 
 use arrow::array::RecordBatch;
 use arrow::datatypes::{DataType, FieldRef, Schema};
@@ -21,6 +25,7 @@ use datafusion::logical_expr::ColumnarValue;
 use datafusion::physical_expr::PhysicalExpr;
 use datafusion::physical_optimizer::PhysicalOptimizerRule;
 use datafusion::physical_plan::ExecutionPlan;
+use datafusion::physical_plan::coop::CooperativeExec;
 use datafusion::physical_plan::joins::utils::JoinFilter;
 use datafusion::physical_plan::joins::{NestedLoopJoinExec, NestedLoopJoinExecBuilder};
 use std::sync::Arc;
@@ -54,7 +59,7 @@ fn now_ms() -> u64 {
 }
 
 /// Wraps the filter of every nested loop join of a plan in [`Checked`], with the
-/// deadline of the query's [`QueryDeadline`].
+/// deadline of the query's [`QueryDeadline`], and every join in a `CooperativeExec`.
 #[derive(Debug, Default)]
 pub(crate) struct DeadlineRule;
 
@@ -73,27 +78,32 @@ impl PhysicalOptimizerRule for DeadlineRule {
             return Ok(plan);
         };
         plan.transform_up(|node| {
-            let Some(join) = node.downcast_ref::<NestedLoopJoinExec>() else {
-                return Ok(Transformed::no(node));
-            };
-            let Some(filter) = join.filter() else {
-                return Ok(Transformed::no(node));
-            };
-            if filter.expression().is::<Checked>() {
+            // Joins are where rows multiply; each pauses once its budget is spent.
+            if !node.name().contains("Join") {
                 return Ok(Transformed::no(node));
             }
-            let checked = JoinFilter::new(
-                Arc::new(Checked {
-                    inner: filter.expression().clone(),
-                    at_unix_ms: at,
-                }),
-                filter.column_indices().to_vec(),
-                filter.schema().clone(),
-            );
-            let rebuilt = NestedLoopJoinExecBuilder::from(join)
-                .with_filter(Some(checked))
-                .build()?;
-            Ok(Transformed::yes(Arc::new(rebuilt) as Arc<dyn ExecutionPlan>))
+            let node = match node.downcast_ref::<NestedLoopJoinExec>() {
+                Some(join) => match join.filter() {
+                    Some(filter) if !filter.expression().is::<Checked>() => {
+                        let checked = JoinFilter::new(
+                            Arc::new(Checked {
+                                inner: filter.expression().clone(),
+                                at_unix_ms: at,
+                            }),
+                            filter.column_indices().to_vec(),
+                            filter.schema().clone(),
+                        );
+                        let rebuilt = NestedLoopJoinExecBuilder::from(join)
+                            .with_filter(Some(checked))
+                            .build()?;
+                        Arc::new(rebuilt) as Arc<dyn ExecutionPlan>
+                    }
+                    _ => node,
+                },
+                None => node,
+            };
+            let pausing = CooperativeExec::new(node);
+            Ok(Transformed::yes(Arc::new(pausing) as Arc<dyn ExecutionPlan>))
         })
         .map(|t| t.data)
     }
@@ -106,6 +116,11 @@ impl PhysicalOptimizerRule for DeadlineRule {
         true
     }
 }
+
+/// The error a [`Checked`] expression gives past the deadline (a `sql.timeout`).
+#[derive(Debug, thiserror::Error)]
+#[error("the query ran past its deadline (query.timeout) and was stopped")]
+pub(crate) struct DeadlinePassed;
 
 /// An expression that is `inner`, until the deadline: then an error.
 #[derive(Debug, Eq)]
@@ -150,9 +165,7 @@ impl PhysicalExpr for Checked {
 
     fn evaluate(&self, batch: &RecordBatch) -> Result<ColumnarValue> {
         if now_ms() > self.at_unix_ms {
-            return Err(DataFusionError::Execution(
-                "the query ran past its deadline (query.timeout) and was stopped".into(),
-            ));
+            return Err(DataFusionError::External(Box::new(DeadlinePassed)));
         }
         self.inner.evaluate(batch)
     }

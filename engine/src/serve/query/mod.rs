@@ -213,6 +213,15 @@ impl std::fmt::Debug for SqlEngine {
     }
 }
 
+/// Cancels a query's task when dropped (a no-op once it has ended).
+struct CancelOnDrop(tokio::task::AbortHandle);
+
+impl Drop for CancelOnDrop {
+    fn drop(&mut self) {
+        self.0.abort();
+    }
+}
+
 /// Takes a waiting place back when the wait ends, however it ends.
 struct Waiting<'a>(&'a AtomicUsize);
 
@@ -284,6 +293,15 @@ impl SqlEngine {
     /// The limits queries run under.
     pub fn limits(&self) -> &QueryLimits {
         &self.limits
+    }
+
+    /// Queries running now, and waiting for a slot.
+    pub fn load(&self) -> (usize, usize) {
+        let free = self.permits.available_permits();
+        (
+            self.limits.concurrency.max(1).saturating_sub(free),
+            self.waiting.load(Ordering::Relaxed),
+        )
     }
 
     /// Runs one read-only SQL statement against the newest published epoch, over
@@ -362,17 +380,17 @@ impl SqlEngine {
             let _permit = permit;
             work.await
         });
-        let abort = task.abort_handle();
+        // Cancelled when its deadline passes, and also when the caller goes away
+        // first (a client that disconnects, a peer that gave up on a scan): else it
+        // would hold its slot until it ended by itself.
+        let _cancel = CancelOnDrop(task.abort_handle());
         match tokio::time::timeout_at(deadline, task).await {
             Ok(Ok(r)) => r,
             Ok(Err(e)) => Err(QueryError::new(
                 QueryErrorKind::Internal,
                 format!("the query failed unexpectedly: {e}"),
             )),
-            Err(_) => {
-                abort.abort();
-                Err(timed_out(false))
-            }
+            Err(_) => Err(timed_out(false)),
         }
     }
 }
@@ -574,6 +592,12 @@ fn classify(e: DataFusionError) -> QueryError {
         && let Some(u) = inner.downcast_ref::<PartitionsUnavailable>()
     {
         return QueryError::new(QueryErrorKind::PartitionUnavailable, u.to_string());
+    }
+    if let DataFusionError::External(inner) = e.find_root()
+        && let Some(d) = inner.downcast_ref::<deadline::DeadlinePassed>()
+    {
+        // The deadline checked inside a join can pass a moment before the caller's.
+        return QueryError::new(QueryErrorKind::Timeout, d.to_string());
     }
     // A pattern that does not compile is the query's fault; DataFusion reports it as
     // an internal error with a request to file a bug.
