@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # Validates deploy/ offline (no container runtime needed): installs the validators into
-# .tools/deploy-venv (kubernetes-validate, which ships the Kubernetes schemas, and the
+# .tools/deploy-venv (kubernetes-validate, which ships the Kubernetes schemas,
+# promql-parser for the alerting rules and the dashboard, and the
 # Compose specification's JSON schema from the docker-compose 1.29.2 wheel), then runs
 # deploy/check.py against a built projector binary.
 #
@@ -11,16 +12,18 @@ cd "$(dirname "$0")/.."
 VENV=.tools/deploy-venv
 SCHEMAS=.tools/deploy-schemas
 KUBERNETES_VALIDATE_VERSION=1.37.0
+PROMQL_PARSER_VERSION=0.12.0
 COMPOSE_WHEEL_VERSION=1.29.2
 bin="${1:-${CARGO_TARGET_DIR:-target}/debug/projector}"
 
 log() { echo "deploy-check.sh: $*" >&2; }
 
-if [[ ! -x "$VENV/bin/kubernetes-validate" ]]; then
-    log "installing kubernetes-validate $KUBERNETES_VALIDATE_VERSION into $VENV"
-    python3 -m venv "$VENV"
+if [[ ! -x "$VENV/bin/kubernetes-validate" ]] || ! "$VENV/bin/python" -c "import promql_parser" 2>/dev/null; then
+    log "installing kubernetes-validate $KUBERNETES_VALIDATE_VERSION and promql-parser $PROMQL_PARSER_VERSION into $VENV"
+    [[ -x "$VENV/bin/python" ]] || python3 -m venv "$VENV"
     "$VENV/bin/python" -m pip install --disable-pip-version-check -q \
-        "kubernetes-validate==$KUBERNETES_VALIDATE_VERSION" jsonschema pyyaml
+        "kubernetes-validate==$KUBERNETES_VALIDATE_VERSION" jsonschema pyyaml \
+        "promql-parser==$PROMQL_PARSER_VERSION"
 fi
 if [[ ! -f "$SCHEMAS/compose_spec.json" ]]; then
     log "fetching the Compose specification's schema (docker-compose $COMPOSE_WHEEL_VERSION wheel)"

@@ -203,6 +203,8 @@ pub(crate) struct Proxy {
     /// `127.0.0.1:PORT`.
     pub(crate) address: String,
     up: Arc<AtomicBool>,
+    /// Bytes stop flowing, connections stay open: a peer that hangs.
+    frozen: Arc<AtomicBool>,
     open: Arc<Mutex<Vec<std::net::TcpStream>>>,
 }
 
@@ -212,8 +214,10 @@ impl Proxy {
         let listener = std::net::TcpListener::bind("127.0.0.1:0").expect("proxy bind");
         let address = listener.local_addr().expect("proxy address").to_string();
         let up = Arc::new(AtomicBool::new(true));
+        let frozen = Arc::new(AtomicBool::new(false));
         let open: Arc<Mutex<Vec<std::net::TcpStream>>> = Arc::default();
         let (target, up2, open2) = (target.to_string(), up.clone(), open.clone());
+        let frozen2 = frozen.clone();
         std::thread::spawn(move || {
             for client in listener.incoming() {
                 let Ok(client) = client else { continue };
@@ -238,12 +242,16 @@ impl Proxy {
                     ),
                     (server, client),
                 ] {
+                    let frozen = frozen2.clone();
                     std::thread::spawn(move || {
                         let mut buf = [0u8; 64 * 1024];
                         loop {
                             match from.read(&mut buf) {
                                 Ok(0) | Err(_) => break,
                                 Ok(n) => {
+                                    while frozen.load(Ordering::SeqCst) {
+                                        std::thread::sleep(Duration::from_millis(10));
+                                    }
                                     if to.write_all(&buf[..n]).is_err() {
                                         break;
                                     }
@@ -255,7 +263,18 @@ impl Proxy {
                 }
             }
         });
-        Proxy { address, up, open }
+        Proxy {
+            address,
+            up,
+            frozen,
+            open,
+        }
+    }
+
+    /// Holds every byte (`true`) without closing anything, as a peer that hangs; or
+    /// lets them flow again (`false`).
+    pub(crate) fn freeze(&self, frozen: bool) {
+        self.frozen.store(frozen, Ordering::SeqCst);
     }
 
     /// Cuts every open connection and refuses new ones (`false`), or lets them
@@ -332,6 +351,16 @@ impl Broker {
 
     pub(crate) fn port(&self) -> &str {
         self.address.rsplit(':').next().expect("host:port")
+    }
+
+    /// The broker's process id (`scripts/broker.sh` keeps it).
+    pub(crate) fn pid(&self) -> u32 {
+        let file = repo().join(format!(".tools/broker/{}.pid", self.port()));
+        std::fs::read_to_string(&file)
+            .unwrap_or_else(|e| panic!("{}: {e}", file.display()))
+            .trim()
+            .parse()
+            .expect("a pid")
     }
 }
 

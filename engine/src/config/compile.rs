@@ -39,6 +39,7 @@ const TOP_KEYS: &[&str] = &[
     "views",
     "auth",
     "query",
+    "watchdog",
 ];
 
 /// Most keys a generator may simulate (it holds 9 bytes of state per key).
@@ -345,6 +346,22 @@ pub(crate) fn pipeline(ctx: &mut Ctx<'_>, root: &Node, file: &Path) -> Option<Pi
         }
         (Some(_), None) => None,
     };
+    let watchdog = match top.get("watchdog") {
+        Some(e) => ctx
+            .record(e.value, &e.path, &["stall_after"])
+            .and_then(|rec| match rec.get("stall_after") {
+                Some(s) => duration(ctx, s.value, &s.path).and_then(|d| {
+                    if d < Duration::from_secs(1) {
+                        let message = "a stall is at least 1s without progress".to_string();
+                        ctx.error("config.invalid_value", s.value, &s.path, message);
+                        return None;
+                    }
+                    Some(d)
+                }),
+                None => Some(crate::runtime::watchdog::DEFAULT_STALL_AFTER),
+            }),
+        None => Some(crate::runtime::watchdog::DEFAULT_STALL_AFTER),
+    };
     let query = match top.get("query") {
         Some(e) => super::query::query(ctx, e.value, &e.path),
         None => Some(QueryLimits::default()),
@@ -422,6 +439,7 @@ pub(crate) fn pipeline(ctx: &mut Ctx<'_>, root: &Node, file: &Path) -> Option<Pi
         dead_letter: dead_letter?,
         auth: auth?,
         query: query?,
+        watchdog: watchdog?,
     })
 }
 

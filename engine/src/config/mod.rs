@@ -270,6 +270,10 @@ pub struct PipelineConfig {
     /// `query:`: the limits SQL runs under (timeout, rows, result bytes, memory,
     /// concurrency, queue).
     pub query: crate::serve::query::QueryLimits,
+    /// `watchdog.stall_after` (default 60s): how long a partition with lag may not
+    /// move, an epoch not publish, or a checkpoint not complete (past its interval)
+    /// before `/health` says `degraded`.
+    pub watchdog: std::time::Duration,
 }
 
 /// A Kafka topic for dead letters: value = the record's bytes, key = its key, headers

@@ -921,7 +921,9 @@ fn the_documented_example_is_the_tested_one() {
         upcasters,
         dedup,
         query,
+        watchdog,
     } = load_ok(&documented_example());
+    assert_eq!(watchdog, crate::runtime::watchdog::DEFAULT_STALL_AFTER);
     assert!(upcasters.is_empty() && dedup.is_none());
     // Query limits have their own section of the reference (and tests in query.rs).
     assert_eq!(query, crate::serve::query::QueryLimits::default());

@@ -88,21 +88,41 @@ type EpochInfo = (Vec<u64>, Resume, BTreeSet<u32>, bool, bool);
 
 struct Pending {
     info: Option<EpochInfo>,
+    /// When the epoch was cut (its info arrived).
+    cut: Option<std::time::Instant>,
     parts: Vec<Option<Vec<WorkerViewData>>>,
     pieces: Vec<Vec<(u32, Vec<u8>)>>,
     answered: usize,
+}
+
+/// Where the coordinator publishes a complete epoch.
+pub(crate) struct Publishing {
+    /// The views SQL reads.
+    pub(crate) catalog: Arc<Catalog>,
+    /// The published offsets, per partition.
+    pub(crate) positions: Arc<Positions>,
+    /// The newest published epoch.
+    pub(crate) progress: Arc<Progress>,
+    /// The epoch's dead letters, committed as it publishes.
+    pub(crate) bad: Arc<BadRecords>,
+    /// How long publishing took.
+    pub(crate) metrics: Arc<crate::serve::metrics::Metrics>,
 }
 
 /// Runs the coordinator until [`CoordMsg::Stop`] or until every sender is gone.
 pub(crate) fn run_coordinator(
     inbox: Receiver<CoordMsg>,
     workers: usize,
-    catalog: Arc<Catalog>,
-    positions: Arc<Positions>,
-    progress: Arc<Progress>,
-    bad: Arc<BadRecords>,
+    publishing: Publishing,
     writer: Option<(Arc<Writer>, Arc<Units>)>,
 ) {
+    let Publishing {
+        catalog,
+        positions,
+        progress,
+        bad,
+        metrics,
+    } = publishing;
     let mut pending: BTreeMap<u64, Pending> = BTreeMap::new();
     while let Ok(msg) = inbox.recv() {
         let epoch = match msg {
@@ -115,8 +135,9 @@ pub(crate) fn run_coordinator(
                 last,
                 checkpoint,
             } => {
-                entry(&mut pending, epoch, workers).info =
-                    Some((offsets, owned, present, last, checkpoint));
+                let p = entry(&mut pending, epoch, workers);
+                p.info = Some((offsets, owned, present, last, checkpoint));
+                p.cut = Some(std::time::Instant::now());
                 epoch
             }
             CoordMsg::Snapshot(s) => {
@@ -160,6 +181,9 @@ pub(crate) fn run_coordinator(
                 offsets,
                 present,
             });
+            if let Some(cut) = p.cut {
+                metrics.epoch_published(cut.elapsed());
+            }
             if checkpoint && let Some((writer, units)) = &writer {
                 // Written on the writer's thread: a slow store does not hold back the
                 // next epochs (see writer.rs).
@@ -177,6 +201,7 @@ pub(crate) fn run_coordinator(
 fn entry(pending: &mut BTreeMap<u64, Pending>, epoch: u64, workers: usize) -> &mut Pending {
     pending.entry(epoch).or_insert_with(|| Pending {
         info: None,
+        cut: None,
         parts: (0..workers).map(|_| None).collect(),
         pieces: Vec::new(),
         answered: 0,

@@ -21,4 +21,5 @@ pub(crate) mod redrive;
 mod registry;
 pub(crate) mod router;
 mod timer;
+pub(crate) mod watchdog;
 pub(crate) mod worker;

@@ -285,6 +285,8 @@ impl Owner {
 
 impl AssignmentListener for Owner {
     fn assigned(&mut self, partitions: &[u32]) -> std::result::Result<Resume, AssignmentError> {
+        let rebalances = &self.shared.counters.rebalances;
+        rebalances.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
         Owner::assign(self, partitions).map_err(AssignmentError::new)
     }
 
@@ -293,6 +295,8 @@ impl AssignmentListener for Owner {
         partitions: &[u32],
         lost: bool,
     ) -> std::result::Result<Resume, AssignmentError> {
+        let rebalances = &self.shared.counters.rebalances;
+        rebalances.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
         Owner::revoke(self, partitions, lost).map_err(AssignmentError::new)
     }
 }

@@ -139,6 +139,10 @@ pub struct Shared {
     pub(super) durable: Arc<Mutex<Option<Resume>>>,
     /// Why the source cannot make progress now (it keeps retrying).
     pub(super) degraded: Mutex<Option<String>>,
+    /// What `/metrics` cannot read from the rest: timings, queries, stalls.
+    pub(crate) metrics: Arc<crate::serve::metrics::Metrics>,
+    /// What the stall watchdog found.
+    pub(crate) watchdog: Arc<super::watchdog::Watchdog>,
     pub(super) stop: Arc<AtomicBool>,
     source_error: Mutex<Option<Fatal>>,
 }
@@ -170,6 +174,7 @@ impl Shared {
             .expect("lock")
             .clone()
             .or_else(|| self.checkpoints.degraded())
+            .or_else(|| self.watchdog.reason())
     }
 
     /// Retries `key` if it is parked (or, with `skip`, drops its failing event to the
@@ -267,6 +272,8 @@ pub struct Pipeline {
     ingest: Option<JoinHandle<()>>,
     writer: Option<(Arc<Writer>, JoinHandle<()>)>,
     heartbeat: Option<(Arc<Cluster>, Arc<AtomicBool>, JoinHandle<()>)>,
+    /// The stall watchdog (it stops within a second of `stop`).
+    watchdog: Option<JoinHandle<()>>,
     /// Held while the pipeline runs: one process per state directory.
     _lock: std::fs::File,
 }
@@ -482,6 +489,8 @@ impl Pipeline {
             holding: AtomicBool::new(false),
             stop_at: Mutex::new(None),
             rebuild: Mutex::new(None),
+            metrics: Arc::default(),
+            watchdog: Arc::default(),
         });
 
         let writer = match &checkpoints {
@@ -494,6 +503,7 @@ impl Pipeline {
                     pipeline: config.name.clone(),
                     bad: shared.bad.clone(),
                     status: shared.checkpoints.clone(),
+                    metrics: shared.metrics.clone(),
                     on_error: Box::new(move |e| fatal.set_fatal(e)),
                     durable: shared.durable.clone(),
                     stop: shared.stop.clone(),
@@ -507,15 +517,16 @@ impl Pipeline {
         };
         let (coord_tx, coord_rx) = unbounded();
         let coordinator = {
-            let (catalog, positions, progress, bad) = (
-                shared.catalog.clone(),
-                shared.positions.clone(),
-                shared.progress.clone(),
-                shared.bad.clone(),
-            );
+            let published = super::epoch::Publishing {
+                catalog: shared.catalog.clone(),
+                positions: shared.positions.clone(),
+                progress: shared.progress.clone(),
+                bad: shared.bad.clone(),
+                metrics: shared.metrics.clone(),
+            };
             let writer = writer.as_ref().map(|(w, _)| (w.clone(), units.clone()));
             spawn("coordinator", &shared, move || {
-                run_coordinator(coord_rx, n, catalog, positions, progress, bad, writer)
+                run_coordinator(coord_rx, n, published, writer)
             })?
         };
 
@@ -665,7 +676,21 @@ impl Pipeline {
             })?
         };
 
+        let watchdog = {
+            let watched = shared.clone();
+            let config = super::watchdog::WatchConfig {
+                stall_after: config.watchdog,
+                checkpoint_interval: config.checkpoint.interval,
+                publish_interval: config.publish_interval,
+                checkpoints: writer.is_some(),
+            };
+            spawn("watchdog", &shared, move || {
+                super::watchdog::run(watched, config)
+            })?
+        };
+
         Ok(Pipeline {
+            watchdog: Some(watchdog),
             shared,
             ingress,
             coord: coord_tx,
@@ -751,6 +776,10 @@ impl Pipeline {
         if let Some(t) = self.timer.take() {
             t.thread().unpark();
             let _ = t.join();
+        }
+        if let Some(w) = self.watchdog.take() {
+            w.thread().unpark();
+            let _ = w.join();
         }
         // The ingest thread leaves first: a Kafka source gives its partitions back to
         // the group on the way out, and their revocation checkpoints them while the

@@ -1,5 +1,6 @@
 //! The HTTP face: `POST /sql`, `GET /views`, `GET /status`, `GET /health`, `GET
-//! /parked` with `POST /parked/retry` and `/parked/skip` (`on_error: park`), and
+//! /metrics`, `GET /parked` with `POST /parked/retry` and `/parked/skip` (`on_error:
+//! park`), and
 //! `POST /cluster/scan`, which other instances of the pipeline send (see
 //! `serve/cluster`).
 
@@ -139,6 +140,7 @@ pub(crate) fn router(state: AppState) -> Router {
         .route("/views", get(views))
         .route("/status", get(status))
         .route("/health", get(health))
+        .route("/metrics", get(metrics))
         .route("/cluster/scan", post(cluster_scan))
         .route("/parked", get(parked))
         .route("/parked/retry", post(parked_retry))
@@ -158,8 +160,8 @@ async fn not_found(uri: axum::http::Uri) -> Response {
         StatusCode::NOT_FOUND,
         "http.not_found",
         &format!(
-            "no such endpoint: {}; the API: POST /sql, GET /views, /status, /health, /parked, \
-             POST /parked/retry, /parked/skip",
+            "no such endpoint: {}; the API: POST /sql, GET /views, /status, /health, /metrics, \
+             /parked, POST /parked/retry, /parked/skip",
             uri.path()
         ),
     )
@@ -351,7 +353,11 @@ async fn sql(
         grant: caller.and_then(|Extension(c)| c.grant().cloned()),
         ..QueryOptions::default()
     };
-    match face.sql.query_with(&sql_text, &options).await {
+    let started = std::time::Instant::now();
+    let answer = face.sql.query_with(&sql_text, &options).await;
+    let code = answer.as_ref().map_or_else(|e| e.code(), |_| "ok");
+    face.shared.metrics.query("http", code, started.elapsed());
+    match answer {
         Ok(mut r) => {
             // Sent while rendered, a batch at a time: the rendered answer (JSON is a
             // few times the Arrow size) is never held whole.
@@ -487,7 +493,13 @@ async fn cluster_scan(State(app): State<AppState>, body: Bytes) -> Response {
         local_only: Some(ids),
         ..QueryOptions::default()
     };
-    match face.sql.query_with(&scan_sql(&req), &options).await {
+    let started = std::time::Instant::now();
+    let answer = face.sql.query_with(&scan_sql(&req), &options).await;
+    let code = answer.as_ref().map_or_else(|e| e.code(), |_| "ok");
+    face.shared
+        .metrics
+        .query("cluster", code, started.elapsed());
+    match answer {
         Ok(r) => match render(&r.schema, &r.batches, OutputFormat::Arrow) {
             Ok(bytes) => {
                 absent.extend(r.missing.into_iter().map(|(p, _)| p));
@@ -714,6 +726,16 @@ async fn resolve_parked(app: AppState, caller: Caller, key: String, skip: bool) 
             &e.to_string(),
         ),
     }
+}
+
+/// `GET /metrics`: the pipeline in the Prometheus text format.
+async fn metrics(State(app): State<AppState>) -> Response {
+    let face = app.face();
+    (
+        [(header::CONTENT_TYPE, crate::serve::metrics::CONTENT_TYPE)],
+        crate::serve::metrics::render(&face.shared, &face.sql),
+    )
+        .into_response()
 }
 
 async fn health(State(app): State<AppState>) -> Response {

@@ -1,6 +1,7 @@
 //! The query side: the published views ([`catalog`]), SQL over them with DataFusion
 //! ([`query`]), the other instances' partitions ([`cluster`]), the HTTP API ([`http`])
-//! behind its token guard ([`auth`]) with its status document ([`status`]) on
+//! behind its token guard ([`auth`]) with its status document ([`status`]) and its
+//! Prometheus metrics ([`metrics`]) on
 //! connections accepted within limits ([`listen`]), and result rendering for the CLI
 //! and HTTP ([`output`]).
 
@@ -9,6 +10,7 @@ pub(crate) mod catalog;
 pub(crate) mod cluster;
 pub(crate) mod http;
 pub(crate) mod listen;
+pub(crate) mod metrics;
 pub(crate) mod output;
 pub(crate) mod query;
 pub(crate) mod status;

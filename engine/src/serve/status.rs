@@ -32,6 +32,9 @@ pub struct Counters {
     pub parked: AtomicU64,
     /// Dead letters replayed: what became of them (see `RedriveCounts`).
     pub redrive: RedriveCounters,
+    /// Partition assignments and revocations (a consumer-group rebalance gives one
+    /// or both).
+    pub rebalances: AtomicU64,
 }
 
 /// What became of the dead letters a run replays.

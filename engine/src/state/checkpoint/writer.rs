@@ -140,6 +140,8 @@ pub(crate) struct WriterThread {
     /// Dead letters, synced before every checkpoint.
     pub bad: Arc<BadRecords>,
     pub status: Arc<CheckpointStatus>,
+    /// Checkpoint durations and sizes, for `/metrics`.
+    pub metrics: Arc<crate::serve::metrics::Metrics>,
     /// Called with the reason when checkpoints cannot be written at all.
     pub on_error: Box<dyn Fn(Fatal) + Send>,
     /// The offsets of the newest durable checkpoints, for the source to report.
@@ -270,6 +272,7 @@ impl WriterThread {
         if !durable.is_empty() {
             let mut d = self.durable.lock().expect("durable offsets lock");
             d.get_or_insert_with(Resume::new).extend(durable);
+            self.metrics.checkpoint_written(started.elapsed(), bytes);
             self.status.set(CheckpointInfo {
                 epoch: newest,
                 written_ms: now_ms(),
