@@ -38,6 +38,23 @@ struct Face {
     sql: Arc<SqlEngine>,
 }
 
+impl Face {
+    /// Runs `sql` with `options`, counted in `/metrics` under `label` (`http`,
+    /// `cluster`) with its outcome and time.
+    async fn query(
+        &self,
+        label: &str,
+        sql: &str,
+        options: &QueryOptions,
+    ) -> Result<QueryResult, QueryError> {
+        let started = std::time::Instant::now();
+        let answer = self.sql.query_with(sql, options).await;
+        let code = answer.as_ref().map_or_else(|e| e.code(), |_| "ok");
+        self.shared.metrics.query(label, code, started.elapsed());
+        answer
+    }
+}
+
 impl AppState {
     /// The face of the pipeline `shared`, querying with `sql`, guarded by `auth`.
     pub fn new(shared: Arc<Shared>, sql: Arc<SqlEngine>, auth: Arc<Auth>) -> Self {
@@ -353,11 +370,7 @@ async fn sql(
         grant: caller.and_then(|Extension(c)| c.grant().cloned()),
         ..QueryOptions::default()
     };
-    let started = std::time::Instant::now();
-    let answer = face.sql.query_with(&sql_text, &options).await;
-    let code = answer.as_ref().map_or_else(|e| e.code(), |_| "ok");
-    face.shared.metrics.query("http", code, started.elapsed());
-    match answer {
+    match face.query("http", &sql_text, &options).await {
         Ok(mut r) => {
             // Sent while rendered, a batch at a time: the rendered answer (JSON is a
             // few times the Arrow size) is never held whole.
@@ -493,13 +506,7 @@ async fn cluster_scan(State(app): State<AppState>, body: Bytes) -> Response {
         local_only: Some(ids),
         ..QueryOptions::default()
     };
-    let started = std::time::Instant::now();
-    let answer = face.sql.query_with(&scan_sql(&req), &options).await;
-    let code = answer.as_ref().map_or_else(|e| e.code(), |_| "ok");
-    face.shared
-        .metrics
-        .query("cluster", code, started.elapsed());
-    match answer {
+    match face.query("cluster", &scan_sql(&req), &options).await {
         Ok(r) => match render(&r.schema, &r.batches, OutputFormat::Arrow) {
             Ok(bytes) => {
                 absent.extend(r.missing.into_iter().map(|(p, _)| p));

@@ -290,11 +290,6 @@ impl SqlEngine {
         })
     }
 
-    /// The limits queries run under.
-    pub fn limits(&self) -> &QueryLimits {
-        &self.limits
-    }
-
     /// Queries running now, and waiting for a slot.
     pub fn load(&self) -> (usize, usize) {
         let free = self.permits.available_permits();
