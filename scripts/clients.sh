@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
-# Independent Kafka clients for tests: confluent-kafka (librdkafka's Python binding,
-# with Confluent's Avro and Protobuf serializers and schema-registry client) in a venv,
-# and grpcio-tools, whose protoc compiles the tests' .proto files for the serializer.
+# Independent clients for tests, in a venv: confluent-kafka (librdkafka's Python
+# binding, with Confluent's Avro and Protobuf serializers and schema-registry client),
+# grpcio-tools, whose protoc compiles the tests' .proto files for the serializer, and
+# psycopg 3 (with its own libpq), a Postgres driver for the tests of `--pg`.
 #
 # Usage:
 #   scripts/clients.sh install     install into .tools/clients-venv (idempotent); prints its python
@@ -20,14 +21,16 @@ ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 VENV="$ROOT/.tools/clients-venv"
 VERSION="${CONFLUENT_KAFKA_VERSION:-2.12.1}"
 GRPCIO_TOOLS_VERSION="${GRPCIO_TOOLS_VERSION:-1.85.4}"
+PSYCOPG_VERSION="${PSYCOPG_VERSION:-3.3.9}"
 PYTHON="${PYTHON:-python3}"
 
 die() { printf 'clients.sh: error: %s\n' "$*" >&2; exit 1; }
 
 installed() {
     [[ -x "$VENV/bin/python" ]] && "$VENV/bin/python" -c "
-import confluent_kafka, fastavro, google.protobuf, httpx, grpc_tools.protoc
-assert confluent_kafka.version() == '$VERSION'" >/dev/null 2>&1
+import confluent_kafka, fastavro, google.protobuf, httpx, grpc_tools.protoc, psycopg
+assert confluent_kafka.version() == '$VERSION'
+assert psycopg.__version__ == '$PSYCOPG_VERSION'" >/dev/null 2>&1
 }
 
 do_install() {
@@ -43,7 +46,7 @@ do_install() {
         || die "could not create a venv with $PYTHON (Debian: apt-get install python3-venv)"
     "$VENV/bin/python" -m pip install --disable-pip-version-check -q \
         "confluent-kafka[avro,protobuf,schemaregistry]==$VERSION" \
-        "grpcio-tools==$GRPCIO_TOOLS_VERSION" >&2 \
+        "grpcio-tools==$GRPCIO_TOOLS_VERSION" "psycopg[binary]==$PSYCOPG_VERSION" >&2 \
         || die "pip install confluent-kafka==$VERSION failed (needs PyPI)"
     exec 9>&-
     installed || die "installed confluent-kafka but it does not import"

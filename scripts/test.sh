@@ -31,9 +31,15 @@ step "TLS and SCRAM test broker (Tansu with SQLite storage, built from crates.io
 # about eleven minutes, once per clone (or per CARGO_TARGET_DIR).
 scripts/broker.sh install-secure >&2
 
-step "independent Kafka clients (confluent-kafka from PyPI)"
-# The tests produce compressed topics, Debezium and CloudEvents records with them.
+step "independent clients (confluent-kafka and psycopg from PyPI)"
+# The tests produce compressed topics, Debezium and CloudEvents records with them, and
+# query the Postgres face with psycopg.
 scripts/clients.sh install >&2
+
+step "Postgres client (psql)"
+# The tests of the Postgres face (cli/tests/pg.rs) drive the real psql; psycopg, the
+# other driver they use, comes with the clients above.
+scripts/psql.sh install >&2
 
 step "S3-compatible test store (moto)"
 # The scale-out tests and the S3 variants of the Kafka tests start their own servers

@@ -6,7 +6,6 @@ use anyhow::{Context, Result};
 use projector_benches::harness::si;
 use projector_engine::{
     AppState, Auth, Pipeline, RebuildPlan, RunOptions, SqlEngine, TlsFiles, config::PipelineConfig,
-    serve_on,
 };
 use std::process::ExitCode;
 use std::sync::Arc;
@@ -21,20 +20,20 @@ const SWITCH_PATIENCE: Duration = Duration::from_secs(120);
 
 /// How a rebuild ended.
 pub(crate) enum Outcome {
-    /// Switched: the new pipeline's checkpoints are written. The HTTP face, if one
-    /// serves, is for the caller to point at the new pipeline.
+    /// Switched: the new pipeline's checkpoints are written. The faces (HTTP,
+    /// Postgres), if they serve, are for the caller to point at the new pipeline.
     Switched(Option<AppState>),
     /// Stopped before the switch (a signal, or a failure): exit with this.
     Stopped(ExitCode),
 }
 
-/// Runs `plan` to its switch, serving HTTP on `listener` (taken) meanwhile.
+/// Runs `plan` to its switch, serving SQL on `listeners` (taken) meanwhile.
 pub(crate) fn run(
     plan: &RebuildPlan,
     new: &PipelineConfig,
     options: &RunOptions,
     runtime: &tokio::runtime::Runtime,
-    listener: &mut Option<tokio::net::TcpListener>,
+    listeners: &mut crate::run::Listeners,
     tls: Option<&TlsFiles>,
     quiet: bool,
 ) -> Result<Outcome> {
@@ -59,7 +58,7 @@ pub(crate) fn run(
             Some(side.shared().catalog.clone()),
             new.query.clone(),
         )?);
-        if let Some(l) = listener.take() {
+        if listeners.any() {
             // The restored old version first: no query sees it empty.
             wait_for_first_epoch(&main);
             let state = AppState::new(
@@ -67,16 +66,19 @@ pub(crate) fn run(
                 sql,
                 Arc::new(Auth::new(new.auth.as_ref())),
             );
-            let bound = serve_on(runtime, l, state.clone(), tls).context("serving the HTTP API")?;
-            eprintln!(
-                "{}: serving SQL on {bound} while rebuilding ({} answer too)",
-                new.name,
-                plan.views
-                    .iter()
-                    .map(|(_, s)| s.as_str())
-                    .collect::<Vec<_>>()
-                    .join(", ")
-            );
+            let also = plan
+                .views
+                .iter()
+                .map(|(_, s)| s.as_str())
+                .collect::<Vec<_>>()
+                .join(", ");
+            listeners.serve(
+                runtime,
+                &state,
+                tls,
+                &new.name,
+                &format!(" while rebuilding ({also} answer too)"),
+            )?;
             face = Some(state);
         }
         if let Some(code) = catch_up(plan, new, main, side, runtime, quiet)? {

@@ -8,7 +8,7 @@ use projector_benches::harness::si;
 use projector_connectors::SourceConfig;
 use projector_engine::{
     AppState, Auth, ClusterOptions, OutputFormat, Pipeline, RunOptions, Shared, SqlEngine,
-    TlsFiles, bind, http_runtime, render, serve_on, status_json,
+    TlsFiles, bind, http_runtime, render, serve_on, serve_pg, status_json,
 };
 use std::io::{IsTerminal, Write};
 use std::path::PathBuf;
@@ -25,6 +25,11 @@ pub(crate) struct RunArgs {
     /// Address for the HTTP API [default: 127.0.0.1:8080; off with --once unless given].
     #[arg(long)]
     http: Option<String>,
+    /// Address for the Postgres wire protocol (psql, drivers, BI tools), e.g.
+    /// 127.0.0.1:5433 [default: off]. The password is a query token of the pipeline's
+    /// `auth:`; with --tls-cert, TLS is required.
+    #[arg(long, conflicts_with = "once")]
+    pg: Option<String>,
     /// Where the other instances of the pipeline reach this one's HTTP API, as
     /// host:port or a URL [default: the --http address; with 0.0.0.0, this host's
     /// name and the port].
@@ -170,6 +175,13 @@ pub(crate) fn run(args: RunArgs) -> Result<ExitCode> {
         }
         None => None,
     };
+    let pg = match &args.pg {
+        Some(addr) => Some(
+            bind(&runtime, addr)
+                .with_context(|| format!("binding the Postgres protocol to {addr}"))?,
+        ),
+        None => None,
+    };
     let tls = match (&args.tls_cert, &args.tls_key) {
         (Some(cert), Some(key)) => Some(TlsFiles {
             cert: cert.clone(),
@@ -177,8 +189,8 @@ pub(crate) fn run(args: RunArgs) -> Result<ExitCode> {
         }),
         _ => None,
     };
-    if let Some(listener) = &listener {
-        let bound = listener.local_addr()?;
+    for bound in listener.iter().chain(pg.iter()).map(|l| l.local_addr()) {
+        let bound = bound?;
         if !bound.ip().is_loopback() && cfg.auth.is_none() {
             if !args.insecure {
                 eprintln!(
@@ -196,6 +208,9 @@ pub(crate) fn run(args: RunArgs) -> Result<ExitCode> {
                 cfg.name
             );
         }
+    }
+    if let Some(listener) = &listener {
+        let bound = listener.local_addr()?;
         let scheme = if tls.is_some() { "https" } else { "http" };
         let mut cluster = ClusterOptions::new(advertised(args.advertise.as_deref(), bound, scheme));
         cluster.peer_timeout = args.peer_timeout;
@@ -215,7 +230,7 @@ pub(crate) fn run(args: RunArgs) -> Result<ExitCode> {
             return Ok(ExitCode::from(1));
         }
     };
-    let mut listener = listener;
+    let mut listeners = Listeners { http: listener, pg };
     let mut face = None;
     if let Some(plan) = &plan {
         let outcome = crate::rebuild::run(
@@ -223,7 +238,7 @@ pub(crate) fn run(args: RunArgs) -> Result<ExitCode> {
             &cfg,
             &options,
             &runtime,
-            &mut listener,
+            &mut listeners,
             tls.as_ref(),
             args.quiet,
         )?;
@@ -242,24 +257,13 @@ pub(crate) fn run(args: RunArgs) -> Result<ExitCode> {
         crate::rebuild::wait_for_first_epoch(&pipeline);
         face.switch(shared.clone(), sql.clone());
     }
-    if let Some(listener) = listener {
+    if listeners.any() {
         let state = AppState::new(
             shared.clone(),
             sql.clone(),
             Arc::new(Auth::new(cfg.auth.as_ref())),
         );
-        let bound =
-            serve_on(&runtime, listener, state, tls.as_ref()).context("serving the HTTP API")?;
-        eprintln!(
-            "{}: serving SQL on {}://{bound} (POST /sql, GET /views, /status, /health){}",
-            cfg.name,
-            if tls.is_some() { "https" } else { "http" },
-            if cfg.auth.is_some() {
-                ", tokens required"
-            } else {
-                ""
-            }
-        );
+        listeners.serve(&runtime, &state, tls.as_ref(), &cfg.name, "")?;
     }
 
     if args.once {
@@ -325,6 +329,56 @@ pub(crate) fn run(args: RunArgs) -> Result<ExitCode> {
             Ok(ExitCode::from(1))
         }
         None => Ok(ExitCode::SUCCESS),
+    }
+}
+
+/// The faces' bound sockets, served once the pipeline they answer for runs.
+pub(crate) struct Listeners {
+    /// The HTTP API's.
+    pub(crate) http: Option<tokio::net::TcpListener>,
+    /// The Postgres protocol's (`--pg`).
+    pub(crate) pg: Option<tokio::net::TcpListener>,
+}
+
+impl Listeners {
+    /// Whether a face is still to be served.
+    pub(crate) fn any(&self) -> bool {
+        self.http.is_some() || self.pg.is_some()
+    }
+
+    /// Serves the faces not served yet for `state`, saying where (`what` ends the
+    /// line).
+    pub(crate) fn serve(
+        &mut self,
+        runtime: &tokio::runtime::Runtime,
+        state: &AppState,
+        tls: Option<&TlsFiles>,
+        name: &str,
+        what: &str,
+    ) -> Result<()> {
+        let tokens = if state.auth.enabled() {
+            ", tokens required"
+        } else {
+            ""
+        };
+        if let Some(l) = self.http.take() {
+            let bound = serve_on(runtime, l, state.clone(), tls).context("serving the HTTP API")?;
+            eprintln!(
+                "{name}: serving SQL on {}://{bound} (POST /sql, GET /views, /status, /health){tokens}{what}",
+                if tls.is_some() { "https" } else { "http" },
+            );
+        }
+        if let Some(l) = self.pg.take() {
+            let bound = serve_pg(runtime, l, state.clone(), tls)
+                .context("serving the Postgres protocol")?;
+            eprintln!(
+                "{name}: serving the Postgres protocol on {bound} (psql -h {} -p {}){}{tokens}{what}",
+                bound.ip(),
+                bound.port(),
+                if tls.is_some() { ", TLS required" } else { "" },
+            );
+        }
+        Ok(())
     }
 }
 

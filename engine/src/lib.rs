@@ -37,8 +37,10 @@ pub use serve::catalog::Catalog;
 pub use serve::cluster::ClusterOptions;
 pub use serve::http::{AppState, TlsFiles, bind, http_runtime, serve, serve_on, status_json};
 pub use serve::output::{Chunks, OutputFormat, read_arrow, render, render_chunks};
+pub use serve::pg::serve_pg;
 pub use serve::query::{
-    Contribution, QueryError, QueryErrorKind, QueryLimits, QueryOptions, QueryResult, SqlEngine,
+    Contribution, Prepared, QueryError, QueryErrorKind, QueryLimits, QueryOptions, QueryResult,
+    SqlEngine,
 };
 pub use state::checkpoint::recovery::{
     PieceError, StoredPartition, stored_checkpoints, stored_dead_letters,

@@ -796,6 +796,20 @@ pub(crate) fn get_json(port: u16, path: &str) -> Option<serde_json::Value> {
     serde_json::from_str(&resp.body_mut().read_to_string().ok()?).ok()
 }
 
+/// A GET against the instance, as text (`None`: no answer).
+pub(crate) fn get_text(port: u16, path: &str) -> Option<String> {
+    let agent: ureq::Agent = ureq::Agent::config_builder()
+        .http_status_as_error(false)
+        .timeout_global(Some(Duration::from_secs(10)))
+        .build()
+        .into();
+    let mut resp = agent
+        .get(format!("http://127.0.0.1:{port}{path}"))
+        .call()
+        .ok()?;
+    resp.body_mut().read_to_string().ok()
+}
+
 /// CPU time (user + system, in clock ticks) a process has used (Linux).
 pub(crate) fn cpu_ticks(pid: u32) -> u64 {
     let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).expect("/proc stat");

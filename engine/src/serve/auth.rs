@@ -67,6 +67,14 @@ impl Auth {
         self.config.is_some()
     }
 
+    /// What `token` may read, if it is one of the pipeline's tokens.
+    pub(crate) fn grant_of(&self, token: &str) -> Option<ViewGrant> {
+        match self.user(token)? {
+            Caller::User { grant } => Some(grant),
+            Caller::Anyone => None,
+        }
+    }
+
     fn user(&self, token: &str) -> Option<Caller> {
         let config = self.config.as_ref()?;
         let digest = hash_token(token);

@@ -8,7 +8,9 @@ use crate::runtime::pipeline::Shared;
 use crate::serve::auth::{Auth, Caller, guard, refuse};
 use crate::serve::cluster::wire::{ABSENT, COVERED, Contribution, ScanRequest, scan_sql};
 use crate::serve::output::{OutputFormat, render, render_chunks};
-use crate::serve::query::{QueryError, QueryErrorKind, QueryOptions, QueryResult, SqlEngine};
+use crate::serve::query::{
+    Prepared, QueryError, QueryErrorKind, QueryOptions, QueryResult, SqlEngine,
+};
 use arc_swap::ArcSwap;
 use axum::Router;
 use axum::body::Bytes;
@@ -30,18 +32,18 @@ pub struct AppState {
     pub auth: Arc<Auth>,
 }
 
-/// The pipeline the HTTP face answers for.
-struct Face {
+/// The pipeline the HTTP and Postgres faces answer for.
+pub(crate) struct Face {
     /// The pipeline.
-    shared: Arc<Shared>,
+    pub(crate) shared: Arc<Shared>,
     /// Its SQL engine.
-    sql: Arc<SqlEngine>,
+    pub(crate) sql: Arc<SqlEngine>,
 }
 
 impl Face {
     /// Runs `sql` with `options`, counted in `/metrics` under `label` (`http`,
-    /// `cluster`) with its outcome and time.
-    async fn query(
+    /// `cluster`, `pg`) with its outcome and time.
+    pub(crate) async fn query(
         &self,
         label: &str,
         sql: &str,
@@ -49,6 +51,21 @@ impl Face {
     ) -> Result<QueryResult, QueryError> {
         let started = std::time::Instant::now();
         let answer = self.sql.query_with(sql, options).await;
+        let code = answer.as_ref().map_or_else(|e| e.code(), |_| "ok");
+        self.shared.metrics.query(label, code, started.elapsed());
+        answer
+    }
+
+    /// Runs a prepared statement with `params`, counted like [`Face::query`].
+    pub(crate) async fn run_prepared(
+        &self,
+        label: &str,
+        prepared: &Prepared,
+        params: Vec<datafusion::common::ScalarValue>,
+        options: &QueryOptions,
+    ) -> Result<QueryResult, QueryError> {
+        let started = std::time::Instant::now();
+        let answer = self.sql.run_prepared(prepared, params, options).await;
         let code = answer.as_ref().map_or_else(|e| e.code(), |_| "ok");
         self.shared.metrics.query(label, code, started.elapsed());
         answer
@@ -71,7 +88,7 @@ impl AppState {
     }
 
     /// The pipeline answered for now.
-    fn face(&self) -> Arc<Face> {
+    pub(crate) fn face(&self) -> Arc<Face> {
         self.face.load_full()
     }
 }
@@ -126,27 +143,32 @@ pub fn serve_on(
     let acceptor = match tls {
         None => None,
         Some(files) => {
-            let config = runtime
-                .block_on(axum_server::tls_rustls::RustlsConfig::from_pem_file(
-                    &files.cert,
-                    &files.key,
-                ))
-                .map_err(|e| {
-                    std::io::Error::other(format!(
-                        "TLS certificate {} and key {}: {e}",
-                        files.cert.display(),
-                        files.key.display()
-                    ))
-                })?;
+            let mut config = runtime.block_on(tls_config(files))?;
             // HTTP/1.1 only (serve/listen.rs): a client offered h2 would agree on it
             // and then be refused.
-            let mut config = (*config.get_inner()).clone();
             config.alpn_protocols = vec![b"http/1.1".to_vec()];
             Some(tokio_rustls::TlsAcceptor::from(Arc::new(config)))
         }
     };
     runtime.spawn(crate::serve::listen::accept(listener, app, acceptor));
     Ok(bound)
+}
+
+/// The TLS configuration of `files` (ring, as all of rustls here), for HTTPS and the
+/// Postgres face.
+pub(crate) async fn tls_config(
+    files: &TlsFiles,
+) -> std::io::Result<tokio_rustls::rustls::ServerConfig> {
+    let config = axum_server::tls_rustls::RustlsConfig::from_pem_file(&files.cert, &files.key)
+        .await
+        .map_err(|e| {
+            std::io::Error::other(format!(
+                "TLS certificate {} and key {}: {e}",
+                files.cert.display(),
+                files.key.display()
+            ))
+        })?;
+    Ok((*config.get_inner()).clone())
 }
 
 /// The HTTP routes, behind the token guard.

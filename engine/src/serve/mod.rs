@@ -2,8 +2,8 @@
 //! ([`query`]), the other instances' partitions ([`cluster`]), the HTTP API ([`http`])
 //! behind its token guard ([`auth`]) with its status document ([`status`]) and its
 //! Prometheus metrics ([`metrics`]) on
-//! connections accepted within limits ([`listen`]), and result rendering for the CLI
-//! and HTTP ([`output`]).
+//! connections accepted within limits ([`listen`]), the Postgres wire protocol
+//! ([`pg`]), and result rendering for the CLI and HTTP ([`output`]).
 
 pub(crate) mod auth;
 pub(crate) mod catalog;
@@ -12,5 +12,6 @@ pub(crate) mod http;
 pub(crate) mod listen;
 pub(crate) mod metrics;
 pub(crate) mod output;
+pub(crate) mod pg;
 pub(crate) mod query;
 pub(crate) mod status;

@@ -9,6 +9,11 @@
 //! deadline has passed: it is evaluated every few thousand rows, and the query stops
 //! within milliseconds of its deadline.
 //!
+//! A query whose caller goes away (a client that disconnects or sends a Postgres cancel
+//! request) is cancelled the same way: its task is aborted, and the same expression
+//! fails once the query's cancel flag (`Running`) is set, since one probe of a
+//! four-way join can take minutes before the task pauses.
+//!
 //! Other operators pause only when an input makes them wait, and views in memory never
 //! do: an aggregate over the cross join `a, b, c` consumed trillions of rows in one
 //! poll and could not be cancelled at all. So every join's output (rows multiply
@@ -28,7 +33,9 @@ use datafusion::physical_plan::ExecutionPlan;
 use datafusion::physical_plan::coop::CooperativeExec;
 use datafusion::physical_plan::joins::utils::JoinFilter;
 use datafusion::physical_plan::joins::{NestedLoopJoinExec, NestedLoopJoinExecBuilder};
-use std::sync::Arc;
+use std::collections::HashMap;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
 
 extensions_options! {
     /// The deadline of the query being planned, set on each query's copy of the
@@ -36,7 +43,64 @@ extensions_options! {
     pub(crate) struct QueryDeadline {
         /// Milliseconds since the Unix epoch; 0: none.
         pub(crate) at_unix_ms: u64, default = 0
+        /// The query's number in the registry of running queries (`Running`).
+        pub(crate) query: u64, default = 0
     }
+}
+
+/// The cancel flags of the queries running now, by number: set when a query's caller
+/// goes away, read by its joins' filters.
+static RUNNING: std::sync::LazyLock<Mutex<HashMap<u64, Arc<AtomicBool>>>> =
+    std::sync::LazyLock::new(Mutex::default);
+static NEXT: AtomicU64 = AtomicU64::new(1);
+
+/// A query's entry in the registry of running queries, removed when dropped (when the
+/// query's task ends, however it ends).
+pub(crate) struct Running {
+    query: u64,
+    cancelled: Arc<AtomicBool>,
+}
+
+impl Running {
+    /// Registers a new query.
+    pub(crate) fn register() -> Self {
+        let query = NEXT.fetch_add(1, Ordering::Relaxed);
+        let cancelled = Arc::new(AtomicBool::new(false));
+        RUNNING
+            .lock()
+            .expect("running queries lock")
+            .insert(query, cancelled.clone());
+        Running { query, cancelled }
+    }
+
+    /// Its number, for [`QueryDeadline::query`].
+    pub(crate) fn query(&self) -> u64 {
+        self.query
+    }
+
+    /// Its cancel flag: set it to stop the query's joins.
+    pub(crate) fn flag(&self) -> Arc<AtomicBool> {
+        self.cancelled.clone()
+    }
+}
+
+impl Drop for Running {
+    fn drop(&mut self) {
+        RUNNING
+            .lock()
+            .expect("running queries lock")
+            .remove(&self.query);
+    }
+}
+
+/// The cancel flag of query `query` (a flag never set if it is not running).
+fn flag_of(query: u64) -> Arc<AtomicBool> {
+    RUNNING
+        .lock()
+        .expect("running queries lock")
+        .get(&query)
+        .cloned()
+        .unwrap_or_default()
 }
 
 impl ConfigExtension for QueryDeadline {
@@ -44,10 +108,11 @@ impl ConfigExtension for QueryDeadline {
 }
 
 impl QueryDeadline {
-    /// The deadline `after` from now.
-    pub(crate) fn after(after: std::time::Duration) -> Self {
+    /// The deadline `after` from now, of the query registered as `query`.
+    pub(crate) fn after(after: std::time::Duration, query: u64) -> Self {
         QueryDeadline {
             at_unix_ms: now_ms().saturating_add(after.as_millis() as u64),
+            query,
         }
     }
 }
@@ -69,14 +134,15 @@ impl PhysicalOptimizerRule for DeadlineRule {
         plan: Arc<dyn ExecutionPlan>,
         config: &ConfigOptions,
     ) -> Result<Arc<dyn ExecutionPlan>> {
-        let Some(at) = config
+        let Some((at, query)) = config
             .extensions
             .get::<QueryDeadline>()
-            .map(|d| d.at_unix_ms)
-            .filter(|&at| at > 0)
+            .map(|d| (d.at_unix_ms, d.query))
+            .filter(|&(at, _)| at > 0)
         else {
             return Ok(plan);
         };
+        let cancelled = flag_of(query);
         plan.transform_up(|node| {
             // Joins are where rows multiply; each pauses once its budget is spent.
             if !node.name().contains("Join") {
@@ -89,6 +155,7 @@ impl PhysicalOptimizerRule for DeadlineRule {
                             Arc::new(Checked {
                                 inner: filter.expression().clone(),
                                 at_unix_ms: at,
+                                cancelled: cancelled.clone(),
                             }),
                             filter.column_indices().to_vec(),
                             filter.schema().clone(),
@@ -122,11 +189,12 @@ impl PhysicalOptimizerRule for DeadlineRule {
 #[error("the query ran past its deadline (query.timeout) and was stopped")]
 pub(crate) struct DeadlinePassed;
 
-/// An expression that is `inner`, until the deadline: then an error.
-#[derive(Debug, Eq)]
+/// An expression that is `inner`, until the deadline or a cancel: then an error.
+#[derive(Debug)]
 struct Checked {
     inner: Arc<dyn PhysicalExpr>,
     at_unix_ms: u64,
+    cancelled: Arc<AtomicBool>,
 }
 
 // By hand: deriving them for a field of `Arc<dyn …>` does not compile
@@ -136,6 +204,8 @@ impl PartialEq for Checked {
         self.inner.eq(&other.inner) && self.at_unix_ms == other.at_unix_ms
     }
 }
+
+impl Eq for Checked {}
 
 impl std::hash::Hash for Checked {
     fn hash<H: std::hash::Hasher>(&self, state: &mut H) {
@@ -164,7 +234,7 @@ impl PhysicalExpr for Checked {
     }
 
     fn evaluate(&self, batch: &RecordBatch) -> Result<ColumnarValue> {
-        if now_ms() > self.at_unix_ms {
+        if now_ms() > self.at_unix_ms || self.cancelled.load(Ordering::Relaxed) {
             return Err(DataFusionError::External(Box::new(DeadlinePassed)));
         }
         self.inner.evaluate(batch)
@@ -184,6 +254,7 @@ impl PhysicalExpr for Checked {
         Ok(Arc::new(Checked {
             inner,
             at_unix_ms: self.at_unix_ms,
+            cancelled: self.cancelled.clone(),
         }))
     }
 

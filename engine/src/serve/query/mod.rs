@@ -12,6 +12,7 @@
 mod bounded;
 mod deadline;
 mod guard;
+pub(crate) mod pg_catalog;
 mod plans;
 pub(crate) mod provider;
 mod threads;
@@ -21,7 +22,9 @@ pub use crate::serve::cluster::wire::Contribution;
 use crate::config::ViewGrant;
 use crate::serve::catalog::Catalog;
 use arrow::array::RecordBatch;
+use arrow::datatypes::DataType;
 use arrow::datatypes::SchemaRef;
+use datafusion::common::ScalarValue;
 use datafusion::common::tree_node::TreeNodeRecursion;
 use datafusion::dataframe::DataFrame;
 use datafusion::error::DataFusionError;
@@ -213,11 +216,13 @@ impl std::fmt::Debug for SqlEngine {
     }
 }
 
-/// Cancels a query's task when dropped (a no-op once it has ended).
-struct CancelOnDrop(tokio::task::AbortHandle);
+/// Cancels a query when dropped (a no-op once it has ended): aborts its task, and sets
+/// its cancel flag, which stops its joins between two pauses of the task.
+struct CancelOnDrop(tokio::task::AbortHandle, Arc<std::sync::atomic::AtomicBool>);
 
 impl Drop for CancelOnDrop {
     fn drop(&mut self) {
+        self.1.store(true, Ordering::Relaxed);
         self.0.abort();
     }
 }
@@ -274,6 +279,16 @@ impl SqlEngine {
                 .map_err(internal)?;
             }
         }
+        // What Postgres clients read to list the views and their columns (`\d`).
+        let mut listed: Vec<(String, SchemaRef)> = Vec::new();
+        for c in std::iter::once(&catalog).chain(beside.iter()) {
+            for (v, schema) in c.views.iter().zip(&c.schemas) {
+                if !listed.iter().any(|(n, _)| *n == v.name) {
+                    listed.push((v.name.clone(), schema.clone()));
+                }
+            }
+        }
+        pg_catalog::register(&ctx, &listed, "projector").map_err(internal)?;
         // Checks each query's deadline inside nested loop joins (`deadline.rs`).
         let mut state = datafusion::execution::SessionStateBuilder::new_from_existing(ctx.state())
             .with_physical_optimizer_rule(Arc::new(deadline::DeadlineRule))
@@ -313,6 +328,83 @@ impl SqlEngine {
         sql: &str,
         options: &QueryOptions,
     ) -> Result<QueryResult, QueryError> {
+        let (catalog, plans, limits) = (
+            self.catalog.clone(),
+            self.plans.clone(),
+            self.limits.clone(),
+        );
+        let (sql, options) = (sql.to_string(), options.clone());
+        self.limited(move |state| async move {
+            let plan = logical_plan(&state, &plans, &sql).await?;
+            execute(state, catalog, limits, plan, options).await
+        })
+        .await
+    }
+
+    /// Plans one read-only SQL statement whose parameters are written `$1`, `$2`, ...
+    /// (a Postgres prepared statement), within the same limits as a query; the plan
+    /// then runs any number of times with [`SqlEngine::run_prepared`].
+    pub async fn prepare(&self, sql: &str, options: &QueryOptions) -> Result<Prepared, QueryError> {
+        let catalog = self.catalog.clone();
+        let (sql, options) = (sql.to_string(), options.clone());
+        self.limited(move |state| async move {
+            let plan = plan_text(&state, &sql).await?;
+            allowed(&catalog, &plan, &options)?;
+            let mut params: Vec<(usize, Option<DataType>)> = plan
+                .get_parameter_types()
+                .map_err(classify)?
+                .into_iter()
+                .filter_map(|(name, t)| Some((name.strip_prefix('$')?.parse().ok()?, t)))
+                .collect();
+            params.sort_by_key(|(n, _)| *n);
+            let count = params.last().map_or(0, |(n, _)| *n);
+            let mut types = vec![None; count];
+            for (n, t) in params {
+                if n >= 1 {
+                    types[n - 1] = t;
+                }
+            }
+            Ok(Prepared {
+                schema: Arc::new(plan.schema().as_arrow().clone()),
+                plan,
+                params: types,
+            })
+        })
+        .await
+    }
+
+    /// Runs a statement planned by [`SqlEngine::prepare`] with `params` bound to its
+    /// placeholders, like [`SqlEngine::query_with`].
+    pub async fn run_prepared(
+        &self,
+        prepared: &Prepared,
+        params: Vec<ScalarValue>,
+        options: &QueryOptions,
+    ) -> Result<QueryResult, QueryError> {
+        let plan = if params.is_empty() {
+            prepared.plan.clone()
+        } else {
+            prepared
+                .plan
+                .clone()
+                .with_param_values(params)
+                .map_err(classify)?
+        };
+        let (catalog, limits, options) =
+            (self.catalog.clone(), self.limits.clone(), options.clone());
+        self.limited(move |state| execute(state, catalog, limits, plan, options))
+            .await
+    }
+
+    /// Waits for a slot (or refuses at once when the queue is full), then runs
+    /// `work` on the query threads until it is done or the deadline passes, whichever
+    /// comes first.
+    async fn limited<T, F, Fut>(&self, work: F) -> Result<T, QueryError>
+    where
+        T: Send + 'static,
+        F: FnOnce(SessionState) -> Fut,
+        Fut: std::future::Future<Output = Result<T, QueryError>> + Send + 'static,
+    {
         let started = tokio::time::Instant::now();
         let deadline = started + self.limits.timeout;
         let timed_out = |waited: bool| {
@@ -355,30 +447,27 @@ impl SqlEngine {
             }
         };
         let mut state = self.state.clone();
+        // now() and current_date are the time of this query, not of the engine's start.
+        state.mark_start_execution();
         let left = deadline.saturating_duration_since(tokio::time::Instant::now());
+        let running = deadline::Running::register();
+        let flag = running.flag();
         state
             .config_mut()
             .options_mut()
             .extensions
-            .insert(deadline::QueryDeadline::after(left));
-        let work = execute(
-            state,
-            self.catalog.clone(),
-            self.plans.clone(),
-            self.limits.clone(),
-            sql.to_string(),
-            options.clone(),
-        );
+            .insert(deadline::QueryDeadline::after(left, running.query()));
+        let work = work(state);
         // The permit goes with the work: a query abandoned at its deadline holds its
         // slot until its threads have really let it go.
         let task = threads::handle().spawn(async move {
-            let _permit = permit;
+            let (_permit, _running) = (permit, running);
             work.await
         });
         // Cancelled when its deadline passes, and also when the caller goes away
-        // first (a client that disconnects, a peer that gave up on a scan): else it
-        // would hold its slot until it ended by itself.
-        let _cancel = CancelOnDrop(task.abort_handle());
+        // first (a client that disconnects or cancels, a peer that gave up on a
+        // scan): else it would hold its slot until it ended by itself.
+        let _cancel = CancelOnDrop(task.abort_handle(), flag);
         match tokio::time::timeout_at(deadline, task).await {
             Ok(Ok(r)) => r,
             Ok(Err(e)) => Err(QueryError::new(
@@ -390,40 +479,42 @@ impl SqlEngine {
     }
 }
 
-fn unavailable() -> QueryError {
-    QueryError::new(
-        QueryErrorKind::Unavailable,
-        "the query engine is shutting down",
-    )
+/// A statement planned once, to run many times with different parameters (see
+/// [`SqlEngine::prepare`]). The plan holds no data: each run reads the newest epoch.
+#[derive(Debug, Clone)]
+pub struct Prepared {
+    plan: LogicalPlan,
+    /// The result's schema.
+    pub schema: SchemaRef,
+    /// The type of each parameter `$1`, `$2`, ... (`None` where the plan does not
+    /// tell, as in `SELECT $1`).
+    pub params: Vec<Option<DataType>>,
 }
 
-/// Plans and runs one query on the query threads.
-async fn execute(
-    mut state: SessionState,
-    catalog: Arc<Catalog>,
-    plans: Arc<PlanCache>,
-    limits: QueryLimits,
-    sql: String,
-    options: QueryOptions,
-) -> Result<QueryResult, QueryError> {
-    let pinned = catalog.current();
-    let epoch = pinned.epoch;
-    let scope = Arc::new(QueryScope {
-        pinned,
+/// The newest epoch, pinned for one query with `options`.
+fn pin(catalog: &Catalog, options: &QueryOptions) -> Arc<QueryScope> {
+    Arc::new(QueryScope {
+        pinned: catalog.current(),
         local_only: options.local_only.clone(),
         partial: options.partial,
         answer: Mutex::default(),
-    });
-    state.config_mut().set_extension(scope.clone());
-    let plan = logical_plan(&state, &plans, &sql).await?;
+    })
+}
+
+/// Refuses a plan that is not a query, or that reads a view the caller may not.
+fn allowed(
+    catalog: &Catalog,
+    plan: &LogicalPlan,
+    options: &QueryOptions,
+) -> Result<(), QueryError> {
     if let Some(grant) = &options.grant {
-        check_grant(&catalog, &plan, grant)?;
+        check_grant(catalog, plan, grant)?;
     }
     SQLOptions::new()
         .with_allow_ddl(false)
         .with_allow_dml(false)
         .with_allow_statements(false)
-        .verify_plan(&plan)
+        .verify_plan(plan)
         .map_err(|e| {
             QueryError::new(
                 QueryErrorKind::ReadOnly,
@@ -432,7 +523,28 @@ async fn execute(
                     strip(&e)
                 ),
             )
-        })?;
+        })
+}
+
+fn unavailable() -> QueryError {
+    QueryError::new(
+        QueryErrorKind::Unavailable,
+        "the query engine is shutting down",
+    )
+}
+
+/// Runs one planned query on the query threads, against the newest epoch.
+async fn execute(
+    mut state: SessionState,
+    catalog: Arc<Catalog>,
+    limits: QueryLimits,
+    plan: LogicalPlan,
+    options: QueryOptions,
+) -> Result<QueryResult, QueryError> {
+    allowed(&catalog, &plan, &options)?;
+    let scope = pin(&catalog, &options);
+    let epoch = scope.pinned.epoch;
+    state.config_mut().set_extension(scope.clone());
     let df = DataFrame::new(state, plan);
     let schema: SchemaRef = Arc::new(df.schema().as_arrow().clone());
     // The row cap is checked while the result streams in, not added to the plan as a
@@ -626,5 +738,34 @@ fn classify(e: DataFusionError) -> QueryError {
         kind,
         message: strip(&e),
         source: Some(Arc::new(e)),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use arrow::array::AsArray;
+    use arrow::datatypes::TimestampNanosecondType;
+
+    fn engine() -> SqlEngine {
+        let catalog = Catalog::new(Vec::new(), vec!["p0".into()], 1);
+        SqlEngine::new(Arc::new(catalog), QueryLimits::default()).expect("engine")
+    }
+
+    #[tokio::test]
+    async fn now_is_the_time_of_each_query() {
+        let engine = engine();
+        let mut seen = Vec::new();
+        for _ in 0..2 {
+            let r = engine.query("SELECT now() AS t").await.expect("query");
+            seen.push(
+                r.batches[0]
+                    .column(0)
+                    .as_primitive::<TimestampNanosecondType>()
+                    .value(0),
+            );
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+        assert!(seen[1] > seen[0], "now() stood still: {seen:?}");
     }
 }
