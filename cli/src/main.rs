@@ -129,6 +129,10 @@ enum Command {
         /// Concurrent SQL clients during the freshness phase.
         #[arg(long, default_value_t = 4)]
         query_clients: usize,
+        /// How the SQL clients ask: `http` (POST /sql) or `pg` (the Postgres protocol,
+        /// prepared statements).
+        #[arg(long, value_enum, default_value = "http")]
+        query_face: QueryFaceArg,
         /// Throughput runs (median and spread are reported).
         #[arg(long, default_value_t = 3)]
         runs: usize,
@@ -204,6 +208,15 @@ enum DeadLetterAction {
         #[arg(long, value_name = "VIEW")]
         accept_logic_change: Vec<String>,
     },
+}
+
+/// `projector bench --query-face`.
+#[derive(Clone, Copy, clap::ValueEnum)]
+pub(crate) enum QueryFaceArg {
+    /// `POST /sql`.
+    Http,
+    /// The Postgres protocol, prepared statements.
+    Pg,
 }
 
 #[derive(Clone, Copy, clap::ValueEnum)]
@@ -298,6 +311,7 @@ fn main() -> ExitCode {
             events,
             rate,
             query_clients,
+            query_face,
             runs,
             workers,
             state_dir,
@@ -310,6 +324,10 @@ fn main() -> ExitCode {
                 events,
                 rate,
                 query_clients,
+                query_face: match query_face {
+                    QueryFaceArg::Http => projector_benches::harness::QueryFace::Http,
+                    QueryFaceArg::Pg => projector_benches::harness::QueryFace::Pg,
+                },
                 runs,
                 workers,
                 state_dir,

@@ -133,6 +133,46 @@ fn a_short_bench_reports_everything_and_measures_correct_views() {
 }
 
 #[test]
+fn a_short_bench_queries_over_the_postgres_protocol() {
+    let text = generator_pipeline(30_000);
+    let dir = tempfile::tempdir().expect("tempdir");
+    let pipeline = write(dir.path(), "bank.yaml", &text);
+    let report_path = dir.path().join("report.json");
+    let mut cmd = projector();
+    cmd.current_dir(dir.path())
+        .arg("bench")
+        .arg(&pipeline)
+        .args(["--runs", "1", "--query-clients", "2", "--query-face", "pg"])
+        .args(["--quiet", "--json"])
+        .arg(&report_path);
+    let out = run(cmd, None, TIMEOUT);
+    out.assert_code(0);
+    assert!(
+        out.stdout_text().contains("over the Postgres protocol"),
+        "{}",
+        out.stdout_text()
+    );
+    let report: Value =
+        serde_json::from_slice(&std::fs::read(&report_path).expect("the JSON report exists"))
+            .expect("the report is JSON");
+    let queries = report["queries"].as_array().expect("queries");
+    assert_eq!(queries.len(), 4, "{queries:#?}");
+    for q in queries {
+        assert_eq!(q["face"], "pg", "{q:#}");
+        assert!(q["count"].as_u64().unwrap() > 0, "{q:#}");
+        assert_eq!(q["errors"], 0, "{q:#}");
+    }
+    let lookup = queries
+        .iter()
+        .find(|q| q["view"] == "accounts" && q["kind"] == "key_lookup")
+        .expect("a key lookup");
+    assert_eq!(
+        lookup["sql"],
+        "SELECT * FROM \"accounts\" WHERE \"account_id\" = $1"
+    );
+}
+
+#[test]
 fn bench_refuses_what_it_cannot_measure() {
     let dir = tempfile::tempdir().expect("tempdir");
     let pipeline = write(dir.path(), "bank.yaml", generator_pipeline(100));

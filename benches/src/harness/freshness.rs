@@ -1,7 +1,7 @@
 //! Freshness: the recording replayed at a fixed rate, and how long each event took
 //! from due to visible to SQL.
 
-use super::queries::{Clients, prepare_queries, start_clients};
+use super::queries::{Clients, prepare_queries, start_clients, start_pg_clients};
 use super::report::si;
 use super::system::watch_progress;
 use super::{BenchOptions, Freshness, MAX_LATENCY_US, QueryLatency, start_replay};
@@ -9,7 +9,9 @@ use crate::replay::{Recording, ReplaySource, ReplayStart};
 use anyhow::{Context, Result, anyhow, bail};
 use hdrhistogram::Histogram;
 use projector_engine::config::PipelineConfig;
-use projector_engine::{AppState, RunOptions, Shared, SqlEngine, http_runtime, serve};
+use projector_engine::{
+    AppState, RunOptions, Shared, SqlEngine, bind, http_runtime, serve, serve_pg,
+};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
@@ -28,7 +30,9 @@ pub(super) fn paced_run(
     let shared = pipeline.shared().clone();
     let sql = Arc::new(SqlEngine::new(shared.catalog.clone(), cfg.query.clone())?);
     let state = AppState::new(shared.clone(), sql.clone(), Default::default());
-    let addr = serve(&runtime, "127.0.0.1:0", state).context("binding the HTTP API")?;
+    let addr = serve(&runtime, "127.0.0.1:0", state.clone()).context("binding the HTTP API")?;
+    let pg = serve_pg(&runtime, bind(&runtime, "127.0.0.1:0")?, state, None)
+        .context("serving the Postgres protocol")?;
 
     let label = if query_clients > 0 {
         format!("{query_clients} SQL clients at {} ev/s", si(rate))
@@ -39,7 +43,12 @@ pub(super) fn paced_run(
     let done = Arc::new(AtomicBool::new(false));
     let clients = if query_clients > 0 {
         let queries = prepare_queries(&shared, &sql, &runtime, &done)?;
-        start_clients(&format!("http://{addr}"), queries, query_clients, &done)
+        match options.query_face {
+            super::QueryFace::Http => {
+                start_clients(&format!("http://{addr}"), queries, query_clients, &done)
+            }
+            super::QueryFace::Pg => start_pg_clients(pg, queries, query_clients, &done),
+        }
     } else {
         Clients::default()
     };
@@ -49,7 +58,7 @@ pub(super) fn paced_run(
     done.store(true, Ordering::SeqCst);
     let wall = start.get().map_or(0.0, |t0| t0.elapsed().as_secs_f64());
     watch.stop();
-    let latencies = clients.finish(query_clients);
+    let latencies = clients.finish(query_clients, options.query_face);
     let hist = measured
         .join()
         .map_err(|_| anyhow!("freshness thread panicked"))?;

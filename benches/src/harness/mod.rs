@@ -51,6 +51,9 @@ pub struct BenchOptions {
     pub rate: Option<f64>,
     /// Concurrent SQL clients in the freshness phase (0: no queries).
     pub query_clients: usize,
+    /// How the clients ask: over HTTP, or over the Postgres protocol with prepared
+    /// statements.
+    pub query_face: QueryFace,
     /// Throughput runs (the report gives the median and the spread).
     pub runs: usize,
     /// Worker threads (default as for `projector run`).
@@ -62,6 +65,18 @@ pub struct BenchOptions {
     pub throughput_only: bool,
     /// Show progress bars on stderr.
     pub progress: bool,
+}
+
+/// How the benchmark's SQL clients reach the views.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum QueryFace {
+    /// `POST /sql`, each query as text with its key as a literal.
+    #[default]
+    Http,
+    /// The Postgres protocol (tokio-postgres): each query prepared once per client,
+    /// a key lookup run with its key as a parameter.
+    Pg,
 }
 
 /// The whole report (also written as JSON).
@@ -172,6 +187,8 @@ pub struct QueryLatency {
     pub sql: String,
     /// Concurrent clients (all views and kinds share them).
     pub clients: usize,
+    /// How they asked.
+    pub face: QueryFace,
     /// Answers received.
     pub count: u64,
     /// Answers that were errors.

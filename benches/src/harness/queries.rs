@@ -1,7 +1,7 @@
-//! SQL latency: closed-loop clients sending key lookups and aggregates over HTTP
-//! while the pipeline ingests.
+//! SQL latency: closed-loop clients sending key lookups and aggregates, over HTTP or
+//! the Postgres protocol, while the pipeline ingests.
 
-use super::{MAX_LATENCY_US, QueryLatency};
+use super::{MAX_LATENCY_US, QueryFace, QueryLatency};
 use anyhow::{Result, anyhow};
 use arrow::datatypes::DataType;
 use hdrhistogram::Histogram;
@@ -16,6 +16,10 @@ pub(super) struct QueryKind {
     view: String,
     kind: &'static str,
     make: Box<dyn Fn(u64) -> String + Send + Sync>,
+    /// The same as a statement to prepare, and the i-th request's text parameter
+    /// (`None`: it takes none).
+    prepared: String,
+    param: Box<dyn Fn(u64) -> Option<String> + Send + Sync>,
 }
 
 fn quote_ident(s: &str) -> String {
@@ -77,19 +81,35 @@ pub(super) fn prepare_queries(
             )?;
             let rows: Vec<serde_json::Map<String, serde_json::Value>> =
                 serde_json::from_slice(&bytes)?;
-            let keys: Vec<String> = rows
-                .iter()
-                .filter_map(|r| r.get(&col).map(sql_literal))
-                .collect();
+            let values: Vec<serde_json::Value> =
+                rows.iter().filter_map(|r| r.get(&col).cloned()).collect();
+            let keys: Vec<String> = values.iter().map(sql_literal).collect();
             if !keys.is_empty() {
                 let (c, t) = (quote_ident(&col), table.clone());
+                let pick = |i: u64, n: usize| (i as usize).wrapping_mul(7919) % n;
+                // Text keys are a parameter of one prepared statement; others (rare)
+                // are sent in the text, as over HTTP.
+                let texts: Option<Vec<String>> = values
+                    .iter()
+                    .map(|v| v.as_str().map(str::to_string))
+                    .collect();
+                let (prepared, param): (String, Box<dyn Fn(u64) -> Option<String> + Send + Sync>) =
+                    match texts {
+                        Some(texts) => (
+                            format!("SELECT * FROM {t} WHERE {c} = $1"),
+                            Box::new(move |i| Some(texts[pick(i, texts.len())].clone())),
+                        ),
+                        None => (String::new(), Box::new(|_| None)),
+                    };
                 out.push(Arc::new(QueryKind {
                     view: spec.name.clone(),
                     kind: "key_lookup",
                     make: Box::new(move |i| {
-                        let k = &keys[(i as usize).wrapping_mul(7919) % keys.len()];
+                        let k = &keys[pick(i, keys.len())];
                         format!("SELECT * FROM {t} WHERE {c} = {k}")
                     }),
+                    prepared,
+                    param,
                 }));
             }
         }
@@ -105,6 +125,8 @@ pub(super) fn prepare_queries(
         out.push(Arc::new(QueryKind {
             view: spec.name.clone(),
             kind: "aggregate",
+            prepared: q.clone(),
+            param: Box::new(|_| None),
             make: Box::new(move |_| q.clone()),
         }));
     }
@@ -183,8 +205,115 @@ pub(super) fn start_clients(
     Clients { threads, kinds }
 }
 
+fn empty_results(kinds: &[Arc<QueryKind>]) -> Vec<ClientResult> {
+    kinds
+        .iter()
+        .map(|_| ClientResult {
+            hist: Histogram::new_with_bounds(1, MAX_LATENCY_US, 3).expect("valid bounds"),
+            errors: 0,
+            first_error: None,
+        })
+        .collect()
+}
+
+/// Clients over the Postgres protocol at `addr`: each connects once, prepares every
+/// kind's statement once, then runs them in turn (a key lookup with its key bound).
+pub(super) fn start_pg_clients(
+    addr: std::net::SocketAddr,
+    kinds: Vec<Arc<QueryKind>>,
+    n: usize,
+    done: &Arc<AtomicBool>,
+) -> Clients {
+    let counter = Arc::new(AtomicU64::new(0));
+    let threads = (0..n)
+        .map(|_| {
+            let (kinds, done, counter) = (kinds.clone(), done.clone(), counter.clone());
+            std::thread::spawn(move || {
+                let mut results = empty_results(&kinds);
+                let runtime = match tokio::runtime::Builder::new_current_thread()
+                    .enable_all()
+                    .build()
+                {
+                    Ok(r) => r,
+                    Err(e) => {
+                        if let Some(r) = results.first_mut() {
+                            r.errors += 1;
+                            r.first_error = Some(e.to_string());
+                        }
+                        return results;
+                    }
+                };
+                runtime.block_on(pg_client(addr, &kinds, &done, &counter, &mut results));
+                results
+            })
+        })
+        .collect();
+    Clients { threads, kinds }
+}
+
+async fn pg_client(
+    addr: std::net::SocketAddr,
+    kinds: &[Arc<QueryKind>],
+    done: &AtomicBool,
+    counter: &AtomicU64,
+    results: &mut [ClientResult],
+) {
+    let fail = |results: &mut [ClientResult], e: String| {
+        if let Some(r) = results.first_mut() {
+            r.errors += 1;
+            r.first_error.get_or_insert(e);
+        }
+    };
+    let config = format!(
+        "host={} port={} user=bench dbname=bench",
+        addr.ip(),
+        addr.port()
+    );
+    let client = match tokio_postgres::connect(&config, tokio_postgres::NoTls).await {
+        Ok((client, connection)) => {
+            tokio::spawn(connection);
+            client
+        }
+        Err(e) => return fail(results, format!("connecting: {e}")),
+    };
+    let mut statements = Vec::new();
+    for k in kinds {
+        if k.prepared.is_empty() {
+            statements.push(None);
+            continue;
+        }
+        match client.prepare(&k.prepared).await {
+            Ok(s) => statements.push(Some(s)),
+            Err(e) => return fail(results, format!("preparing {}: {e}", k.prepared)),
+        }
+    }
+    if kinds.is_empty() {
+        return;
+    }
+    while !done.load(Ordering::Relaxed) {
+        let i = counter.fetch_add(1, Ordering::Relaxed);
+        let k = (i as usize) % kinds.len();
+        let n = i / kinds.len() as u64;
+        let t = Instant::now();
+        let answer = match (&statements[k], (kinds[k].param)(n)) {
+            (Some(s), Some(key)) => client.query(s, &[&key]).await,
+            (Some(s), None) => client.query(s, &[]).await,
+            (None, _) => client.query(&(kinds[k].make)(n), &[]).await,
+        };
+        let us = t.elapsed().as_micros() as u64;
+        let r = &mut results[k];
+        match answer {
+            Ok(_) => r.hist.saturating_record(us.clamp(1, MAX_LATENCY_US)),
+            Err(e) => {
+                r.errors += 1;
+                r.first_error.get_or_insert(e.to_string());
+            }
+        }
+    }
+}
+
 impl Clients {
-    pub(super) fn finish(self, clients: usize) -> Vec<QueryLatency> {
+    pub(super) fn finish(self, clients: usize, face: QueryFace) -> Vec<QueryLatency> {
         let mut merged: Vec<ClientResult> = self
             .kinds
             .iter()
@@ -211,8 +340,13 @@ impl Clients {
             .map(|(k, m)| QueryLatency {
                 view: k.view.clone(),
                 kind: k.kind.into(),
-                sql: (k.make)(0),
+                sql: match face {
+                    QueryFace::Http => (k.make)(0),
+                    QueryFace::Pg if k.prepared.is_empty() => (k.make)(0),
+                    QueryFace::Pg => k.prepared.clone(),
+                },
                 clients,
+                face,
                 count: m.hist.len(),
                 errors: m.errors,
                 first_error: m.first_error,

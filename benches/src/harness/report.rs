@@ -113,7 +113,11 @@ pub fn render_table(r: &BenchReport) -> String {
     if !r.queries.is_empty() {
         let _ = writeln!(
             out,
-            "\nqueries      over HTTP while ingesting, {} client(s)",
+            "\nqueries      over {} while ingesting, {} client(s)",
+            match r.queries[0].face {
+                super::QueryFace::Http => "HTTP",
+                super::QueryFace::Pg => "the Postgres protocol (prepared statements)",
+            },
             r.queries[0].clients
         );
         for q in &r.queries {
