@@ -208,6 +208,15 @@ fn psql_lists_describes_and_queries_the_views() {
         lines[5]
     );
 
+    // Quotes a client escaped stay escaped: a value never becomes SQL.
+    let got = psql(
+        &info,
+        None,
+        &["SELECT 'it''s' AS s; SELECT count(*) FROM accounts WHERE owner = 'x'' OR ''1''=''1'"],
+    );
+    assert!(got.ok, "{}", got.err);
+    assert_eq!(got.out.lines().collect::<Vec<_>>(), ["it's", "0"]);
+
     // Refused and bad statements: an error with its SQLSTATE, and the instance goes on.
     for (sql, code, words) in [
         (

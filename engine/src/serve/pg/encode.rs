@@ -98,7 +98,8 @@ fn value(
     row: usize,
     text: Option<&ArrayFormatter<'_>>,
 ) -> PgWireResult<()> {
-    if a.is_null(row) {
+    // A NullArray (`SELECT NULL`) keeps no validity bits: its rows are null all the same.
+    if a.is_null(row) || a.data_type() == &DataType::Null {
         return enc.encode_field(&None::<i64>);
     }
     if let Some(f) = text {
@@ -207,6 +208,36 @@ fn list(enc: &mut DataRowEncoder, a: &ArrayRef, row: usize) -> PgWireResult<()> 
     }
 }
 
+/// Bytes from hex digits (`None`: an odd count or a non-hex digit).
+fn unhex(hex: &str) -> Option<Vec<u8>> {
+    let digits = hex.as_bytes();
+    if !digits.len().is_multiple_of(2) {
+        return None;
+    }
+    digits
+        .chunks(2)
+        .map(|pair| {
+            let text = std::str::from_utf8(pair).ok()?;
+            u8::from_str_radix(text, 16).ok()
+        })
+        .collect()
+}
+
+/// Refuses format codes that do not fit `n` values (`what`: parameters or result
+/// columns): Postgres takes none, one for all, or one each (SQLSTATE 08P01).
+pub(crate) fn formats_fit(format: &Format, n: usize, what: &str) -> PgWireResult<()> {
+    match format {
+        Format::Individual(codes) if codes.len() != n => {
+            Err(PgWireError::UserError(Box::new(ErrorInfo::new(
+                "ERROR".into(),
+                "08P01".into(),
+                format!("{} format codes for {n} {what}", codes.len()),
+            ))))
+        }
+        _ => Ok(()),
+    }
+}
+
 /// The error a parameter that cannot be read gets (SQLSTATE 22P02).
 fn bad_parameter(i: usize, why: impl std::fmt::Display) -> PgWireError {
     PgWireError::UserError(Box::new(ErrorInfo::new(
@@ -232,6 +263,17 @@ pub(crate) fn parameter(
     };
     let value = if !binary {
         let text = std::str::from_utf8(bytes).map_err(|e| bad_parameter(i, e))?;
+        if matches!(
+            target,
+            DataType::Binary | DataType::LargeBinary | DataType::BinaryView
+        ) && let Some(hex) = text.strip_prefix("\\x")
+        {
+            // bytea's text form.
+            let bytes = unhex(hex).ok_or_else(|| bad_parameter(i, "not a bytea in hex"))?;
+            return ScalarValue::Binary(Some(bytes))
+                .cast_to(&target)
+                .map_err(|e| bad_parameter(i, e));
+        }
         return ScalarValue::try_from_string(text.to_string(), &target)
             .map_err(|_| bad_parameter(i, format!("'{text}' is not a valid {target}")));
     } else {
@@ -259,9 +301,19 @@ pub(crate) fn parameter(
                 ScalarValue::TimestampMicrosecond(Some(t.timestamp_micros()), Some("UTC".into()))
             }
             // Text types, and what the client left to the server: the bytes as text.
-            _ => {
+            Type::TEXT | Type::VARCHAR | Type::BPCHAR | Type::NAME | Type::UNKNOWN => {
                 let text = std::str::from_utf8(bytes).map_err(|e| bad_parameter(i, e))?;
                 ScalarValue::Utf8(Some(text.to_string()))
+            }
+            _ => {
+                return Err(PgWireError::UserError(Box::new(ErrorInfo::new(
+                    "ERROR".into(),
+                    "0A000".into(),
+                    format!(
+                        "parameter ${}: {sent} in binary is not supported; send it as text",
+                        i + 1
+                    ),
+                ))));
             }
         }
     };

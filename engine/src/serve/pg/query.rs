@@ -17,6 +17,7 @@ use pgwire::api::store::PortalStore;
 use pgwire::api::{ClientInfo, ClientPortalStore, Type};
 use pgwire::error::{ErrorInfo, PgWireError, PgWireResult};
 use pgwire::messages::PgWireBackendMessage;
+use pgwire::messages::extendedquery::Execute;
 use std::fmt::Debug;
 use std::sync::Arc;
 
@@ -179,7 +180,11 @@ impl SimpleQueryHandler for PgQuery {
         let face = self.app.face();
         let mut out = Vec::new();
         for text in statement::split(query) {
-            match answer(&face, statement::classify(&text), &options, None).await {
+            let statement = statement::classify(&text);
+            if let Statement::Accepted(tag) = &statement {
+                forget(client, tag, &text);
+            }
+            match answer(&face, statement, &options, None).await {
                 Ok(r) => out.push(r),
                 // The statements before it stand; those after it are not run.
                 Err(e) if out.is_empty() => return Err(e),
@@ -191,6 +196,30 @@ impl SimpleQueryHandler for PgQuery {
             }
         }
         Ok(out)
+    }
+}
+
+/// `DEALLOCATE name` frees that prepared statement, `DEALLOCATE ALL` and `DISCARD ALL`
+/// the open portals (pgwire's store cannot list its statements to free them all).
+fn forget<C>(client: &mut C, tag: &str, text: &str)
+where
+    C: ClientPortalStore,
+    C::PortalStore: PortalStore,
+{
+    match tag {
+        "DEALLOCATE" => {
+            let name = text
+                .split_whitespace()
+                .skip(1)
+                .find(|w| !w.eq_ignore_ascii_case("prepare"))
+                .map(|w| w.trim_end_matches(';').trim_matches('"'));
+            match name {
+                Some(n) if !n.eq_ignore_ascii_case("all") => client.portal_store().rm_statement(n),
+                _ => client.portal_store().clear_portals(),
+            }
+        }
+        "DISCARD ALL" => client.portal_store().clear_portals(),
+        _ => {}
     }
 }
 
@@ -247,6 +276,15 @@ impl QueryParser for Parser {
         statement: &PgStatement,
         format: Option<&Format>,
     ) -> PgWireResult<Vec<FieldInfo>> {
+        let columns = match statement {
+            PgStatement::Planned { prepared, .. } => prepared.schema.fields().len(),
+            PgStatement::Here(Statement::Show(..)) => 1,
+            PgStatement::Here(Statement::Empty(columns)) => columns.len(),
+            PgStatement::Here(_) => 0,
+        };
+        if let Some(format) = format {
+            encode::formats_fit(format, columns, "result columns")?;
+        }
         Ok(match statement {
             PgStatement::Planned { prepared, .. } => encode::fields(&prepared.schema, format),
             PgStatement::Here(Statement::Show(name, _)) => {
@@ -267,6 +305,23 @@ impl ExtendedQueryHandler for PgQuery {
         self.parser.clone()
     }
 
+    async fn on_execute<C>(&self, client: &mut C, mut message: Execute) -> PgWireResult<()>
+    where
+        C: ClientInfo + ClientPortalStore + Sink<PgWireBackendMessage> + Unpin + Send + Sync,
+        C::PortalStore: PortalStore<Statement = PgStatement>,
+        C::Error: Debug,
+        PgWireError: From<<C as Sink<PgWireBackendMessage>>::Error>,
+    {
+        // pgwire reserves room for `max_rows` rows before fetching them: a client's
+        // 2^31 - 1 would abort the process. No result has more rows than
+        // `query.max_rows`, so asking for as many or more is asking for all (0).
+        let cap = self.app.face().sql.limits().max_rows;
+        if message.max_rows < 0 || message.max_rows as usize >= cap {
+            message.max_rows = 0;
+        }
+        self._on_execute(client, message).await
+    }
+
     async fn do_query<C>(
         &self,
         client: &mut C,
@@ -282,6 +337,14 @@ impl ExtendedQueryHandler for PgQuery {
         let options = options(client)?;
         let face = self.app.face();
         let format = Some(&portal.result_column_format);
+        // Checked before any value is read or written with them.
+        self.parser
+            .get_result_schema(&portal.statement.statement, format)?;
+        encode::formats_fit(
+            &portal.parameter_format,
+            portal.parameters.len(),
+            "parameters",
+        )?;
         match &portal.statement.statement {
             PgStatement::Here(s) => answer(&face, s.clone(), &options, format).await,
             PgStatement::Planned {

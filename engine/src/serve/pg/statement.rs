@@ -14,7 +14,7 @@
 
 use datafusion::sql::sqlparser::ast::{
     self, BinaryOperator, CastKind, DataType, Expr, JoinOperator, ObjectName, ObjectNamePart,
-    Query, SelectItem, SetExpr, TableFactor, Value, visit_expressions_mut,
+    Query, SelectItem, SetExpr, TableFactor, Value, Visit, visit_expressions_mut,
 };
 use datafusion::sql::sqlparser::dialect::PostgreSqlDialect;
 use datafusion::sql::sqlparser::keywords::Keyword;
@@ -64,19 +64,36 @@ const EMPTY_CATALOGS: &[&str] = &[
 /// in strings, quoted names or comments). Text that does not tokenize is one statement,
 /// so the engine reports its error.
 pub(crate) fn split(sql: &str) -> Vec<String> {
-    let Ok(tokens) = Tokenizer::new(&PostgreSqlDialect {}, sql).tokenize() else {
+    // The statements are cut out of the text as it came, never printed back from
+    // tokens: printing unescapes (`'it''s'` would come back as `'it's'`, and a value a
+    // client escaped would become SQL).
+    let Ok(tokens) = Tokenizer::new(&PostgreSqlDialect {}, sql).tokenize_with_location() else {
         return vec![sql.to_string()];
     };
+    let line_starts: Vec<usize> = std::iter::once(0)
+        .chain(sql.match_indices('\n').map(|(i, _)| i + 1))
+        .collect();
+    // Locations count lines and characters from 1.
+    let offset = |line: u64, column: u64| -> Option<usize> {
+        let start = *line_starts.get(usize::try_from(line).ok()?.checked_sub(1)?)?;
+        let column = usize::try_from(column).ok()?.checked_sub(1)?;
+        sql[start..]
+            .char_indices()
+            .nth(column)
+            .map(|(i, _)| start + i)
+    };
     let mut out = Vec::new();
-    let mut current = String::new();
-    for token in tokens {
-        if token == Token::SemiColon {
-            out.push(std::mem::take(&mut current));
-        } else {
-            current.push_str(&token.to_string());
+    let mut from = 0;
+    for t in tokens {
+        if t.token == Token::SemiColon {
+            let Some(at) = offset(t.span.start.line, t.span.start.column) else {
+                return vec![sql.to_string()];
+            };
+            out.push(sql[from..at].to_string());
+            from = at + 1;
         }
     }
-    out.push(current);
+    out.push(sql[from..].to_string());
     out.retain(|s| !s.trim().is_empty());
     out
 }
@@ -129,7 +146,10 @@ pub(crate) fn classify(sql: &str) -> Statement {
         }
         _ => {}
     }
+    // Parsing and printing a tree recurse as deep as it nests: the engine refuses what
+    // nests too deep, before anything is parsed.
     if needs_rewrite(sql)
+        && !crate::serve::query::nests_too_deep(sql)
         && let Some(s) = rewrite(sql)
     {
         return s;
@@ -137,10 +157,12 @@ pub(crate) fn classify(sql: &str) -> Statement {
     Statement::Query(sql.to_string())
 }
 
-/// Whether `sql` may hold Postgres-only forms (cheap: most queries never parse twice).
+/// Whether `sql` may hold Postgres-only forms: it names `pg_catalog` (as psql and
+/// drivers do), or uses `OPERATOR(...)`, `COLLATE` or a `reg*` cast. Other queries are
+/// never parsed twice, nor printed back.
 fn needs_rewrite(sql: &str) -> bool {
     let lower = sql.to_ascii_lowercase();
-    ["pg_", "operator(", "::reg", "collate", "::oid", "::name"]
+    ["pg_catalog", "operator(", "::reg", "collate"]
         .iter()
         .any(|w| lower.contains(w))
 }
@@ -155,6 +177,7 @@ fn rewrite(sql: &str) -> Option<Statement> {
     let mut statement = statements.pop()?;
     if let ast::Statement::Query(q) = &statement
         && query_is_empty(q)
+        && !aggregates(q)
     {
         return Some(Statement::Empty(columns(q)));
     }
@@ -186,7 +209,10 @@ fn plain(e: &mut Expr) {
                 *data_type = t;
             }
         }
-        Expr::Subquery(q) if query_is_empty(q) => *e = Expr::Value(Value::Null.into()),
+        // A subquery with an aggregate gives a row even from no rows (`count` is 0).
+        Expr::Subquery(q) if query_is_empty(q) && !aggregates(q) => {
+            *e = Expr::Value(Value::Null.into())
+        }
         _ => {}
     }
 }
@@ -252,7 +278,22 @@ fn query_is_empty(q: &Query) -> bool {
 fn body_is_empty(body: &SetExpr) -> bool {
     match body {
         SetExpr::Select(s) => s.from.iter().any(|from| {
-            reads_empty(&from.relation)
+            // A right or full join keeps the rows of what it joins.
+            let kept = from.joins.iter().any(|j| {
+                !matches!(
+                    j.join_operator,
+                    JoinOperator::Join(_)
+                        | JoinOperator::Inner(_)
+                        | JoinOperator::CrossJoin(_)
+                        | JoinOperator::Left(_)
+                        | JoinOperator::LeftOuter(_)
+                        | JoinOperator::LeftSemi(_)
+                        | JoinOperator::LeftAnti(_)
+                        | JoinOperator::Semi(_)
+                        | JoinOperator::Anti(_)
+                )
+            });
+            (reads_empty(&from.relation) && !kept)
                 || from.joins.iter().any(|j| {
                     matches!(
                         j.join_operator,
@@ -278,6 +319,86 @@ fn reads_empty(t: &TableFactor) -> bool {
         _ => false,
     }
 }
+
+/// Whether a `SELECT` of `q` aggregates without `GROUP BY` (and so has a row even
+/// when it reads none).
+fn aggregates(q: &Query) -> bool {
+    fn select_aggregates(body: &SetExpr) -> bool {
+        match body {
+            SetExpr::Select(s) => {
+                let grouped =
+                    !matches!(&s.group_by, ast::GroupByExpr::Expressions(e, _) if e.is_empty());
+                !grouped
+                    && s.projection.iter().any(|item| {
+                        let e = match item {
+                            SelectItem::UnnamedExpr(e)
+                            | SelectItem::ExprWithAlias { expr: e, .. } => e,
+                            _ => return false,
+                        };
+                        let mut finder = Aggregate {
+                            depth: 0,
+                            found: false,
+                        };
+                        let _ = e.visit(&mut finder);
+                        finder.found
+                    })
+            }
+            SetExpr::SetOperation { left, right, .. } => {
+                select_aggregates(left) || select_aggregates(right)
+            }
+            SetExpr::Query(q) => select_aggregates(&q.body),
+            _ => false,
+        }
+    }
+    select_aggregates(&q.body)
+}
+
+/// Finds an aggregate call outside any subquery.
+struct Aggregate {
+    depth: usize,
+    found: bool,
+}
+
+impl ast::Visitor for Aggregate {
+    type Break = ();
+
+    fn pre_visit_query(&mut self, _query: &Query) -> ControlFlow<()> {
+        self.depth += 1;
+        ControlFlow::Continue(())
+    }
+
+    fn post_visit_query(&mut self, _query: &Query) -> ControlFlow<()> {
+        self.depth -= 1;
+        ControlFlow::Continue(())
+    }
+
+    fn pre_visit_expr(&mut self, e: &Expr) -> ControlFlow<()> {
+        if self.depth == 0
+            && let Expr::Function(f) = e
+            && let Some(ObjectNamePart::Identifier(i)) = f.name.0.last()
+            && AGGREGATES.contains(&i.value.to_ascii_lowercase().as_str())
+        {
+            self.found = true;
+        }
+        ControlFlow::Continue(())
+    }
+}
+
+/// Aggregate functions catalog queries use.
+const AGGREGATES: &[&str] = &[
+    "count",
+    "sum",
+    "min",
+    "max",
+    "avg",
+    "array_agg",
+    "string_agg",
+    "bool_and",
+    "bool_or",
+    "every",
+    "json_agg",
+    "jsonb_agg",
+];
 
 /// The column names of `q`'s result, as Postgres names them.
 fn columns(q: &Query) -> Vec<String> {
@@ -329,6 +450,14 @@ mod tests {
             vec!["SELECT 'a;b'".to_string(), " SELECT 2 ".to_string()]
         );
         assert_eq!(split(";;"), Vec::<String>::new());
+        // Escaped quotes stay escaped: a value never turns into SQL.
+        assert_eq!(
+            split("SELECT 'x'' OR ''1''=''1'; SELECT \"a\"\"b\", E'\\''"),
+            vec![
+                "SELECT 'x'' OR ''1''=''1'".to_string(),
+                " SELECT \"a\"\"b\", E'\\''".to_string()
+            ]
+        );
     }
 
     #[test]

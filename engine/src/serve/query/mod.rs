@@ -305,6 +305,11 @@ impl SqlEngine {
         })
     }
 
+    /// The limits queries run under.
+    pub fn limits(&self) -> &QueryLimits {
+        &self.limits
+    }
+
     /// Queries running now, and waiting for a slot.
     pub fn load(&self) -> (usize, usize) {
         let free = self.permits.available_permits();
@@ -358,6 +363,12 @@ impl SqlEngine {
                 .collect();
             params.sort_by_key(|(n, _)| *n);
             let count = params.last().map_or(0, |(n, _)| *n);
+            if count > MAX_PARAMETERS {
+                return Err(QueryError::new(
+                    QueryErrorKind::Plan,
+                    format!("a statement has at most {MAX_PARAMETERS} parameters, not ${count}"),
+                ));
+            }
             let mut types = vec![None; count];
             for (n, t) in params {
                 if n >= 1 {
@@ -478,6 +489,15 @@ impl SqlEngine {
         }
     }
 }
+
+/// Whether the expressions of `sql` nest deeper than queries may (`guard.rs`): such a
+/// text must not be parsed into a tree, nor walked.
+pub(crate) fn nests_too_deep(sql: &str) -> bool {
+    guard::nesting_bound(sql).is_some_and(|d| d > guard::MAX_NESTING)
+}
+
+/// Parameters a prepared statement may have (Postgres's own limit).
+const MAX_PARAMETERS: usize = 65_535;
 
 /// A statement planned once, to run many times with different parameters (see
 /// [`SqlEngine::prepare`]). The plan holds no data: each run reads the newest epoch.
