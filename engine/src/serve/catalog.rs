@@ -26,6 +26,10 @@ pub struct Catalog {
     units: Arc<Units>,
     published: ArcSwap<Published>,
     cluster: OnceLock<Arc<Cluster>>,
+    /// The newest epoch, for those who wait for the next one.
+    epochs: tokio::sync::watch::Sender<u64>,
+    /// The live subscriptions to the views (started with the first).
+    hub: OnceLock<Arc<crate::serve::subscribe::Hub>>,
 }
 
 impl Catalog {
@@ -66,6 +70,8 @@ impl Catalog {
             units,
             published: ArcSwap::from_pointee(published),
             cluster: OnceLock::new(),
+            epochs: tokio::sync::watch::channel(0).0,
+            hub: OnceLock::new(),
         }
     }
 
@@ -128,7 +134,21 @@ impl Catalog {
 
     /// Makes `p` the newest epoch.
     pub fn publish(&self, p: Published) {
+        let epoch = p.epoch;
         self.published.store(Arc::new(p));
+        self.epochs.send_replace(epoch);
+    }
+
+    /// Follows the published epochs.
+    pub(crate) fn epochs(&self) -> tokio::sync::watch::Receiver<u64> {
+        self.epochs.subscribe()
+    }
+
+    /// The live subscriptions to the views (started on first use).
+    pub(crate) fn hub(self: &Arc<Self>) -> Arc<crate::serve::subscribe::Hub> {
+        self.hub
+            .get_or_init(|| crate::serve::subscribe::Hub::start(self))
+            .clone()
     }
 
     /// Index of the view called `name`.

@@ -180,6 +180,7 @@ pub(crate) fn router(state: AppState) -> Router {
         .route("/status", get(status))
         .route("/health", get(health))
         .route("/metrics", get(metrics))
+        .route("/subscribe", get(crate::serve::subscribe::sse::subscribe))
         .route("/cluster/scan", post(cluster_scan))
         .route("/parked", get(parked))
         .route("/parked/retry", post(parked_retry))
@@ -200,7 +201,7 @@ async fn not_found(uri: axum::http::Uri) -> Response {
         "http.not_found",
         &format!(
             "no such endpoint: {}; the API: POST /sql, GET /views, /status, /health, /metrics, \
-             /parked, POST /parked/retry, /parked/skip",
+             /subscribe, /parked, POST /parked/retry, /parked/skip",
             uri.path()
         ),
     )

@@ -3,7 +3,8 @@
 //! behind its token guard ([`auth`]) with its status document ([`status`]) and its
 //! Prometheus metrics ([`metrics`]) on
 //! connections accepted within limits ([`listen`]), the Postgres wire protocol
-//! ([`pg`]), and result rendering for the CLI and HTTP ([`output`]).
+//! ([`pg`]), live subscriptions to the views ([`subscribe`]), and result rendering for
+//! the CLI and HTTP ([`output`]).
 
 pub(crate) mod auth;
 pub(crate) mod catalog;
@@ -15,3 +16,4 @@ pub(crate) mod output;
 pub(crate) mod pg;
 pub(crate) mod query;
 pub(crate) mod status;
+pub(crate) mod subscribe;
