@@ -13,7 +13,7 @@
 //! data: {"epoch":42,"key":"acc-9"}
 //!
 //! id: 42                      ...then the epoch, complete: the id to resume after
-//! event: epoch
+//! event: epoch                (sent for every epoch, with or without changes)
 //! data: {"epoch":42,"changes":2}
 //! ```
 //!
@@ -166,15 +166,14 @@ fn json_rows(sub: &Subscription, rows: &[RecordBatch]) -> Vec<Value> {
         .unwrap_or_default()
 }
 
-/// The events of one epoch's changes this subscriber wants (empty: none).
+/// The events of one epoch's changes this subscriber wants, then the epoch's marker
+/// (sent for every epoch, changes or not, so a client always knows how far it is and
+/// resumes from there); empty for an epoch the subscription started after.
 fn changes(sub: &Subscription, epoch: &Arc<EpochChanges>) -> String {
     if epoch.epoch <= sub.after {
         return String::new();
     }
     let wanted = sub.wanted(epoch);
-    if wanted.is_empty() {
-        return String::new();
-    }
     let upserts: Vec<RecordBatch> = wanted.iter().filter_map(|(_, r)| r.cloned()).collect();
     let mut rows = json_rows(sub, &upserts).into_iter();
     let mut out = String::new();

@@ -1,0 +1,328 @@
+//! Live subscriptions (`GET /subscribe`, Server-Sent Events) against a running
+//! pipeline: a subscriber that applies the snapshot and every change ends with exactly
+//! the rows SQL gives, filtered or not; one that disconnects and resumes after its last
+//! epoch too; one that stops reading is dropped with a message while ingestion goes on.
+
+mod common;
+
+use common::cluster::{Running, free_port, get_json, wait_for};
+use common::{generator_pipeline, replace_line};
+use serde_json::Value;
+use std::collections::BTreeMap;
+use std::io::{BufRead, BufReader, Read, Write};
+use std::net::TcpStream;
+use std::path::Path;
+use std::time::{Duration, Instant};
+
+/// One server-sent event.
+#[derive(Debug)]
+struct Event {
+    id: Option<u64>,
+    name: String,
+    data: Value,
+}
+
+/// An open subscription: the events of `GET /subscribe?QUERY` as they come.
+struct Stream {
+    reader: BufReader<TcpStream>,
+}
+
+impl Stream {
+    fn open(port: u16, query: &str, last_event_id: Option<u64>) -> Stream {
+        let mut socket = TcpStream::connect(("127.0.0.1", port)).expect("connect");
+        socket
+            .set_read_timeout(Some(Duration::from_secs(60)))
+            .expect("timeout");
+        let resume = last_event_id.map_or(String::new(), |id| format!("Last-Event-ID: {id}\r\n"));
+        write!(
+            socket,
+            "GET /subscribe?{query} HTTP/1.1\r\nHost: x\r\nAccept: text/event-stream\r\n{resume}\r\n"
+        )
+        .expect("request");
+        let mut reader = BufReader::new(socket);
+        let mut status = String::new();
+        reader.read_line(&mut status).expect("status line");
+        assert!(status.contains(" 200 "), "{status}");
+        loop {
+            let mut line = String::new();
+            reader.read_line(&mut line).expect("header");
+            if line == "\r\n" {
+                break;
+            }
+        }
+        Stream { reader }
+    }
+
+    /// The next event (`None`: the stream ended). Chunked transfer framing lines are
+    /// skipped: they are hex sizes, never `field: value`.
+    fn next(&mut self) -> Option<Event> {
+        let (mut id, mut name, mut data) = (None, String::new(), None);
+        loop {
+            let mut line = String::new();
+            if self.reader.read_line(&mut line).ok()? == 0 {
+                return None;
+            }
+            let line = line.trim_end_matches(['\r', '\n']);
+            if line.is_empty() {
+                if let Some(data) = data.take() {
+                    return Some(Event { id, name, data });
+                }
+                continue;
+            }
+            if let Some(v) = line.strip_prefix("id: ") {
+                id = v.parse().ok();
+            } else if let Some(v) = line.strip_prefix("event: ") {
+                name = v.to_string();
+            } else if let Some(v) = line.strip_prefix("data: ") {
+                data = Some(serde_json::from_str(v).expect("data is JSON"));
+            } else if line == "0" {
+                return None;
+            }
+        }
+    }
+}
+
+/// A view's rows by key, as a subscriber builds them from its events.
+#[derive(Default)]
+struct Mirror {
+    rows: BTreeMap<String, Value>,
+    epoch: u64,
+}
+
+impl Mirror {
+    /// Applies one event; returns the epoch it completes, if any.
+    fn apply(&mut self, e: &Event, key: &str) -> Option<u64> {
+        match e.name.as_str() {
+            "snapshot" => {
+                self.rows = e.data["rows"]
+                    .as_array()
+                    .expect("rows")
+                    .iter()
+                    .map(|r| (r[key].as_str().expect("key").to_string(), r.clone()))
+                    .collect();
+                self.epoch = e.id.expect("a snapshot has an id");
+                Some(self.epoch)
+            }
+            "upsert" => {
+                let k = e.data["key"].as_str().expect("key").to_string();
+                assert_eq!(e.data["row"][key], Value::String(k.clone()));
+                self.rows.insert(k, e.data["row"].clone());
+                None
+            }
+            "delete" => {
+                self.rows.remove(e.data["key"].as_str().expect("key"));
+                None
+            }
+            "epoch" => {
+                let epoch = e.id.expect("an epoch has an id");
+                assert!(
+                    epoch > self.epoch,
+                    "epochs go forward: {epoch} after {}",
+                    self.epoch
+                );
+                self.epoch = epoch;
+                Some(epoch)
+            }
+            other => panic!("unexpected event {other}: {}", e.data),
+        }
+    }
+}
+
+/// The bank pipeline generating `events` events over 300 accounts, publishing every
+/// 50 ms (the default).
+fn start(dir: &Path, events: u64) -> (Running, u16) {
+    let text = replace_line(&generator_pipeline(events), "  keys:", "keys: 300");
+    let path = dir.join("pipeline.yaml");
+    std::fs::write(&path, text).expect("pipeline");
+    let port = free_port();
+    let running = Running::start(&path, &dir.join("state"), port, 2);
+    assert!(
+        wait_for(60, || get_json(port, "/health").is_some()),
+        "the instance did not start"
+    );
+    (running, port)
+}
+
+/// `SELECT ... ORDER BY key` over HTTP, by key.
+fn sql_rows(port: u16, sql: &str, key: &str) -> BTreeMap<String, Value> {
+    let agent: ureq::Agent = ureq::Agent::config_builder()
+        .timeout_global(Some(Duration::from_secs(60)))
+        .build()
+        .into();
+    let mut r = agent
+        .post(format!("http://127.0.0.1:{port}/sql"))
+        .send(sql)
+        .expect("POST /sql");
+    let rows: Vec<Value> =
+        serde_json::from_str(&r.body_mut().read_to_string().expect("body")).expect("JSON rows");
+    rows.into_iter()
+        .map(|r| (r[key].as_str().expect("key").to_string(), r))
+        .collect()
+}
+
+fn finished(port: u16) -> bool {
+    get_json(port, "/status").is_some_and(|s| s["state"] == "finished")
+}
+
+/// The newest published epoch, as a query reads it.
+fn published_epoch(port: u16) -> u64 {
+    let agent: ureq::Agent = ureq::Agent::config_builder()
+        .timeout_global(Some(Duration::from_secs(60)))
+        .build()
+        .into();
+    let r = agent
+        .post(format!("http://127.0.0.1:{port}/sql"))
+        .send("SELECT 1")
+        .expect("POST /sql");
+    r.headers()["x-projector-epoch"]
+        .to_str()
+        .expect("ascii")
+        .parse()
+        .expect("an epoch")
+}
+
+/// Reads `stream` into `mirror` until the pipeline has finished and the mirror has
+/// reached its last epoch.
+fn follow_to_the_end(stream: &mut Stream, mirror: &mut Mirror, port: u16, key: &str) {
+    let deadline = Instant::now() + Duration::from_secs(300);
+    loop {
+        let e = stream.next().expect("the stream goes on");
+        if let Some(epoch) = mirror.apply(&e, key)
+            && finished(port)
+            && epoch >= published_epoch(port)
+        {
+            return;
+        }
+        assert!(Instant::now() < deadline, "never caught up");
+    }
+}
+
+#[test]
+fn subscribers_mirror_the_view_filtered_and_resumed() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let (mut running, port) = start(dir.path(), 400_000);
+    let mut all = Stream::open(port, "view=accounts", None);
+    let mut one = Stream::open(port, "view=accounts&key=acc-000007", None);
+    let mut rich = Stream::open(port, "view=accounts&where=balance%20%3E%205000", None);
+    let mut groups = Stream::open(port, "view=volume_by_type", None);
+
+    // One that leaves after a few epochs and comes back with the last id it saw.
+    let mut resumed = Mirror::default();
+    let mut leaver = Stream::open(port, "view=accounts", None);
+    let mut seen_epochs = 0;
+    while seen_epochs < 5 {
+        let e = leaver.next().expect("events");
+        if resumed.apply(&e, "account_id").is_some() {
+            seen_epochs += 1;
+        }
+    }
+    drop(leaver);
+    std::thread::sleep(Duration::from_millis(500));
+    let mut back = Stream::open(port, "view=accounts", Some(resumed.epoch));
+
+    let (mut m_all, mut m_one, mut m_rich, mut m_groups) = Default::default();
+    follow_to_the_end(&mut all, &mut m_all, port, "account_id");
+    follow_to_the_end(&mut one, &mut m_one, port, "account_id");
+    follow_to_the_end(&mut rich, &mut m_rich, port, "account_id");
+    follow_to_the_end(&mut groups, &mut m_groups, port, "event_type");
+    follow_to_the_end(&mut back, &mut resumed, port, "account_id");
+
+    let everything = sql_rows(port, "SELECT * FROM accounts", "account_id");
+    assert!(everything.len() > 250, "{}", everything.len());
+    assert_eq!(m_all.rows, everything);
+    assert_eq!(resumed.rows, everything, "resumed after its last epoch");
+    let only: BTreeMap<_, _> = everything
+        .iter()
+        .filter(|(k, _)| *k == "acc-000007")
+        .map(|(k, v)| (k.clone(), v.clone()))
+        .collect();
+    assert_eq!(m_one.rows, only);
+    assert_eq!(
+        m_rich.rows,
+        sql_rows(
+            port,
+            "SELECT * FROM accounts WHERE balance > 5000",
+            "account_id"
+        )
+    );
+    assert_eq!(
+        m_groups.rows,
+        sql_rows(port, "SELECT * FROM volume_by_type", "event_type")
+    );
+    assert_eq!(running.terminate(30), Some(0));
+}
+
+#[test]
+fn bad_subscriptions_get_clear_errors() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let (mut running, port) = start(dir.path(), 1_000);
+    let get = |query: &str| -> (u16, Value) {
+        let agent: ureq::Agent = ureq::Agent::config_builder()
+            .http_status_as_error(false)
+            .build()
+            .into();
+        let mut r = agent
+            .get(format!("http://127.0.0.1:{port}/subscribe?{query}"))
+            .call()
+            .expect("GET");
+        let body = r.body_mut().read_to_string().expect("body");
+        (
+            r.status().as_u16(),
+            serde_json::from_str(&body).unwrap_or(Value::Null),
+        )
+    };
+    for (query, status, code) in [
+        ("view=nope", 404, "subscribe.no_view"),
+        (
+            "view=accounts&where=nope%20%3D%201",
+            400,
+            "subscribe.bad_filter",
+        ),
+        (
+            "view=accounts&from_epoch=999999",
+            410,
+            "subscribe.not_retained",
+        ),
+        ("key=x", 400, "http.bad_request"),
+    ] {
+        let (got, body) = get(query);
+        assert_eq!(got, status, "{query}: {body}");
+        assert_eq!(body["error"]["code"], code, "{query}: {body}");
+    }
+    assert_eq!(running.terminate(30), Some(0));
+}
+
+#[test]
+fn a_subscriber_that_stops_reading_is_dropped_while_ingestion_goes_on() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let (mut running, port) = start(dir.path(), 500_000_000);
+    // Subscribes, then reads nothing: the socket's buffers fill, then its queue.
+    let mut socket = TcpStream::connect(("127.0.0.1", port)).expect("connect");
+    socket
+        .set_read_timeout(Some(Duration::from_secs(120)))
+        .expect("timeout");
+    write!(
+        socket,
+        "GET /subscribe?view=accounts HTTP/1.1\r\nHost: x\r\n\r\n"
+    )
+    .expect("request");
+    let read = |port| {
+        get_json(port, "/status").expect("status")["events"]["read"]
+            .as_u64()
+            .expect("read")
+    };
+    let before = read(port);
+    // The hub drops it once its queue is full (256 epochs of 50 ms, after the socket
+    // buffers): ingestion never waits for it meanwhile.
+    std::thread::sleep(Duration::from_secs(30));
+    assert!(read(port) > before, "ingestion went on");
+    let mut text = Vec::new();
+    let _ = socket.read_to_end(&mut text);
+    let text = String::from_utf8_lossy(&text);
+    assert!(
+        text.contains("event: error") && text.contains("subscribe.too_slow"),
+        "no drop message at the end of: …{}",
+        &text[text.len().saturating_sub(2000)..]
+    );
+    assert_eq!(running.terminate(30), Some(0));
+}
