@@ -253,6 +253,45 @@ fn subscribers_mirror_the_view_filtered_and_resumed() {
 }
 
 #[test]
+fn a_websocket_subscriber_mirrors_the_view() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let (mut running, port) = start(dir.path(), 300_000);
+    let (mut socket, _) =
+        tungstenite::connect(format!("ws://127.0.0.1:{port}/subscribe?view=accounts"))
+            .expect("a WebSocket");
+    let mut mirror = Mirror::default();
+    let deadline = Instant::now() + Duration::from_secs(300);
+    loop {
+        let message = socket.read().expect("a message");
+        let tungstenite::Message::Text(text) = message else {
+            continue;
+        };
+        let mut data: Value = serde_json::from_str(text.as_str()).expect("JSON");
+        let fields = data.as_object_mut().expect("an object");
+        let name = fields.remove("type").expect("type");
+        let id = fields.remove("id").and_then(|v| v.as_u64());
+        let event = Event {
+            id,
+            name: name.as_str().expect("a name").to_string(),
+            data,
+        };
+        if let Some(epoch) = mirror.apply(&event, "account_id")
+            && finished(port)
+            && epoch >= published_epoch(port)
+        {
+            break;
+        }
+        assert!(Instant::now() < deadline, "never caught up");
+    }
+    assert_eq!(
+        mirror.rows,
+        sql_rows(port, "SELECT * FROM accounts", "account_id")
+    );
+    let _ = socket.close(None);
+    assert_eq!(running.terminate(30), Some(0));
+}
+
+#[test]
 fn bad_subscriptions_get_clear_errors() {
     let dir = tempfile::tempdir().expect("tempdir");
     let (mut running, port) = start(dir.path(), 1_000);

@@ -53,6 +53,48 @@ pub(crate) struct EpochChanges {
     pub(crate) epoch: u64,
     /// The changes, at most one per key.
     pub(crate) changes: Vec<Change>,
+    /// The view's schema.
+    schema: SchemaRef,
+    /// Each change as JSON, made once for every subscriber: its upsert (when it has a
+    /// new row) and its delete.
+    json: std::sync::OnceLock<Vec<(Option<String>, String)>>,
+}
+
+impl EpochChanges {
+    /// Change `i` as a JSON event (`type`, `epoch`, `key`, and `row` for an upsert).
+    pub(crate) fn json(&self, i: usize, upsert: bool) -> &str {
+        let all = self.json.get_or_init(|| {
+            let rows: Vec<RecordBatch> =
+                self.changes.iter().filter_map(|c| c.new.clone()).collect();
+            let mut rendered = crate::serve::output::render(
+                &self.schema,
+                &rows,
+                crate::serve::output::OutputFormat::Json,
+            )
+            .ok()
+            .and_then(|b| serde_json::from_slice::<Vec<serde_json::Value>>(&b).ok())
+            .unwrap_or_default()
+            .into_iter();
+            self.changes
+                .iter()
+                .map(|c| {
+                    let up = c.new.as_ref().map(|_| {
+                        serde_json::json!({"type": "upsert", "epoch": self.epoch, "key": c.key,
+                            "row": rendered.next().unwrap_or_default()})
+                        .to_string()
+                    });
+                    let delete =
+                        serde_json::json!({"type": "delete", "epoch": self.epoch, "key": c.key})
+                            .to_string();
+                    (up, delete)
+                })
+                .collect()
+        });
+        match (&all[i], upsert) {
+            ((Some(up), _), true) => up,
+            ((_, delete), _) => delete,
+        }
+    }
 }
 
 /// Why a subscription was refused.
@@ -136,7 +178,11 @@ impl Filter {
 
     /// Whether the filter keeps the one row of `row` with key `key`.
     fn keeps(&self, row: &RecordBatch, key: &str) -> bool {
-        self.keep(row, |_| key.to_string())[0]
+        match (&self.key, &self.predicate) {
+            (None, None) => true,
+            (Some(k), None) => k == key,
+            _ => self.keep(row, |_| key.to_string())[0],
+        }
     }
 }
 
@@ -157,22 +203,20 @@ pub(crate) struct Subscription {
 }
 
 impl Subscription {
-    /// The changes of `epoch` this subscriber wants: upserts (key, row) and deletes
-    /// (key, `None`).
-    pub(crate) fn wanted<'a>(
-        &self,
-        epoch: &'a EpochChanges,
-    ) -> Vec<(&'a str, Option<&'a RecordBatch>)> {
+    /// The changes of `epoch` this subscriber wants: each its index, and whether it is
+    /// an upsert (else a delete: the row is gone, or no longer matches).
+    pub(crate) fn wanted(&self, epoch: &EpochChanges) -> Vec<(usize, bool)> {
         epoch
             .changes
             .iter()
-            .filter_map(|c| {
-                let now = c.new.as_ref().filter(|r| self.filter.keeps(r, &c.key));
+            .enumerate()
+            .filter_map(|(i, c)| {
+                let now = c.new.as_ref().is_some_and(|r| self.filter.keeps(r, &c.key));
                 let before = c.old.as_ref().is_some_and(|r| self.filter.keeps(r, &c.key));
                 match (now, before) {
-                    (Some(row), _) => Some((c.key.as_str(), Some(row))),
-                    (None, true) => Some((c.key.as_str(), None)),
-                    (None, false) => None,
+                    (true, _) => Some((i, true)),
+                    (false, true) => Some((i, false)),
+                    (false, false) => None,
                 }
             })
             .collect()
@@ -352,6 +396,8 @@ impl Hub {
             let changes = Arc::new(EpochChanges {
                 epoch: current.epoch,
                 changes: diff(spec, &feed.base.views[v], &current.views[v]),
+                schema: catalog.schemas[v].clone(),
+                json: std::sync::OnceLock::new(),
             });
             feed.base = current.clone();
             feed.retained.push_back(changes.clone());

@@ -1,5 +1,5 @@
 //! `GET /subscribe?view=V[&key=K][&where=SQL][&from_epoch=E]`: a subscription as
-//! Server-Sent Events.
+//! Server-Sent Events, or over a WebSocket.
 //!
 //! ```text
 //! id: 41                      the view's rows at epoch 41 (not when resuming)
@@ -17,6 +17,9 @@
 //! data: {"epoch":42,"changes":2}
 //! ```
 //!
+//! With `Upgrade: websocket`, the same items come as WebSocket text messages, each the
+//! event's data with its name in `type` (and `id` where it has one).
+//!
 //! A client that reconnects with `Last-Event-ID` (browsers' `EventSource` does) or
 //! `from_epoch` gets the changes after that epoch while they are retained; else `410`
 //! with `subscribe.not_retained`. A comment line every 15 s keeps proxies from closing an
@@ -28,11 +31,15 @@ use crate::serve::auth::Caller;
 use crate::serve::http::{AppState, error_response};
 use crate::serve::output::{OutputFormat, render};
 use arrow::array::RecordBatch;
+use axum::extract::FromRequestParts;
+use axum::extract::ws::{Message, WebSocket, WebSocketUpgrade};
 use axum::extract::{Extension, Query, State};
-use axum::http::{HeaderMap, StatusCode, header};
+use axum::http::{StatusCode, header};
 use axum::response::{IntoResponse, Response};
+use futures::{SinkExt, StreamExt};
 use serde::Deserialize;
 use serde_json::{Value, json};
+use std::collections::VecDeque;
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
 use std::time::Duration;
@@ -49,13 +56,28 @@ pub(crate) struct SubscribeParams {
     from_epoch: Option<u64>,
 }
 
-/// `GET /subscribe`.
+/// `GET /subscribe`: Server-Sent Events, or a WebSocket when the request asks to
+/// upgrade.
 pub(crate) async fn subscribe(
     State(app): State<AppState>,
     caller: Option<Extension<Caller>>,
     Query(params): Query<SubscribeParams>,
-    headers: HeaderMap,
+    request: axum::extract::Request,
 ) -> Response {
+    let (mut parts, _) = request.into_parts();
+    let upgrade = parts
+        .headers
+        .get(header::UPGRADE)
+        .and_then(|v| v.to_str().ok())
+        .is_some_and(|v| v.eq_ignore_ascii_case("websocket"));
+    let ws = match upgrade {
+        false => None,
+        true => match WebSocketUpgrade::from_request_parts(&mut parts, &()).await {
+            Ok(ws) => Some(ws),
+            Err(rejection) => return rejection.into_response(),
+        },
+    };
+    let headers = parts.headers;
     if let Some(Extension(caller)) = &caller
         && let Some(grant) = caller.grant()
         && !grant.allows(&params.view)
@@ -88,55 +110,12 @@ pub(crate) async fn subscribe(
                 return error_response(status, e.code(), &e.to_string());
             }
         };
-    let first = subscription.snapshot.as_ref().map(|rows| {
-        event(
-            Some(subscription.after),
-            "snapshot",
-            &json!({"epoch": subscription.after, "rows": json_rows(&subscription, rows)}),
-        )
-    });
-    let body = futures::stream::unfold(
-        (subscription, first, false),
-        |(mut sub, first, ended)| async move {
-            if let Some(text) = first {
-                return Some((Ok::<_, std::io::Error>(text), (sub, None, false)));
-            }
-            if ended {
-                return None;
-            }
-            loop {
-                match tokio::time::timeout(KEEP_ALIVE, sub.changes.recv()).await {
-                    Err(_) => return Some((Ok(": keep-alive\n\n".into()), (sub, None, false))),
-                    Ok(Some(epoch)) => {
-                        let text = changes(&sub, &epoch);
-                        if !text.is_empty() {
-                            return Some((Ok(text), (sub, None, false)));
-                        }
-                    }
-                    Ok(None) => {
-                        if !sub.dropped.load(Ordering::Relaxed) {
-                            return None;
-                        }
-                        let text = event(
-                            None,
-                            "error",
-                            &json!({"error": {
-                                "code": "subscribe.too_slow",
-                                "message": format!(
-                                    "the subscription was dropped: changes of more than {} \
-                                     epochs waited for this client; subscribe again (with \
-                                     from_epoch set to the last epoch received, while it \
-                                     is retained)",
-                                    super::QUEUE_EPOCHS
-                                ),
-                            }}),
-                        );
-                        return Some((Ok(text), (sub, None, true)));
-                    }
-                }
-            }
-        },
-    );
+    if let Some(ws) = ws {
+        return ws
+            .on_upgrade(move |socket| websocket(socket, subscription))
+            .into_response();
+    }
+    let body = items(subscription).map(|item| Ok::<_, std::io::Error>(item.sse()));
     (
         StatusCode::OK,
         [
@@ -148,14 +127,131 @@ pub(crate) async fn subscribe(
         .into_response()
 }
 
-/// One event; `id` makes it a point to resume after.
-fn event(id: Option<u64>, name: &str, data: &Value) -> String {
-    let mut out = String::new();
-    if let Some(id) = id {
-        out.push_str(&format!("id: {id}\n"));
+/// What a subscriber is sent.
+enum Item {
+    /// An event: its name, its data (JSON, with the name in `type`), and the epoch to
+    /// resume after when it is one.
+    Event {
+        id: Option<u64>,
+        name: &'static str,
+        data: String,
+    },
+    /// Nothing happened for a while.
+    KeepAlive,
+}
+
+impl Item {
+    /// An event made here (not one of the changes the hub renders once for all).
+    fn new(id: Option<u64>, name: &'static str, mut data: Value) -> Item {
+        if let Value::Object(fields) = &mut data {
+            fields.insert("type".into(), json!(name));
+        }
+        Item::Event {
+            id,
+            name,
+            data: data.to_string(),
+        }
     }
-    out.push_str(&format!("event: {name}\ndata: {data}\n\n"));
-    out
+
+    /// As Server-Sent Events text.
+    fn sse(self) -> String {
+        match self {
+            Item::Event { id, name, data } => {
+                let mut out = String::with_capacity(data.len() + 32);
+                if let Some(id) = id {
+                    out.push_str(&format!("id: {id}\n"));
+                }
+                out.push_str(&format!("event: {name}\ndata: {data}\n\n"));
+                out
+            }
+            Item::KeepAlive => ": keep-alive\n\n".into(),
+        }
+    }
+}
+
+/// A subscription's items: the snapshot, then each epoch's changes and marker, then,
+/// if it was dropped for reading too slowly, the error.
+fn items(sub: Subscription) -> impl futures::Stream<Item = Item> + Send {
+    let mut first: VecDeque<Item> = VecDeque::new();
+    if let Some(rows) = &sub.snapshot {
+        first.push_back(Item::new(
+            Some(sub.after),
+            "snapshot",
+            json!({"epoch": sub.after, "rows": json_rows(&sub, rows)}),
+        ));
+    }
+    futures::stream::unfold(
+        (sub, first, false),
+        |(mut sub, mut queue, ended)| async move {
+            loop {
+                if let Some(item) = queue.pop_front() {
+                    return Some((item, (sub, queue, ended)));
+                }
+                if ended {
+                    return None;
+                }
+                match tokio::time::timeout(KEEP_ALIVE, sub.changes.recv()).await {
+                    Err(_) => return Some((Item::KeepAlive, (sub, queue, false))),
+                    Ok(Some(epoch)) => queue.extend(changes(&sub, &epoch)),
+                    Ok(None) => {
+                        if !sub.dropped.load(Ordering::Relaxed) {
+                            return None;
+                        }
+                        let error = Item::new(
+                            None,
+                            "error",
+                            json!({"error": {
+                                "code": "subscribe.too_slow",
+                                "message": format!(
+                                    "the subscription was dropped: changes of more than {} \
+                                     epochs waited for this client; subscribe again (with \
+                                     from_epoch set to the last epoch received, while it is \
+                                     retained)",
+                                    super::QUEUE_EPOCHS
+                                ),
+                            }}),
+                        );
+                        return Some((error, (sub, queue, true)));
+                    }
+                }
+            }
+        },
+    )
+}
+
+/// A subscription over a WebSocket: each event a JSON text message, its name in
+/// `type` (and its resume point in `id`); pings while idle. Ends when the client closes.
+async fn websocket(socket: WebSocket, sub: Subscription) {
+    let (mut tx, mut rx) = socket.split();
+    let mut items = Box::pin(items(sub));
+    loop {
+        tokio::select! {
+            item = items.next() => {
+                let message = match item {
+                    None => break,
+                    Some(Item::KeepAlive) => Message::Ping(Vec::new().into()),
+                    Some(Item::Event { id, data, .. }) => {
+                        let text = match id {
+                            // The resume point, as SSE's id.
+                            Some(id) if data.ends_with('}') => {
+                                format!("{},\"id\":{id}}}", &data[..data.len() - 1])
+                            }
+                            _ => data,
+                        };
+                        Message::Text(text.into())
+                    }
+                };
+                if tx.send(message).await.is_err() {
+                    return;
+                }
+            }
+            incoming = rx.next() => match incoming {
+                None | Some(Err(_)) | Some(Ok(Message::Close(_))) => return,
+                Some(Ok(_)) => {}
+            },
+        }
+    }
+    let _ = tx.send(Message::Close(None)).await;
 }
 
 /// Rows as JSON objects, as `POST /sql` renders them.
@@ -166,38 +262,27 @@ fn json_rows(sub: &Subscription, rows: &[RecordBatch]) -> Vec<Value> {
         .unwrap_or_default()
 }
 
-/// The events of one epoch's changes this subscriber wants, then the epoch's marker
-/// (sent for every epoch, changes or not, so a client always knows how far it is and
-/// resumes from there); empty for an epoch the subscription started after.
-fn changes(sub: &Subscription, epoch: &Arc<EpochChanges>) -> String {
+/// The events of one epoch's changes this subscriber wants (rendered once by the hub
+/// for every subscriber), then the epoch's marker (sent for every epoch, changes or
+/// not, so a client always knows how far it is and resumes from there); none for an
+/// epoch the subscription started after.
+fn changes(sub: &Subscription, epoch: &Arc<EpochChanges>) -> Vec<Item> {
     if epoch.epoch <= sub.after {
-        return String::new();
+        return Vec::new();
     }
     let wanted = sub.wanted(epoch);
-    let upserts: Vec<RecordBatch> = wanted.iter().filter_map(|(_, r)| r.cloned()).collect();
-    let mut rows = json_rows(sub, &upserts).into_iter();
-    let mut out = String::new();
-    for (key, row) in &wanted {
-        match row {
-            Some(_) => {
-                let row = rows.next().unwrap_or(Value::Null);
-                out.push_str(&event(
-                    None,
-                    "upsert",
-                    &json!({"epoch": epoch.epoch, "key": key, "row": row}),
-                ));
-            }
-            None => out.push_str(&event(
-                None,
-                "delete",
-                &json!({"epoch": epoch.epoch, "key": key}),
-            )),
-        }
+    let mut out = Vec::with_capacity(wanted.len() + 1);
+    for &(i, upsert) in &wanted {
+        out.push(Item::Event {
+            id: None,
+            name: if upsert { "upsert" } else { "delete" },
+            data: epoch.json(i, upsert).to_string(),
+        });
     }
-    out.push_str(&event(
+    out.push(Item::new(
         Some(epoch.epoch),
         "epoch",
-        &json!({"epoch": epoch.epoch, "changes": wanted.len()}),
+        json!({"epoch": epoch.epoch, "changes": wanted.len()}),
     ));
     out
 }
