@@ -161,15 +161,7 @@ pub(super) fn start_clients(
                     .http_status_as_error(false)
                     .build()
                     .into();
-                let mut results: Vec<ClientResult> = kinds
-                    .iter()
-                    .map(|_| ClientResult {
-                        hist: Histogram::new_with_bounds(1, MAX_LATENCY_US, 3)
-                            .expect("valid bounds"),
-                        errors: 0,
-                        first_error: None,
-                    })
-                    .collect();
+                let mut results = empty_results(&kinds);
                 if kinds.is_empty() {
                     return results;
                 }
@@ -314,15 +306,7 @@ async fn pg_client(
 
 impl Clients {
     pub(super) fn finish(self, clients: usize, face: QueryFace) -> Vec<QueryLatency> {
-        let mut merged: Vec<ClientResult> = self
-            .kinds
-            .iter()
-            .map(|_| ClientResult {
-                hist: Histogram::new_with_bounds(1, MAX_LATENCY_US, 3).expect("valid bounds"),
-                errors: 0,
-                first_error: None,
-            })
-            .collect();
+        let mut merged = empty_results(&self.kinds);
         for t in self.threads {
             let Ok(results) = t.join() else { continue };
             for (m, r) in merged.iter_mut().zip(results) {

@@ -785,15 +785,7 @@ pub(crate) fn newest_checkpoint_offsets(pipeline: &Path, state: &Path) -> Option
 
 /// A GET against the instance, as JSON.
 pub(crate) fn get_json(port: u16, path: &str) -> Option<serde_json::Value> {
-    let agent: ureq::Agent = ureq::Agent::config_builder()
-        .http_status_as_error(false)
-        .build()
-        .into();
-    let mut resp = agent
-        .get(format!("http://127.0.0.1:{port}{path}"))
-        .call()
-        .ok()?;
-    serde_json::from_str(&resp.body_mut().read_to_string().ok()?).ok()
+    serde_json::from_str(&get_text(port, path)?).ok()
 }
 
 /// A GET against the instance, as text (`None`: no answer).

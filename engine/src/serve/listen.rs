@@ -35,26 +35,9 @@ pub(crate) async fn accept(
     app: Router,
     tls: Option<tokio_rustls::TlsAcceptor>,
 ) {
-    let open = Arc::new(Semaphore::new(MAX_CONNECTIONS));
-    loop {
-        let stream = match listener.accept().await {
-            Ok((stream, _)) => stream,
-            Err(e) => {
-                // Out of file descriptors, or the peer gave up during the handshake:
-                // pause briefly rather than spin, then go on accepting.
-                tracing::debug!("accepting an HTTP connection: {e}");
-                tokio::time::sleep(Duration::from_millis(50)).await;
-                continue;
-            }
-        };
-        let Ok(permit) = open.clone().try_acquire_owned() else {
-            drop(stream);
-            continue;
-        };
-        let _ = stream.set_nodelay(true);
+    accept_each(listener, "HTTP", move |stream| {
         let (app, tls) = (app.clone(), tls.clone());
-        tokio::spawn(async move {
-            let _permit = permit;
+        async move {
             let result = match tls {
                 None => serve(TokioIo::new(stream), app).await,
                 Some(acceptor) => {
@@ -68,6 +51,40 @@ pub(crate) async fn accept(
             if let Err(e) = result {
                 tracing::debug!("HTTP connection: {e}");
             }
+        }
+    })
+    .await
+}
+
+/// Accepts connections on `listener` until the runtime stops, at most
+/// [`MAX_CONNECTIONS`] open at once (one more is closed at once), each served by
+/// `serve` on a task of its own; `what` names them in logs.
+pub(crate) async fn accept_each<F, Fut>(listener: TcpListener, what: &str, serve: F)
+where
+    F: Fn(tokio::net::TcpStream) -> Fut,
+    Fut: std::future::Future<Output = ()> + Send + 'static,
+{
+    let open = Arc::new(Semaphore::new(MAX_CONNECTIONS));
+    loop {
+        let stream = match listener.accept().await {
+            Ok((stream, _)) => stream,
+            Err(e) => {
+                // Out of file descriptors, or the peer gave up during the handshake:
+                // pause briefly rather than spin, then go on accepting.
+                tracing::debug!("accepting a {what} connection: {e}");
+                tokio::time::sleep(Duration::from_millis(50)).await;
+                continue;
+            }
+        };
+        let Ok(permit) = open.clone().try_acquire_owned() else {
+            drop(stream);
+            continue;
+        };
+        let _ = stream.set_nodelay(true);
+        let connection = serve(stream);
+        tokio::spawn(async move {
+            let _permit = permit;
+            connection.await;
         });
     }
 }

@@ -22,9 +22,7 @@ use crate::serve::http::{AppState, TlsFiles};
 use pgwire::api::PgWireServerHandlers;
 use pgwire::api::cancel::DefaultCancelHandler;
 use std::sync::Arc;
-use std::time::Duration;
 use tokio::net::TcpListener;
-use tokio::sync::Semaphore;
 
 /// The handlers of every connection.
 struct Handlers {
@@ -85,35 +83,21 @@ pub fn serve_pg(
     Ok(bound)
 }
 
-/// Accepts connections until the runtime stops, at most
-/// [`MAX_CONNECTIONS`](crate::serve::listen::MAX_CONNECTIONS) at once (one more is
-/// closed at once).
+/// Accepts connections until the runtime stops, within the limits of
+/// [`accept_each`](crate::serve::listen::accept_each).
 async fn accept(
     listener: TcpListener,
     handlers: Arc<Handlers>,
     tls: Option<pgwire::tokio::TlsAcceptor>,
 ) {
-    let open = Arc::new(Semaphore::new(crate::serve::listen::MAX_CONNECTIONS));
-    loop {
-        let stream = match listener.accept().await {
-            Ok((stream, _)) => stream,
-            Err(e) => {
-                tracing::debug!("accepting a Postgres connection: {e}");
-                tokio::time::sleep(Duration::from_millis(50)).await;
-                continue;
-            }
-        };
-        let Ok(permit) = open.clone().try_acquire_owned() else {
-            drop(stream);
-            continue;
-        };
+    crate::serve::listen::accept_each(listener, "Postgres", move |stream| {
         let (handlers, tls) = (handlers.clone(), tls.clone());
-        tokio::spawn(async move {
-            let _permit = permit;
+        async move {
             // pgwire gives a client 60 s to finish its startup.
             if let Err(e) = pgwire::tokio::process_socket(stream, tls, handlers).await {
                 tracing::debug!("Postgres connection: {e}");
             }
-        });
-    }
+        }
+    })
+    .await
 }

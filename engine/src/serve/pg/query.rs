@@ -38,6 +38,18 @@ pub(crate) enum PgStatement {
     Here(Statement),
 }
 
+impl PgStatement {
+    /// The columns its result has.
+    fn columns(&self) -> usize {
+        match self {
+            PgStatement::Planned { prepared, .. } => prepared.schema.fields().len(),
+            PgStatement::Here(Statement::Show(..)) => 1,
+            PgStatement::Here(Statement::Empty(columns)) => columns.len(),
+            PgStatement::Here(_) => 0,
+        }
+    }
+}
+
 /// Answers queries for the pipeline of an [`AppState`].
 pub(crate) struct PgQuery {
     app: AppState,
@@ -276,14 +288,8 @@ impl QueryParser for Parser {
         statement: &PgStatement,
         format: Option<&Format>,
     ) -> PgWireResult<Vec<FieldInfo>> {
-        let columns = match statement {
-            PgStatement::Planned { prepared, .. } => prepared.schema.fields().len(),
-            PgStatement::Here(Statement::Show(..)) => 1,
-            PgStatement::Here(Statement::Empty(columns)) => columns.len(),
-            PgStatement::Here(_) => 0,
-        };
         if let Some(format) = format {
-            encode::formats_fit(format, columns, "result columns")?;
+            encode::formats_fit(format, statement.columns(), "result columns")?;
         }
         Ok(match statement {
             PgStatement::Planned { prepared, .. } => encode::fields(&prepared.schema, format),
@@ -338,8 +344,11 @@ impl ExtendedQueryHandler for PgQuery {
         let face = self.app.face();
         let format = Some(&portal.result_column_format);
         // Checked before any value is read or written with them.
-        self.parser
-            .get_result_schema(&portal.statement.statement, format)?;
+        encode::formats_fit(
+            &portal.result_column_format,
+            portal.statement.statement.columns(),
+            "result columns",
+        )?;
         encode::formats_fit(
             &portal.parameter_format,
             portal.parameters.len(),

@@ -330,8 +330,11 @@ impl Hub {
                 let kept = rows
                     .into_iter()
                     .filter_map(|b| {
-                        let keys = keys_of(spec, &b);
-                        let keep = filter.keep(&b, |i| keys[i].clone());
+                        // Keys are formatted only for a key filter.
+                        let keys = filter.key.is_some().then(|| keys_of(spec, &b));
+                        let keep = filter.keep(&b, |i| {
+                            keys.as_ref().map_or_else(String::new, |k| k[i].clone())
+                        });
                         let mask = BooleanArray::from(keep);
                         arrow::compute::filter_record_batch(&b, &mask).ok()
                     })
