@@ -12,6 +12,7 @@ use std::collections::BTreeMap;
 use std::io::{BufRead, BufReader, Read, Write};
 use std::net::TcpStream;
 use std::path::Path;
+use std::sync::mpsc;
 use std::time::{Duration, Instant};
 
 /// One server-sent event.
@@ -22,9 +23,13 @@ struct Event {
     data: Value,
 }
 
-/// An open subscription: the events of `GET /subscribe?QUERY` as they come.
+/// An open subscription: the events of `GET /subscribe?QUERY` as they come, read by
+/// a thread of its own so that a test can wait for one with a timeout (a stream that
+/// goes quiet sends keep-alive comments, which would otherwise hold a blocking read
+/// for ever).
 struct Stream {
-    reader: BufReader<TcpStream>,
+    events: mpsc::Receiver<Event>,
+    socket: TcpStream,
 }
 
 impl Stream {
@@ -39,7 +44,7 @@ impl Stream {
             "GET /subscribe?{query} HTTP/1.1\r\nHost: x\r\nAccept: text/event-stream\r\n{resume}\r\n"
         )
         .expect("request");
-        let mut reader = BufReader::new(socket);
+        let mut reader = BufReader::new(socket.try_clone().expect("a second handle"));
         let mut status = String::new();
         reader.read_line(&mut status).expect("status line");
         assert!(status.contains(" 200 "), "{status}");
@@ -50,34 +55,61 @@ impl Stream {
                 break;
             }
         }
-        Stream { reader }
+        // Keep-alive comments come every 15 s: no read waits for ever.
+        socket.set_read_timeout(None).expect("no timeout");
+        let (tx, events) = mpsc::channel();
+        std::thread::spawn(move || {
+            while let Some(e) = read_event(&mut reader) {
+                if tx.send(e).is_err() {
+                    return;
+                }
+            }
+        });
+        Stream { events, socket }
     }
 
-    /// The next event (`None`: the stream ended). Chunked transfer framing lines are
-    /// skipped: they are hex sizes, never `field: value`.
-    fn next(&mut self) -> Option<Event> {
-        let (mut id, mut name, mut data) = (None, String::new(), None);
-        loop {
-            let mut line = String::new();
-            if self.reader.read_line(&mut line).ok()? == 0 {
-                return None;
+    /// The next event within `wait`: `None` when none came in that time. Panics when
+    /// the stream has ended.
+    fn next(&self, wait: Duration) -> Option<Event> {
+        match self.events.recv_timeout(wait) {
+            Ok(e) => Some(e),
+            Err(mpsc::RecvTimeoutError::Timeout) => None,
+            Err(mpsc::RecvTimeoutError::Disconnected) => panic!("the stream ended"),
+        }
+    }
+}
+
+impl Drop for Stream {
+    /// Closes the connection, which also ends the reading thread.
+    fn drop(&mut self) {
+        let _ = self.socket.shutdown(std::net::Shutdown::Both);
+    }
+}
+
+/// The next event of an SSE stream (`None`: the stream ended). Chunked transfer
+/// framing lines are skipped: they are hex sizes, never `field: value`.
+fn read_event(reader: &mut BufReader<TcpStream>) -> Option<Event> {
+    let (mut id, mut name, mut data) = (None, String::new(), None);
+    loop {
+        let mut line = String::new();
+        if reader.read_line(&mut line).ok()? == 0 {
+            return None;
+        }
+        let line = line.trim_end_matches(['\r', '\n']);
+        if line.is_empty() {
+            if let Some(data) = data.take() {
+                return Some(Event { id, name, data });
             }
-            let line = line.trim_end_matches(['\r', '\n']);
-            if line.is_empty() {
-                if let Some(data) = data.take() {
-                    return Some(Event { id, name, data });
-                }
-                continue;
-            }
-            if let Some(v) = line.strip_prefix("id: ") {
-                id = v.parse().ok();
-            } else if let Some(v) = line.strip_prefix("event: ") {
-                name = v.to_string();
-            } else if let Some(v) = line.strip_prefix("data: ") {
-                data = Some(serde_json::from_str(v).expect("data is JSON"));
-            } else if line == "0" {
-                return None;
-            }
+            continue;
+        }
+        if let Some(v) = line.strip_prefix("id: ") {
+            id = v.parse().ok();
+        } else if let Some(v) = line.strip_prefix("event: ") {
+            name = v.to_string();
+        } else if let Some(v) = line.strip_prefix("data: ") {
+            data = Some(serde_json::from_str(v).expect("data is JSON"));
+        } else if line == "0" {
+            return None;
         }
     }
 }
@@ -181,19 +213,29 @@ fn published_epoch(port: u16) -> u64 {
         .expect("an epoch")
 }
 
+/// Whether the pipeline has finished and `mirror` has reached its newest epoch.
+fn caught_up(mirror: &Mirror, port: u16) -> bool {
+    finished(port) && mirror.epoch >= published_epoch(port)
+}
+
 /// Reads `stream` into `mirror` until the pipeline has finished and the mirror has
-/// reached its last epoch.
-fn follow_to_the_end(stream: &mut Stream, mirror: &mut Mirror, port: u16, key: &str) {
+/// reached its last epoch. The last epoch may be published before the pipeline says it
+/// finished, and nothing follows it: a quiet second is also a time to check.
+fn follow_to_the_end(stream: &Stream, mirror: &mut Mirror, port: u16, key: &str) {
     let deadline = Instant::now() + Duration::from_secs(300);
     loop {
-        let e = stream.next().expect("the stream goes on");
-        if let Some(epoch) = mirror.apply(&e, key)
-            && finished(port)
-            && epoch >= published_epoch(port)
-        {
+        let completed = match stream.next(Duration::from_secs(1)) {
+            Some(e) => mirror.apply(&e, key).is_some(),
+            None => true,
+        };
+        if completed && caught_up(mirror, port) {
             return;
         }
-        assert!(Instant::now() < deadline, "never caught up");
+        assert!(
+            Instant::now() < deadline,
+            "never caught up: at epoch {}",
+            mirror.epoch
+        );
     }
 }
 
@@ -201,31 +243,31 @@ fn follow_to_the_end(stream: &mut Stream, mirror: &mut Mirror, port: u16, key: &
 fn subscribers_mirror_the_view_filtered_and_resumed() {
     let dir = tempfile::tempdir().expect("tempdir");
     let (mut running, port) = start(dir.path(), 400_000);
-    let mut all = Stream::open(port, "view=accounts", None);
-    let mut one = Stream::open(port, "view=accounts&key=acc-000007", None);
-    let mut rich = Stream::open(port, "view=accounts&where=balance%20%3E%205000", None);
-    let mut groups = Stream::open(port, "view=volume_by_type", None);
+    let all = Stream::open(port, "view=accounts", None);
+    let one = Stream::open(port, "view=accounts&key=acc-000007", None);
+    let rich = Stream::open(port, "view=accounts&where=balance%20%3E%205000", None);
+    let groups = Stream::open(port, "view=volume_by_type", None);
 
     // One that leaves after a few epochs and comes back with the last id it saw.
     let mut resumed = Mirror::default();
-    let mut leaver = Stream::open(port, "view=accounts", None);
+    let leaver = Stream::open(port, "view=accounts", None);
     let mut seen_epochs = 0;
     while seen_epochs < 5 {
-        let e = leaver.next().expect("events");
+        let e = leaver.next(Duration::from_secs(60)).expect("events");
         if resumed.apply(&e, "account_id").is_some() {
             seen_epochs += 1;
         }
     }
     drop(leaver);
     std::thread::sleep(Duration::from_millis(500));
-    let mut back = Stream::open(port, "view=accounts", Some(resumed.epoch));
+    let back = Stream::open(port, "view=accounts", Some(resumed.epoch));
 
     let (mut m_all, mut m_one, mut m_rich, mut m_groups) = Default::default();
-    follow_to_the_end(&mut all, &mut m_all, port, "account_id");
-    follow_to_the_end(&mut one, &mut m_one, port, "account_id");
-    follow_to_the_end(&mut rich, &mut m_rich, port, "account_id");
-    follow_to_the_end(&mut groups, &mut m_groups, port, "event_type");
-    follow_to_the_end(&mut back, &mut resumed, port, "account_id");
+    follow_to_the_end(&all, &mut m_all, port, "account_id");
+    follow_to_the_end(&one, &mut m_one, port, "account_id");
+    follow_to_the_end(&rich, &mut m_rich, port, "account_id");
+    follow_to_the_end(&groups, &mut m_groups, port, "event_type");
+    follow_to_the_end(&back, &mut resumed, port, "account_id");
 
     let everything = sql_rows(port, "SELECT * FROM accounts", "account_id");
     assert!(everything.len() > 250, "{}", everything.len());
@@ -259,29 +301,48 @@ fn a_websocket_subscriber_mirrors_the_view() {
     let (mut socket, _) =
         tungstenite::connect(format!("ws://127.0.0.1:{port}/subscribe?view=accounts"))
             .expect("a WebSocket");
+    // Pings come every 15 s on a quiet socket: a short timeout lets the test check
+    // whether it has caught up in between (the last epoch may be published before the
+    // pipeline says it finished, and nothing follows it).
+    if let tungstenite::stream::MaybeTlsStream::Plain(tcp) = socket.get_mut() {
+        tcp.set_read_timeout(Some(Duration::from_secs(1)))
+            .expect("timeout");
+    }
     let mut mirror = Mirror::default();
     let deadline = Instant::now() + Duration::from_secs(300);
     loop {
-        let message = socket.read().expect("a message");
-        let tungstenite::Message::Text(text) = message else {
-            continue;
+        let completed = match socket.read() {
+            Ok(tungstenite::Message::Text(text)) => {
+                let mut data: Value = serde_json::from_str(text.as_str()).expect("JSON");
+                let fields = data.as_object_mut().expect("an object");
+                let name = fields.remove("type").expect("type");
+                let id = fields.remove("id").and_then(|v| v.as_u64());
+                let event = Event {
+                    id,
+                    name: name.as_str().expect("a name").to_string(),
+                    data,
+                };
+                mirror.apply(&event, "account_id").is_some()
+            }
+            Ok(_) => false,
+            Err(tungstenite::Error::Io(e))
+                if matches!(
+                    e.kind(),
+                    std::io::ErrorKind::WouldBlock | std::io::ErrorKind::TimedOut
+                ) =>
+            {
+                true
+            }
+            Err(e) => panic!("the WebSocket failed: {e}"),
         };
-        let mut data: Value = serde_json::from_str(text.as_str()).expect("JSON");
-        let fields = data.as_object_mut().expect("an object");
-        let name = fields.remove("type").expect("type");
-        let id = fields.remove("id").and_then(|v| v.as_u64());
-        let event = Event {
-            id,
-            name: name.as_str().expect("a name").to_string(),
-            data,
-        };
-        if let Some(epoch) = mirror.apply(&event, "account_id")
-            && finished(port)
-            && epoch >= published_epoch(port)
-        {
+        if completed && caught_up(&mirror, port) {
             break;
         }
-        assert!(Instant::now() < deadline, "never caught up");
+        assert!(
+            Instant::now() < deadline,
+            "never caught up: at epoch {}",
+            mirror.epoch
+        );
     }
     assert_eq!(
         mirror.rows,
