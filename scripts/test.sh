@@ -41,6 +41,10 @@ step "Postgres client (psql)"
 # other driver they use, comes with the clients above.
 scripts/psql.sh install >&2
 
+step "headless Chromium and chromedriver"
+# The tests of the web console (cli/tests/console.rs) drive a real browser.
+scripts/chromium.sh install >&2
+
 step "S3-compatible test store (moto)"
 # The scale-out tests and the S3 variants of the Kafka tests start their own servers
 # through this script, like the broker.

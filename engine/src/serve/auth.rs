@@ -1,8 +1,10 @@
-//! Who is asking: bearer tokens on every route but `/health`, and the cluster's token
-//! on `/cluster/scan`.
+//! Who is asking: bearer tokens on every route but `/health` and the console's assets,
+//! and the cluster's token on `/cluster/scan`.
 //!
 //! ```text
 //!  request ─▶ guard ─┬─ /health ................................. open (probes)
+//!                    ├─ /, /console/* ........................... open (the page and
+//!                    │      its script hold no data; what they read is guarded below)
 //!                    ├─ /cluster/scan: cluster_token ............ else 401
 //!                    └─ the rest: a token of `auth.tokens` ...... else 401
 //!                         └─▶ Caller::User(grant) ─▶ /sql checks every view the plan
@@ -114,7 +116,7 @@ fn bearer(req: &Request) -> Option<&str> {
 /// The guard in front of every route (axum middleware).
 pub(crate) async fn guard(State(auth): State<Arc<Auth>>, mut req: Request, next: Next) -> Response {
     let path = req.uri().path();
-    if path == "/health" {
+    if path == "/health" || crate::serve::console::is_asset(path) {
         return next.run(req).await;
     }
     if path.starts_with("/cluster/") {

@@ -175,6 +175,8 @@ pub(crate) async fn tls_config(
 pub(crate) fn router(state: AppState) -> Router {
     let auth = state.auth.clone();
     Router::new()
+        .route("/", get(crate::serve::console::index))
+        .route("/console/{file}", get(crate::serve::console::asset))
         .route("/sql", post(sql))
         .route("/views", get(views))
         .route("/status", get(status))
@@ -201,7 +203,7 @@ async fn not_found(uri: axum::http::Uri) -> Response {
         "http.not_found",
         &format!(
             "no such endpoint: {}; the API: POST /sql, GET /views, /status, /health, /metrics, \
-             /subscribe, /parked, POST /parked/retry, /parked/skip",
+             /subscribe, /parked, POST /parked/retry, /parked/skip; the web console: GET /",
             uri.path()
         ),
     )

@@ -3,12 +3,13 @@
 //! behind its token guard ([`auth`]) with its status document ([`status`]) and its
 //! Prometheus metrics ([`metrics`]) on
 //! connections accepted within limits ([`listen`]), the Postgres wire protocol
-//! ([`pg`]), live subscriptions to the views ([`subscribe`]), and result rendering for
-//! the CLI and HTTP ([`output`]).
+//! ([`pg`]), live subscriptions to the views ([`subscribe`]), the web console at `/`
+//! ([`console`]), and result rendering for the CLI and HTTP ([`output`]).
 
 pub(crate) mod auth;
 pub(crate) mod catalog;
 pub(crate) mod cluster;
+pub(crate) mod console;
 pub(crate) mod http;
 pub(crate) mod listen;
 pub(crate) mod metrics;
