@@ -21,6 +21,14 @@ do_install() {
         command -v sudo >/dev/null 2>&1 || die "chromium is missing; installing it needs root (or sudo)"
         sudo="sudo"
     fi
+    # Tests running at once may all find it missing: one installs, the others wait
+    # for it (apt-get would refuse them its lock), then find it.
+    exec 9>"${TMPDIR:-/tmp}/projector-chromium-install.lock"
+    flock -w 900 9 || die "waited 15 minutes for another install of chromium"
+    if command -v chromedriver >/dev/null 2>&1 && command -v chromium >/dev/null 2>&1; then
+        command -v chromedriver
+        return 0
+    fi
     printf 'chromium.sh: installing chromium and chromium-driver with apt-get\n' >&2
     $sudo apt-get update -qq >&2 || die "apt-get update failed"
     DEBIAN_FRONTEND=noninteractive $sudo apt-get install -y -qq --no-install-recommends \

@@ -17,6 +17,14 @@ do_install() {
         command -v sudo >/dev/null 2>&1 || die "psql is missing; installing it needs root (or sudo)"
         sudo="sudo"
     fi
+    # Tests running at once may all find it missing: one installs, the others wait
+    # for it (apt-get would refuse them its lock), then find it.
+    exec 9>"${TMPDIR:-/tmp}/projector-psql-install.lock"
+    flock -w 900 9 || die "waited 15 minutes for another install of psql"
+    if command -v psql >/dev/null 2>&1; then
+        command -v psql
+        return 0
+    fi
     printf 'psql.sh: installing postgresql-client with apt-get\n' >&2
     $sudo apt-get update -qq >&2 || die "apt-get update failed"
     DEBIAN_FRONTEND=noninteractive $sudo apt-get install -y -qq postgresql-client >&2 \

@@ -76,6 +76,7 @@ pub(crate) fn query(
     let wire = match format {
         OutputFormat::Table | OutputFormat::Arrow => "arrow",
         OutputFormat::Json => "json",
+        OutputFormat::Rows => "rows",
         OutputFormat::Csv => "csv",
     };
     let agent = conn.agent()?;

@@ -238,7 +238,7 @@ async fn json_errors(req: axum::extract::Request, next: axum::middleware::Next) 
     let message = match (text.is_empty(), status) {
         (false, _) => text,
         (true, StatusCode::METHOD_NOT_ALLOWED) => {
-            "this endpoint does not take that method (POST /sql; GET /views, /status, \
+            "this endpoint does not take that method (POST /sql; GET /, /views, /status, \
              /health, /parked)"
                 .to_string()
         }
@@ -280,7 +280,7 @@ struct SqlBody {
 #[derive(Debug, thiserror::Error)]
 enum SqlRequestError {
     /// `?format=` names no format HTTP serves.
-    #[error("unknown format '{0}': use json, csv or arrow")]
+    #[error("unknown format '{0}': use json, rows, csv or arrow")]
     BadFormat(String),
     /// The body is not UTF-8.
     #[error("the body is not UTF-8")]
@@ -594,6 +594,14 @@ async fn views(State(app): State<AppState>, caller: Option<Extension<Caller>>) -
 /// The body of `GET /status`.
 pub fn status_json(shared: &Shared) -> serde_json::Value {
     let progress = shared.progress.get();
+    let written = shared.checkpoints.get().written_ms;
+    let checkpoint_age_ms = match written {
+        0 => 0,
+        w => std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0, |d| d.as_millis() as u64)
+            .saturating_sub(w),
+    };
     let state = if shared.fatal().is_some() {
         "failed"
     } else if shared.degraded().is_some() {
@@ -632,6 +640,8 @@ pub fn status_json(shared: &Shared) -> serde_json::Value {
         // Dead letters replayed by this run (`--replay-dead-letters`).
         "redrive": shared.counters.redrive.snapshot(),
         "checkpoint": shared.checkpoints.get(),
+        // Its age as this instance's clock has it (0 before the first).
+        "checkpoint_age_ms": checkpoint_age_ms,
         "checkpoints_skipped": shared.checkpoints.skipped(),
         "restored_from_epoch": shared.restored_epoch.load(std::sync::atomic::Ordering::Relaxed),
         "cluster": shared.catalog.cluster().map(|c| c.status_json()),

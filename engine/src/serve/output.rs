@@ -1,4 +1,4 @@
-//! Rendering query results: table, JSON, CSV, Arrow IPC.
+//! Rendering query results: table, JSON, JSON rows by position, CSV, Arrow IPC.
 
 use arrow::array::RecordBatch;
 use arrow::datatypes::SchemaRef;
@@ -13,6 +13,9 @@ pub enum OutputFormat {
     Table,
     /// A JSON array of row objects (HTTP default).
     Json,
+    /// `{"columns": [{"name", "type"}], "rows": [[...], ...]}`: values by position, so
+    /// that duplicate, integer-like or no rows at all keep every column (the console).
+    Rows,
     /// CSV with a header row.
     Csv,
     /// An Arrow IPC stream.
@@ -20,11 +23,12 @@ pub enum OutputFormat {
 }
 
 impl OutputFormat {
-    /// Parses `table|json|csv|arrow`.
+    /// Parses `table|json|rows|csv|arrow`.
     pub fn from_name(s: &str) -> Option<Self> {
         match s {
             "table" => Some(OutputFormat::Table),
             "json" => Some(OutputFormat::Json),
+            "rows" => Some(OutputFormat::Rows),
             "csv" => Some(OutputFormat::Csv),
             "arrow" => Some(OutputFormat::Arrow),
             _ => None,
@@ -34,7 +38,7 @@ impl OutputFormat {
     /// The media type of a response in this format (a table is sent as JSON).
     pub fn content_type(self) -> &'static str {
         match self {
-            OutputFormat::Json | OutputFormat::Table => "application/json",
+            OutputFormat::Json | OutputFormat::Rows | OutputFormat::Table => "application/json",
             OutputFormat::Csv => "text/csv",
             OutputFormat::Arrow => "application/vnd.apache.arrow.stream",
         }
@@ -121,6 +125,19 @@ impl Chunks {
                 render(&self.schema, &batches, OutputFormat::Table)
             }
             OutputFormat::Json => Ok(b"[".to_vec()),
+            OutputFormat::Rows => {
+                let columns: Vec<serde_json::Value> = self
+                    .schema
+                    .fields()
+                    .iter()
+                    .map(|f| serde_json::json!({"name": f.name(), "type": f.data_type().to_string()}))
+                    .collect();
+                let mut out = br#"{"columns":"#.to_vec();
+                serde_json::to_writer(&mut out, &columns)
+                    .map_err(|e| ArrowError::JsonError(e.to_string()))?;
+                out.extend_from_slice(br#","rows":["#);
+                Ok(out)
+            }
             OutputFormat::Csv => {
                 // The header, from an empty batch.
                 let mut out = Vec::new();
@@ -162,6 +179,36 @@ impl Chunks {
                 self.rows += batch.num_rows();
                 Ok(out)
             }
+            OutputFormat::Rows => {
+                let options = arrow::json::writer::EncoderOptions::default();
+                let schema = batch.schema();
+                let mut encoders = schema
+                    .fields()
+                    .iter()
+                    .zip(batch.columns())
+                    .map(|(f, c)| arrow::json::writer::make_encoder(f, c.as_ref(), &options))
+                    .collect::<Result<Vec<_>, _>>()?;
+                let mut out = Vec::with_capacity(batch.get_array_memory_size() + 64);
+                for row in 0..batch.num_rows() {
+                    if self.rows > 0 {
+                        out.push(b',');
+                    }
+                    out.push(b'[');
+                    for (i, e) in encoders.iter_mut().enumerate() {
+                        if i > 0 {
+                            out.push(b',');
+                        }
+                        if e.is_null(row) {
+                            out.extend_from_slice(b"null");
+                        } else {
+                            e.encode(row, &mut out);
+                        }
+                    }
+                    out.push(b']');
+                    self.rows += 1;
+                }
+                Ok(out)
+            }
             OutputFormat::Csv => {
                 let mut out = Vec::new();
                 arrow::csv::WriterBuilder::new()
@@ -187,6 +234,7 @@ impl Chunks {
     fn end(&mut self) -> Result<Vec<u8>, ArrowError> {
         match self.format {
             OutputFormat::Json => Ok(b"]".to_vec()),
+            OutputFormat::Rows => Ok(b"]}".to_vec()),
             OutputFormat::Arrow => {
                 let w = self
                     .ipc
@@ -234,4 +282,59 @@ pub fn read_arrow(body: bytes::Bytes) -> Result<Vec<RecordBatch>, ArrowError> {
     }
     decoder.finish()?;
     Ok(out)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use arrow::array::{Int64Array, StringArray};
+    use arrow::datatypes::{DataType, Field, Schema};
+    use std::sync::Arc;
+
+    #[test]
+    fn rows_keep_every_column_by_position() {
+        // Two columns named alike, one named like an integer, NULLs, two batches.
+        let schema = Arc::new(Schema::new(vec![
+            Field::new("id", DataType::Int64, true),
+            Field::new("id", DataType::Utf8, true),
+            Field::new("2", DataType::Int64, true),
+        ]));
+        let batch = |ids: Vec<Option<i64>>, names: Vec<Option<&str>>, twos: Vec<Option<i64>>| {
+            RecordBatch::try_new(
+                schema.clone(),
+                vec![
+                    Arc::new(Int64Array::from(ids)),
+                    Arc::new(StringArray::from(names)),
+                    Arc::new(Int64Array::from(twos)),
+                ],
+            )
+            .expect("batch")
+        };
+        let batches = [
+            batch(vec![Some(1)], vec![Some("a\"b")], vec![None]),
+            batch(
+                vec![None, Some(3)],
+                vec![None, Some("c")],
+                vec![Some(2), Some(4)],
+            ),
+        ];
+        let out = render(&schema, &batches, OutputFormat::Rows).expect("rendered");
+        let v: serde_json::Value = serde_json::from_slice(&out).expect("JSON");
+        assert_eq!(
+            v,
+            serde_json::json!({
+                "columns": [
+                    {"name": "id", "type": "Int64"},
+                    {"name": "id", "type": "Utf8"},
+                    {"name": "2", "type": "Int64"},
+                ],
+                "rows": [[1, "a\"b", null], [null, null, 2], [3, "c", 4]],
+            })
+        );
+        // No rows: the columns still.
+        let out = render(&schema, &[], OutputFormat::Rows).expect("rendered");
+        let v: serde_json::Value = serde_json::from_slice(&out).expect("JSON");
+        assert_eq!(v["rows"], serde_json::json!([]));
+        assert_eq!(v["columns"].as_array().map(Vec::len), Some(3));
+    }
 }

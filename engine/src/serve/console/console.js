@@ -1,26 +1,33 @@
 // The web console: polls GET /status every second (throughput and lag charts, the
 // cards, the partitions), GET /views every five, and runs the editor's SQL with
-// POST /sql. No framework and no build step: this file is served as it is, from
-// the binary. Behind `auth:`, the token typed in is kept for this browser tab only
-// (sessionStorage) and sent as `Authorization: Bearer`.
+// POST /sql?format=rows. No framework and no build step: this file is served as it
+// is, from the binary. Paths are relative, so the console also works behind a proxy
+// that serves it under a prefix. Behind `auth:`, the token typed in is kept for this
+// browser tab only (sessionStorage) and sent as `Authorization: Bearer`.
 "use strict";
 
 const POLL_MS = 1000;
 const VIEWS_MS = 5000;
 const WINDOW_S = 120;
 const MAX_LAG_LINES = 8;
+const POLL_TIMEOUT_MS = 10000;
+const MAX_SHOWN_ROWS = 1000;
 const COLORS = ["#2c6bed", "#1f8a4c", "#c53030", "#b7791f", "#805ad5", "#0987a0", "#d53f8c", "#4a5568"];
 
 const $ = (id) => document.getElementById(id);
 const samples = []; // {t (s), read, applied, lags: Map(partition -> lag)}
 let token = sessionStorage.getItem("projector.token") || "";
 let viewsShown = "";
+let sqlRun = 0; // the newest query's number: an older answer is not shown over it
 
-/** A request to this instance's API: {status, body (parsed JSON or text), headers}. */
-async function api(path, options = {}) {
+/** A request to this instance's API: {status, body (parsed JSON or text), headers}.
+ * `timeout` (ms) aborts it; a query has none (the server's own timeout applies). */
+async function api(path, options = {}, timeout) {
   const headers = Object.assign({}, options.headers || {});
   if (token) headers.Authorization = "Bearer " + token;
-  const response = await fetch(path, Object.assign({}, options, { headers }));
+  const init = Object.assign({}, options, { headers });
+  if (timeout) init.signal = AbortSignal.timeout(timeout);
+  const response = await fetch(path, init);
   const text = await response.text();
   let body = text;
   try { body = JSON.parse(text); } catch (_) { /* plain text */ }
@@ -72,7 +79,7 @@ function newestRate(field) {
 async function pollStatus() {
   let s;
   try {
-    const r = await api("/status");
+    const r = await api("status", {}, POLL_TIMEOUT_MS);
     if (r.status !== 200) {
       if (r.status !== 401) showProblem("GET /status: " + errorText(r.body));
       return;
@@ -110,7 +117,8 @@ async function pollStatus() {
   const c = s.checkpoint || {};
   if (c.epoch) {
     $("checkpoint").textContent = "epoch " + int(c.epoch);
-    $("checkpoint-detail").textContent = ago(Date.now() - c.written_ms) + " ago · " + c.duration_ms + " ms · "
+    // The age as the server measures it: this browser's clock may be off.
+    $("checkpoint-detail").textContent = ago(s.checkpoint_age_ms) + " ago · " + c.duration_ms + " ms · "
       + bytes(c.bytes)
       + ((s.checkpoints_skipped || []).length ? " · " + s.checkpoints_skipped.length + " damaged skipped at restore" : "");
   } else {
@@ -227,7 +235,8 @@ function chart(svg, legend, series, empty) {
       nodes.push(svgNode("polyline", {
         stroke: color,
         "data-series": s.name,
-        points: s.points.map(([t, v]) => x(t).toFixed(1) + "," + y(v).toFixed(1)).join(" "),
+        // Whole pixels: a flat line (no lag, no input) is two crisp rows.
+        points: s.points.map(([t, v]) => x(t).toFixed(1) + "," + Math.round(y(v))).join(" "),
       }));
     }
   });
@@ -248,7 +257,7 @@ function chart(svg, legend, series, empty) {
 
 async function pollViews() {
   let r;
-  try { r = await api("/views"); } catch (_) { return; }
+  try { r = await api("views", {}, POLL_TIMEOUT_MS); } catch (_) { return; }
   if (r.status !== 200) return;
   const text = JSON.stringify(r.body);
   if (text === viewsShown) return;
@@ -259,7 +268,7 @@ async function pollViews() {
     link.textContent = v.name;
     link.title = "query it";
     link.addEventListener("click", () => {
-      $("sql").value = "SELECT * FROM " + v.name + " LIMIT 100";
+      $("sql").value = "SELECT * FROM " + quoted(v.name) + " LIMIT 100";
       runSql();
     });
     const kind = document.createElement("span");
@@ -273,36 +282,43 @@ async function pollViews() {
   }));
 }
 
+/** `name` as a SQL identifier, whatever it is (`order`, `Mixed`, `a"b`). */
+function quoted(name) {
+  return '"' + name.replace(/"/g, '""') + '"';
+}
+
 async function runSql() {
   const sql = $("sql").value.trim();
   if (!sql) return;
-  $("run").disabled = true;
+  const run = ++sqlRun;
   $("sql-error").hidden = true;
   $("sql-info").textContent = "running…";
   const started = performance.now();
+  let r;
   try {
-    const r = await api("/sql", { method: "POST", body: sql, headers: { "Content-Type": "text/plain" } });
-    const ms = Math.round(performance.now() - started);
-    if (r.status !== 200) {
-      $("sql-info").textContent = ms + " ms";
-      $("sql-error").textContent = errorText(r.body);
-      $("sql-error").hidden = false;
-      return;
-    }
-    const rows = Array.isArray(r.body) ? r.body : [];
-    const columns = rows.length ? Object.keys(rows[0]) : [];
-    const table = $("results");
-    table.tHead.replaceChildren(row(columns, true));
-    table.tBodies[0].replaceChildren(...rows.map((obj) => row(columns.map((c) => obj[c]))));
-    const epoch = r.headers.get("x-projector-epoch");
-    $("sql-info").textContent = int(rows.length) + (rows.length === 1 ? " row · " : " rows · ") + ms + " ms" + (epoch ? " · epoch " + epoch : "");
+    r = await api("sql?format=rows", { method: "POST", body: sql, headers: { "Content-Type": "text/plain" } });
   } catch (e) {
-    $("sql-error").textContent = "the request failed: " + e;
-    $("sql-error").hidden = false;
-    $("sql-info").textContent = "";
-  } finally {
-    $("run").disabled = false;
+    r = { status: 0, body: "the request failed: " + e };
   }
+  if (run !== sqlRun) return; // a newer query was started meanwhile
+  const ms = Math.round(performance.now() - started);
+  const body = r.body;
+  if (r.status !== 200 || !body || !Array.isArray(body.columns) || !Array.isArray(body.rows)) {
+    $("sql-info").textContent = ms + " ms";
+    $("sql-error").textContent = r.status === 200 ? "an answer that is not a result: " + errorText(body) : errorText(body);
+    $("sql-error").hidden = false;
+    return;
+  }
+  // Columns and values by position: duplicate and integer-like names stay apart.
+  const table = $("results");
+  table.tHead.replaceChildren(row(body.columns.map((c) => c.name), true));
+  const shown = body.rows.slice(0, MAX_SHOWN_ROWS);
+  table.tBodies[0].replaceChildren(...shown.map((values) => row(values)));
+  const n = body.rows.length;
+  const epoch = r.headers.get("x-projector-epoch");
+  $("sql-info").textContent = int(n) + (n === 1 ? " row" : " rows")
+    + (n > shown.length ? " (the first " + int(shown.length) + " shown; add a LIMIT)" : "")
+    + " · " + ms + " ms" + (epoch ? " · epoch " + epoch : "");
 }
 
 function showProblem(text) {
@@ -317,15 +333,22 @@ document.addEventListener("DOMContentLoaded", () => {
   });
   $("login-form").addEventListener("submit", (e) => {
     e.preventDefault();
-    token = $("token").value.trim();
+    const typed = $("token").value.trim();
+    // A header takes visible ASCII only: anything else could never be sent.
+    if (!/^[\x21-\x7e]+$/.test(typed)) {
+      $("login-why").textContent = "A token is printable ASCII without spaces.";
+      return;
+    }
+    token = typed;
     sessionStorage.setItem("projector.token", token);
     $("login").hidden = true;
     viewsShown = "";
     pollStatus();
     pollViews();
   });
-  pollStatus();
-  pollViews();
-  setInterval(pollStatus, POLL_MS);
-  setInterval(pollViews, VIEWS_MS);
+  // Each poll starts a set time after the previous one ended: a slow answer never
+  // piles requests up (a browser holds 6 connections to this host, the editor's too).
+  const every = (f, ms) => { const next = () => f().finally(() => setTimeout(next, ms)); next(); };
+  every(pollStatus, POLL_MS);
+  every(pollViews, VIEWS_MS);
 });
