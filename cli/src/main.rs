@@ -146,6 +146,11 @@ enum Command {
         /// Measure throughput only (no freshness or query phase).
         #[arg(long)]
         throughput_only: bool,
+        /// After each throughput run, fold the same events with a hand-written
+        /// one-thread serde + HashMap loop (the bank pipeline's views) and report
+        /// Projector's rate as a ratio of it; the views must come out equal.
+        #[arg(long)]
+        against_loop: bool,
         /// Write the report as JSON to this file.
         #[arg(long)]
         json: Option<PathBuf>,
@@ -316,6 +321,7 @@ fn main() -> ExitCode {
             workers,
             state_dir,
             throughput_only,
+            against_loop,
             json,
             quiet,
         } => bench(
@@ -332,6 +338,7 @@ fn main() -> ExitCode {
                 workers,
                 state_dir,
                 throughput_only,
+                against_loop,
                 progress: !quiet,
             },
             json,

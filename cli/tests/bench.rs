@@ -199,3 +199,94 @@ fn bench_refuses_what_it_cannot_measure() {
     out.assert_code(1);
     assert!(out.stderr.contains("cannot replay stdin"), "{}", out.stderr);
 }
+
+#[test]
+fn a_short_bench_against_the_hand_written_loop() {
+    let events = 30_000;
+    let text = generator_pipeline(events);
+    let (keys, seed) = (yaml_int(&text, "keys"), yaml_int(&text, "seed"));
+    let dir = tempfile::tempdir().expect("tempdir");
+    let pipeline = write(dir.path(), "bank.yaml", &text);
+    let report_path = dir.path().join("report.json");
+    let mut cmd = projector();
+    cmd.current_dir(dir.path())
+        .arg("bench")
+        .arg(&pipeline)
+        .args(["--runs", "2", "--throughput-only", "--against-loop"])
+        .args(["--quiet", "--json"])
+        .arg(&report_path);
+    let out = run(cmd, None, TIMEOUT);
+    out.assert_code(0);
+    assert!(
+        out.stdout_text().contains("against the hand-written loop"),
+        "{}",
+        out.stdout_text()
+    );
+    let report: Value =
+        serde_json::from_slice(&std::fs::read(&report_path).expect("the JSON report exists"))
+            .expect("the report is JSON");
+    let l = &report["against_loop"];
+    assert_eq!(l["runs"].as_array().map(Vec::len), Some(2), "{l:#}");
+    let (lo, mid, hi) = (f(l, "/ratio_min"), f(l, "/ratio"), f(l, "/ratio_max"));
+    assert!(0.0 < lo && lo <= mid && mid <= hi, "{l:#}");
+    // Each run's ratio is Projector's rate over the loop's pass after it.
+    let runs = report["throughput"]["runs"].as_array().expect("runs");
+    let ratios: Vec<f64> = runs
+        .iter()
+        .zip(l["runs"].as_array().expect("loop runs"))
+        .map(|(r, l)| f(r, "/events_per_s") / l.as_f64().expect("a rate"))
+        .collect();
+    assert!(
+        ratios.iter().any(|r| (r - lo).abs() < 1e-9),
+        "{ratios:?} {l:#}"
+    );
+
+    // The digest both computed is the oracle's.
+    let expected = oracle::expected(&generator_records(events, keys, seed));
+    let d = &l["digest"];
+    assert_eq!(d["accounts"], expected.accounts.len());
+    let sum = |f: fn(&oracle::Account) -> Option<i64>| -> i64 {
+        expected.accounts.iter().filter_map(f).sum()
+    };
+    assert_eq!(d["balance"], sum(|a| a.balance));
+    assert_eq!(d["deposits"], sum(|a| a.deposits));
+    assert_eq!(d["last_version"], sum(|a| a.last_version));
+    let volume = d["volume"].as_object().expect("volume");
+    assert_eq!(volume.len(), expected.volume.len());
+    for v in &expected.volume {
+        let got = &volume[&v.event_type];
+        assert_eq!(got[0], v.events, "{}", v.event_type);
+        assert_eq!(got[1], v.total.unwrap_or(0.0) as i64, "{}", v.event_type);
+    }
+}
+
+#[test]
+fn the_loop_refuses_a_pipeline_it_does_not_compute() {
+    // Deposits counted twice: the loop's views would differ, so no ratio is given.
+    let text = generator_pipeline(5_000).replace(
+        "add: { balance: payload.amount, deposits: 1 }",
+        "add: { balance: payload.amount, deposits: 2 }",
+    );
+    assert!(text.contains("deposits: 2"), "the replacement took");
+    let dir = tempfile::tempdir().expect("tempdir");
+    let pipeline = write(dir.path(), "bank.yaml", &text);
+    let mut cmd = projector();
+    cmd.current_dir(dir.path())
+        .arg("bench")
+        .arg(&pipeline)
+        .args([
+            "--runs",
+            "1",
+            "--throughput-only",
+            "--against-loop",
+            "--quiet",
+        ]);
+    let out = run(cmd, None, TIMEOUT);
+    out.assert_code(1);
+    assert!(
+        out.stderr
+            .contains("the hand-written loop and the pipeline disagree"),
+        "{}",
+        out.stderr
+    );
+}

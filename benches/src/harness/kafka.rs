@@ -208,6 +208,7 @@ pub(super) fn run(
         cores,
         record_seconds: produce_seconds,
         record_bytes: bytes,
+        against_loop: None,
         kafka: Some(KafkaBaseline {
             topic,
             partitions: PARTITIONS,
@@ -258,7 +259,7 @@ fn pipeline_run(
         std::thread::sleep(Duration::from_millis(1));
     };
     let join = first.duration_since(started).as_secs_f64();
-    let (run, views) = finish_run(pipeline, watch, first, cpu_before, rss_before)?;
+    let (run, views, _) = finish_run(pipeline, watch, first, cpu_before, rss_before)?;
     if run.events != events {
         return Err(anyhow!(
             "the pipeline read {} of the {events} events",

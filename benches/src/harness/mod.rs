@@ -15,6 +15,10 @@
 //!    each waiting for its answer before the next (closed loop): per view, a key
 //!    lookup and an aggregate over all rows. Freshness is measured again under that
 //!    load (the clients share the machine with the pipeline).
+//!
+//! With `--against-loop`, each throughput run is followed by a pass of the hand-written
+//! loop ([`crate::handwritten`]) over the same recording, and Projector's rate is given
+//! as a ratio of the loop's; the views of the last run must equal the loop's.
 
 mod freshness;
 mod kafka;
@@ -63,6 +67,9 @@ pub struct BenchOptions {
     pub state_dir: Option<PathBuf>,
     /// Skip the freshness and query phase.
     pub throughput_only: bool,
+    /// After each throughput run, fold the same recording with the hand-written loop
+    /// (the bank pipeline's views only) and report Projector's rate as a ratio of it.
+    pub against_loop: bool,
     /// Show progress bars on stderr.
     pub progress: bool,
 }
@@ -108,6 +115,25 @@ pub struct BenchReport {
     pub queries: Vec<QueryLatency>,
     /// Kafka sources: the topic and the bare consumer it was compared with.
     pub kafka: Option<KafkaBaseline>,
+    /// With `--against-loop`: the hand-written loop's rates and Projector's ratio.
+    pub against_loop: Option<LoopComparison>,
+}
+
+/// Projector against the hand-written loop, run after run on the same recording.
+#[derive(Debug, Clone, Serialize)]
+pub struct LoopComparison {
+    /// The loop's events/s, one per throughput run (after it).
+    pub runs: Vec<f64>,
+    /// Median of the loop's events/s.
+    pub median_events_per_s: f64,
+    /// Projector's events/s over the loop's, run by run: the median.
+    pub ratio: f64,
+    /// The lowest of the run-by-run ratios.
+    pub ratio_min: f64,
+    /// The highest of the run-by-run ratios.
+    pub ratio_max: f64,
+    /// The views both computed (equal, or the bench fails).
+    pub digest: crate::handwritten::Digest,
 }
 
 /// Throughput runs.
@@ -244,6 +270,15 @@ pub fn run(options: &BenchOptions) -> Result<BenchReport> {
         base.workers = w.max(1);
     }
     let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
+    if options.against_loop {
+        if matches!(cfg.source, SourceConfig::Kafka(_)) {
+            bail!(
+                "--against-loop replays a recorded input (a generator or a file source); a \
+                 Kafka pipeline is compared with the bare consumer instead"
+            );
+        }
+        crate::handwritten::check_pipeline(&cfg)?;
+    }
     if let SourceConfig::Kafka(k) = &cfg.source {
         return kafka::run(options, &cfg, k, &base, cores);
     }
@@ -277,6 +312,8 @@ pub fn run(options: &BenchOptions) -> Result<BenchReport> {
     // 1. Throughput.
     let mut runs = Vec::new();
     let mut views = Vec::new();
+    let mut loops = Vec::new();
+    let mut digests = None;
     for i in 0..options.runs.max(1) {
         let last = i + 1 == options.runs.max(1);
         let dir = match (&options.state_dir, last) {
@@ -286,7 +323,7 @@ pub fn run(options: &BenchOptions) -> Result<BenchReport> {
         let mut opts = base.clone();
         opts.state_dir = dir.path().to_path_buf();
         let label = format!("throughput run {}/{}", i + 1, options.runs.max(1));
-        let (run, rows) = throughput_run(&cfg, &opts, &recording, options, &label)?;
+        let (run, rows, shared) = throughput_run(&cfg, &opts, &recording, options, &label)?;
         note(
             options,
             &format!(
@@ -298,9 +335,40 @@ pub fn run(options: &BenchOptions) -> Result<BenchReport> {
                 run.peak_rss_bytes / 1_000_000
             ),
         );
+        if options.against_loop {
+            let pass = crate::handwritten::run(&recording);
+            note(
+                options,
+                &format!(
+                    "{}: hand-written loop after run {}: {} events/s ({:.2} s, 1 thread): Projector at {:.2}x",
+                    cfg.name,
+                    i + 1,
+                    si(pass.events_per_s),
+                    pass.seconds,
+                    run.events_per_s / pass.events_per_s.max(1e-9)
+                ),
+            );
+            if last {
+                digests = Some((crate::handwritten::digest_of(&shared)?, pass.digest.clone()));
+            }
+            loops.push(pass);
+        }
         runs.push(run);
         views = rows;
     }
+    let against_loop = match digests {
+        None => None,
+        Some((projector, handwritten)) => {
+            if projector != handwritten {
+                bail!(
+                    "the hand-written loop and the pipeline disagree, so their rates cannot be \
+                     compared (is this the bank pipeline's logic?):\n  pipeline: {projector:?}\n  \
+                     loop:     {handwritten:?}"
+                );
+            }
+            Some(compare(&runs, &loops, projector))
+        }
+    };
     let throughput = summarize(runs);
 
     // 2. Freshness and query latency at a fixed rate.
@@ -345,7 +413,33 @@ pub fn run(options: &BenchOptions) -> Result<BenchReport> {
         freshness_under_queries: loaded,
         queries,
         kafka: None,
+        against_loop,
     })
+}
+
+/// Projector's runs against the loop's passes, pair by pair.
+fn compare(
+    runs: &[ThroughputRun],
+    loops: &[crate::handwritten::LoopRun],
+    digest: crate::handwritten::Digest,
+) -> LoopComparison {
+    let mut rates: Vec<f64> = loops.iter().map(|l| l.events_per_s).collect();
+    let mut ratios: Vec<f64> = runs
+        .iter()
+        .zip(loops)
+        .map(|(r, l)| r.events_per_s / l.events_per_s.max(1e-9))
+        .collect();
+    let by_rate = rates.clone();
+    rates.sort_by(f64::total_cmp);
+    ratios.sort_by(f64::total_cmp);
+    LoopComparison {
+        runs: by_rate,
+        median_events_per_s: median(&rates),
+        ratio: median(&ratios),
+        ratio_min: ratios[0],
+        ratio_max: ratios[ratios.len() - 1],
+        digest,
+    }
 }
 
 fn throughput_run(
@@ -354,7 +448,7 @@ fn throughput_run(
     recording: &Arc<Recording>,
     options: &BenchOptions,
     label: &str,
-) -> Result<(ThroughputRun, Vec<ViewRows>)> {
+) -> Result<(ThroughputRun, Vec<ViewRows>, Arc<Shared>)> {
     let rss_before = reset_peak_rss();
     let cpu_before = cpu_times()?;
     let started = Instant::now();
@@ -365,14 +459,15 @@ fn throughput_run(
 }
 
 /// Waits for a throughput run to finish and measures it from `started` (and the CPU
-/// times and RSS taken then); returns the run and the views' rows.
+/// times and RSS taken then); returns the run, the views' rows, and what the stopped
+/// pipeline shares (its last published views stay readable).
 fn finish_run(
     pipeline: Pipeline,
     watch: Watch,
     started: Instant,
     cpu_before: (f64, f64),
     rss_before: u64,
-) -> Result<(ThroughputRun, Vec<ViewRows>)> {
+) -> Result<(ThroughputRun, Vec<ViewRows>, Arc<Shared>)> {
     let finished = pipeline.wait_until_finished();
     let seconds = started.elapsed().as_secs_f64();
     let cpu_after = cpu_times()?;
@@ -386,6 +481,7 @@ fn finish_run(
     Ok((
         ThroughputRun::new(read, seconds, cpu_before, cpu_after, rss_before, peak),
         views,
+        shared,
     ))
 }
 

@@ -56,6 +56,18 @@ pub fn render_table(r: &BenchReport) -> String {
             run.rss_before_bytes / 1_000_000,
         );
     }
+    if let Some(l) = &r.against_loop {
+        let _ = writeln!(
+            out,
+            "\nagainst the hand-written loop   {} events/s median of {} (1 thread, serde + HashMap) · Projector at {:.2}x (run by run {:.2}x - {:.2}x) · views equal ({} accounts)",
+            si(l.median_events_per_s),
+            l.runs.len(),
+            l.ratio,
+            l.ratio_min,
+            l.ratio_max,
+            l.digest.accounts
+        );
+    }
     if let Some(k) = &r.kafka {
         let _ = writeln!(
             out,
