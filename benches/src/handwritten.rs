@@ -95,7 +95,7 @@ pub fn run(recording: &Recording) -> LoopRun {
     let mut keys: HashMap<String, Entry> = HashMap::new();
     let mut groups: HashMap<String, Group> = HashMap::new();
     for record in &batch.records {
-        let Ok(event) = serde_json::from_slice::<Event>(batch.bytes(record)) else {
+        let Ok(event) = serde_json::from_slice::<Event<'_>>(batch.bytes(record)) else {
             continue;
         };
         let entry = match keys.get_mut(event.aggregate_id.as_ref()) {
