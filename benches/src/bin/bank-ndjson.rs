@@ -1,6 +1,7 @@
-//! Writes the bank generator's events as NDJSON, one event per line: the input of the
-//! file-source benchmarks (`projector bench` of a pipeline with `source: {type: file}`),
-//! byte for byte what the generator source produces.
+//! Writes the bank generator's events as NDJSON, one event per line, byte for byte what
+//! the generator source produces: the input of a file-source run (`projector run --once`
+//! of the bank pipeline with `source: {type: file, path: FILE}`). `projector bench`
+//! records any source into memory first, so it measures a file like the generator.
 //!
 //! ```text
 //! bank-ndjson FILE [--events N] [--keys K] [--seed S]
