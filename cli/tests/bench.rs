@@ -22,6 +22,25 @@ fn write(dir: &Path, name: &str, contents: impl AsRef<[u8]>) -> PathBuf {
     path
 }
 
+/// `projector bench PIPELINE ARGS --quiet --json FILE` in `dir`, which must succeed:
+/// its table (stdout) and its JSON report.
+fn bench(dir: &Path, pipeline: &Path, args: &[&str]) -> (String, Value) {
+    let report_path = dir.join("report.json");
+    let mut cmd = projector();
+    cmd.current_dir(dir)
+        .arg("bench")
+        .arg(pipeline)
+        .args(args)
+        .args(["--quiet", "--json"])
+        .arg(&report_path);
+    let out = run(cmd, None, TIMEOUT);
+    out.assert_code(0);
+    let report: Value =
+        serde_json::from_slice(&std::fs::read(&report_path).expect("the JSON report exists"))
+            .expect("the report is JSON");
+    (out.stdout_text().to_string(), report)
+}
+
 fn f(v: &Value, path: &str) -> f64 {
     v.pointer(path)
         .and_then(Value::as_f64)
@@ -137,24 +156,12 @@ fn a_short_bench_queries_over_the_postgres_protocol() {
     let text = generator_pipeline(30_000);
     let dir = tempfile::tempdir().expect("tempdir");
     let pipeline = write(dir.path(), "bank.yaml", &text);
-    let report_path = dir.path().join("report.json");
-    let mut cmd = projector();
-    cmd.current_dir(dir.path())
-        .arg("bench")
-        .arg(&pipeline)
-        .args(["--runs", "1", "--query-clients", "2", "--query-face", "pg"])
-        .args(["--quiet", "--json"])
-        .arg(&report_path);
-    let out = run(cmd, None, TIMEOUT);
-    out.assert_code(0);
-    assert!(
-        out.stdout_text().contains("over the Postgres protocol"),
-        "{}",
-        out.stdout_text()
+    let (table, report) = bench(
+        dir.path(),
+        &pipeline,
+        &["--runs", "1", "--query-clients", "2", "--query-face", "pg"],
     );
-    let report: Value =
-        serde_json::from_slice(&std::fs::read(&report_path).expect("the JSON report exists"))
-            .expect("the report is JSON");
+    assert!(table.contains("over the Postgres protocol"), "{table}");
     let queries = report["queries"].as_array().expect("queries");
     assert_eq!(queries.len(), 4, "{queries:#?}");
     for q in queries {
@@ -207,24 +214,12 @@ fn a_short_bench_against_the_hand_written_loop() {
     let (keys, seed) = (yaml_int(&text, "keys"), yaml_int(&text, "seed"));
     let dir = tempfile::tempdir().expect("tempdir");
     let pipeline = write(dir.path(), "bank.yaml", &text);
-    let report_path = dir.path().join("report.json");
-    let mut cmd = projector();
-    cmd.current_dir(dir.path())
-        .arg("bench")
-        .arg(&pipeline)
-        .args(["--runs", "2", "--throughput-only", "--against-loop"])
-        .args(["--quiet", "--json"])
-        .arg(&report_path);
-    let out = run(cmd, None, TIMEOUT);
-    out.assert_code(0);
-    assert!(
-        out.stdout_text().contains("against the hand-written loop"),
-        "{}",
-        out.stdout_text()
+    let (table, report) = bench(
+        dir.path(),
+        &pipeline,
+        &["--runs", "2", "--throughput-only", "--against-loop"],
     );
-    let report: Value =
-        serde_json::from_slice(&std::fs::read(&report_path).expect("the JSON report exists"))
-            .expect("the report is JSON");
+    assert!(table.contains("against the hand-written loop"), "{table}");
     let l = &report["against_loop"];
     assert_eq!(l["runs"].as_array().map(Vec::len), Some(2), "{l:#}");
     // Each run's ratio is Projector's rate over the loop's pass after it; with two

@@ -597,10 +597,7 @@ pub fn status_json(shared: &Shared) -> serde_json::Value {
     let written = shared.checkpoints.get().written_ms;
     let checkpoint_age_ms = match written {
         0 => 0,
-        w => std::time::SystemTime::now()
-            .duration_since(std::time::UNIX_EPOCH)
-            .map_or(0, |d| d.as_millis() as u64)
-            .saturating_sub(w),
+        w => crate::state::checkpoint::recovery::now_ms().saturating_sub(w),
     };
     let state = if shared.fatal().is_some() {
         "failed"
@@ -650,9 +647,7 @@ pub fn status_json(shared: &Shared) -> serde_json::Value {
 
 /// Per partition: positions, lag, and its newest checkpoint's epoch and age.
 pub(crate) fn partitions_json(shared: &Shared) -> serde_json::Value {
-    let now = std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map_or(0, |d| d.as_millis() as u64);
+    let now = crate::state::checkpoint::recovery::now_ms();
     let published = shared.catalog.current();
     let list = shared
         .positions
